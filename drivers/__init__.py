@@ -1,0 +1,3 @@
+"""Drivers for real crossbar hardware (serial and VISA transports)."""
+
+__all__: list[str] = []
