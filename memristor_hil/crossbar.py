@@ -1,0 +1,176 @@
+"""The device abstraction layer: the interface every crossbar backend implements.
+
+:class:`Crossbar` does the checks that must be the same everywhere (open, addresses inside the
+array, safety limits) and hands checked requests to the backend's ``_apply``, ``_read`` and
+``_read_all``. A backend never sees a request that failed a check, so a bad request leaves
+every device untouched.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from types import TracebackType
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .errors import CrossbarClosedError, InvalidBatchError
+from .pulses import Cells, PulseBatch, SafetyLimits, cell_indices
+
+__all__ = ["Crossbar"]
+
+
+class Crossbar(ABC):
+    """A rows x cols array of memristors that takes batches of pulses and read requests.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(rows, cols)``.
+    limits : SafetyLimits, optional
+        What the crossbar accepts (defaults: :class:`SafetyLimits`).
+    identity : str
+        Who the device says it is (for records and logs).
+
+    Notes
+    -----
+    Use as a context manager, or call :meth:`close` when done; a closed crossbar raises
+    :class:`~memristor_hil.errors.CrossbarClosedError`. Resistances are in ohm, as float arrays.
+    """
+
+    def __init__(
+        self, shape: tuple[int, int], *, limits: SafetyLimits | None = None, identity: str = ""
+    ) -> None:
+        rows, cols = (int(x) for x in shape)
+        if rows <= 0 or cols <= 0:
+            raise ValueError(f"crossbar shape must be positive, got {shape}")
+        self._shape = (rows, cols)
+        self._limits = limits or SafetyLimits()
+        self._identity = identity
+        self._closed = False
+
+    # ------------------------------------------------------------------ description
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, cols)``."""
+        return self._shape
+
+    @property
+    def size(self) -> int:
+        """Number of cells."""
+        return self._shape[0] * self._shape[1]
+
+    @property
+    def limits(self) -> SafetyLimits:
+        """The safety limits every batch is checked against."""
+        return self._limits
+
+    @property
+    def identity(self) -> str:
+        """The device's identity string."""
+        return self._identity
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (
+            f"<{type(self).__name__} {self._shape[0]}x{self._shape[1]} {self._identity!r} {state}>"
+        )
+
+    # ------------------------------------------------------------------ operations
+    def apply(self, batch: PulseBatch, *, read_back: bool = False) -> np.ndarray | None:
+        """Apply a batch of pulses.
+
+        Parameters
+        ----------
+        batch : PulseBatch
+            The pulses. Checked against the shape and safety limits first; a batch that fails
+            a check raises and changes nothing.
+        read_back : bool
+            Also return the resistance of each batch entry's cell after the whole batch.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            With ``read_back``, resistances in batch order (shape ``(len(batch),)``).
+        """
+        self._check_open()
+        if not isinstance(batch, PulseBatch):
+            raise InvalidBatchError(f"apply() takes a PulseBatch, got {type(batch).__name__}")
+        cells = batch.locate(self._shape, self._limits)
+        return self._apply(batch, cells, read_back)
+
+    def read(self, rows: ArrayLike, cols: ArrayLike) -> np.ndarray:
+        """Resistances of the cells ``(rows[i], cols[i])``, shape ``(len(rows),)``."""
+        self._check_open()
+        return self._read(cell_indices(rows, cols, self._shape).flat)
+
+    def read_region(self, row: int, col: int, nrows: int, ncols: int) -> np.ndarray:
+        """Resistances of the ``nrows x ncols`` block whose top-left cell is ``(row, col)``."""
+        self._check_open()
+        if nrows <= 0 or ncols <= 0:
+            raise InvalidBatchError(f"region size must be positive, got {nrows}x{ncols}")
+        if not (
+            0 <= row
+            and row + nrows <= self._shape[0]
+            and 0 <= col
+            and col + ncols <= self._shape[1]
+        ):
+            raise InvalidBatchError(
+                f"region rows {row}..{row + nrows - 1}, cols {col}..{col + ncols - 1} is outside "
+                f"the {self._shape[0]}x{self._shape[1]} crossbar"
+            )
+        return self._read_region(row, col, nrows, ncols)
+
+    def read_all(self) -> np.ndarray:
+        """Resistances of every cell, shape ``(rows, cols)``."""
+        self._check_open()
+        return self._read_all()
+
+    def close(self) -> None:
+        """Leave the outputs safe and release the device. Safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> Crossbar:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CrossbarClosedError(f"{self!r} is closed")
+
+    # ------------------------------------------------------------------ backend hooks
+    @abstractmethod
+    def _apply(self, batch: PulseBatch, cells: Cells, read_back: bool) -> np.ndarray | None:
+        """Apply a checked batch; ``cells`` holds its row-major cell indices."""
+
+    @abstractmethod
+    def _read(self, flat: np.ndarray) -> np.ndarray:
+        """Resistances of checked row-major cell indices."""
+
+    def _read_region(self, row: int, col: int, nrows: int, ncols: int) -> np.ndarray:
+        """Resistances of a checked region; by default through :meth:`_read`."""
+        rows = np.arange(row, row + nrows)[:, None]
+        cols = np.arange(col, col + ncols)[None, :]
+        flat = (rows * self._shape[1] + cols).reshape(-1)
+        return self._read(flat).reshape(nrows, ncols)
+
+    def _read_all(self) -> np.ndarray:
+        """Resistances of every cell; by default through :meth:`_read_region`."""
+        return self._read_region(0, 0, *self._shape)
+
+    def _close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release the backend (outputs to a safe state). Called once."""

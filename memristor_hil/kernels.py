@@ -1,0 +1,130 @@
+"""Compiled (numba) kernels for the per-device loops of the emulator, and the power law.
+
+Where the time goes (measured with ``benchmarks/bench_emulator.py`` on the 2-core x86 CI
+machine): a scalar ``pow`` costs 11-14 ns per device in numba or plain C, because llvmlite ships
+without Intel SVML and cannot vectorise it; NumPy's own AVX-512 ``np.power`` costs about 2.8 ns
+(float64) and 1.1 ns (float32) per element on contiguous data. So the per-device scatter
+(``n[cell] += k``) runs in a compiled loop that also writes each touched cell's new state into
+a contiguous buffer, and the power law runs over that buffer with NumPy. Small batches stay in
+the compiled loop, where NumPy's per-call overhead would dominate.
+
+The numpy reference for all of this is :class:`memristor_hil.powerlaw.PowerLaw`; the tests
+check these kernels against it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .powerlaw import DeviceParameters
+
+__all__ = ["SMALL_BATCH", "add_set_pulses", "flat_indices", "gather", "resistance"]
+
+#: Below this many cells the power law is evaluated in the compiled loop; above it, NumPy's
+#: vectorised ``np.power`` is faster (benchmarks/bench_emulator.py shows both sides).
+SMALL_BATCH = 256
+
+_EMPTY = np.empty(0)
+
+
+@njit(cache=True, nogil=True)
+def flat_indices(rows, cols, nrows, ncols, out):  # pragma: no cover - compiled
+    """Write ``rows * ncols + cols`` into ``out``.
+
+    Returns ``(bad, ascending)``: the first out-of-range entry (-1 if none), and whether the
+    indices are strictly ascending (then no cell is named twice).
+    """
+    ascending = True
+    previous = -1
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        c = cols[i]
+        if r < 0 or r >= nrows or c < 0 or c >= ncols:
+            return i, False
+        j = r * ncols + c
+        if j <= previous:
+            ascending = False
+        previous = j
+        out[i] = j
+    return -1, ascending
+
+
+@njit(cache=True, nogil=True)
+def add_set_pulses(n, flat, pulses, n_min, ratio, noise, draws, new_n):  # pragma: no cover
+    """Apply SET pulses in place: ``n <- (max(n, n_min)**ratio + k)**(1/ratio)``.
+
+    ``ratio`` is ``a / a(V)`` (1 at the reference voltage, where the update is ``n + k``).
+    Entries are applied in order, so a cell named twice receives both counts. ``pulses`` has
+    one entry per batch entry or a single shared one; ``draws`` (standard normals, one per
+    entry) adds cycle-to-cycle noise ``noise * sqrt(k) * xi`` when non-empty. When ``new_n`` is
+    non-empty, entry ``i``'s new state is also written to ``new_n[i]``.
+    """
+    per_device_min = n_min.shape[0] > 1
+    per_device_ratio = ratio.shape[0] > 1
+    shared_pulses = pulses.shape[0] == 1
+    unit_ratio = (not per_device_ratio) and ratio[0] == 1.0
+    with_noise = draws.shape[0] > 0
+    keep = new_n.shape[0] > 0
+    for i in range(flat.shape[0]):
+        j = flat[i]
+        k = 1.0 * (pulses[0] if shared_pulses else pulses[i])
+        if with_noise:
+            k = max(k + noise * np.sqrt(k) * draws[i], 0.0)
+        x = n[j]
+        lo = n_min[j if per_device_min else 0]
+        if x < lo:
+            x = lo
+        if unit_ratio:
+            x = x + k
+        else:
+            e = ratio[j if per_device_ratio else 0]
+            x = (x**e + k) ** (1.0 / e)
+        n[j] = x
+        if keep:
+            new_n[i] = n[j]
+
+
+@njit(cache=True, nogil=True)
+def gather(values, flat, out):  # pragma: no cover - compiled
+    """``out[i] = values[flat[i]]``."""
+    for i in range(flat.shape[0]):
+        out[i] = values[flat[i]]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _power_law_small(x, r0, r1, a):  # pragma: no cover - compiled
+    for i in range(x.shape[0]):
+        x[i] = r0 + r1 * x[i] ** a
+    return x
+
+
+def resistance(
+    x: np.ndarray, params: DeviceParameters, flat: np.ndarray | None = None
+) -> np.ndarray:
+    """Turn pulse counts into resistances, in place: ``x <- r0 + r1 * x**a``.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Pulse counts, contiguous; overwritten with resistances and returned.
+    params : DeviceParameters
+        Shared (single-entry) or per-device parameters.
+    flat : numpy.ndarray, optional
+        With per-device parameters, the device index of each entry of ``x`` (default: ``x``
+        covers every device in order).
+    """
+    if not params.per_device:
+        r0, r1, a = params.r0[0], params.r1[0], params.a[0]
+        if x.shape[0] < SMALL_BATCH:
+            return _power_law_small(x, r0, r1, a)
+        np.power(x, a, out=x)
+    else:
+        r0, r1, a = params.r0, params.r1, params.a
+        if flat is not None:
+            r0, r1, a = r0[flat], r1[flat], a[flat]
+        np.power(x, a, out=x)
+    np.multiply(x, r1, out=x)
+    np.add(x, r0, out=x)
+    return x
