@@ -1,0 +1,233 @@
+"""EmulatedCrossbar: an in-process crossbar of power-law memristors."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from memristor_hil import kernels
+from memristor_hil.crossbar import Crossbar
+from memristor_hil.errors import InvalidBatchError
+from memristor_hil.powerlaw import DeviceParameters, PowerLaw
+from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
+
+__all__ = ["EmulatedCrossbar"]
+
+_STATE_FORMAT = 1
+_EMPTY = np.empty(0)
+
+
+class EmulatedCrossbar(Crossbar):
+    """A software crossbar whose cells follow :class:`~memristor_hil.PowerLaw`.
+
+    Each cell's state is its pulse count; a batch touches only the cells it names, so the cost
+    of :meth:`apply` and :meth:`read` grows with the batch, not with the crossbar.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Shape of the crossbar.
+    model : PowerLaw, optional
+        Device model, including any device-to-device variability and noise.
+    seed : int, optional
+        Seed for the devices drawn and for cycle-to-cycle noise; the same seed gives the same
+        crossbar.
+    limits : SafetyLimits, optional
+        Safety limits (default :class:`SafetyLimits`).
+
+    Examples
+    --------
+    >>> from memristor_hil import PulseBatch
+    >>> with EmulatedCrossbar(4, 4, seed=1) as xbar:
+    ...     r = xbar.apply(PulseBatch([0, 1], [0, 1], pulses=10), read_back=True)
+    >>> r.shape
+    (2,)
+    """
+
+    def __init__(
+        self,
+        rows: int,
+        cols: int,
+        model: PowerLaw | None = None,
+        *,
+        seed: int | None = None,
+        limits: SafetyLimits | None = None,
+    ) -> None:
+        self.model = model or PowerLaw()
+        super().__init__(
+            (rows, cols),
+            limits=limits,
+            identity=f"memristor-hil,EmulatedCrossbar,{rows}x{cols},seed={seed}",
+        )
+        self.seed = seed
+        device_seed, noise_seed = np.random.SeedSequence(seed).spawn(2)
+        self.params, self._n = self.model.sample_devices(
+            self.size, np.random.default_rng(device_seed)
+        )
+        self._noise_rng = np.random.default_rng(noise_seed)
+        self._n_min = self.params.n_min
+        self._ratio_cache: dict[float, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ state
+    @property
+    def pulse_counts(self) -> np.ndarray:
+        """Each cell's pulse count (the model state), shape ``(rows, cols)``; a copy."""
+        return self._n.reshape(self.shape).copy()
+
+    def _ratio(self, voltage: float) -> np.ndarray:
+        """``a / a(V)`` per device (single entry when shared); cached per voltage."""
+        ratio = self._ratio_cache.get(voltage)
+        if ratio is None:
+            a_v = self.model.exponent(voltage, self.params)
+            if np.any(a_v >= 0):
+                raise InvalidBatchError(
+                    f"the model's exponent a(V) is not negative at {voltage} V: "
+                    "no SET is possible at that voltage"
+                )
+            ratio = np.asarray(self.params.a / a_v, dtype=self._n.dtype)
+            if voltage == self.model.v_ref:
+                ratio = np.ones(1, dtype=self._n.dtype)
+            self._ratio_cache[voltage] = ratio
+        return ratio
+
+    # ------------------------------------------------------------------ Crossbar hooks
+    def _apply(self, batch: PulseBatch, cells: Cells, read_back: bool) -> np.ndarray | None:
+        flat = cells.flat
+        voltage = batch.voltage
+        if not (batch.uniform_voltage and voltage > 0):
+            self._apply_general(batch, flat)
+            return self._read(flat) if read_back else None
+        ratio = self._ratio(voltage)  # raises before any state changes
+        draws = self._draws(len(flat))
+        # With strictly ascending cells no cell repeats, so the state each entry leaves behind
+        # is final and the kernel can hand it back without a second pass over the crossbar.
+        fused = read_back and cells.ascending
+        new_n = np.empty(len(flat), self._n.dtype) if fused else _EMPTY
+        kernels.add_set_pulses(
+            self._n, flat, batch.compact_pulses, self._n_min, ratio, self.model.noise, draws, new_n
+        )
+        if not read_back:
+            return None
+        if fused:
+            return kernels.resistance(new_n, self.params, flat)
+        return self._read(flat)
+
+    def _draws(self, count: int) -> np.ndarray:
+        if self.model.noise > 0:
+            return self._noise_rng.standard_normal(count)
+        return _EMPTY
+
+    def _apply_general(self, batch: PulseBatch, flat: np.ndarray) -> None:
+        """Per-cell voltages or RESET pulses, through the numpy reference model."""
+        voltage = np.broadcast_to(np.asarray(batch.voltage, dtype=float), (len(flat),))
+        if np.any(voltage < 0) and not self.model.reset:
+            raise InvalidBatchError(
+                "negative (RESET) voltages need a model with reset=True; this emulator's model "
+                "has only the SET branch"
+            )
+        for v in np.unique(voltage[voltage > 0]):
+            self._ratio(float(v))  # raises, before any state changes, where a(V) >= 0
+        pulses = batch.pulses
+        draws = self._draws(len(flat)) if self.model.noise > 0 else None
+        # Apply entry by entry in order of first appearance, so duplicates accumulate exactly.
+        remaining = np.arange(len(flat))
+        while remaining.size:
+            cells, first = np.unique(flat[remaining], return_index=True)
+            take = remaining[first]
+            params = _gather(self.params, cells) if self.params.per_device else self.params
+            self._n[cells] = self.model.after_pulses(
+                self._n[cells],
+                pulses[take],
+                voltage[take],
+                params,
+                None if draws is None else draws[take],
+            )
+            remaining = np.delete(remaining, first)
+
+    def _read(self, flat: np.ndarray) -> np.ndarray:
+        x = kernels.gather(self._n, flat, np.empty(len(flat), self._n.dtype))
+        return kernels.resistance(x, self.params, flat)
+
+    def _read_all(self) -> np.ndarray:
+        return kernels.resistance(self._n.copy(), self.params).reshape(self.shape)
+
+    # ------------------------------------------------------------------ persistence
+    def save_state(self, path: str | os.PathLike[str]) -> None:
+        """Write the device state to ``path`` atomically (a crash never leaves half a file).
+
+        The file is a numpy ``.npz`` of plain arrays plus JSON text; nothing in it is pickled.
+        """
+        path = Path(path)
+        meta = {
+            "format": _STATE_FORMAT,
+            "shape": list(self.shape),
+            "seed": self.seed,
+            "model": self.model.to_dict(),
+            "noise_rng": self._noise_rng.bit_generator.state,
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(
+                    f,
+                    n=self._n,
+                    r0=self.params.r0,
+                    r1=self.params.r1,
+                    a=self.params.a,
+                    meta=np.array(json.dumps(meta)),
+                )
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def load_state(self, path: str | os.PathLike[str]) -> None:
+        """Restore a state written by :meth:`save_state` for a crossbar of the same shape."""
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if meta.get("format") != _STATE_FORMAT:
+                raise ValueError(f"{path}: unknown state format {meta.get('format')!r}")
+            if tuple(meta["shape"]) != self.shape:
+                raise ValueError(
+                    f"{path}: state is for a {meta['shape']} crossbar, not {self.shape}"
+                )
+            ft = self._n.dtype
+            n = np.asarray(data["n"], dtype=ft)
+            params = DeviceParameters(
+                r0=np.asarray(data["r0"], ft),
+                r1=np.asarray(data["r1"], ft),
+                a=np.asarray(data["a"], ft),
+            )
+        if n.shape != self._n.shape or not np.all(np.isfinite(n)):
+            raise ValueError(f"{path}: state array is damaged")
+        self._n = n
+        self.params = params
+        self._n_min = params.n_min
+        self._ratio_cache.clear()
+        self._noise_rng.bit_generator.state = meta["noise_rng"]
+
+    @classmethod
+    def from_state(
+        cls, path: str | os.PathLike[str], limits: SafetyLimits | None = None
+    ) -> EmulatedCrossbar:
+        """A crossbar rebuilt from a file written by :meth:`save_state`."""
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+        xbar = cls(
+            *meta["shape"],
+            model=PowerLaw.from_dict(meta["model"]),
+            seed=meta["seed"],
+            limits=limits,
+        )
+        xbar.load_state(path)
+        return xbar
+
+
+def _gather(params: DeviceParameters, cells: np.ndarray) -> DeviceParameters:
+    return DeviceParameters(r0=params.r0[cells], r1=params.r1[cells], a=params.a[cells])

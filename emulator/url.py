@@ -1,0 +1,91 @@
+"""``emulator://`` URLs: an in-process EmulatedCrossbar described by query parameters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from memristor_hil.powerlaw import PowerLaw, Variability
+from memristor_hil.urls import query_options
+
+from .crossbar import EmulatedCrossbar
+
+__all__ = ["open_emulator", "model_from_options"]
+
+_FLOAT_OPTIONS = (
+    "r0",
+    "r1",
+    "a",
+    "v_ref",
+    "a_slope",
+    "r_init",
+    "noise",
+    "reset_r3",
+    "reset_exponent",
+)
+_SIGMA_OPTIONS = {"sigma_r0": "r0", "sigma_r1": "r1", "sigma_a": "a", "sigma_r_init": "r_init"}
+_KNOWN = (
+    "rows",
+    "cols",
+    "seed",
+    "params",
+    "sigma",
+    "reset",
+    "dtype",
+    *_FLOAT_OPTIONS,
+    *_SIGMA_OPTIONS,
+)
+
+
+def model_from_options(options: dict[str, Any]) -> PowerLaw:
+    """A PowerLaw from URL-style options; ``params=FILE`` loads a parameter file first.
+
+    The parameter file is JSON: ``{"model": {PowerLaw fields}}`` (as ``memristor-hil fit``
+    writes) or the PowerLaw fields alone. Options given beside it override it.
+    """
+    fields: dict[str, Any] = {}
+    if options.get("params"):
+        data = json.loads(Path(options["params"]).read_text())
+        fields.update(data.get("model", data))
+    for name in _FLOAT_OPTIONS:
+        if name in options:
+            fields[name] = float(options[name])
+    if "reset" in options:
+        fields["reset"] = str(options["reset"]).lower() in ("1", "true", "yes", "on")
+    if "dtype" in options:
+        fields["dtype"] = str(options["dtype"])
+    variability = fields.get("variability") or {}
+    if isinstance(variability, Variability):
+        variability = variability.__dict__
+    variability = dict(variability)
+    if "sigma" in options:
+        variability = dict.fromkeys(("r0", "r1", "a", "r_init"), float(options["sigma"]))
+    for option, name in _SIGMA_OPTIONS.items():
+        if option in options:
+            variability[name] = float(options[option])
+    fields["variability"] = Variability(**variability)
+    return PowerLaw.from_dict(fields)
+
+
+def open_emulator(url: str, **overrides: Any) -> EmulatedCrossbar:
+    """Open ``emulator://?rows=R&cols=C&seed=S&...``.
+
+    Query parameters: ``rows``, ``cols`` (default 100 each), ``seed``; the PowerLaw parameters
+    ``r0``, ``r1``, ``a``, ``v_ref``, ``a_slope``, ``r_init``, ``noise``, ``reset``, ``dtype``;
+    variability as ``sigma`` (all parameters) or ``sigma_r0``, ``sigma_r1``, ``sigma_a``,
+    ``sigma_r_init``; and ``params=FILE`` for a fitted parameter file. Keyword arguments
+    override the query.
+    """
+    _, options = query_options(url)
+    options.update(overrides)
+    unknown = sorted(set(options) - set(_KNOWN))
+    if unknown:
+        raise ValueError(f"unknown emulator:// options {unknown}; known: {', '.join(_KNOWN)}")
+    try:
+        rows = int(options.get("rows", 100))
+        cols = int(options.get("cols", 100))
+        seed = None if options.get("seed") in (None, "") else int(options["seed"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"rows, cols and seed must be integers in {url!r}: {exc}") from None
+    return EmulatedCrossbar(rows, cols, model_from_options(options), seed=seed)
