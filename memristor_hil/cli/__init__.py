@@ -1,20 +1,32 @@
 """The ``memristor-hil`` command. Each subcommand lives in its own module of this package.
 
 A subcommand module defines ``register(subparsers)``, which adds its parser and sets
-``run=function(args) -> int`` as the parser's default. Add new modules to ``SUBCOMMANDS``.
+``run=function(args) -> int`` as the parser's default. Modules are found by name, so adding a
+subcommand means adding a module, nothing else; ``ORDER`` (an int, default 50) in a module
+sets where its subcommand appears in ``--help``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 
 from memristor_hil.errors import CrossbarError
 
 __all__ = ["main"]
 
-SUBCOMMANDS = ["demo"]
+
+
+def _subcommand_modules() -> list:
+    modules = [
+        importlib.import_module(f"{__name__}.{info.name}")
+        for info in pkgutil.iter_modules(__path__)
+        if not info.name.startswith("_")
+    ]
+    modules = [m for m in modules if hasattr(m, "register")]
+    return sorted(modules, key=lambda m: (getattr(m, "ORDER", 50), m.__name__))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Memristor crossbars in the loop: emulate, drive and learn with them.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        importlib.import_module(f"{__name__}.{name.replace('-', '_')}").register(sub)
+    for module in _subcommand_modules():
+        module.register(sub)
     return parser
 
 

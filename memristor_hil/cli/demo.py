@@ -10,6 +10,7 @@ import numpy as np
 
 from memristor_hil import PulseBatch, open_crossbar
 
+ORDER = 10
 DEFAULT_URL = "emulator://?rows=4&cols=8&seed=0&sigma=0.15"
 
 
