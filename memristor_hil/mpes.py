@@ -20,7 +20,7 @@ from .powerlaw import PowerLaw, Variability
 
 __all__ = ["mPES"]
 
-_POLICIES = ("one", "scaled")
+_POLICIES = ("one", "scaled", "stochastic")
 
 
 class _ThresholdParam(Parameter):
@@ -96,12 +96,15 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
     error_threshold : float or array_like, optional
         A post neuron's devices are pulsed only where its :math:`|e_i|` is above this
         threshold: one value for all, or one per post neuron. Default 1e-5 (as published).
-    pulses : {"one", "scaled"}, optional
+    pulses : {"one", "scaled", "stochastic"}, optional
         Pulse-count policy. ``"one"`` (default, as published): one pulse per device per pulse
-        interval. ``"scaled"``: ``ceil(max_pulses * |Delta| / running max |Delta|)`` pulses,
-        at least one.
+        interval. ``"scaled"`` (the published variant): ``ceil(max_pulses * |Delta| /
+        running max |Delta|)`` pulses, at least one. ``"stochastic"``: that count's expected
+        value rounded stochastically, so small updates are often 0 pulses and the expected
+        change follows PES's ``e_i * a_j`` (seeded by the simulator, so runs reproduce).
     max_pulses : int, optional
-        The most pulses per device per pulse interval with ``pulses="scaled"``. Default 100.
+        The most pulses per device per pulse interval with ``"scaled"`` and
+        ``"stochastic"``. Default 100.
     pulse_interval : float or None, optional
         Seconds of simulated time per pulse while learning. Default 0.001: at ``dt = 1 ms``
         exactly one pulse per step, as published; with a smaller ``dt`` some steps apply no

@@ -208,7 +208,7 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
         xbar.limits.check_width(float(mpes.pulse_width))
         if voltage <= 0:
             raise CrossbarError(f"mPES pulses must be SET pulses (voltage > 0), got {voltage}")
-        if mpes.pulses == "scaled" and mpes.max_pulses > xbar.limits.max_pulses:
+        if mpes.pulses != "one" and mpes.max_pulses > xbar.limits.max_pulses:
             raise CrossbarError(
                 f"max_pulses={mpes.max_pulses} exceeds the crossbar's limit of "
                 f"{xbar.limits.max_pulses} pulses per cell per batch"
@@ -260,7 +260,8 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
             voltage=voltage,
             width=float(mpes.pulse_width),
             pulse_interval=mpes.pulse_interval,
-            scaled_levels=mpes.max_pulses if mpes.pulses == "scaled" else None,
+            policy=mpes.pulses,
+            levels=mpes.max_pulses,
             tag=f"mPES {conn}",
         )
     )

@@ -56,8 +56,10 @@ class SimmPES(Operator):
         SET pulse voltage (V) and width (s).
     pulse_interval : float or None
         Simulated seconds per pulse; None for one pulse per step.
-    scaled_levels : int or None
-        With the "scaled" policy, the most pulses per device per interval; None for one.
+    policy : {"one", "scaled", "stochastic"}
+        Pulse-count policy (see :class:`~memristor_hil.mPES`).
+    levels : int
+        With "scaled" and "stochastic", the most pulses per device per interval.
     tag : str, optional
         A label for debugging.
 
@@ -87,7 +89,8 @@ class SimmPES(Operator):
         voltage: float,
         width: float,
         pulse_interval: float | None,
-        scaled_levels: int | None,
+        policy: str,
+        levels: int,
         tag: str | None = None,
     ) -> None:
         super().__init__(tag=tag)
@@ -99,7 +102,8 @@ class SimmPES(Operator):
         self.voltage = float(voltage)
         self.width = float(width)
         self.pulse_interval = pulse_interval
-        self.scaled_levels = scaled_levels
+        self.policy = policy
+        self.levels = levels
         self.sets = []
         self.incs = []
         self.reads = [pre_filtered, local_error, threshold]
@@ -140,15 +144,21 @@ class SimmPES(Operator):
         c = self.gain * self.conductance_scale
         voltage, width = self.voltage, self.width
         interval_steps = None if self.pulse_interval is None else dt / self.pulse_interval
-        levels = self.scaled_levels
+        levels = self.levels
+        scaled = self.policy == "scaled"
+        stochastic = self.policy == "stochastic"
         select, store = mpes_kernels.select_pulses, mpes_kernels.store
+        if stochastic:
+            # seeded from the simulator's rng, which a reset re-creates: runs reproduce
+            mpes_kernels.seed_stochastic(rng.randint(2**31))
 
         active = np.empty(n_pre, dtype=np.int64)
         rows_sel = np.empty(n_post, dtype=np.int64)
         positive = np.empty(n_post, dtype=np.bool_)
         rows = np.empty(n_post * n_pre, dtype=np.int32)
         cols = np.empty(n_post * n_pre, dtype=np.int32)
-        counts = np.empty(n_post * n_pre if levels else 0, dtype=np.int64)
+        counts = np.empty(n_post * n_pre if scaled or stochastic else 0, dtype=np.int64)
+        polarity = np.empty(n_post * n_pre if stochastic else 0, dtype=np.bool_)
         running_max = state[1:2]
 
         def step_simmpes() -> None:
@@ -172,11 +182,33 @@ class SimmPES(Operator):
                 positive,
                 rows,
                 cols,
+                not stochastic,
             )
             size = n_active * n_rows
             if size == 0:
                 return
-            if levels:
+            if stochastic:
+                size, total = mpes_kernels.stochastic_cells(
+                    acts,
+                    local_error,
+                    active,
+                    n_active,
+                    rows_sel,
+                    positive,
+                    n_rows,
+                    origins,
+                    levels,
+                    per_step,
+                    running_max,
+                    rows,
+                    cols,
+                    counts,
+                    polarity,
+                )
+                if size == 0:
+                    return
+                count = counts[:size]
+            elif scaled:
                 total = mpes_kernels.scaled_counts(
                     acts,
                     local_error,
@@ -196,9 +228,23 @@ class SimmPES(Operator):
             batch = PulseBatch(rows[:size], cols[:size], count, voltage, width)
             use.pulsed = True
             resistances = apply(batch, read_back=True)
-            store(
-                rows_sel, positive, n_rows, active, n_active, resistances, r_pos, r_neg, weights, c
-            )
+            if stochastic:
+                mpes_kernels.store_cells(
+                    rows, cols, polarity, size, origins, resistances, r_pos, r_neg, weights, c
+                )
+            else:
+                store(
+                    rows_sel,
+                    positive,
+                    n_rows,
+                    active,
+                    n_active,
+                    resistances,
+                    r_pos,
+                    r_neg,
+                    weights,
+                    c,
+                )
             pulses_applied[0] = total
 
         return step_simmpes

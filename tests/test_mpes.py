@@ -150,6 +150,25 @@ def test_scaled_pulse_policy_pulses_more_and_learns():
     assert totals["one"] < totals["scaled"] <= 5 * totals["one"]
 
 
+def test_stochastic_pulse_policy_skips_small_updates_reproducibly():
+    net = channel_net(mPES(pulses="stochastic", max_pulses=10))
+    with net:
+        p = nengo.Probe(net.conn.learning_rule, "pulses")
+        p_act = nengo.Probe(net.conn.learning_rule, "activities")
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(2.0)
+        first = sim.data[p].copy(), sim.data[net.p_weights].copy()
+        mse = late_mse(sim, net)
+        active = (sim.data[p_act] > 0.5).sum(axis=1)
+        sim.reset()
+        sim.run(2.0)
+        second = sim.data[p], sim.data[net.p_weights]
+    assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+    assert mse < 0.05
+    # far fewer pulses than one per active synapse and pulsed post neuron
+    assert first[0].sum() < 0.5 * 40 * active.sum()
+
+
 # ---------------------------------------------------------------------------- state, probes
 def test_reset_reproduces_run_exactly():
     xbar = EmulatedCrossbar(40, 80, PowerLaw(variability=0.15, noise=0.1), seed=3)
