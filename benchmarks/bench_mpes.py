@@ -20,6 +20,7 @@ import argparse
 import importlib.util
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import nengo
@@ -61,7 +62,9 @@ def seed_node_time(n: int, seconds: float) -> float:
     spec = importlib.util.spec_from_file_location("seed_node_baseline", SEED_NODE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    net = module.build(n, n)
+    with warnings.catch_warnings():  # its build() builds `post` twice, on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        net = module.build(n, n)
     with nengo.Simulator(net, progress_bar=False) as sim:
         start = time.perf_counter()
         sim.run(seconds)
@@ -92,14 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeats):
             times["pes"].append(wall_time(build(n, nengo.PES()), args.seconds))
             times["mpes"].append(wall_time(build(n, mPES(model=model)), args.seconds))
-            print(".", end="", flush=True, file=sys.stderr)
+            print(f"  {n}x{n}: run {len(times['pes'])}/{args.repeats} done", file=sys.stderr)
         pes, mpes = min(times["pes"]), min(times["mpes"])
         if n == 100:
             pes_100 = pes
         steps = round(args.seconds / 0.001)
         print(
-            f"\r{n:>5}x{n:<5} {pes:>8.3f} {mpes:>8.3f} {mpes / pes:>8.2f}x "
-            f"{1e3 * pes / steps:>12.3f}"
+            f"{n:>5}x{n:<5} {pes:>8.3f} {mpes:>8.3f} {mpes / pes:>8.2f}x {1e3 * pes / steps:>12.3f}"
         )
     if args.node_seconds > 0:
         if not SEED_NODE.exists():

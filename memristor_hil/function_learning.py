@@ -76,8 +76,8 @@ def build_network(
         ``mPES(...)`` or ``nengo.PES(...)``.
     function : callable
         The function of the input to learn (vector in, scalar or vector out).
-    stimulus : callable
-        ``t -> input`` (``dimensions`` values).
+    stimulus : callable or nengo.Process
+        ``t -> input`` (``dimensions`` values), or a process such as ``WhiteSignal``.
     learning : callable
         ``t -> bool``: learn (error on) or test (error inhibited).
     dimensions : int
