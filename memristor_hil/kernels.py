@@ -35,18 +35,24 @@ def flat_indices(rows, cols, nrows, ncols, out):  # pragma: no cover - compiled
     Returns ``(bad, ascending)``: the first out-of-range entry (-1 if none), and whether the
     indices are strictly ascending (then no cell is named twice).
     """
-    ascending = True
-    previous = -1
-    for i in range(rows.shape[0]):
+    # Branch-free first pass (so LLVM vectorises it); the first bad entry is looked up only
+    # when there is one.
+    n = rows.shape[0]
+    bad = False
+    for i in range(n):
         r = rows[i]
         c = cols[i]
-        if r < 0 or r >= nrows or c < 0 or c >= ncols:
-            return i, False
-        j = r * ncols + c
-        if j <= previous:
-            ascending = False
-        previous = j
-        out[i] = j
+        bad |= (r < 0) | (r >= nrows) | (c < 0) | (c >= ncols)
+        out[i] = r * ncols + c
+    if bad:
+        for i in range(n):
+            r = rows[i]
+            c = cols[i]
+            if r < 0 or r >= nrows or c < 0 or c >= ncols:
+                return i, False
+    ascending = True
+    for i in range(1, n):
+        ascending &= out[i] > out[i - 1]
     return -1, ascending
 
 

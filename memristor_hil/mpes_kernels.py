@@ -99,19 +99,18 @@ def select_pulses(  # pragma: no cover - compiled
     n_rows = _select_rows(local_error, threshold, order, rows_sel, positive)
     if not fill:
         return n_active, n_rows
-    k = 0
     for r in range(n_rows):
         i = rows_sel[r]
         if positive[r]:
-            row = origins[0] + i
-            col0 = origins[1]
+            row = rows_out.dtype.type(origins[0] + i)
+            col0 = cols_out.dtype.type(origins[1])
         else:
-            row = origins[2] + i
-            col0 = origins[3]
-        for t in range(n_active):
-            rows_out[k] = row
-            cols_out[k] = col0 + active[t]
-            k += 1
+            row = rows_out.dtype.type(origins[2] + i)
+            col0 = cols_out.dtype.type(origins[3])
+        base = r * n_active
+        for t in range(n_active):  # a plain contiguous loop, which LLVM vectorises
+            rows_out[base + t] = row
+            cols_out[base + t] = col0 + active[t]
     return n_active, n_rows
 
 
