@@ -11,7 +11,7 @@ a shorter run for the before/after.
 Usage::
 
     python benchmarks/bench_mpes.py                    # 1 s simulated per run
-    python benchmarks/bench_mpes.py --seconds 5 --repeats 3 --dtype float32
+    python benchmarks/bench_mpes.py --seconds 5 --repeats 3 --dtype float64
 """
 
 from __future__ import annotations
@@ -76,33 +76,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=1.0, help="simulated s per run")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--repeats", type=int, default=2, help="runs per rule; best counts")
-    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    parser.add_argument(
+        "--dtype",
+        choices=["float64", "float32", "both"],
+        default="both",
+        help="emulator state precision (ms/step columns; ratio = mPES/PES wall time)",
+    )
     parser.add_argument(
         "--node-seconds", type=float, default=0.3, help="simulated s for the seed Node (0: skip)"
     )
     args = parser.parse_args(argv)
 
-    model = PowerLaw(dtype=args.dtype)
-    wall_time(build(20, mPES(model=model)), 0.01)  # load the compiled kernels once
+    dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
+    models = {dt: PowerLaw(dtype=dt) for dt in dtypes}
+    for model in models.values():
+        wall_time(build(20, mPES(model=model)), 0.01)  # load the compiled kernels once
     print(
         f"nengo {nengo.__version__}, numpy {np.__version__}; {args.seconds} s simulated, "
-        f"dt = 1 ms, best of {args.repeats}; emulator dtype {args.dtype}"
+        f"dt = 1 ms, best of {args.repeats} alternating runs; mPES on the in-process emulator"
     )
-    print(f"{'size':>11} {'PES s':>8} {'mPES s':>8} {'mPES/PES':>9} {'PES ms/step':>12}")
+    header = f"{'size':>11} {'PES ms/step':>12}"
+    for dt in dtypes:
+        header += f" {'mPES ' + dt:>14} {'ratio':>6}"
+    print(header)
     pes_100 = None
     for n in args.sizes:
-        times: dict[str, list[float]] = {"pes": [], "mpes": []}
-        for _ in range(args.repeats):
+        times: dict[str, list[float]] = {"pes": [], **{dt: [] for dt in dtypes}}
+        for repeat in range(args.repeats):
             times["pes"].append(wall_time(build(n, nengo.PES()), args.seconds))
-            times["mpes"].append(wall_time(build(n, mPES(model=model)), args.seconds))
-            print(f"  {n}x{n}: run {len(times['pes'])}/{args.repeats} done", file=sys.stderr)
-        pes, mpes = min(times["pes"]), min(times["mpes"])
+            for dt, model in models.items():
+                times[dt].append(wall_time(build(n, mPES(model=model)), args.seconds))
+            print(f"  {n}x{n}: run {repeat + 1}/{args.repeats} done", file=sys.stderr)
+        steps = round(args.seconds / 0.001)
+        pes = min(times["pes"])
         if n == 100:
             pes_100 = pes
-        steps = round(args.seconds / 0.001)
-        print(
-            f"{n:>5}x{n:<5} {pes:>8.3f} {mpes:>8.3f} {mpes / pes:>8.2f}x {1e3 * pes / steps:>12.3f}"
-        )
+        row = f"{n:>5}x{n:<5} {1e3 * pes / steps:>12.3f}"
+        for dt in dtypes:
+            mpes = min(times[dt])
+            row += f" {1e3 * mpes / steps:>14.3f} {mpes / pes:>5.2f}x"
+        print(row)
     if args.node_seconds > 0:
         if not SEED_NODE.exists():
             print(f"seed Node baseline not found at {SEED_NODE}; skipped")

@@ -22,7 +22,7 @@ from nengo.exceptions import BuildError
 from . import mpes_kernels
 from .crossbar import Crossbar
 from .errors import CrossbarError
-from .mpes import mPES
+from .mpes import DEFAULT_MODEL, mPES
 from .mpes_devices import CrossbarUse, crossbar_uses
 from .mpes_layout import Block
 from .mpes_operator import SimmPES
@@ -87,7 +87,7 @@ def _crossbar_use(model: Any, rule_type: mPES, extent: tuple[int, int], seed: in
     if target is None:  # a crossbar of its own, sized to the layout
         from .emulator import EmulatedCrossbar
 
-        device_model = rule_type.model or PowerLaw()
+        device_model = rule_type.model or DEFAULT_MODEL
         xbar = EmulatedCrossbar(*extent, device_model, seed=seed)
         use = CrossbarUse(xbar, owned=True)
         uses[("default", id(use))] = use
@@ -140,6 +140,11 @@ def _remove_weight_increment(model: Any, rule: Any) -> None:
         if isinstance(op, Copy) and op.src is delta:
             del model.operators[index]
             return
+
+
+def _conductance(model: PowerLaw, resistance: np.ndarray) -> np.ndarray:
+    """``g(R)`` with the model's nominal r0, r1, in double precision whatever its dtype."""
+    return (1.0 / resistance - 1.0 / model.r1) / (1.0 / model.r0 - 1.0 / model.r1)
 
 
 def _set_initial(signal: Signal, value: np.ndarray) -> None:
@@ -201,7 +206,7 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
 
     device_model = mpes.model or getattr(xbar, "model", None)
     if not isinstance(device_model, PowerLaw):
-        device_model = PowerLaw()
+        device_model = DEFAULT_MODEL
     voltage = device_model.v_ref if mpes.voltage is None else float(mpes.voltage)
     try:
         xbar.limits.check_voltage(voltage)
@@ -221,8 +226,7 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     r_pos = np.asarray(r_pos, dtype=np.float64)
     r_neg = np.asarray(r_neg, dtype=np.float64)
     initial_weights = mpes.gain * (
-        device_model.conductance(r_pos).astype(np.float64)
-        - device_model.conductance(r_neg).astype(np.float64)
+        _conductance(device_model, r_pos) - _conductance(device_model, r_neg)
     )
     _set_initial(weights, initial_weights)
     _remove_weight_increment(model, rule)

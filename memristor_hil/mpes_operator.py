@@ -152,8 +152,8 @@ class SimmPES(Operator):
             # seeded from the simulator's rng, which a reset re-creates: runs reproduce
             mpes_kernels.seed_stochastic(rng.randint(2**31))
 
-        active = np.empty(n_pre, dtype=np.int64)
-        rows_sel = np.empty(n_post, dtype=np.int64)
+        active = np.empty(n_pre, dtype=np.uint64)  # unsigned: no wraparound checks
+        rows_sel = np.empty(n_post, dtype=np.uint64)
         positive = np.empty(n_post, dtype=np.bool_)
         rows = np.empty(n_post * n_pre, dtype=np.int32)
         cols = np.empty(n_post * n_pre, dtype=np.int32)

@@ -421,7 +421,8 @@ def test_bad_rule_arguments_fail_at_construction():
         mPES(crossbar=3)
     with pytest.raises(ValueError):
         Layout(row=-1)
-    assert mPES(r0=100).model == PowerLaw(r0=100)
+    assert mPES(r0=100).model == PowerLaw(r0=100, dtype="float32")
+    assert mPES(model=PowerLaw(), a=-0.2).model == PowerLaw(a=-0.2)
 
 
 def test_closed_crossbar_is_refused():
