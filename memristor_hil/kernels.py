@@ -78,13 +78,13 @@ def add_set_pulses(n, flat, pulses, n_min, ratio, noise, draws, new_n):  # pragm
         if with_noise:
             k = max(k + noise * np.sqrt(k) * draws[i], 0.0)
         x = n[j]
-        lo = n_min[j if per_device_min else 0]
+        lo = n_min[j] if per_device_min else n_min[0]
         if x < lo:
             x = lo
         if unit_ratio:
             x = x + k
         else:
-            e = ratio[j if per_device_ratio else 0]
+            e = ratio[j] if per_device_ratio else ratio[0]
             x = (x**e + k) ** (1.0 / e)
         n[j] = x
         if keep:

@@ -144,6 +144,7 @@ def _remove_weight_increment(model: Any, rule: Any) -> None:
 
 def _conductance(model: PowerLaw, resistance: np.ndarray) -> np.ndarray:
     """``g(R)`` with the model's nominal r0, r1, in double precision whatever its dtype."""
+    resistance = resistance.astype(np.float64)
     return (1.0 / resistance - 1.0 / model.r1) / (1.0 / model.r0 - 1.0 / model.r1)
 
 
@@ -223,8 +224,11 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     except CrossbarError as exc:
         raise BuildError(f"{conn}: mPES cannot use {xbar!r}: {exc}") from exc
 
-    r_pos = np.asarray(r_pos, dtype=np.float64)
-    r_neg = np.asarray(r_neg, dtype=np.float64)
+    # The signals hold what the crossbar returns, in its precision (float32 from a float32
+    # emulator): converting would add nothing but memory traffic to the store kernel.
+    read_dtype = np.float32 if np.asarray(r_pos).dtype == np.float32 else np.float64
+    r_pos = np.asarray(r_pos, dtype=read_dtype)
+    r_neg = np.asarray(r_neg, dtype=read_dtype)
     initial_weights = mpes.gain * (
         _conductance(device_model, r_pos) - _conductance(device_model, r_neg)
     )
