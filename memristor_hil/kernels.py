@@ -106,6 +106,19 @@ def _power_law_small(x, r0, r1, a):  # pragma: no cover - compiled
     return x
 
 
+@njit(cache=True, nogil=True)
+def _affine(x, r0, r1):  # pragma: no cover - compiled
+    for i in range(x.shape[0]):
+        x[i] = r0 + r1 * x[i]
+
+
+@njit(cache=True, nogil=True)
+def _affine_gather(x, r0, r1, flat):  # pragma: no cover - compiled
+    for i in range(x.shape[0]):
+        j = flat[i]
+        x[i] = r0[j] + r1[j] * x[i]
+
+
 def resistance(
     x: np.ndarray, params: DeviceParameters, flat: np.ndarray | None = None
 ) -> np.ndarray:
@@ -126,11 +139,14 @@ def resistance(
         if x.shape[0] < SMALL_BATCH:
             return _power_law_small(x, r0, r1, a)
         np.power(x, a, out=x)
+        _affine(x, r0, r1)  # one compiled pass instead of numpy's multiply and add
+    elif flat is None:
+        np.power(x, params.a, out=x)
+        np.multiply(x, params.r1, out=x)
+        np.add(x, params.r0, out=x)
     else:
-        r0, r1, a = params.r0, params.r1, params.a
-        if flat is not None:
-            r0, r1, a = r0[flat], r1[flat], a[flat]
-        np.power(x, a, out=x)
-    np.multiply(x, r1, out=x)
-    np.add(x, r0, out=x)
+        # gather the exponents for numpy's vectorised power, then r0 + r1 * x in one
+        # compiled pass that gathers r0 and r1 itself (no temporary arrays)
+        np.power(x, gather(params.a, flat, np.empty(x.shape[0], params.a.dtype)), out=x)
+        _affine_gather(x, params.r0, params.r1, flat)
     return x

@@ -65,6 +65,7 @@ def select_pulses(  # pragma: no cover - compiled
     positive,
     rows_out,
     cols_out,
+    cols_scratch,
     fill,
 ):
     """Choose a step's pulses and write their cells.
@@ -82,6 +83,8 @@ def select_pulses(  # pragma: no cover - compiled
         Active pre columns; pulsed post rows and whether each pulses its positive devices.
     rows_out, cols_out : output arrays
         Crossbar cells, ``len(rows_sel) * len(active)`` of them, row by row.
+    cols_scratch : array of ``cols_out``'s type, ``n_pre`` long
+        Scratch space.
     fill : bool
         Write ``rows_out``/``cols_out`` (False: only choose rows and columns).
 
@@ -99,6 +102,8 @@ def select_pulses(  # pragma: no cover - compiled
     n_rows = _select_rows(local_error, threshold, order, rows_sel, positive)
     if not fill:
         return n_active, n_rows
+    for t in range(n_active):
+        cols_scratch[t] = cols_out.dtype.type(active[t])
     for r in range(n_rows):
         i = np.int64(rows_sel[r])
         if positive[r]:
@@ -107,10 +112,11 @@ def select_pulses(  # pragma: no cover - compiled
         else:
             row = rows_out.dtype.type(origins[2] + i)
             col0 = cols_out.dtype.type(origins[3])
-        base = r * n_active
-        for t in range(n_active):  # a plain contiguous loop, which LLVM vectorises
-            rows_out[base + t] = row
-            cols_out[base + t] = col0 + cols_out.dtype.type(active[t])
+        # plain loops over slices of one type, which LLVM vectorises
+        rows_out[r * n_active : (r + 1) * n_active] = row
+        block = cols_out[r * n_active : (r + 1) * n_active]
+        for t in range(n_active):
+            block[t] = col0 + cols_scratch[t]
     return n_active, n_rows
 
 

@@ -157,6 +157,7 @@ class SimmPES(Operator):
         positive = np.empty(n_post, dtype=np.bool_)
         rows = np.empty(n_post * n_pre, dtype=np.int32)
         cols = np.empty(n_post * n_pre, dtype=np.int32)
+        cols_scratch = np.empty(n_pre, dtype=np.int32)
         counts = np.empty(n_post * n_pre if scaled or stochastic else 0, dtype=np.int64)
         polarity = np.empty(n_post * n_pre if stochastic else 0, dtype=np.bool_)
         running_max = state[1:2]
@@ -182,6 +183,7 @@ class SimmPES(Operator):
                 positive,
                 rows,
                 cols,
+                cols_scratch,
                 not stochastic,
             )
             size = n_active * n_rows
