@@ -25,7 +25,7 @@ from .errors import CrossbarError
 from .mpes import DEFAULT_MODEL, mPES
 from .mpes_devices import CrossbarUse, crossbar_uses
 from .mpes_layout import Block
-from .mpes_operator import SimmPES
+from .mpes_operator import ConnectionPart, SimmPES
 from .powerlaw import PowerLaw
 
 __all__ = ["BuiltmPES", "build_mpes"]
@@ -162,7 +162,8 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
 
     Checks the connection and the devices' placement, reads the devices' initial
     resistances, makes the connection's weights ``gain * (g(R+) - g(R-))`` of them, and adds
-    a :class:`~memristor_hil.mpes_operator.SimmPES` operator.
+    the connection to its crossbar's :class:`~memristor_hil.mpes_operator.SimmPES` operator
+    (one per crossbar, so a shared crossbar still gets one batch per step).
 
     Parameters
     ----------
@@ -250,28 +251,28 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     threshold_sig = Signal(threshold, name="mPES:threshold", readonly=True)
     pulses = Signal(shape=(1,), name="mPES:pulses")
     state = Signal(shape=(2,), name="mPES:state")
-    model.add_op(
-        SimmPES(
-            acts,
-            local_error,
-            threshold_sig,
-            pos_sig,
-            neg_sig,
-            weights,
-            pulses,
-            state,
-            use=use,
-            origins=(pos.row, pos.col, neg.row, neg.col),
-            order=_row_order(pos, neg),
-            gain=float(mpes.gain),
-            conductance_scale=1.0 / (1.0 / device_model.r0 - 1.0 / device_model.r1),
-            voltage=voltage,
-            width=float(mpes.pulse_width),
-            pulse_interval=mpes.pulse_interval,
-            policy=mpes.pulses,
-            levels=mpes.max_pulses,
-            tag=f"mPES {conn}",
+    width = float(mpes.pulse_width)
+    op = use.operator
+    if op is None:  # the first connection on this crossbar: its operator
+        op = use.operator = SimmPES(use, voltage, width, tag=f"mPES on {xbar.identity}")
+        model.add_op(op)
+    elif (op.voltage, op.width) != (voltage, width):
+        raise BuildError(
+            f"{conn}: connections sharing the crossbar {xbar.identity!r} share its one batch "
+            f"per step, so they need the same pulse: {op.voltage} V, {op.width} s here, "
+            f"{voltage} V, {width} s asked"
         )
+    part = ConnectionPart(
+        origins=(pos.row, pos.col, neg.row, neg.col),
+        order=_row_order(pos, neg),
+        gain=float(mpes.gain),
+        conductance_scale=1.0 / (1.0 / device_model.r0 - 1.0 / device_model.r1),
+        pulse_interval=mpes.pulse_interval,
+        policy=mpes.pulses,
+        levels=mpes.max_pulses,
+    )
+    op.add_connection(
+        part, acts, local_error, threshold_sig, pos_sig, neg_sig, weights, pulses, state
     )
 
     model.sig[rule]["error"] = error
