@@ -35,24 +35,26 @@ def flat_indices(rows, cols, nrows, ncols, out):  # pragma: no cover - compiled
     Returns ``(bad, ascending)``: the first out-of-range entry (-1 if none), and whether the
     indices are strictly ascending (then no cell is named twice).
     """
-    # Branch-free first pass (so LLVM vectorises it); the first bad entry is looked up only
-    # when there is one.
+    # One branch-free pass (no early exit, so LLVM can vectorise it); the first bad entry is
+    # looked up only when there is one.
     n = rows.shape[0]
     bad = False
+    ascending = True
+    previous = np.int64(-1)
     for i in range(n):
         r = rows[i]
         c = cols[i]
         bad |= (r < 0) | (r >= nrows) | (c < 0) | (c >= ncols)
-        out[i] = r * ncols + c
+        j = r * ncols + c
+        ascending &= j > previous
+        previous = j
+        out[i] = j
     if bad:
         for i in range(n):
             r = rows[i]
             c = cols[i]
             if r < 0 or r >= nrows or c < 0 or c >= ncols:
                 return i, False
-    ascending = True
-    for i in range(1, n):
-        ascending &= out[i] > out[i - 1]
     return -1, ascending
 
 
