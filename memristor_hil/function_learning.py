@@ -265,7 +265,7 @@ def plot_results(results: Sequence[Result], path: Path, title: str) -> None:
         ax_w.set_title(f"{r.task}, {r.rule}: {r.weights.shape[1]} sampled weights")
         ax_w.set_xlabel("time (s)")
     fig.suptitle(title + " (shaded: testing, error inhibited)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
