@@ -259,8 +259,8 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     elif (op.voltage, op.width) != (voltage, width):
         raise BuildError(
             f"{conn}: connections sharing the crossbar {xbar.identity!r} share its one batch "
-            f"per step, so they need the same pulse: {op.voltage} V, {op.width} s here, "
-            f"{voltage} V, {width} s asked"
+            f"per step, so they need the same pulse: the first uses {op.voltage} V, "
+            f"{op.width} s; this one asks for {voltage} V, {width} s"
         )
     part = ConnectionPart(
         origins=(pos.row, pos.col, neg.row, neg.col),
