@@ -260,6 +260,41 @@ def test_batch_is_one_ascending_product_set_per_step():
     assert sim.data[p_err].shape[1] == 40
 
 
+@pytest.mark.parametrize(
+    "layout",
+    [
+        Layout(3, 7),  # negative block beside the positive one
+        Layout(0, 0, neg_row=40, neg_col=5),  # negative block below
+        Layout(40, 2, neg_row=0, neg_col=0),  # negative block above
+    ],
+)
+def test_layouts_place_devices_and_learn_the_same(layout):
+    """Identical devices (no variability) learn identically wherever the blocks are."""
+    xbar = CountingCrossbar(EmulatedCrossbar(80, 90, PowerLaw(), seed=0))
+    net = channel_net(mPES(crossbar=xbar, layout=layout))
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(0.3)
+        built = sim.data[net.conn.learning_rule]
+    reference = channel_net(mPES(model=PowerLaw()))
+    with nengo.Simulator(reference, progress_bar=False) as ref:
+        ref.run(0.3)
+    assert np.array_equal(sim.data[net.p_weights], ref.data[reference.p_weights])
+    pos, neg = built.positive, built.negative
+    rows = np.concatenate([b.rows for b in xbar.batches])
+    cols = np.concatenate([b.cols for b in xbar.batches])
+    in_pos = (rows >= pos.row) & (rows < pos.row_stop) & (cols >= pos.col) & (cols < pos.col_stop)
+    in_neg = (rows >= neg.row) & (rows < neg.row_stop) & (cols >= neg.col) & (cols < neg.col_stop)
+    assert np.all(in_pos ^ in_neg) and in_pos.any() and in_neg.any()
+    for batch in xbar.batches:  # every layout keeps the emulator's ascending fast path
+        assert np.all(np.diff(batch.rows.astype(np.int64) * 90 + batch.cols) > 0)
+
+
+def test_crossbar_url_that_cannot_be_opened_is_a_build_error():
+    net = channel_net(mPES(crossbar="nosuchscheme://device"))
+    with pytest.raises(BuildError, match="cannot open the crossbar"):
+        nengo.Simulator(net, progress_bar=False)
+
+
 def test_exactly_one_crossbar_call_per_step_and_none_without_error():
     xbar = CountingCrossbar(EmulatedCrossbar(40, 80, seed=0))
     net = channel_net(mPES(crossbar=xbar))
