@@ -1,0 +1,143 @@
+"""SerialCrossbar: a crossbar controller on a serial port (binary frames, docs/protocol.md)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import serial
+
+from memristor_hil.framing import FrameDecoder, FrameFault, encode_frame
+from memristor_hil.pulses import SafetyLimits
+from memristor_hil.urls import query_options
+from memristor_hil.wire import Op
+
+from ._sequenced import LinkTimeout, SequencedCrossbar
+
+__all__ = ["SerialCrossbar", "open_serial"]
+
+_POLL = 0.05
+
+
+class _SerialLink:
+    """Frames over a pyserial port; hunts for the next frame after damaged bytes."""
+
+    reopen_after_timeout = False  # the frame decoder resynchronises by itself
+
+    def __init__(self, port: str, baudrate: int) -> None:
+        self.port = port
+        self.baudrate = baudrate
+        self._decoder = FrameDecoder()
+        self._serial = self._open()
+
+    def _open(self) -> serial.SerialBase:
+        try:
+            return serial.serial_for_url(
+                self.port, baudrate=self.baudrate, timeout=_POLL, write_timeout=5.0
+            )
+        except ValueError as exc:  # pyserial's way of saying "bad port settings or URL"
+            raise OSError(f"cannot open {self.port!r}: {exc}") from None
+
+    def send(self, op: Op, message: bytes) -> None:
+        self._serial.write(encode_frame(message))
+
+    def receive(self, timeout: float) -> bytes | None:
+        deadline = time.monotonic() + timeout
+        decoder = self._decoder
+        while True:
+            for event in decoder.events():
+                return None if isinstance(event, FrameFault) else event
+            if time.monotonic() >= deadline:
+                raise LinkTimeout
+            data = self._serial.read(max(decoder.needed(), self._serial.in_waiting))
+            decoder.feed(data)
+
+    def reopen(self) -> None:
+        self.close()
+        self._decoder.clear()
+        self._serial = self._open()
+
+    def close(self) -> None:
+        try:
+            self._serial.close()
+        except OSError:
+            pass
+
+
+class SerialCrossbar(SequencedCrossbar):
+    """A crossbar controller on a serial port, speaking the binary framing of docs/protocol.md.
+
+    Parameters
+    ----------
+    port : str
+        A device (``/dev/ttyUSB0``, ``COM3``, a pseudo-terminal) or any pyserial URL
+        (``socket://host:port``, ``rfc2217://...``, ``loop://``).
+    baudrate : int
+        Line speed (ignored by pseudo-terminals and sockets). Default 921600.
+    timeout : float
+        Seconds to wait for each reply. Default 1.
+    retries : int
+        Re-sends of a command (same sequence number, so never applied twice). Default 3.
+    limits : SafetyLimits, optional
+        Narrower safety limits to configure on the device; by default the device's.
+
+    Raises
+    ------
+    ConnectionLostError
+        If the port cannot be opened.
+    CrossbarTimeoutError
+        If the device does not answer its identify command.
+
+    Examples
+    --------
+    >>> with SerialCrossbar("/dev/ttyACM0") as xbar:  # doctest: +SKIP
+    ...     r = xbar.apply(PulseBatch([0], [0], pulses=10), read_back=True)
+    """
+
+    def __init__(
+        self,
+        port: str,
+        *,
+        baudrate: int = 921_600,
+        timeout: float = 1.0,
+        retries: int = 3,
+        limits: SafetyLimits | None = None,
+    ) -> None:
+        from memristor_hil.errors import ConnectionLostError
+
+        try:
+            link = _SerialLink(port, int(baudrate))
+        except OSError as exc:
+            raise ConnectionLostError(f"cannot open serial port {port!r}: {exc}") from None
+        super().__init__(link, port, timeout=timeout, retries=retries, limits=limits)
+
+
+def open_serial(url: str, **overrides: Any) -> SerialCrossbar:
+    """Open ``serial://<port or pyserial URL>[?timeout=S&retries=N&baudrate=B]``.
+
+    The options named here are taken out of the query; anything else stays on the port, for
+    pyserial URLs with options of their own.
+    """
+    port = url.split("://", 1)[1]
+    options: dict[str, Any] = {}
+    if "?" in port:
+        base, _, _query = port.partition("?")
+        _, query = query_options("x://?" + _query)
+        for key in ("timeout", "retries", "baudrate"):
+            if key in query:
+                options[key] = query.pop(key)
+        rest = "&".join(f"{k}={v}" if v else k for k, v in query.items())
+        port = base + ("?" + rest if rest else "")
+    options.update(overrides)
+    limits = options.pop("limits", None)
+    try:
+        kwargs = {
+            "timeout": float(options.pop("timeout", 1.0)),
+            "retries": int(options.pop("retries", 3)),
+            "baudrate": int(options.pop("baudrate", 921_600)),
+        }
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bad option in {url!r}: {exc}") from None
+    if options:
+        raise ValueError(f"unknown serial:// options {sorted(options)}")
+    return SerialCrossbar(port, limits=limits, **kwargs)
