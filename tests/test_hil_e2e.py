@@ -214,6 +214,19 @@ def test_clean_stop_saves_everything(services, tmp_path):
         assert xbar.read_all().tobytes() == expected.tobytes()
 
 
+def test_a_crash_loses_at_most_the_last_save_interval(services, tmp_path):
+    state = tmp_path / "state.npz"
+    first = services("--tcp", "127.0.0.1:0", "--state", str(state), "--save-interval=0.2")
+    with connect(first, "visa", timeout=0.5, retries=1) as xbar:
+        run_workload(xbar, 20)
+        expected = xbar.read_all()
+        time.sleep(0.6)  # more than one interval with no traffic: the change must be saved
+        first.stop(signal.SIGKILL)
+    second = services("--tcp", "127.0.0.1:0", "--state", str(state))
+    with connect(second, "visa", timeout=5) as xbar:
+        assert xbar.read_all().tobytes() == expected.tobytes()
+
+
 def test_driver_errors_are_clear(services, tmp_path):
     service = services("--serial")
     with connect(service, "serial", timeout=5) as xbar:
