@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import select
 import time
 from typing import Any
 
@@ -17,6 +19,7 @@ from ._sequenced import LinkTimeout, SequencedCrossbar
 __all__ = ["SerialCrossbar", "open_serial"]
 
 _POLL = 0.05
+_CHUNK = 1 << 16
 
 
 class _SerialLink:
@@ -47,10 +50,19 @@ class _SerialLink:
         while True:
             for event in decoder.events():
                 return None if isinstance(event, FrameFault) else event
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise LinkTimeout
-            data = self._serial.read(max(decoder.needed(), self._serial.in_waiting))
-            decoder.feed(data)
+            fd = getattr(self._serial, "fd", None)
+            if fd is None:  # a pyserial URL handler: its own read
+                decoder.feed(self._serial.read(max(decoder.needed(), self._serial.in_waiting)))
+            elif select.select([fd], [], [], remaining)[0]:
+                # a posix port: read whatever is there in one call (a pty hands over ~4 kB at a
+                # time; pyserial's read loop costs more than the transfer)
+                data = os.read(fd, max(decoder.needed(), _CHUNK))
+                if not data:
+                    raise OSError(f"{self.port}: device disconnected")
+                decoder.feed(data)
 
     def reopen(self) -> None:
         self.close()

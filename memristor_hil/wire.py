@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
+from numba import njit
 
 from .errors import InvalidBatchError, ProtocolError
 from .pulses import Cells, PulseBatch, SafetyLimits
@@ -408,7 +409,7 @@ def decode_batch(body: bytes, rows: int, cols: int) -> DecodedBatch:
         raw = _take(body, offset, nbytes, "bitmap")
         offset += nbytes
         bits = np.unpackbits(np.frombuffer(raw, np.uint8), count=span, bitorder="little")
-        flat = np.flatnonzero(bits).astype(np.int64) + first
+        flat = np.flatnonzero(bits.view(np.bool_)) + first
         if len(flat) != count:
             raise WireError(f"bitmap has {len(flat)} cells set but the header says {count}")
     else:
@@ -433,7 +434,7 @@ def decode_batch(body: bytes, rows: int, cols: int) -> DecodedBatch:
     pulse_arg: int | np.ndarray = (
         pulses.astype(np.int64) if flags & _PER_CELL_PULSES else int(pulses[0])
     )
-    row_idx, col_idx = np.divmod(flat, cols)
+    row_idx, col_idx = _split(flat, cols, np.empty_like(flat), np.empty_like(flat))
     try:
         batch = PulseBatch(row_idx, col_idx, pulse_arg, voltage=values[0], width=values[1])
     except InvalidBatchError as exc:
@@ -442,6 +443,18 @@ def decode_batch(body: bytes, rows: int, cols: int) -> DecodedBatch:
 
 
 # ---------------------------------------------------------------------- helpers
+@njit(cache=True, nogil=True)
+def _split(
+    flat: np.ndarray, cols: int, rows_out: np.ndarray, cols_out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """``divmod(flat, cols)`` into the given arrays (numpy's integer divide is ~5 ns/cell)."""
+    for i in range(flat.shape[0]):
+        q = flat[i] // cols
+        rows_out[i] = q
+        cols_out[i] = flat[i] - q * cols
+    return rows_out, cols_out
+
+
 def _check_count(count: int) -> None:
     if count > MAX_CELLS:
         raise WireError(
