@@ -2,10 +2,11 @@
 
 Starts ``memristor-hil emulate`` twice (``--serial`` on a pseudo-terminal, ``--tcp`` on a
 loopback port for VISA/pyvisa-py) and measures, side by side with the in-process emulator in the
-same run: the median round trip of a one-cell batch and of a 10^4-cell batch (100x100 crossbar,
-every cell, with read-back: 40 kB out as a bitmap, 80 kB of float64 back), plus the round trips
-and pulses per second that follow. With ``--mpes`` (needs ``memristor_hil.mPES``) it also times a
-100x100-neuron Nengo run with mPES learning on each backend, relative to the in-process one.
+same run: the median round trip of a one-cell batch and of a 10^4-cell batch (the 100x100
+positive block of a 100x200 crossbar, with read-back: 2.5 kB out as a bitmap, 80 kB of float64
+back), plus the round trips and pulses per second that follow. With ``--mpes`` it also times the
+100x100-neuron Nengo network of reference/baselines.md learning with mPES on each backend,
+relative to the in-process emulator.
 
 Usage::
 
@@ -28,7 +29,8 @@ import numpy as np
 
 from memristor_hil import PulseBatch, open_crossbar
 
-SHAPE = (100, 100)
+#: 100 post x (100 + 100) pre devices: the mPES layout of a 100x100 connection
+SHAPE = (100, 200)
 URL = f"emulator://?rows={SHAPE[0]}&cols={SHAPE[1]}&seed=0"
 
 
@@ -64,12 +66,13 @@ def median_round_trip(xbar, batch: PulseBatch, repeats: int) -> float:
 
 
 def transport_table(urls: dict[str, str], repeats: int) -> None:
-    rows, cols = np.divmod(np.arange(SHAPE[0] * SHAPE[1]), SHAPE[1])
+    rows, cols = np.divmod(np.arange(100 * 100), 100)  # the 10^4 devices of one sign
     batches = {
         "1 cell": PulseBatch([5], [7]),
         "10^4 cells": PulseBatch(rows, cols),
     }
     print(f"median of {repeats} round trips (apply + read-back), {SHAPE[0]}x{SHAPE[1]} crossbar")
+    print("(every round trip moves the batch's pulses and reads its cells back)")
     print(
         f"{'backend':10} {'batch':>10} {'round trip':>12} {'trips/s':>10} {'pulses/s':>12} "
         f"{'x in-process':>13}"
@@ -87,27 +90,25 @@ def transport_table(urls: dict[str, str], repeats: int) -> None:
 
 
 def mpes_table(urls: dict[str, str], sim_time: float) -> None:
-    try:
-        from memristor_hil import mPES  # noqa: F401
-    except ImportError:
-        print("mPES: memristor_hil.mPES is not available on this branch; skipped")
-        return
+    """Wall time of the 100x100 network of reference/baselines.md with mPES on each backend."""
     import nengo
+    from memristor_hil.drivers import SerialCrossbar, VisaCrossbar
 
     from memristor_hil import mPES
 
-    def run(url: str) -> float:
+    def run(crossbar) -> float:
+        n_pre, n_post = SHAPE[0], SHAPE[1] // 2
         with nengo.Network(seed=0) as net:
             stim = nengo.Node(lambda t: np.sin(2 * np.pi * t))
-            pre = nengo.Ensemble(SHAPE[0], 1)
-            post = nengo.Ensemble(SHAPE[1], 1)
+            pre = nengo.Ensemble(n_pre, 1)
+            post = nengo.Ensemble(n_post, 1)
             error = nengo.Ensemble(100, 1)
             nengo.Connection(stim, pre)
             conn = nengo.Connection(
                 pre.neurons,
                 post.neurons,
-                transform=np.zeros((SHAPE[1], SHAPE[0])),
-                learning_rule_type=mPES(crossbar=url),
+                transform=np.zeros((n_post, n_pre)),
+                learning_rule_type=mPES(crossbar=crossbar),
             )
             nengo.Connection(post, error)
             nengo.Connection(stim, error, transform=-1)
@@ -117,12 +118,20 @@ def mpes_table(urls: dict[str, str], sim_time: float) -> None:
             sim.run(sim_time)
             return time.perf_counter() - start
 
-    print(f"\n{SHAPE[0]}x{SHAPE[1]} Nengo run with mPES, {sim_time} s simulated")
+    print(f"\n{SHAPE[0]}x{SHAPE[1] // 2} Nengo network with mPES, {sim_time} s simulated (dt 1 ms)")
     base = None
     for name, url in urls.items():
-        t = run(url)
+        # driver objects, not URLs: the timing is of the transport alone
+        if name == "serial":
+            crossbar = SerialCrossbar(url.split("://", 1)[1], timeout=10)
+        elif name == "visa":
+            crossbar = VisaCrossbar(url.split("://", 1)[1], timeout=10)
+        else:
+            crossbar = open_crossbar(url)
+        with crossbar:
+            t = run(crossbar)
         base = base or t
-        print(f"{name:10} {t:8.2f} s wall {t / base:8.1f}x in-process")
+        print(f"{name:10} {t:8.2f} s wall {t / base:8.2f}x in-process")
 
 
 def main() -> None:

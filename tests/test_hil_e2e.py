@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import serial
 from memristor_hil.drivers import SerialCrossbar, VisaCrossbar
+from memristor_hil.drivers.serial import open_serial
+from memristor_hil.drivers.visa import open_visa
 from service_process import (
     EMULATOR_URL,
     ServiceProcess,
@@ -63,8 +65,10 @@ def in_process() -> list[np.ndarray]:
 
 
 def connect(service: ServiceProcess, transport: str, **options):
-    url = service.serial_url if transport == "serial" else service.visa_url
-    return open_crossbar(url, **options)
+    """The driver itself (open_crossbar may wrap it, e.g. to record; see test_urls_open_drivers)."""
+    if transport == "serial":
+        return SerialCrossbar(service.where, **options)
+    return VisaCrossbar(service.visa_url.split("://", 1)[1], **options)
 
 
 def transport_args(transport: str, port: int = 0) -> list[str]:
@@ -257,9 +261,25 @@ def test_driver_errors_are_clear(services, tmp_path):
     with pytest.raises(ConnectionLostError):
         SerialCrossbar(str(tmp_path / "no-such-port"), timeout=0.1)
     with pytest.raises(ValueError, match="bad option"):
-        open_crossbar(f"{service.serial_url}?timeout=soon")
-    with open_crossbar(f"{service.serial_url}?timeout=2.5&retries=1") as xbar:
+        open_serial(f"{service.serial_url}?timeout=soon")
+    with open_serial(f"{service.serial_url}?timeout=2.5&retries=1") as xbar:
         assert (xbar.timeout, xbar.retries) == (2.5, 1)
+
+
+@pytest.mark.parametrize("transport", ["serial", "visa"])
+def test_urls_open_drivers(services, transport, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMRISTOR_HIL_RECORDS", str(tmp_path))  # should anything record
+    service = services(*transport_args(transport))
+    url = service.serial_url if transport == "serial" else service.visa_url
+    with open_crossbar(f"{url}?timeout=5") as xbar, open_crossbar(EMULATOR_URL) as fresh:
+        assert xbar.shape == fresh.shape and xbar.identity == fresh.identity
+        assert xbar.read_all().tobytes() == fresh.read_all().tobytes()
+    opener = open_serial if transport == "serial" else open_visa
+    with opener(f"{url}?timeout=5&retries=0") as xbar:
+        assert isinstance(xbar, SerialCrossbar if transport == "serial" else VisaCrossbar)
+        assert xbar.retries == 0
+    with pytest.raises(ValueError, match="unknown visa"):
+        open_visa(f"{service.visa_url}?speed=3" if transport == "visa" else "visa://X?speed=3")
 
 
 def test_emulate_refuses_non_loopback_without_allow_remote(tmp_path):
