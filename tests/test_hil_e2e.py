@@ -282,6 +282,16 @@ def test_urls_open_drivers(services, transport, tmp_path, monkeypatch):
         open_visa(f"{service.visa_url}?speed=3" if transport == "visa" else "visa://X?speed=3")
 
 
+def test_emulate_shape_and_seed_options_override_the_url(services):
+    from memristor_hil.emulator.url import open_emulator
+
+    service = services("--serial", "--rows", "3", "--cols", "4", "--seed", "2")
+    with connect(service, "serial", timeout=5) as xbar:
+        expected = open_emulator(EMULATOR_URL, rows=3, cols=4, seed=2)
+        assert xbar.shape == (3, 4)
+        assert xbar.read_all().tobytes() == expected.read_all().tobytes()
+
+
 def test_emulate_refuses_non_loopback_without_allow_remote(tmp_path):
     import subprocess
     import sys

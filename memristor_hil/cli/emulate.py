@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--state",
         type=Path,
-        help="state file: restored from if it exists, saved to periodically and on exit",
+        help="state file: restored from if it exists (the URL and shape options are then "
+        "ignored), saved to periodically and on exit",
     )
     parser.add_argument(
         "--save-interval",
@@ -71,8 +72,13 @@ def run(args: argparse.Namespace) -> int:
         if value is not None
     }
     service_options = {"save_interval": args.save_interval, "log": not args.quiet}
+    if args.save_interval < 0:
+        raise ValueError(f"--save-interval must be >= 0, got {args.save_interval}")
     if args.state is not None and args.state.exists():
-        service = CrossbarService.restore(args.state, **service_options)
+        try:
+            service = CrossbarService.restore(args.state, **service_options)
+        except Exception as exc:  # a damaged file: say which, don't overwrite it
+            raise ValueError(f"cannot restore the state in {args.state}: {exc}") from exc
         say(args, f"restored {service.xbar.shape} crossbar from {args.state}")
     else:
         xbar = open_emulator(args.url, **options)
