@@ -56,13 +56,27 @@ class _SerialLink:
             fd = getattr(self._serial, "fd", None)
             if fd is None:  # a pyserial URL handler: its own read
                 decoder.feed(self._serial.read(max(decoder.needed(), self._serial.in_waiting)))
-            elif select.select([fd], [], [], remaining)[0]:
-                # a posix port: read whatever is there in one call (a pty hands over ~4 kB at a
-                # time; pyserial's read loop costs more than the transfer)
-                data = os.read(fd, max(decoder.needed(), _CHUNK))
-                if not data:
-                    raise OSError(f"{self.port}: device disconnected")
-                decoder.feed(data)
+            else:
+                decoder.feed(self._read_fd(fd, decoder.needed(), deadline))
+
+    def _read_fd(self, fd: int, need: int, deadline: float) -> bytes:
+        """At least ``need`` bytes from a posix port, unless the deadline passes first.
+
+        A pty hands over about 4 kB per read, so a large reply takes many reads; this loop does
+        only the system calls (pyserial's read loop costs more than the transfer itself).
+        """
+        chunks: list[bytes] = []
+        got = 0
+        while got < need:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                break
+            data = os.read(fd, max(need - got, _CHUNK))
+            if not data:  # readable but empty: the other end hung up
+                raise OSError(f"{self.port}: device disconnected")
+            chunks.append(data)
+            got += len(data)
+        return b"".join(chunks)
 
     def reopen(self) -> None:
         self.close()
