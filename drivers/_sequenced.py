@@ -21,6 +21,7 @@ from memristor_hil.errors import (
     CrossbarTimeoutError,
     DeviceError,
     InvalidBatchError,
+    ProtocolError,
 )
 from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
 from memristor_hil.wire import Op, Status
@@ -90,6 +91,11 @@ class SequencedCrossbar(Crossbar):
         self.stats = {"commands": 0, "retries": 0, "reopens": 0}
         try:
             info = wire.decode_info(self._call(Op.IDENTIFY))
+            if info.version != wire.PROTOCOL_VERSION:
+                raise ProtocolError(
+                    f"{name} speaks protocol version {info.version}; this driver speaks "
+                    f"version {wire.PROTOCOL_VERSION}"
+                )
             self._seq = info.last_seq
             if limits is not None:
                 body = wire.encode_limits(info.rows, info.cols, limits)

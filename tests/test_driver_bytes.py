@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from memristor_hil.drivers import SerialCrossbar
 
-from memristor_hil import DeviceError, PulseBatch, SafetyLimits, wire
+from memristor_hil import DeviceError, ProtocolError, PulseBatch, SafetyLimits, wire
 from memristor_hil.framing import FrameDecoder, encode_frame
 from memristor_hil.wire import Op, Status
 
@@ -109,3 +109,15 @@ def test_a_stale_reply_is_skipped_and_device_errors_carry_the_device_text():
     finally:
         device.close()
     assert device.received == [message for message, _ in script]
+
+
+def test_a_device_speaking_another_protocol_version_is_refused():
+    info = wire.DeviceInfo(2, 3, SafetyLimits(), "acme,future", version=2)
+    device = ScriptedDevice(
+        [(request(1, Op.IDENTIFY), reply(1, Op.IDENTIFY, wire.encode_info(info)))]
+    )
+    try:
+        with pytest.raises(ProtocolError, match="version 2"):
+            SerialCrossbar(device.port, timeout=0.5)
+    finally:
+        device.close()
