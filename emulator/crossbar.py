@@ -107,8 +107,17 @@ class EmulatedCrossbar(Crossbar):
         # is final and the kernel can hand it back without a second pass over the crossbar.
         fused = read_back and cells.ascending
         new_n = np.empty(len(flat), self._n.dtype) if fused else _EMPTY
+        # The cells were checked non-negative: an unsigned view spares the compiled loop
+        # numba's negative-index wraparound on every access.
         kernels.add_set_pulses(
-            self._n, flat, batch.compact_pulses, self._n_min, ratio, self.model.noise, draws, new_n
+            self._n,
+            flat.view(np.uintp),
+            batch.compact_pulses,
+            self._n_min,
+            ratio,
+            self.model.noise,
+            draws,
+            new_n,
         )
         if not read_back:
             return None

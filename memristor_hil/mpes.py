@@ -18,9 +18,15 @@ from .crossbar import Crossbar
 from .mpes_layout import Layout
 from .powerlaw import PowerLaw, Variability
 
-__all__ = ["mPES"]
+__all__ = ["DEFAULT_MODEL", "mPES"]
 
-_POLICIES = ("one", "scaled")
+_POLICIES = ("one", "scaled", "stochastic")
+
+#: The device model of the emulator mPES creates when given no crossbar: the published
+#: parameters, with states in single precision. That halves the cost of the power law, the
+#: emulator's hot spot, and learning matches double precision (f(x) = x, 30 s, 100 neurons:
+#: test MSE 0.0162 in float32 against 0.0165 in float64). Pass ``dtype="float64"`` to change it.
+DEFAULT_MODEL = PowerLaw(dtype="float32")
 
 
 class _ThresholdParam(Parameter):
@@ -96,12 +102,15 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
     error_threshold : float or array_like, optional
         A post neuron's devices are pulsed only where its :math:`|e_i|` is above this
         threshold: one value for all, or one per post neuron. Default 1e-5 (as published).
-    pulses : {"one", "scaled"}, optional
+    pulses : {"one", "scaled", "stochastic"}, optional
         Pulse-count policy. ``"one"`` (default, as published): one pulse per device per pulse
-        interval. ``"scaled"``: ``ceil(max_pulses * |Delta| / running max |Delta|)`` pulses,
-        at least one.
+        interval. ``"scaled"`` (the published variant): ``ceil(max_pulses * |Delta| /
+        running max |Delta|)`` pulses, at least one. ``"stochastic"``: that count's expected
+        value rounded stochastically, so small updates are often 0 pulses and the expected
+        change follows PES's ``e_i * a_j`` (seeded by the simulator, so runs reproduce).
     max_pulses : int, optional
-        The most pulses per device per pulse interval with ``pulses="scaled"``. Default 100.
+        The most pulses per device per pulse interval with ``"scaled"`` and
+        ``"stochastic"``. Default 100.
     pulse_interval : float or None, optional
         Seconds of simulated time per pulse while learning. Default 0.001: at ``dt = 1 ms``
         exactly one pulse per step, as published; with a smaller ``dt`` some steps apply no
@@ -113,8 +122,8 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         SET pulse width in seconds. Default 1e-6.
     model : PowerLaw, optional
         Device model: for the default emulator's devices and for the resistance-to-conductance
-        map (nominal ``r0``, ``r1``). Default: the crossbar's own model if it has one,
-        else ``PowerLaw()``.
+        map (nominal ``r0``, ``r1``). Default: the crossbar's own model if it has one, else
+        :data:`DEFAULT_MODEL` (``PowerLaw(dtype="float32")``).
     variability : float or Variability, optional
         Device-to-device spread of the default emulator (shorthand for
         ``model=PowerLaw(variability=...)``).
@@ -229,7 +238,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
             raise TypeError(
                 f"mPES got unknown arguments {unknown}; device-model fields are {sorted(known)}"
             )
-        base = PowerLaw() if model is Default or model is None else model
+        base = DEFAULT_MODEL if model is Default or model is None else model
         if not isinstance(base, PowerLaw):
             raise ValidationError(
                 f"must be a PowerLaw, got {type(base).__name__}", attr="model", obj=self

@@ -22,10 +22,10 @@ from nengo.exceptions import BuildError
 from . import mpes_kernels
 from .crossbar import Crossbar
 from .errors import CrossbarError
-from .mpes import mPES
+from .mpes import DEFAULT_MODEL, mPES
 from .mpes_devices import CrossbarUse, crossbar_uses
 from .mpes_layout import Block
-from .mpes_operator import SimmPES
+from .mpes_operator import ConnectionPart, SimmPES
 from .powerlaw import PowerLaw
 
 __all__ = ["BuiltmPES", "build_mpes"]
@@ -87,7 +87,7 @@ def _crossbar_use(model: Any, rule_type: mPES, extent: tuple[int, int], seed: in
     if target is None:  # a crossbar of its own, sized to the layout
         from .emulator import EmulatedCrossbar
 
-        device_model = rule_type.model or PowerLaw()
+        device_model = rule_type.model or DEFAULT_MODEL
         xbar = EmulatedCrossbar(*extent, device_model, seed=seed)
         use = CrossbarUse(xbar, owned=True)
         uses[("default", id(use))] = use
@@ -142,6 +142,12 @@ def _remove_weight_increment(model: Any, rule: Any) -> None:
             return
 
 
+def _conductance(model: PowerLaw, resistance: np.ndarray) -> np.ndarray:
+    """``g(R)`` with the model's nominal r0, r1, in double precision whatever its dtype."""
+    resistance = resistance.astype(np.float64)
+    return (1.0 / resistance - 1.0 / model.r1) / (1.0 / model.r0 - 1.0 / model.r1)
+
+
 def _set_initial(signal: Signal, value: np.ndarray) -> None:
     """Give a built signal a new initial value of the same shape (Nengo offers no setter)."""
     value = np.ascontiguousarray(value, dtype=signal.dtype)
@@ -156,7 +162,8 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
 
     Checks the connection and the devices' placement, reads the devices' initial
     resistances, makes the connection's weights ``gain * (g(R+) - g(R-))`` of them, and adds
-    a :class:`~memristor_hil.mpes_operator.SimmPES` operator.
+    the connection to its crossbar's :class:`~memristor_hil.mpes_operator.SimmPES` operator
+    (one per crossbar, so a shared crossbar still gets one batch per step).
 
     Parameters
     ----------
@@ -201,14 +208,14 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
 
     device_model = mpes.model or getattr(xbar, "model", None)
     if not isinstance(device_model, PowerLaw):
-        device_model = PowerLaw()
+        device_model = DEFAULT_MODEL
     voltage = device_model.v_ref if mpes.voltage is None else float(mpes.voltage)
     try:
         xbar.limits.check_voltage(voltage)
         xbar.limits.check_width(float(mpes.pulse_width))
         if voltage <= 0:
             raise CrossbarError(f"mPES pulses must be SET pulses (voltage > 0), got {voltage}")
-        if mpes.pulses == "scaled" and mpes.max_pulses > xbar.limits.max_pulses:
+        if mpes.pulses != "one" and mpes.max_pulses > xbar.limits.max_pulses:
             raise CrossbarError(
                 f"max_pulses={mpes.max_pulses} exceeds the crossbar's limit of "
                 f"{xbar.limits.max_pulses} pulses per cell per batch"
@@ -218,11 +225,13 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     except CrossbarError as exc:
         raise BuildError(f"{conn}: mPES cannot use {xbar!r}: {exc}") from exc
 
-    r_pos = np.asarray(r_pos, dtype=np.float64)
-    r_neg = np.asarray(r_neg, dtype=np.float64)
+    # The signals hold what the crossbar returns, in its precision (float32 from a float32
+    # emulator): converting would add nothing but memory traffic to the store kernel.
+    read_dtype = np.float32 if np.asarray(r_pos).dtype == np.float32 else np.float64
+    r_pos = np.asarray(r_pos, dtype=read_dtype)
+    r_neg = np.asarray(r_neg, dtype=read_dtype)
     initial_weights = mpes.gain * (
-        device_model.conductance(r_pos).astype(np.float64)
-        - device_model.conductance(r_neg).astype(np.float64)
+        _conductance(device_model, r_pos) - _conductance(device_model, r_neg)
     )
     _set_initial(weights, initial_weights)
     _remove_weight_increment(model, rule)
@@ -242,27 +251,28 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     threshold_sig = Signal(threshold, name="mPES:threshold", readonly=True)
     pulses = Signal(shape=(1,), name="mPES:pulses")
     state = Signal(shape=(2,), name="mPES:state")
-    model.add_op(
-        SimmPES(
-            acts,
-            local_error,
-            threshold_sig,
-            pos_sig,
-            neg_sig,
-            weights,
-            pulses,
-            state,
-            use=use,
-            origins=(pos.row, pos.col, neg.row, neg.col),
-            order=_row_order(pos, neg),
-            gain=float(mpes.gain),
-            conductance_scale=1.0 / (1.0 / device_model.r0 - 1.0 / device_model.r1),
-            voltage=voltage,
-            width=float(mpes.pulse_width),
-            pulse_interval=mpes.pulse_interval,
-            scaled_levels=mpes.max_pulses if mpes.pulses == "scaled" else None,
-            tag=f"mPES {conn}",
+    width = float(mpes.pulse_width)
+    op = use.operator
+    if op is None:  # the first connection on this crossbar: its operator
+        op = use.operator = SimmPES(use, voltage, width, tag=f"mPES on {xbar.identity}")
+        model.add_op(op)
+    elif (op.voltage, op.width) != (voltage, width):
+        raise BuildError(
+            f"{conn}: connections sharing the crossbar {xbar.identity!r} share its one batch "
+            f"per step, so they need the same pulse: the first uses {op.voltage} V, "
+            f"{op.width} s; this one asks for {voltage} V, {width} s"
         )
+    part = ConnectionPart(
+        origins=(pos.row, pos.col, neg.row, neg.col),
+        order=_row_order(pos, neg),
+        gain=float(mpes.gain),
+        conductance_scale=1.0 / (1.0 / device_model.r0 - 1.0 / device_model.r1),
+        pulse_interval=mpes.pulse_interval,
+        policy=mpes.pulses,
+        levels=mpes.max_pulses,
+    )
+    op.add_connection(
+        part, acts, local_error, threshold_sig, pos_sig, neg_sig, weights, pulses, state
     )
 
     model.sig[rule]["error"] = error

@@ -34,6 +34,8 @@ class CrossbarUse:
         self.owned = owned
         self.regions: list[tuple[Block, str]] = []
         self.pulsed = False
+        #: The SimmPES operator that pulses this crossbar (set by the builder).
+        self.operator: Any = None
         restore = getattr(crossbar, "restore", None)
         snapshot = getattr(crossbar, "snapshot", None)
         self._snapshot = snapshot() if callable(snapshot) and callable(restore) else None

@@ -65,6 +65,8 @@ def select_pulses(  # pragma: no cover - compiled
     positive,
     rows_out,
     cols_out,
+    cols_scratch,
+    fill,
 ):
     """Choose a step's pulses and write their cells.
 
@@ -81,6 +83,10 @@ def select_pulses(  # pragma: no cover - compiled
         Active pre columns; pulsed post rows and whether each pulses its positive devices.
     rows_out, cols_out : output arrays
         Crossbar cells, ``len(rows_sel) * len(active)`` of them, row by row.
+    cols_scratch : array of ``cols_out``'s type, ``n_pre`` long
+        Scratch space.
+    fill : bool
+        Write ``rows_out``/``cols_out`` (False: only choose rows and columns).
 
     Returns
     -------
@@ -94,19 +100,23 @@ def select_pulses(  # pragma: no cover - compiled
     if n_active == 0:
         return 0, 0
     n_rows = _select_rows(local_error, threshold, order, rows_sel, positive)
-    k = 0
+    if not fill:
+        return n_active, n_rows
+    for t in range(n_active):
+        cols_scratch[t] = cols_out.dtype.type(active[t])
     for r in range(n_rows):
-        i = rows_sel[r]
+        i = np.int64(rows_sel[r])
         if positive[r]:
-            row = origins[0] + i
-            col0 = origins[1]
+            row = rows_out.dtype.type(origins[0] + i)
+            col0 = cols_out.dtype.type(origins[1])
         else:
-            row = origins[2] + i
-            col0 = origins[3]
+            row = rows_out.dtype.type(origins[2] + i)
+            col0 = cols_out.dtype.type(origins[3])
+        # plain loops over slices of one type, which LLVM vectorises
+        rows_out[r * n_active : (r + 1) * n_active] = row
+        block = cols_out[r * n_active : (r + 1) * n_active]
         for t in range(n_active):
-            rows_out[k] = row
-            cols_out[k] = col0 + active[t]
-            k += 1
+            block[t] = col0 + cols_scratch[t]
     return n_active, n_rows
 
 
@@ -147,7 +157,11 @@ def store(  # pragma: no cover - compiled
 ):
     """Write read-back resistances into ``r_pos``/``r_neg`` and recompute the touched weights.
 
-    ``resistances`` is in the order :func:`select_pulses` emitted the cells.
+    ``resistances`` is in the order :func:`select_pulses` emitted the cells. Pass unsigned
+    ``rows_sel`` and ``active``: unsigned indices spare numba's negative-index wraparound,
+    about 20% of this memory-bound loop. ``c * (1/R+ - 1/R-)`` is computed as
+    ``c * (R- - R+) / (R+ R-)``: one division instead of two, which this scalar (gathering)
+    loop cannot vectorise (measured: 1.7 ms -> 1.1 ms for 5e5 cells).
     """
     k = 0
     for r in range(n_rows):
@@ -155,12 +169,99 @@ def store(  # pragma: no cover - compiled
         if positive[r]:
             for t in range(n_active):
                 j = active[t]
-                r_pos[i, j] = resistances[k]
-                weights[i, j] = c * (1.0 / r_pos[i, j] - 1.0 / r_neg[i, j])
-                k += 1
+                x = np.float64(resistances[k + t])
+                y = np.float64(r_neg[i, j])
+                r_pos[i, j] = resistances[k + t]
+                weights[i, j] = c * (y - x) / (x * y)
         else:
             for t in range(n_active):
                 j = active[t]
-                r_neg[i, j] = resistances[k]
-                weights[i, j] = c * (1.0 / r_pos[i, j] - 1.0 / r_neg[i, j])
+                x = np.float64(resistances[k + t])
+                y = np.float64(r_pos[i, j])
+                r_neg[i, j] = resistances[k + t]
+                weights[i, j] = c * (x - y) / (x * y)
+        k += n_active
+
+
+@njit(cache=True, nogil=True)
+def seed_stochastic(seed):  # pragma: no cover - compiled
+    """Seed the compiled code's random generator (used by :func:`stochastic_cells`)."""
+    np.random.seed(seed)  # noqa: NPY002 - numba's in-kernel generator has only this API
+
+
+@njit(cache=True, nogil=True)
+def stochastic_cells(  # pragma: no cover - compiled
+    acts,
+    local_error,
+    active,
+    n_active,
+    rows_sel,
+    positive,
+    n_rows,
+    origins,
+    levels,
+    per_step,
+    running_max,
+    rows_out,
+    cols_out,
+    counts_out,
+    polarity_out,
+):
+    """Pulse counts whose expectation is ``levels * |Delta| / running max``, zeros dropped.
+
+    Each count is ``floor(levels * |Delta_ij| / max + u)`` with ``u`` uniform in [0, 1)
+    (stochastic rounding), times ``per_step``; cells whose count is 0 are left out of the
+    batch. ``polarity_out`` records whether each kept cell is a positive device. Returns the
+    number of cells kept and the total number of pulses.
+    """
+    a_max = 0.0
+    for t in range(n_active):
+        a_max = max(a_max, acts[active[t]])
+    e_max = 0.0
+    for r in range(n_rows):
+        e_max = max(e_max, abs(local_error[rows_sel[r]]))
+    running_max[0] = max(running_max[0], a_max * e_max)
+    scale = levels / running_max[0]
+    k = 0
+    total = 0
+    for r in range(n_rows):
+        i = rows_sel[r]
+        e = abs(local_error[i]) * scale
+        if positive[r]:
+            row = origins[0] + np.int64(i)
+            col0 = origins[1]
+        else:
+            row = origins[2] + np.int64(i)
+            col0 = origins[3]
+        for t in range(n_active):
+            j = active[t]
+            u = np.random.random()  # noqa: NPY002 - numba's in-kernel generator
+            count = int(np.floor(e * acts[j] + u))
+            if count > 0:
+                count = min(count, levels) * per_step
+                rows_out[k] = row
+                cols_out[k] = col0 + np.int64(j)
+                counts_out[k] = count
+                polarity_out[k] = positive[r]
+                total += count
                 k += 1
+    return k, total
+
+
+@njit(cache=True, nogil=True)
+def store_cells(  # pragma: no cover - compiled
+    rows, cols, polarity, size, origins, resistances, r_pos, r_neg, weights, c
+):
+    """Like :func:`store`, for a batch listed cell by cell (``polarity``: positive device)."""
+    for k in range(size):
+        if polarity[k]:
+            i = np.uint64(np.int64(rows[k]) - origins[0])
+            j = np.uint64(np.int64(cols[k]) - origins[1])
+            r_pos[i, j] = resistances[k]
+        else:
+            i = np.uint64(np.int64(rows[k]) - origins[2])
+            j = np.uint64(np.int64(cols[k]) - origins[3])
+            r_neg[i, j] = resistances[k]
+        x = np.float64(r_pos[i, j])
+        y = np.float64(r_neg[i, j])
+        weights[i, j] = c * (y - x) / (x * y)
