@@ -94,6 +94,7 @@ def test_injected_faults_do_not_change_the_final_state(services, in_process, tra
         *transport_args(transport),
         "--corrupt=0.01",
         "--drop-reply=0.01",
+        "--drop-byte=0.01",
         "--fault-seed=3",
     )
     with connect(service, transport, timeout=0.3, retries=6) as xbar:
