@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import selectors
 import termios
 import time
@@ -72,17 +73,17 @@ def serve_serial(
 def _write_all(master: int, slave: int, data: bytes) -> None:
     """Write a reply; if nobody reads it for a while, drop it (the client has gone)."""
     view = memoryview(data)
-    deadline = time.monotonic() + _WRITE_TIMEOUT
-    with selectors.DefaultSelector() as selector:
-        selector.register(master, selectors.EVENT_WRITE)
-        while view:
-            try:
-                view = view[os.write(master, view) :]
-                continue
-            except BlockingIOError:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                termios.tcflush(slave, termios.TCIFLUSH)  # stale replies nobody will read
-                return
-            selector.select(min(remaining, 0.1))
+    deadline = None
+    while view:
+        try:
+            view = view[os.write(master, view) :]
+            continue
+        except BlockingIOError:
+            pass
+        # the pty takes ~4 kB at a time: wait until the client has read some
+        now = time.monotonic()
+        deadline = deadline or now + _WRITE_TIMEOUT
+        if now >= deadline:
+            termios.tcflush(slave, termios.TCIFLUSH)  # stale replies nobody will read
+            return
+        select.select([], [master], [], min(deadline - now, 0.1))
