@@ -16,6 +16,8 @@ __all__ = ["open_crossbar", "query_options", "register_scheme"]
 
 _SCHEMES: dict[str, str] = {
     "emulator": "memristor_hil.emulator.url:open_emulator",
+    "serial": "memristor_hil.drivers.serial:open_serial",
+    "visa": "memristor_hil.drivers.visa:open_visa",
 }
 
 
