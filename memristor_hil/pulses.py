@@ -55,6 +55,8 @@ class SafetyLimits:
         if isinstance(voltage, float):
             lo = hi = voltage
             zero = voltage == 0
+        elif voltage.size == 0:  # an empty batch has nothing to check
+            return
         else:
             lo, hi = voltage.min(), voltage.max()
             zero = not np.all(voltage)
@@ -68,6 +70,8 @@ class SafetyLimits:
 
     def check_width(self, width: np.ndarray | float) -> None:
         """Raise :class:`SafetyLimitError` unless every width is within limits."""
+        if not isinstance(width, float) and width.size == 0:
+            return
         lo, hi = (width, width) if isinstance(width, float) else (width.min(), width.max())
         if not (self.width_min <= lo and hi <= self.width_max):
             raise SafetyLimitError(

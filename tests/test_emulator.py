@@ -251,3 +251,15 @@ def test_coalesced_sums_repeated_cells():
     np.testing.assert_array_equal(batch.rows, [0, 3])
     np.testing.assert_array_equal(batch.cols, [2, 1])
     np.testing.assert_array_equal(batch.pulses, [1, 7])
+
+
+def test_empty_batches_are_valid_and_change_nothing():
+    xbar = EmulatedCrossbar(3, 3, seed=0)
+    before = xbar.pulse_counts
+    empty = np.array([], dtype=np.int64)
+    for batch in (
+        PulseBatch(empty, empty),
+        PulseBatch(empty, empty, pulses=empty, voltage=np.array([]), width=np.array([])),
+    ):
+        assert xbar.apply(batch, read_back=True).shape == (0,)
+    np.testing.assert_array_equal(xbar.pulse_counts, before)
