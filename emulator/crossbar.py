@@ -191,12 +191,15 @@ class EmulatedCrossbar(Crossbar):
         self._noise_rng.bit_generator.state = snapshot["noise_rng"]
 
     # ------------------------------------------------------------------ persistence
-    def save_state(self, path: str | os.PathLike[str]) -> None:
+    def save_state(
+        self, path: str | os.PathLike[str], extra: dict[str, np.ndarray] | None = None
+    ) -> None:
         """Write the device state to ``path`` atomically (a crash never leaves half a file).
 
         The file is a numpy ``.npz`` of plain arrays plus JSON text; nothing in it is pickled.
+        ``extra`` arrays are stored beside the state in the same atomic write (the emulator
+        service keeps its sequence window there); :meth:`load_state` ignores them.
         """
-        path = Path(path)
         meta = {
             "format": _STATE_FORMAT,
             "shape": list(self.shape),
@@ -204,23 +207,18 @@ class EmulatedCrossbar(Crossbar):
             "model": self.model.to_dict(),
             "noise_rng": self._noise_rng.bit_generator.state,
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    n=self._n,
-                    r0=self.params.r0,
-                    r1=self.params.r1,
-                    a=self.params.a,
-                    meta=np.array(json.dumps(meta)),
-                )
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        arrays = {
+            "n": self._n,
+            "r0": self.params.r0,
+            "r1": self.params.r1,
+            "a": self.params.a,
+            "meta": np.array(json.dumps(meta)),
+        }
+        clash = set(arrays) & set(extra or {})
+        if clash:
+            raise ValueError(f"extra state arrays may not use the names {sorted(clash)}")
+        arrays.update(extra or {})
+        _atomic_savez(Path(path), arrays)
 
     def load_state(self, path: str | os.PathLike[str]) -> None:
         """Restore a state written by :meth:`save_state` for a crossbar of the same shape."""
@@ -262,6 +260,20 @@ class EmulatedCrossbar(Crossbar):
         )
         xbar.load_state(path)
         return xbar
+
+
+def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` into a temporary file beside ``path``, fsync, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _gather(params: DeviceParameters, cells: np.ndarray) -> DeviceParameters:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -127,41 +126,27 @@ class CrossbarService:
         """Write devices, sequence window and limits to ``state_path`` in one atomic replace."""
         if self.state_path is None:
             return
-        path = self.state_path
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        os.close(fd)
-        try:
-            self.xbar.save_state(tmp)
-            with np.load(tmp, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
-            replies = [done.reply for done in self._done.values()]
-            arrays.update(
-                service_seq=np.array(list(self._done), dtype=np.uint32),
-                service_digests=np.array(
-                    [np.frombuffer(d.digest, np.uint8) for d in self._done.values()], np.uint8
-                ).reshape(len(replies), 16),
-                service_offsets=np.cumsum([0] + [len(r) for r in replies], dtype=np.int64),
-                service_replies=np.frombuffer(b"".join(replies), np.uint8),
-                service_last_seq=np.array(self.last_seq, dtype=np.uint32),
-                service_limits=np.array(
-                    [
-                        self.limits.v_min,
-                        self.limits.v_max,
-                        self.limits.width_min,
-                        self.limits.width_max,
-                        self.limits.max_pulses,
-                        self.limits.compliance,
-                    ]
-                ),
-            )
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replies = [done.reply for done in self._done.values()]
+        window = {
+            "service_seq": np.array(list(self._done), dtype=np.uint32),
+            "service_digests": np.array(
+                [np.frombuffer(d.digest, np.uint8) for d in self._done.values()], np.uint8
+            ).reshape(len(replies), 16),
+            "service_offsets": np.cumsum([0] + [len(r) for r in replies], dtype=np.int64),
+            "service_replies": np.frombuffer(b"".join(replies), np.uint8),
+            "service_last_seq": np.array(self.last_seq, dtype=np.uint32),
+            "service_limits": np.array(
+                [
+                    self.limits.v_min,
+                    self.limits.v_max,
+                    self.limits.width_min,
+                    self.limits.width_max,
+                    self.limits.max_pulses,
+                    self.limits.compliance,
+                ]
+            ),
+        }
+        self.xbar.save_state(self.state_path, extra=window)
         self._dirty = False
         self._last_save = time.monotonic()
 
