@@ -121,6 +121,21 @@ def select_pulses(  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _raise_running_max(
+    acts, active, n_active, local_error, rows_sel, n_rows, running_max
+):  # pragma: no cover - compiled
+    """Raise ``running_max[0]`` to this step's largest ``|e_i| a_j`` and return it."""
+    a_max = 0.0
+    for t in range(n_active):
+        a_max = max(a_max, acts[active[t]])
+    e_max = 0.0
+    for r in range(n_rows):
+        e_max = max(e_max, abs(local_error[rows_sel[r]]))
+    running_max[0] = max(running_max[0], a_max * e_max)
+    return running_max[0]
+
+
+@njit(cache=True, nogil=True)
 def scaled_counts(  # pragma: no cover - compiled
     acts, local_error, active, n_active, rows_sel, n_rows, levels, per_step, running_max, out
 ):
@@ -130,14 +145,9 @@ def scaled_counts(  # pragma: no cover - compiled
     at least 1 and is multiplied by ``per_step`` (pulse intervals due this step). Returns the
     total number of pulses.
     """
-    a_max = 0.0
-    for t in range(n_active):
-        a_max = max(a_max, acts[active[t]])
-    e_max = 0.0
-    for r in range(n_rows):
-        e_max = max(e_max, abs(local_error[rows_sel[r]]))
-    running_max[0] = max(running_max[0], a_max * e_max)
-    scale = levels / running_max[0]
+    scale = levels / _raise_running_max(
+        acts, active, n_active, local_error, rows_sel, n_rows, running_max
+    )
     k = 0
     total = 0
     for r in range(n_rows):
@@ -214,14 +224,9 @@ def stochastic_cells(  # pragma: no cover - compiled
     batch. ``polarity_out`` records whether each kept cell is a positive device. Returns the
     number of cells kept and the total number of pulses.
     """
-    a_max = 0.0
-    for t in range(n_active):
-        a_max = max(a_max, acts[active[t]])
-    e_max = 0.0
-    for r in range(n_rows):
-        e_max = max(e_max, abs(local_error[rows_sel[r]]))
-    running_max[0] = max(running_max[0], a_max * e_max)
-    scale = levels / running_max[0]
+    scale = levels / _raise_running_max(
+        acts, active, n_active, local_error, rows_sel, n_rows, running_max
+    )
     k = 0
     total = 0
     for r in range(n_rows):
