@@ -18,7 +18,6 @@ from memristor_hil.errors import CrossbarError
 __all__ = ["main"]
 
 
-
 def _subcommand_modules() -> list:
     modules = [
         importlib.import_module(f"{__name__}.{info.name}")
