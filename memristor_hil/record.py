@@ -4,9 +4,10 @@ A record is one SQLite database in WAL mode. Each :meth:`Record.log_apply` or
 :meth:`Record.log_read` is one committed transaction, so once it returns the event is in the
 file: a process killed with SIGKILL afterwards loses nothing that was logged, and a kill in the
 middle of a commit loses only that one event (SQLite rolls the half-written transaction back
-when the file is next opened). Arrays are stored as zlib-compressed ``.npy`` bytes written with
-``allow_pickle=False`` and read back the same way: nothing in a record is ever unpickled or
-evaluated. Why SQLite and what survives what: ``docs/recording.md``.
+when the file is next opened). Arrays are stored as a type byte plus their little-endian bytes
+(zlib-compressed where that pays), read back with ``numpy.frombuffer`` for a fixed list of
+numeric types: nothing in a record is ever unpickled or evaluated. Why SQLite and what
+survives what: ``docs/recording.md``.
 
 Writing: :meth:`Record.create` (usually through
 :class:`~memristor_hil.recording.RecordingCrossbar`). Reading: :meth:`Record.open`, then
@@ -16,7 +17,6 @@ Writing: :meth:`Record.create` (usually through
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sqlite3
@@ -43,6 +43,7 @@ CREATE TABLE events (
     time REAL NOT NULL,
     duration REAL NOT NULL,
     ncells INTEGER NOT NULL,
+    cells_encoding TEXT NOT NULL CHECK (cells_encoding IN ('diff', 'bitmap')),
     cells BLOB NOT NULL,
     pulses BLOB,
     voltage BLOB,
@@ -125,36 +126,80 @@ class Readings:
         }
 
 
-def pack(array: np.ndarray) -> bytes:
-    """An array as zlib-compressed ``.npy`` bytes (no pickle)."""
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return zlib.compress(buffer.getbuffer(), 1)
+# Blob format: one type code byte, then the array's little-endian bytes; a leading "z" means
+# the rest is a zlib stream of such a blob. Only these plain numeric types exist, so a blob can
+# never hold an object (there is nothing to unpickle or evaluate).
+_CODES = {
+    b"b": np.dtype("<i1"),
+    b"h": np.dtype("<i2"),
+    b"i": np.dtype("<i4"),
+    b"q": np.dtype("<i8"),
+    b"B": np.dtype("<u1"),
+    b"d": np.dtype("<f8"),
+}
+_TYPES = {dtype: code for code, dtype in _CODES.items()}
+
+
+def pack(array: np.ndarray, compress: bool = False) -> bytes:
+    """A 1-D numeric array as a type byte plus its little-endian bytes (zlib with ``compress``).
+
+    Measured (benchmarks/bench_record.py): zlib on float64 resistances costs about 1.6 ms per
+    5000 values and saves about 15 %, and ``np.save`` headers cost about 35 us each, so readings
+    are stored as plain bytes; cell lists are encoded compactly instead (:func:`_pack_cells`).
+    """
+    array = np.asarray(array)
+    dtype = array.dtype.newbyteorder("<")
+    code = _TYPES.get(dtype)
+    if code is None or array.ndim != 1:
+        raise ValueError(f"records store 1-D int8/16/32/64, uint8 or float64 arrays, not {dtype}")
+    data = code + array.astype(dtype, copy=False).tobytes()
+    return b"z" + zlib.compress(data, 1) if compress else data
 
 
 def unpack(blob: bytes) -> np.ndarray:
-    """Inverse of :func:`pack`; object arrays are refused (``allow_pickle=False``)."""
-    return np.load(io.BytesIO(zlib.decompress(blob)), allow_pickle=False)
+    """Inverse of :func:`pack` (a new, writable array)."""
+    if blob[:1] == b"z":
+        blob = zlib.decompress(blob[1:])
+    dtype = _CODES.get(bytes(blob[:1]))
+    if dtype is None or (len(blob) - 1) % dtype.itemsize:
+        raise RecordError(f"damaged array in record (type byte {bytes(blob[:1])!r})")
+    return np.frombuffer(blob, dtype=dtype, offset=1).astype(dtype.newbyteorder("="))
 
 
-def _pack_cells(flat: np.ndarray) -> bytes:
-    """Cells as differences in the narrowest integer type: ascending runs compress to little."""
-    flat = np.asarray(flat, dtype=np.int64)
-    diff = np.diff(flat, prepend=0) if flat.size else flat
-    lo, hi = (int(diff.min()), int(diff.max())) if diff.size else (0, 0)
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """Integers in the narrowest signed type that holds them."""
+    if values.size == 0:
+        return values.astype(np.int8)
+    lo, hi = int(values.min()), int(values.max())
     for dtype in (np.int8, np.int16, np.int32):
         info = np.iinfo(dtype)
         if info.min <= lo and hi <= info.max:
-            return pack(diff.astype(dtype))
-    return pack(diff)
+            return values.astype(dtype)
+    return values.astype(np.int64)
 
 
-def _unpack_cells(blob: bytes) -> np.ndarray:
+def _pack_cells(flat: np.ndarray, ascending: bool | None = None) -> tuple[str, bytes]:
+    """Cells as a bitmap (strictly ascending and dense) or as differences (anything else)."""
+    flat = np.asarray(flat, dtype=np.int64)
+    if ascending is None:
+        ascending = bool(flat.size == 0 or np.all(flat[1:] > flat[:-1]))
+    # A bitmap needs last/8 bytes; differences need at least one byte per cell.
+    if ascending and flat.size and flat[-1] // 8 + 1 < flat.size:
+        mask = np.zeros(int(flat[-1]) + 1, dtype=bool)
+        mask[flat] = True
+        return "bitmap", pack(np.packbits(mask))
+    return "diff", pack(_narrow(np.diff(flat, prepend=0)))
+
+
+def _unpack_cells(encoding: str, blob: bytes) -> np.ndarray:
+    if encoding == "bitmap":
+        return np.flatnonzero(np.unpackbits(unpack(blob))).astype(np.int64)
     return np.cumsum(unpack(blob), dtype=np.int64)
 
 
 def _pack_value(value: float | np.ndarray) -> bytes:
-    return pack(np.asarray(value, dtype=np.float64).reshape(-1))
+    array = np.asarray(value, dtype=np.float64).reshape(-1)
+    return pack(array, compress=array.size > 1)
 
 
 def _expand(blob: bytes | None, size: int, dtype: type) -> np.ndarray | None:
@@ -363,21 +408,25 @@ class Record:
         started: float,
         duration: float,
         error: str | None = None,
+        ascending: bool | None = None,
     ) -> int:
         """Commit one applied batch; returns its event index.
 
         ``pulses``, ``voltage`` and ``width`` may be single values shared by every cell.
+        ``ascending`` says the cells strictly ascend (computed when not given).
         """
         self._check_writable()
+        encoding, cell_blob = _pack_cells(cells, ascending)
         cur = self._db.execute(
-            "INSERT INTO events (kind, time, duration, ncells, cells, pulses, voltage, width, "
-            "resistance, error) VALUES ('apply', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (kind, time, duration, ncells, cells_encoding, cells, pulses, "
+            "voltage, width, resistance, error) VALUES ('apply', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 started,
                 duration,
                 len(cells),
-                _pack_cells(cells),
-                pack(np.asarray(pulses, dtype=np.int64).reshape(-1)),
+                encoding,
+                cell_blob,
+                pack(_narrow(np.asarray(pulses, dtype=np.int64).reshape(-1))),
                 _pack_value(voltage),
                 _pack_value(width),
                 None if resistance is None else pack(np.asarray(resistance, dtype=np.float64)),
@@ -397,14 +446,16 @@ class Record:
     ) -> int:
         """Commit one read; returns its event index."""
         self._check_writable()
+        encoding, cell_blob = _pack_cells(cells)
         cur = self._db.execute(
-            "INSERT INTO events (kind, time, duration, ncells, cells, resistance, error) "
-            "VALUES ('read', ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (kind, time, duration, ncells, cells_encoding, cells, resistance, "
+            "error) VALUES ('read', ?, ?, ?, ?, ?, ?, ?)",
             (
                 started,
                 duration,
                 len(cells),
-                _pack_cells(cells),
+                encoding,
+                cell_blob,
                 None if resistance is None else pack(np.asarray(resistance, dtype=np.float64)),
                 error,
             ),
@@ -435,8 +486,8 @@ class Record:
     def events(self, kind: str | None = None) -> Iterator[Event]:
         """Iterate over the events in order (only one kind with ``kind``)."""
         query = (
-            "SELECT id, kind, time, duration, ncells, cells, pulses, voltage, width, "
-            "resistance, error FROM events"
+            "SELECT id, kind, time, duration, ncells, cells_encoding, cells, pulses, voltage, "
+            "width, resistance, error FROM events"
         )
         args: tuple[str, ...] = ()
         if kind is not None:
@@ -446,8 +497,9 @@ class Record:
             args = (kind,)
         ncols = self.shape[1]
         for row in self._db.execute(query + " ORDER BY id", args):
-            index, kind_, started, duration, ncells, cells, pulses, voltage, width, res, err = row
-            flat = _unpack_cells(cells)
+            index, kind_, started, duration, ncells, encoding, cells = row[:7]
+            pulses, voltage, width, res, err = row[7:]
+            flat = _unpack_cells(encoding, cells)
             rows, cols = np.divmod(flat, ncols)
             yield Event(
                 index=int(index) - 1,

@@ -137,6 +137,7 @@ class RecordingCrossbar(Crossbar):
             started=started,
             duration=time.perf_counter() - clock,
             error=error,
+            ascending=cells.ascending,
         )
 
     def _logged_read(self, flat: np.ndarray, call: Any, *args: Any) -> np.ndarray:

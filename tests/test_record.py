@@ -15,7 +15,7 @@ import pytest
 from record_writer import URL, batch_for
 
 from memristor_hil import InvalidBatchError, PulseBatch, SafetyLimitError, open_crossbar
-from memristor_hil.record import Record, RecordError, unpack
+from memristor_hil.record import Record, RecordError, pack, unpack
 from memristor_hil.recording import RecordingCrossbar
 
 HERE = Path(__file__).parent
@@ -117,11 +117,19 @@ def test_records_are_never_overwritten_and_bad_files_are_named(tmp_path):
         record.log_read(np.array([0]), np.array([1.0]), started=0.0, duration=0.0)
 
 
-def test_blobs_with_pickled_objects_are_refused():
+def test_blobs_hold_only_plain_numbers():
+    for array in (np.arange(5, dtype=np.int8), np.array([1.5, -2e8]), np.zeros(0, np.int64)):
+        back = unpack(pack(array))
+        assert back.dtype == array.dtype and back.flags.writeable
+        np.testing.assert_array_equal(back, array)
+        np.testing.assert_array_equal(unpack(pack(array, compress=True)), array)
+    with pytest.raises(ValueError, match="records store"):
+        pack(np.array([{"evil": 1}], dtype=object))
     buffer = io.BytesIO()
     np.save(buffer, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(ValueError, match="allow_pickle"):
-        unpack(zlib.compress(buffer.getvalue()))
+    for blob in (buffer.getvalue(), b"z" + zlib.compress(buffer.getvalue()), b"d123"):
+        with pytest.raises(RecordError, match="damaged"):
+            unpack(blob)
 
 
 @pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
