@@ -20,6 +20,9 @@ from .record import Record
 
 __all__ = ["RecordingCrossbar"]
 
+#: Methods of wrapped crossbars that change device state outside apply(): not forwarded.
+_UNRECORDED = frozenset({"restore", "load_state"})
+
 
 class RecordingCrossbar(Crossbar):
     """Wraps a crossbar and records every batch applied and every read.
@@ -99,9 +102,17 @@ class RecordingCrossbar(Crossbar):
 
     def __getattr__(self, name: str) -> Any:
         # Anything not part of the Crossbar interface (an emulator's ``model``, ``params``, a
-        # driver's extras) comes from the wrapped crossbar.
+        # driver's extras) comes from the wrapped crossbar, except what would change the
+        # devices behind the record's back: after such a call the record would no longer
+        # describe the devices (so, for example, mPES treats a recording crossbar as one that
+        # cannot be rewound, like hardware).
         if name.startswith("__") or "_inner" not in self.__dict__:
             raise AttributeError(name)
+        if name in _UNRECORDED:
+            raise AttributeError(
+                f"{name}() would change the devices without a record of it; call it on "
+                "RecordingCrossbar.inner if the record may stop matching the devices"
+            )
         return getattr(self._inner, name)
 
     def __repr__(self) -> str:

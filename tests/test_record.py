@@ -33,6 +33,8 @@ def test_every_batch_and_read_comes_back_as_sent(tmp_path):
     with RecordingCrossbar(inner, path, parameters={"lr": 1e-4, "note": "x"}) as xbar:
         assert xbar.identity == inner.identity and xbar.shape == (6, 7)
         assert xbar.params is inner.params  # non-interface attributes come from the inner one
+        with pytest.raises(AttributeError, match="without a record"):
+            xbar.load_state  # noqa: B018 - would change the devices behind the record's back
         out0 = xbar.apply(sent[0], read_back=True)
         assert xbar.apply(sent[1]) is None
         out2 = xbar.apply(sent[2], read_back=True)
