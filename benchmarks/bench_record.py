@@ -45,6 +45,37 @@ def run_standin(xbar, batches: list[PulseBatch]) -> float:
     return (time.perf_counter() - start) / len(batches)
 
 
+def run_mpes(xbar, sim_time: float) -> float:
+    """Wall seconds per simulated second of a 100x100 mPES network learning on ``xbar``.
+
+    The network of shared/reference/baselines.md: sine -> pre (100) -> post (100) through a
+    learned neuron-to-neuron connection, error = post - input (100 neurons), dt = 1 ms.
+    """
+    import nengo
+
+    from memristor_hil import mPES
+
+    with nengo.Network(seed=0) as net:
+        stim = nengo.Node(lambda t: np.sin(2 * np.pi * t))
+        pre = nengo.Ensemble(100, 1)
+        post = nengo.Ensemble(100, 1)
+        error = nengo.Ensemble(100, 1)
+        nengo.Connection(stim, pre)
+        conn = nengo.Connection(
+            pre.neurons,
+            post.neurons,
+            transform=np.zeros((100, 100)),
+            learning_rule_type=mPES(crossbar=xbar),
+        )
+        nengo.Connection(post, error)
+        nengo.Connection(stim, error, transform=-1)
+        nengo.Connection(error, conn.learning_rule)
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        start = time.perf_counter()
+        sim.run(sim_time)
+        return (time.perf_counter() - start) / sim_time
+
+
 def make_variant(name: str, folder: Path, counter: list[int]):
     inner = open_crossbar(URL)
     if name == "plain":
@@ -61,6 +92,11 @@ def main() -> None:
     parser.add_argument("--sim-time", type=float, default=0.5, help="simulated s per round (mpes)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant")
     args = parser.parse_args()
+    if args.workload == "mpes":
+        try:
+            from memristor_hil import mPES  # noqa: F401
+        except ImportError:
+            parser.error("--workload mpes needs memristor_hil.mPES, which this checkout lacks")
     variants = ["plain", "record-normal", "record-full"]
     times: dict[str, list[float]] = {v: [] for v in variants}
     sizes: dict[str, int] = {}
@@ -78,9 +114,7 @@ def main() -> None:
                         if name != "plain":
                             sizes[name] = xbar.record.path.stat().st_size
         else:
-            from bench_record_mpes import run_mpes  # noqa: PLC0415 - needs nengo and mPES
-
-            run_mpes(open_crossbar(URL.replace("cols=200", "cols=200")), 0.05)  # warm up
+            run_mpes(open_crossbar(URL), 0.05)  # warm up (compiles the kernels)
             print(f"mpes workload: 100x100 mPES network, {args.sim_time} s simulated at "
                   f"dt=1 ms per round, {args.rounds} rounds")  # fmt: skip
             for _ in range(args.rounds):
