@@ -483,18 +483,32 @@ class Record:
         ).fetchone()
         return None if first is None else (float(first), float(last))
 
-    def events(self, kind: str | None = None) -> Iterator[Event]:
-        """Iterate over the events in order (only one kind with ``kind``)."""
+    def events(
+        self, kind: str | None = None, start: int = 0, stop: int | None = None
+    ) -> Iterator[Event]:
+        """Iterate over the events in order.
+
+        Parameters
+        ----------
+        kind : {"apply", "read"}, optional
+            Only events of this kind.
+        start, stop : int, optional
+            Only events with ``start <= index < stop`` (read from the file, nothing else is
+            decoded: cheap on long records).
+        """
         query = (
             "SELECT id, kind, time, duration, ncells, cells_encoding, cells, pulses, voltage, "
-            "width, resistance, error FROM events"
+            "width, resistance, error FROM events WHERE id > ?"
         )
-        args: tuple[str, ...] = ()
+        args: list[str | int] = [int(start)]
+        if stop is not None:
+            query += " AND id <= ?"
+            args.append(int(stop))
         if kind is not None:
             if kind not in ("apply", "read"):
                 raise ValueError(f"kind={kind!r} must be 'apply' or 'read'")
-            query += " WHERE kind = ?"
-            args = (kind,)
+            query += " AND kind = ?"
+            args.append(kind)
         ncols = self.shape[1]
         for row in self._db.execute(query + " ORDER BY id", args):
             index, kind_, started, duration, ncells, encoding, cells = row[:7]

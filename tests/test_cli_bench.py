@@ -148,3 +148,17 @@ def test_every_subcommand_has_help(argv, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: memristor-hil " + " ".join(argv)) and len(out) > 300
+
+
+def test_record_show_lists_a_short_record_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with open_crossbar(URL, record="short.sqlite") as xbar:
+        xbar.read_all()
+        xbar.read([0], [0])
+        xbar.read([1], [1])
+    assert main(["record", "show", "short.sqlite", "--events", "5"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines() if line.startswith("  #")] == [
+        "#0", "#1", "#2"
+    ]  # fmt: skip
+    assert "more" not in out

@@ -55,6 +55,8 @@ def test_every_batch_and_read_comes_back_as_sent(tmp_path):
         events = list(record)
         assert [e.kind for e in events] == ["apply"] * 3 + ["read"] * 3
         assert [e.index for e in events] == list(range(6))
+        assert [e.index for e in record.events(start=2, stop=4)] == [2, 3]
+        assert [e.index for e in record.events("read", start=4)] == [4, 5]
         for event, batch in zip(events[:3], sent, strict=True):
             np.testing.assert_array_equal(event.rows, batch.rows)
             np.testing.assert_array_equal(event.cols, batch.cols)

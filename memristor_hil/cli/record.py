@@ -93,11 +93,14 @@ def run_show(args: argparse.Namespace) -> int:
             print(f"time:       {_when(span[0])} .. {_when(span[1])} "
                   f"({span[1] - span[0]:.3f} s)")  # fmt: skip
         total = len(record)
-        for event in record.events():
-            if event.index < args.events or event.index >= total - args.events:
-                print("  " + _describe(event))
-            elif event.index == args.events:
-                print(f"  ... {total - 2 * args.events} more ...")
+        head = max(args.events, 0)
+        tail_start = max(total - head, head)
+        for event in record.events(stop=head):
+            print("  " + _describe(event))
+        if tail_start > head:
+            print(f"  ... {tail_start - head} more ...")
+        for event in record.events(start=tail_start):
+            print("  " + _describe(event))
     return 0
 
 
