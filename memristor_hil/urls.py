@@ -17,6 +17,7 @@ from .crossbar import Crossbar
 
 __all__ = [
     "HARDWARE_SCHEMES",
+    "RECORDS_ENV",
     "default_record_path",
     "open_crossbar",
     "query_options",
@@ -27,8 +28,9 @@ __all__ = [
 #: measurement on hardware cannot be repeated. ``record=False`` turns that off.
 HARDWARE_SCHEMES = frozenset({"serial", "visa"})
 
-#: Where default records go, relative to the working directory.
-DEFAULT_RECORD_DIR = Path("records")
+#: Environment variable naming the folder for default records (default ``records`` under the
+#: working directory), e.g. a lab-wide data folder.
+RECORDS_ENV = "MEMRISTOR_HIL_RECORDS"
 
 _SCHEMES: dict[str, str] = {
     "emulator": "memristor_hil.emulator.url:open_emulator",
@@ -110,12 +112,17 @@ def _plain(value: Any) -> Any:
 
 
 def default_record_path(scheme: str) -> Path:
-    """``records/<UTC time>-<scheme>.sqlite`` under the working directory, not yet existing."""
+    """A new record path: ``<folder>/<UTC time>-<scheme>.sqlite``, not yet existing.
+
+    The folder is ``$MEMRISTOR_HIL_RECORDS`` if set, else ``records`` under the working
+    directory.
+    """
+    folder = Path(os.environ.get(RECORDS_ENV) or "records")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = DEFAULT_RECORD_DIR / f"{stamp}-{scheme.lower()}.sqlite"
+    path = folder / f"{stamp}-{scheme.lower()}.sqlite"
     counter = 2
     while path.exists():
-        path = DEFAULT_RECORD_DIR / f"{stamp}-{scheme.lower()}-{counter}.sqlite"
+        path = folder / f"{stamp}-{scheme.lower()}-{counter}.sqlite"
         counter += 1
     return path
 
