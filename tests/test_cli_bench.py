@@ -57,6 +57,10 @@ def test_characterize_fit_show_export_end_to_end(tmp_path):
     assert fitted["fit"]["fitted"] == 16
     assert (tmp_path / "c-fit.png").read_bytes()[:4] == b"\x89PNG"
     # The parameter file drives an emulator whose devices look like the fitted ones.
+    code, out, err = cli("info", "emulator://?rows=3&cols=3&params=c-fit.json", "--json",
+                         cwd=tmp_path)  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["model"] == fitted["model"]
     with open_crossbar(f"emulator://?rows=3&cols=3&params={tmp_path / 'c-fit.json'}") as xbar:
         assert xbar.model.r1 == pytest.approx(fitted["model"]["r1"])
         assert xbar.model.variability.a == pytest.approx(fitted["fit"]["summary"]["a"]["sigma"])

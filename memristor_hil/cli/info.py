@@ -6,7 +6,7 @@ import argparse
 import json
 from dataclasses import asdict
 
-from memristor_hil import open_crossbar
+from memristor_hil import PowerLaw, open_crossbar
 
 ORDER = 20
 
@@ -37,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
             "cols": xbar.shape[1],
             "limits": asdict(xbar.limits),
         }
+        model = getattr(xbar, "model", None)
+        if isinstance(model, PowerLaw):  # an emulator: show the device model it draws from
+            info["model"] = model.to_dict()
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -49,4 +52,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"  width       {limits['width_min']:g} .. {limits['width_max']:g} s")
     print(f"  pulses      at most {limits['max_pulses']} per cell per batch")
     print(f"  compliance  {limits['compliance']:g} A")
+    if "model" in info:
+        m, v = info["model"], info["model"]["variability"]
+        print("device model (emulated):")
+        print(f"  R = R0 + R1 n^a with R0={m['r0']:.6g} ohm, R1={m['r1']:.6g} ohm, a={m['a']:.6g} "
+              f"at {m['v_ref']:g} V; initial R {m['r_init']:.6g} ohm")  # fmt: skip
+        print(f"  variability (relative sigma): R0 {v['r0']:.4g}, R1 {v['r1']:.4g}, "
+              f"a {v['a']:.4g}, R_init {v['r_init']:.4g}; noise {m['noise']:g}")  # fmt: skip
     return 0
