@@ -107,8 +107,17 @@ class EmulatedCrossbar(Crossbar):
         # is final and the kernel can hand it back without a second pass over the crossbar.
         fused = read_back and cells.ascending
         new_n = np.empty(len(flat), self._n.dtype) if fused else _EMPTY
+        # The cells were checked non-negative: an unsigned view spares the compiled loop
+        # numba's negative-index wraparound on every access.
         kernels.add_set_pulses(
-            self._n, flat, batch.compact_pulses, self._n_min, ratio, self.model.noise, draws, new_n
+            self._n,
+            flat.view(np.uintp),
+            batch.compact_pulses,
+            self._n_min,
+            ratio,
+            self.model.noise,
+            draws,
+            new_n,
         )
         if not read_back:
             return None
@@ -154,6 +163,32 @@ class EmulatedCrossbar(Crossbar):
 
     def _read_all(self) -> np.ndarray:
         return kernels.resistance(self._n.copy(), self.params).reshape(self.shape)
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self) -> dict[str, object]:
+        """An in-memory copy of the device state (pulse counts and noise generator).
+
+        Pass it to :meth:`restore` to return every device to this moment, e.g. when a
+        simulation that pulsed them restarts from its first step.
+        """
+        return {
+            "n": self._n.copy(),
+            "params": self.params,
+            "noise_rng": self._noise_rng.bit_generator.state,
+        }
+
+    def restore(self, snapshot: dict[str, object]) -> None:
+        """Return every device to the state a :meth:`snapshot` of this crossbar recorded."""
+        n = snapshot["n"]
+        if not isinstance(n, np.ndarray) or n.shape != self._n.shape:
+            raise ValueError("the snapshot is not from a crossbar of this shape")
+        self._check_open()
+        self._n[...] = n
+        if snapshot["params"] is not self.params:
+            self.params = snapshot["params"]  # type: ignore[assignment]
+            self._n_min = self.params.n_min
+            self._ratio_cache.clear()
+        self._noise_rng.bit_generator.state = snapshot["noise_rng"]
 
     # ------------------------------------------------------------------ persistence
     def save_state(self, path: str | os.PathLike[str]) -> None:

@@ -35,18 +35,26 @@ def flat_indices(rows, cols, nrows, ncols, out):  # pragma: no cover - compiled
     Returns ``(bad, ascending)``: the first out-of-range entry (-1 if none), and whether the
     indices are strictly ascending (then no cell is named twice).
     """
+    # One branch-free pass (no early exit, so LLVM can vectorise it); the first bad entry is
+    # looked up only when there is one.
+    n = rows.shape[0]
+    bad = False
     ascending = True
-    previous = -1
-    for i in range(rows.shape[0]):
+    previous = np.int64(-1)
+    for i in range(n):
         r = rows[i]
         c = cols[i]
-        if r < 0 or r >= nrows or c < 0 or c >= ncols:
-            return i, False
+        bad |= (r < 0) | (r >= nrows) | (c < 0) | (c >= ncols)
         j = r * ncols + c
-        if j <= previous:
-            ascending = False
+        ascending &= j > previous
         previous = j
         out[i] = j
+    if bad:
+        for i in range(n):
+            r = rows[i]
+            c = cols[i]
+            if r < 0 or r >= nrows or c < 0 or c >= ncols:
+                return i, False
     return -1, ascending
 
 
@@ -72,13 +80,13 @@ def add_set_pulses(n, flat, pulses, n_min, ratio, noise, draws, new_n):  # pragm
         if with_noise:
             k = max(k + noise * np.sqrt(k) * draws[i], 0.0)
         x = n[j]
-        lo = n_min[j if per_device_min else 0]
+        lo = n_min[j] if per_device_min else n_min[0]
         if x < lo:
             x = lo
         if unit_ratio:
             x = x + k
         else:
-            e = ratio[j if per_device_ratio else 0]
+            e = ratio[j] if per_device_ratio else ratio[0]
             x = (x**e + k) ** (1.0 / e)
         n[j] = x
         if keep:
@@ -98,6 +106,19 @@ def _power_law_small(x, r0, r1, a):  # pragma: no cover - compiled
     for i in range(x.shape[0]):
         x[i] = r0 + r1 * x[i] ** a
     return x
+
+
+@njit(cache=True, nogil=True)
+def _affine(x, r0, r1):  # pragma: no cover - compiled
+    for i in range(x.shape[0]):
+        x[i] = r0 + r1 * x[i]
+
+
+@njit(cache=True, nogil=True)
+def _affine_gather(x, r0, r1, flat):  # pragma: no cover - compiled
+    for i in range(x.shape[0]):
+        j = flat[i]
+        x[i] = r0[j] + r1[j] * x[i]
 
 
 def resistance(
@@ -120,11 +141,14 @@ def resistance(
         if x.shape[0] < SMALL_BATCH:
             return _power_law_small(x, r0, r1, a)
         np.power(x, a, out=x)
+        _affine(x, r0, r1)  # one compiled pass instead of numpy's multiply and add
+    elif flat is None:
+        np.power(x, params.a, out=x)
+        np.multiply(x, params.r1, out=x)
+        np.add(x, params.r0, out=x)
     else:
-        r0, r1, a = params.r0, params.r1, params.a
-        if flat is not None:
-            r0, r1, a = r0[flat], r1[flat], a[flat]
-        np.power(x, a, out=x)
-    np.multiply(x, r1, out=x)
-    np.add(x, r0, out=x)
+        # gather the exponents for numpy's vectorised power, then r0 + r1 * x in one
+        # compiled pass that gathers r0 and r1 itself (no temporary arrays)
+        np.power(x, gather(params.a, flat, np.empty(x.shape[0], params.a.dtype)), out=x)
+        _affine_gather(x, params.r0, params.r1, flat)
     return x

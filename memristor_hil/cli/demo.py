@@ -1,75 +1,73 @@
-"""``memristor-hil demo``: pulse an emulated crossbar and show R(n)."""
+"""``memristor-hil demo``: learn x^2 with mPES on emulated memristors, beside Nengo's PES."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from memristor_hil import PulseBatch, open_crossbar
-
 ORDER = 10
-DEFAULT_URL = "emulator://?rows=4&cols=8&seed=0&sigma=0.15"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "demo",
-        help="pulse a crossbar and plot resistance against pulse count",
-        description="Apply SET pulses to every cell of a crossbar in growing batches, read the "
-        "resistances back after each batch, print a table and write a plot of R(n).",
+        help="learn f(x) = x^2 with mPES on emulated memristors and compare with PES",
+        description="Learn f(x) = x^2 through a neuron-to-neuron connection whose weights are "
+        "pairs of power-law memristors (mPES, on the built-in emulator), and through the same "
+        "network with Nengo's PES. The first 3/4 of the run learns, the last 1/4 tests with "
+        "the error inhibited. Prints test-period MSE and Spearman rho, writes a plot.",
     )
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"crossbar URL (default {DEFAULT_URL})")
-    parser.add_argument("--pulses", type=int, default=10_000, help="total pulses per cell")
-    parser.add_argument("--steps", type=int, default=30, help="number of batches (log-spaced)")
     parser.add_argument(
-        "--out", type=Path, default=Path("out/demo_r_of_n.png"), help="where to write the plot"
+        "--seconds", type=float, default=20.0, help="simulated seconds per rule (default 20)"
+    )
+    parser.add_argument("--neurons", type=int, default=100, help="pre and post neurons")
+    parser.add_argument(
+        "--crossbar",
+        default=None,
+        help="crossbar URL for mPES (default: an in-process emulator sized to the connection)",
+    )
+    parser.add_argument(
+        "--sigma", type=float, default=0.15, help="device-to-device variability (default 0.15)"
+    )
+    parser.add_argument(
+        "--pes-rate", type=float, default=1e-5, help="PES learning rate (default 1e-5)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="network and device seed")
+    parser.add_argument(
+        "--out", type=Path, default=Path("out/demo_x_squared.png"), help="where to write the plot"
     )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    totals = np.unique(np.geomspace(1, args.pulses, args.steps).round().astype(int))
-    with open_crossbar(args.url) as xbar:
-        rows, cols = np.divmod(np.arange(xbar.size), xbar.shape[1])
-        print(f"{xbar.identity}: {xbar.shape[0]}x{xbar.shape[1]} cells")
-        history = [xbar.read(rows, cols)]
-        done = 0
-        for step, total in enumerate(totals, 1):
-            batch = PulseBatch(rows, cols, pulses=int(total - done))
-            history.append(xbar.apply(batch, read_back=True))
-            done = total
-            if sys.stdout.isatty():
-                print(f"\r  batch {step}/{len(totals)}: {done} pulses per cell", end="", flush=True)
-        print(f"\r  {len(totals)} batches applied: {done} pulses per cell")
-    counts = np.concatenate([[0], totals])
-    r = np.array(history)  # (steps + 1, cells)
-    median = np.median(r, axis=1)
-    print(f"{'pulses':>8} {'median R (ohm)':>15} {'min R':>12} {'max R':>12}")
-    for i in np.unique(np.linspace(0, len(counts) - 1, 8).round().astype(int)):
-        print(f"{counts[i]:>8} {median[i]:>15.4g} {r[i].min():>12.4g} {r[i].max():>12.4g}")
-    write_plot(counts, r, args.out)
+    from memristor_hil import function_learning as fl
+
+    if args.seconds <= 0 or args.neurons <= 0:
+        raise ValueError("--seconds and --neurons must be positive")
+    learn_until = 0.75 * args.seconds
+    rules = fl.standard_rules(args.sigma, args.seed, args.crossbar, args.pes_rate)
+    print(
+        f"learning f(x) = x^2 with {args.neurons}x{args.neurons} learned weights: "
+        f"{learn_until:g} s learning, {args.seconds - learn_until:g} s testing"
+    )
+    results = fl.compare(
+        rules,
+        "x^2",
+        lambda x: x**2,
+        lambda t: np.sin(2 * np.pi * t / 4),
+        lambda t: t < learn_until,
+        args.seconds,
+        n_pre=args.neurons,
+        n_post=args.neurons,
+        seed=args.seed,
+    )
+    fl.print_table(results)
+    fl.plot_results(results, args.out, "Learning x^2: mPES (memristors) and PES")
+    print(
+        "mPES: one SET pulse per active synapse per ms, as published; mPES-stoch: pulse "
+        "counts rounded stochastically from |e_i a_j| (mPES(pulses='stochastic', max_pulses=2))"
+    )
     print(f"plot: {args.out}")
     return 0
-
-
-def write_plot(counts: np.ndarray, r: np.ndarray, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(np.maximum(counts, 0.5), r, color="tab:blue", alpha=0.3, lw=0.8)
-    ax.plot(np.maximum(counts, 0.5), np.median(r, axis=1), color="black", lw=2, label="median")
-    ax.set_xscale("log")
-    ax.set_xlabel("SET pulses applied")
-    ax.set_ylabel("resistance (ohm)")
-    ax.set_title(f"Power-law memristors: R(n) of {r.shape[1]} devices")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

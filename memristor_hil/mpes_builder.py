@@ -1,0 +1,285 @@
+"""Nengo builder for :class:`memristor_hil.mPES` (registered when ``memristor_hil.mpes`` loads).
+
+Everything that can be wrong with a connection is checked here, at build time, before any
+device is pulsed: the connection type, its size against the crossbar, overlaps with other
+connections on a shared crossbar, the threshold's shape, and the pulse against the crossbar's
+safety limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from nengo.builder import Builder
+from nengo.builder.learning_rules import build_or_passthrough, get_post_ens
+from nengo.builder.operator import Copy, DotInc, Reset
+from nengo.builder.signal import Signal
+from nengo.ensemble import Ensemble, Neurons
+from nengo.exceptions import BuildError
+
+from . import mpes_kernels
+from .crossbar import Crossbar
+from .errors import CrossbarError
+from .mpes import DEFAULT_MODEL, mPES
+from .mpes_devices import CrossbarUse, crossbar_uses
+from .mpes_layout import Block
+from .mpes_operator import ConnectionPart, SimmPES
+from .powerlaw import PowerLaw
+
+__all__ = ["BuiltmPES", "build_mpes"]
+
+
+@dataclass(frozen=True)
+class BuiltmPES:
+    """What ``sim.data[conn.learning_rule]`` holds for an mPES rule.
+
+    Attributes
+    ----------
+    crossbar : Crossbar
+        The crossbar holding the connection's devices.
+    positive, negative : Block
+        The cells of the positive and negative devices (post neurons along rows).
+    model : PowerLaw
+        The model whose nominal ``r0``, ``r1`` map resistances to conductances.
+    """
+
+    crossbar: Crossbar
+    positive: Block
+    negative: Block
+    model: PowerLaw
+
+
+def _check_connection(conn: Any) -> None:
+    """Refuse connections mPES cannot learn on, with the reason."""
+    if isinstance(conn.pre_obj, Ensemble) and not conn.solver.weights:
+        raise BuildError(
+            f"{conn}: mPES learns a full weight matrix; a decoded connection has none. Use "
+            "Connection(pre.neurons, post.neurons, transform=...) or "
+            "solver=LstsqL2(weights=True)."
+        )
+    if not isinstance(conn.pre_obj, (Ensemble, Neurons)) or not isinstance(
+        conn.post_obj, (Ensemble, Neurons)
+    ):
+        raise BuildError(
+            f"{conn}: mPES needs neurons (or an ensemble with a weight solver) on both ends"
+        )
+    if not conn._to_neurons:
+        raise BuildError(f"{conn}: mPES needs a connection into neurons (a full weight matrix)")
+    if conn.pre_slice != slice(None) or conn.post_slice != slice(None):
+        raise BuildError(
+            f"{conn}: mPES does not support sliced or indexed connections; connect whole "
+            "neuron populations"
+        )
+    rules = conn.learning_rule
+    if isinstance(rules, (list, tuple, dict)) and len(rules) > 1:
+        raise BuildError(
+            f"{conn}: mPES must be the only learning rule on its connection (its devices "
+            "define the weights)"
+        )
+
+
+def _crossbar_use(model: Any, rule_type: mPES, extent: tuple[int, int], seed: int) -> CrossbarUse:
+    """The crossbar this rule's devices live on, opened or shared as the rule asks."""
+    uses = crossbar_uses(model)
+    target = rule_type.crossbar
+    if target is None:  # a crossbar of its own, sized to the layout
+        from .emulator import EmulatedCrossbar
+
+        device_model = rule_type.model or DEFAULT_MODEL
+        xbar = EmulatedCrossbar(*extent, device_model, seed=seed)
+        use = CrossbarUse(xbar, owned=True)
+        uses[("default", id(use))] = use
+        return use
+    key = target if isinstance(target, str) else id(target)
+    use = uses.get(key)
+    if use is not None:
+        return use
+    if isinstance(target, str):
+        xbar = _open_url(target, extent)
+        use = CrossbarUse(xbar, owned=True)
+    else:
+        if target.closed:
+            raise BuildError(f"mPES(crossbar={target!r}): the crossbar is closed")
+        use = CrossbarUse(target, owned=False)
+    uses[key] = use
+    return use
+
+
+def _open_url(url: str, extent: tuple[int, int]) -> Crossbar:
+    from .urls import open_crossbar, query_options
+
+    options: dict[str, Any] = {}
+    if url.lower().startswith("emulator://"):
+        _, query = query_options(url)
+        if "rows" not in query and "cols" not in query:
+            options = {"rows": extent[0], "cols": extent[1]}  # size it to the connection
+    try:
+        return open_crossbar(url, **options)
+    except (CrossbarError, ValueError, OSError) as exc:
+        raise BuildError(f"mPES(crossbar={url!r}): cannot open the crossbar: {exc}") from exc
+
+
+def _row_order(pos: Block, neg: Block) -> int:
+    """The batch row order that keeps cells ascending row-major for this layout."""
+    if pos.row == neg.row:
+        return mpes_kernels.ORDER_NATURAL
+    if pos.row_stop <= neg.row:
+        return mpes_kernels.ORDER_POS_FIRST
+    if neg.row_stop <= pos.row:
+        return mpes_kernels.ORDER_NEG_FIRST
+    return mpes_kernels.ORDER_NATURAL  # correct, just not the emulator's fastest path
+
+
+def _remove_weight_increment(model: Any, rule: Any) -> None:
+    """Drop the generic ``weights += delta`` copy: mPES sets the weights from its devices."""
+    delta = model.sig[rule]["delta"]
+    for index in range(len(model.operators) - 1, -1, -1):
+        op = model.operators[index]
+        if isinstance(op, Copy) and op.src is delta:
+            del model.operators[index]
+            return
+
+
+def _conductance(model: PowerLaw, resistance: np.ndarray) -> np.ndarray:
+    """``g(R)`` with the model's nominal r0, r1, in double precision whatever its dtype."""
+    resistance = resistance.astype(np.float64)
+    return (1.0 / resistance - 1.0 / model.r1) / (1.0 / model.r0 - 1.0 / model.r1)
+
+
+def _set_initial(signal: Signal, value: np.ndarray) -> None:
+    """Give a built signal a new initial value of the same shape (Nengo offers no setter)."""
+    value = np.ascontiguousarray(value, dtype=signal.dtype)
+    assert value.shape == signal.shape
+    value.setflags(write=False)
+    signal._initial_value = value
+
+
+@Builder.register(mPES)
+def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
+    """Build an :class:`~memristor_hil.mPES` rule into a model.
+
+    Checks the connection and the devices' placement, reads the devices' initial
+    resistances, makes the connection's weights ``gain * (g(R+) - g(R-))`` of them, and adds
+    the connection to its crossbar's :class:`~memristor_hil.mpes_operator.SimmPES` operator
+    (one per crossbar, so a shared crossbar still gets one batch per step).
+
+    Parameters
+    ----------
+    model : nengo.builder.Model
+        The model to build into.
+    mpes : mPES
+        The learning rule type.
+    rule : nengo.connection.LearningRule
+        The learning rule object of the connection.
+
+    Notes
+    -----
+    Sets ``model.params[rule]`` to a :class:`BuiltmPES`.
+    """
+    conn = rule.connection
+    _check_connection(conn)
+    weights = model.sig[conn]["weights"]
+    if weights.ndim != 2:
+        raise BuildError(
+            f"{conn}: mPES needs a 2-D weight matrix; give the connection "
+            "transform=np.zeros((post.n_neurons, pre.n_neurons))"
+        )
+    n_post, n_pre = weights.shape
+
+    threshold = np.atleast_1d(mpes.error_threshold).astype(np.float64)
+    if threshold.shape not in ((1,), (n_post,)):
+        raise BuildError(
+            f"{conn}: mPES error_threshold has {threshold.size} entries; give one value or "
+            f"one per post neuron ({n_post})"
+        )
+
+    pos, neg = mpes.layout.blocks(n_pre, n_post)
+    if pos.overlaps(neg):
+        raise BuildError(f"{conn}: mPES layout puts positive {pos} over negative {neg}")
+    seed = mpes.seed if mpes.seed is not None else model.seeds[conn]
+    use = _crossbar_use(model, mpes, mpes.layout.extent(n_pre, n_post), seed)
+    xbar = use.crossbar
+    if xbar.closed:
+        raise BuildError(f"{conn}: mPES crossbar {xbar!r} is closed")
+    use.claim(pos, f"{conn} (positive devices)")
+    use.claim(neg, f"{conn} (negative devices)")
+
+    device_model = mpes.model or getattr(xbar, "model", None)
+    if not isinstance(device_model, PowerLaw):
+        device_model = DEFAULT_MODEL
+    voltage = device_model.v_ref if mpes.voltage is None else float(mpes.voltage)
+    try:
+        xbar.limits.check_voltage(voltage)
+        xbar.limits.check_width(float(mpes.pulse_width))
+        if voltage <= 0:
+            raise CrossbarError(f"mPES pulses must be SET pulses (voltage > 0), got {voltage}")
+        if mpes.pulses != "one" and mpes.max_pulses > xbar.limits.max_pulses:
+            raise CrossbarError(
+                f"max_pulses={mpes.max_pulses} exceeds the crossbar's limit of "
+                f"{xbar.limits.max_pulses} pulses per cell per batch"
+            )
+        r_pos = xbar.read_region(pos.row, pos.col, pos.nrows, pos.ncols)
+        r_neg = xbar.read_region(neg.row, neg.col, neg.nrows, neg.ncols)
+    except CrossbarError as exc:
+        raise BuildError(f"{conn}: mPES cannot use {xbar!r}: {exc}") from exc
+
+    # The signals hold what the crossbar returns, in its precision (float32 from a float32
+    # emulator): converting would add nothing but memory traffic to the store kernel.
+    read_dtype = np.float32 if np.asarray(r_pos).dtype == np.float32 else np.float64
+    r_pos = np.asarray(r_pos, dtype=read_dtype)
+    r_neg = np.asarray(r_neg, dtype=read_dtype)
+    initial_weights = mpes.gain * (
+        _conductance(device_model, r_pos) - _conductance(device_model, r_neg)
+    )
+    _set_initial(weights, initial_weights)
+    _remove_weight_increment(model, rule)
+
+    # Error input (the error connection attaches here) and its projection per post neuron.
+    error = Signal(shape=rule.size_in, name="mPES:error")
+    model.add_op(Reset(error))
+    model.sig[rule]["in"] = error
+    encoders = model.sig[get_post_ens(conn)]["encoders"]
+    local_error = Signal(shape=(n_post,), name="mPES:local_error")
+    model.add_op(Reset(local_error))
+    model.add_op(DotInc(encoders, error, local_error, tag="mPES:encode"))
+
+    acts = build_or_passthrough(model, mpes.pre_synapse, model.sig[conn.pre_obj]["out"])
+    pos_sig = Signal(r_pos, name="mPES:pos_resistances")
+    neg_sig = Signal(r_neg, name="mPES:neg_resistances")
+    threshold_sig = Signal(threshold, name="mPES:threshold", readonly=True)
+    pulses = Signal(shape=(1,), name="mPES:pulses")
+    state = Signal(shape=(2,), name="mPES:state")
+    width = float(mpes.pulse_width)
+    op = use.operator
+    if op is None:  # the first connection on this crossbar: its operator
+        op = use.operator = SimmPES(use, voltage, width, tag=f"mPES on {xbar.identity}")
+        model.add_op(op)
+    elif (op.voltage, op.width) != (voltage, width):
+        raise BuildError(
+            f"{conn}: connections sharing the crossbar {xbar.identity!r} share its one batch "
+            f"per step, so they need the same pulse: the first uses {op.voltage} V, "
+            f"{op.width} s; this one asks for {voltage} V, {width} s"
+        )
+    part = ConnectionPart(
+        origins=(pos.row, pos.col, neg.row, neg.col),
+        order=_row_order(pos, neg),
+        gain=float(mpes.gain),
+        conductance_scale=1.0 / (1.0 / device_model.r0 - 1.0 / device_model.r1),
+        pulse_interval=mpes.pulse_interval,
+        policy=mpes.pulses,
+        levels=mpes.max_pulses,
+    )
+    op.add_connection(
+        part, acts, local_error, threshold_sig, pos_sig, neg_sig, weights, pulses, state
+    )
+
+    model.sig[rule]["error"] = error
+    model.sig[rule]["local_error"] = local_error
+    model.sig[rule]["activities"] = acts
+    model.sig[rule]["pos_resistances"] = pos_sig
+    model.sig[rule]["neg_resistances"] = neg_sig
+    model.sig[rule]["weights"] = weights
+    model.sig[rule]["pulses"] = pulses
+    model.params[rule] = BuiltmPES(xbar, pos, neg, device_model)

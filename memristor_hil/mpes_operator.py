@@ -1,0 +1,328 @@
+"""``SimmPES``: the operator that runs the mPES connections of one crossbar each timestep."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from nengo.builder.operator import Operator
+from nengo.builder.signal import Signal
+
+from . import mpes_kernels
+from .mpes_devices import CrossbarUse
+from .pulses import PulseBatch
+
+__all__ = ["ConnectionPart", "SimmPES"]
+
+_READS = 3  # signals read per connection
+_UPDATES = 5  # signals updated per connection
+
+
+@dataclass(frozen=True)
+class ConnectionPart:
+    """How one connection's devices are pulsed (everything but its signals).
+
+    Attributes
+    ----------
+    origins : tuple of int
+        ``(pos_row, pos_col, neg_row, neg_col)``: top-left cells of the two device blocks.
+    order : int
+        Row order of the batch (``mpes_kernels.ORDER_*``).
+    gain : float
+        :math:`\\gamma`.
+    conductance_scale : float
+        ``1 / (1/r0 - 1/r1)`` of the nominal model.
+    pulse_interval : float or None
+        Simulated seconds per pulse; None for one pulse per step.
+    policy : {"one", "scaled", "stochastic"}
+        Pulse-count policy (see :class:`~memristor_hil.mPES`).
+    levels : int
+        With "scaled" and "stochastic", the most pulses per device per interval.
+    """
+
+    origins: tuple[int, int, int, int]
+    order: int
+    gain: float
+    conductance_scale: float
+    pulse_interval: float | None
+    policy: str
+    levels: int
+
+
+class SimmPES(Operator):
+    r"""Pulse the memristors of a crossbar's mPES connections, and update their weights.
+
+    One operator serves every mPES connection on one crossbar, so each step sends the whole
+    step's pulses in one ``apply(batch, read_back=True)`` call (none when nothing is
+    pulsed). For each connection: the pre neurons with ``a_j > 0.5`` and the post neurons
+    with ``|e_i| > threshold_i`` choose the cells (positive devices where :math:`e_i < 0`,
+    negative where :math:`e_i > 0`); the resistances read back replace the touched entries of
+    its ``pos_resistances``/``neg_resistances`` and its touched weights become
+    ``gain * (g(R+) - g(R-))``.
+
+    Parameters
+    ----------
+    use : CrossbarUse
+        The crossbar and its connections' placement.
+    voltage, width : float
+        SET pulse voltage (V) and width (s), shared by the crossbar's connections.
+    tag : str, optional
+        A label for debugging.
+
+    Notes
+    -----
+    Per connection added with :meth:`add_connection`:
+
+    1. sets ``[]``
+    2. incs ``[]``
+    3. reads ``[pre_filtered, local_error, threshold]``
+    4. updates ``[pos_resistances, neg_resistances, weights, pulses, state]``
+    """
+
+    def __init__(
+        self, use: CrossbarUse, voltage: float, width: float, tag: str | None = None
+    ) -> None:
+        super().__init__(tag=tag)
+        self.use = use
+        self.voltage = float(voltage)
+        self.width = float(width)
+        self.parts: list[ConnectionPart] = []
+        self.sets = []
+        self.incs = []
+        self.reads = []
+        self.updates = []
+
+    def add_connection(
+        self,
+        part: ConnectionPart,
+        pre_filtered: Signal,
+        local_error: Signal,
+        threshold: Signal,
+        pos_resistances: Signal,
+        neg_resistances: Signal,
+        weights: Signal,
+        pulses: Signal,
+        state: Signal,
+    ) -> None:
+        """Add a connection on this operator's crossbar.
+
+        Parameters
+        ----------
+        part : ConnectionPart
+            Placement and pulse policy.
+        pre_filtered : Signal
+            Filtered presynaptic activities, ``(n_pre,)``.
+        local_error : Signal
+            Error per post neuron, ``(n_post,)``.
+        threshold : Signal
+            Error threshold: ``(1,)`` or ``(n_post,)``.
+        pos_resistances, neg_resistances : Signal
+            Resistances of the positive and negative devices, ``(n_post, n_pre)``, in ohm.
+        weights : Signal
+            The connection's weights, ``(n_post, n_pre)``.
+        pulses : Signal
+            Pulses applied to this connection in the step, ``(1,)``.
+        state : Signal
+            ``[pulse credit, running max |Delta|]``: the rule's own state, so a reset
+            restores it.
+        """
+        self.parts.append(part)
+        self.reads.extend([pre_filtered, local_error, threshold])
+        self.updates.extend([pos_resistances, neg_resistances, weights, pulses, state])
+
+    @property
+    def _descstr(self) -> str:
+        return f"{len(self.parts)} connection(s) on {self.use.crossbar.identity!r}"
+
+    def make_step(self, signals: Any, dt: float, rng: np.random.RandomState) -> Callable[[], None]:
+        # make_step runs when a Simulator starts and on every reset: a restart from step 0
+        # must find the devices as they were built.
+        self.use.rewind()
+        if any(part.policy == "stochastic" for part in self.parts):
+            # seeded from the simulator's rng, which a reset re-creates: runs reproduce
+            mpes_kernels.seed_stochastic(rng.randint(2**31))
+        runners = [
+            _PartRunner(
+                part,
+                *(signals[s] for s in self.reads[k * _READS : (k + 1) * _READS]),
+                *(signals[s] for s in self.updates[k * _UPDATES : (k + 1) * _UPDATES]),
+                dt=dt,
+            )
+            for k, part in enumerate(self.parts)
+        ]
+        apply = self.use.crossbar.apply
+        use = self.use
+        voltage, width = self.voltage, self.width
+
+        if len(runners) == 1:
+            runner = runners[0]
+            choose, store = runner.choose, runner.store
+
+            def step_simmpes() -> None:
+                size, count = choose()
+                if size:
+                    use.pulsed = True
+                    store(apply(runner.batch(size, count, voltage, width), read_back=True))
+
+            return step_simmpes
+
+        def step_simmpes_shared() -> None:
+            chosen = [(runner, *runner.choose()) for runner in runners]
+            chosen = [c for c in chosen if c[1]]
+            if not chosen:
+                return
+            rows = np.concatenate([r.rows[:size] for r, size, _ in chosen])
+            cols = np.concatenate([r.cols[:size] for r, size, _ in chosen])
+            counts = np.concatenate([np.broadcast_to(count, (size,)) for _, size, count in chosen])
+            use.pulsed = True
+            resistances = apply(PulseBatch(rows, cols, counts, voltage, width), read_back=True)
+            start = 0
+            for runner, size, _ in chosen:
+                runner.store(resistances[start : start + size])
+                start += size
+
+        return step_simmpes_shared
+
+
+class _PartRunner:
+    """One connection's buffers and per-step work, bound to its signals' arrays."""
+
+    def __init__(
+        self,
+        part: ConnectionPart,
+        acts: np.ndarray,
+        local_error: np.ndarray,
+        threshold: np.ndarray,
+        r_pos: np.ndarray,
+        r_neg: np.ndarray,
+        weights: np.ndarray,
+        pulses: np.ndarray,
+        state: np.ndarray,
+        dt: float,
+    ) -> None:
+        n_post, n_pre = weights.shape
+        self.acts, self.local_error, self.threshold = acts, local_error, threshold
+        self.r_pos, self.r_neg, self.weights = r_pos, r_neg, weights
+        self.pulses, self.state = pulses, state
+        self.origins = np.asarray(part.origins, dtype=np.int64)
+        self.order = part.order
+        self.c = part.gain * part.conductance_scale
+        self.interval_steps = None if part.pulse_interval is None else dt / part.pulse_interval
+        self.levels = part.levels
+        self.scaled = part.policy == "scaled"
+        self.stochastic = part.policy == "stochastic"
+        self.active = np.empty(n_pre, dtype=np.uint64)  # unsigned: no wraparound checks
+        self.rows_sel = np.empty(n_post, dtype=np.uint64)
+        self.positive = np.empty(n_post, dtype=np.bool_)
+        self.rows = np.empty(n_post * n_pre, dtype=np.int32)
+        self.cols = np.empty(n_post * n_pre, dtype=np.int32)
+        self.cols_scratch = np.empty(n_pre, dtype=np.int32)
+        per_cell = self.scaled or self.stochastic
+        self.counts = np.empty(n_post * n_pre if per_cell else 0, dtype=np.int64)
+        self.polarity = np.empty(n_post * n_pre if self.stochastic else 0, dtype=np.bool_)
+        self.running_max = state[1:2]
+        self.n_active = self.n_rows = 0
+
+    def choose(self) -> tuple[int, Any]:
+        """Choose this step's cells; returns their number and the pulse count(s)."""
+        self.pulses[0] = 0.0
+        if self.interval_steps is None:
+            per_step = 1
+        else:
+            credit = self.state[0] + self.interval_steps
+            per_step = int(credit + 1e-9)  # tolerate dt/interval rounding, e.g. 0.1/0.1
+            self.state[0] = credit - per_step
+            if per_step == 0:
+                return 0, 0
+        n_active, n_rows = mpes_kernels.select_pulses(
+            self.acts,
+            self.local_error,
+            self.threshold,
+            self.order,
+            self.origins,
+            self.active,
+            self.rows_sel,
+            self.positive,
+            self.rows,
+            self.cols,
+            self.cols_scratch,
+            not self.stochastic,
+        )
+        self.n_active, self.n_rows = n_active, n_rows
+        size = n_active * n_rows
+        if size == 0:
+            return 0, 0
+        if self.stochastic:
+            size, total = mpes_kernels.stochastic_cells(
+                self.acts,
+                self.local_error,
+                self.active,
+                n_active,
+                self.rows_sel,
+                self.positive,
+                n_rows,
+                self.origins,
+                self.levels,
+                per_step,
+                self.running_max,
+                self.rows,
+                self.cols,
+                self.counts,
+                self.polarity,
+            )
+            count: Any = self.counts[:size]
+        elif self.scaled:
+            total = mpes_kernels.scaled_counts(
+                self.acts,
+                self.local_error,
+                self.active,
+                n_active,
+                self.rows_sel,
+                n_rows,
+                self.levels,
+                per_step,
+                self.running_max,
+                self.counts,
+            )
+            count = self.counts[:size]
+        else:
+            total = size * per_step
+            count = per_step
+        self.size = size
+        self.pulses[0] = total
+        return size, count
+
+    def batch(self, size: int, count: Any, voltage: float, width: float) -> PulseBatch:
+        """This connection's cells as a batch of its own."""
+        return PulseBatch(self.rows[:size], self.cols[:size], count, voltage, width)
+
+    def store(self, resistances: np.ndarray) -> None:
+        """Take the read-back resistances of the chosen cells, in the order chosen."""
+        if self.stochastic:
+            mpes_kernels.store_cells(
+                self.rows,
+                self.cols,
+                self.polarity,
+                self.size,
+                self.origins,
+                resistances,
+                self.r_pos,
+                self.r_neg,
+                self.weights,
+                self.c,
+            )
+        else:
+            mpes_kernels.store(
+                self.rows_sel,
+                self.positive,
+                self.n_rows,
+                self.active,
+                self.n_active,
+                resistances,
+                self.r_pos,
+                self.r_neg,
+                self.weights,
+                self.c,
+            )

@@ -1,0 +1,547 @@
+"""mPES: the memristive learning rule, tested in the manner of Nengo's own learning-rule tests.
+
+Every test runs against a real EmulatedCrossbar; ``CountingCrossbar`` is a thin wrapper that
+records the calls reaching it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nengo
+import numpy as np
+import pytest
+from memristor_hil.emulator import EmulatedCrossbar
+from nengo.exceptions import BuildError, SimulationError, ValidationError
+
+from memristor_hil import Crossbar, Layout, PowerLaw, PulseBatch, mPES
+
+
+class CountingCrossbar(Crossbar):
+    """Delegates to a real EmulatedCrossbar and records every batch that reaches it."""
+
+    def __init__(self, inner: EmulatedCrossbar, restorable: bool = True) -> None:
+        super().__init__(inner.shape, limits=inner.limits, identity=f"counting:{inner.identity}")
+        self.inner = inner
+        self.model = inner.model
+        self.batches: list[PulseBatch] = []
+        self.reads = 0
+        if restorable:
+            self.snapshot = inner.snapshot
+            self.restore = inner.restore
+
+    def _apply(self, batch, cells, read_back):
+        # the operator reuses its buffers, so keep a copy of what was sent
+        self.batches.append(
+            PulseBatch(batch.rows.copy(), batch.cols.copy(), batch.pulses.copy(), batch.voltage)
+        )
+        return self.inner.apply(batch, read_back=read_back)
+
+    def _read(self, flat):
+        self.reads += 1
+        rows, cols = np.divmod(flat, self.shape[1])
+        return self.inner.read(rows, cols)
+
+
+def channel_net(
+    rule_type, n_pre=40, n_post=40, seed=1, function=lambda x: x, error=True, weight_solver=False
+):
+    """stim -> pre -> post learned; error = post - f(stim)."""
+    with nengo.Network(seed=seed) as net:
+        net.stim = nengo.Node(lambda t: np.sin(2 * np.pi * t))
+        net.pre = nengo.Ensemble(n_pre, 1)
+        net.post = nengo.Ensemble(n_post, 1)
+        nengo.Connection(net.stim, net.pre)
+        if weight_solver:
+            net.conn = nengo.Connection(
+                net.pre,
+                net.post,
+                solver=nengo.solvers.LstsqL2(weights=True),
+                learning_rule_type=rule_type,
+            )
+        else:
+            net.conn = nengo.Connection(
+                net.pre.neurons,
+                net.post.neurons,
+                transform=np.zeros((n_post, n_pre)),
+                learning_rule_type=rule_type,
+            )
+        if error:
+            net.err = nengo.Node(size_in=1)
+            nengo.Connection(net.post, net.err, synapse=0.01)
+            nengo.Connection(net.stim, net.err, function=function, transform=-1, synapse=0.01)
+            nengo.Connection(net.err, net.conn.learning_rule)
+        net.p_post = nengo.Probe(net.post, synapse=0.02)
+        net.p_target = nengo.Probe(net.stim, synapse=0.02)
+        net.p_weights = nengo.Probe(net.conn, "weights", sample_every=0.01)
+    return net
+
+
+def late_mse(sim, net, fraction=0.25):
+    n = int(len(sim.trange()) * fraction)
+    return float(np.mean((sim.data[net.p_post][-n:] - sim.data[net.p_target][-n:]) ** 2))
+
+
+# ---------------------------------------------------------------------------- learning
+@pytest.mark.parametrize("weight_solver", [False, True])
+def test_learns_communication_channel(weight_solver):
+    # a weight-solver connection bypasses the post neurons' gains, so it needs a larger gain
+    net = channel_net(mPES(gain=3e4 if weight_solver else 1e3), weight_solver=weight_solver)
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(3.0)
+        end = late_mse(sim, net)
+        untrained = float(np.mean(sim.data[net.p_target] ** 2))  # the error of a zero output
+    assert end < 0.03, f"mean squared error over the last quarter {end:.4f}"
+    assert end < untrained / 15
+
+
+def test_learns_x_squared_close_to_pes():
+    results = {}
+    for name, rule in (("mpes", mPES()), ("pes", nengo.PES())):
+        net = channel_net(rule, n_pre=60, n_post=60, function=lambda x: x**2)
+        with nengo.Simulator(net, progress_bar=False) as sim:
+            sim.run(4.0)
+        results[name] = late_mse(sim, net)
+    assert results["mpes"] < 2 * results["pes"] + 0.005, results
+
+
+def test_weights_change_only_where_pre_active():
+    net = channel_net(mPES())
+    silent = np.arange(10)
+    with net:
+        nengo.Connection(
+            nengo.Node([-20.0]), net.pre.neurons[silent], transform=np.ones((10, 1)), synapse=None
+        )
+        p_pos = nengo.Probe(net.conn.learning_rule, "pos_resistances")
+        p_neg = nengo.Probe(net.conn.learning_rule, "neg_resistances")
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(0.5)
+    weights = sim.data[net.p_weights]
+    for data in (weights, sim.data[p_pos], sim.data[p_neg]):
+        assert np.array_equal(data[0][:, silent], data[-1][:, silent])
+    active = np.setdiff1d(np.arange(40), silent)
+    assert np.count_nonzero(weights[-1][:, active] != weights[0][:, active]) > 0.5 * 40 * 30
+
+
+def test_per_post_neuron_threshold():
+    threshold = np.zeros(40)
+    frozen = np.arange(0, 40, 2)
+    threshold[frozen] = np.inf
+    net = channel_net(mPES(error_threshold=threshold))
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(0.5)
+    weights = sim.data[net.p_weights]
+    assert np.array_equal(weights[0][frozen], weights[-1][frozen])
+    learning = np.setdiff1d(np.arange(40), frozen)
+    assert np.all(np.any(weights[0][learning] != weights[-1][learning], axis=1))
+
+
+def test_scaled_pulse_policy_pulses_more_and_learns():
+    totals = {}
+    for policy in ("one", "scaled"):
+        net = channel_net(mPES(pulses=policy, max_pulses=5))
+        with net:
+            p = nengo.Probe(net.conn.learning_rule, "pulses")
+        with nengo.Simulator(net, progress_bar=False) as sim:
+            sim.run(2.0)
+        totals[policy] = sim.data[p].sum()
+        assert late_mse(sim, net) < 0.05
+    assert totals["one"] < totals["scaled"] <= 5 * totals["one"]
+
+
+def test_stochastic_pulse_policy_skips_small_updates_reproducibly():
+    net = channel_net(mPES(pulses="stochastic", max_pulses=10))
+    with net:
+        p = nengo.Probe(net.conn.learning_rule, "pulses")
+        p_act = nengo.Probe(net.conn.learning_rule, "activities")
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(2.0)
+        first = sim.data[p].copy(), sim.data[net.p_weights].copy()
+        mse = late_mse(sim, net)
+        active = (sim.data[p_act] > 0.5).sum(axis=1)
+        sim.reset()
+        sim.run(2.0)
+        second = sim.data[p], sim.data[net.p_weights]
+    assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+    assert mse < 0.05
+    # far fewer pulses than one per active synapse and pulsed post neuron
+    assert first[0].sum() < 0.5 * 40 * active.sum()
+
+
+# ---------------------------------------------------------------------------- state, probes
+def test_reset_reproduces_run_exactly():
+    xbar = EmulatedCrossbar(40, 80, PowerLaw(variability=0.15, noise=0.1), seed=3)
+    net = channel_net(mPES(crossbar=xbar))
+    with net:
+        p_pos = nengo.Probe(net.conn.learning_rule, "pos_resistances", sample_every=0.05)
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(0.2)
+        sim.run(0.1)
+        first = (sim.data[net.p_post].copy(), sim.data[net.p_weights].copy(), sim.data[p_pos])
+        devices = xbar.read_all()
+        sim.reset()
+        sim.run(0.3)
+        second = (sim.data[net.p_post], sim.data[net.p_weights], sim.data[p_pos])
+    for a, b in zip(first, second, strict=True):
+        assert np.array_equal(a, b)
+    assert np.array_equal(devices, xbar.read_all())
+    assert not np.array_equal(first[1][0], first[1][-1])
+
+
+def test_reset_on_a_crossbar_that_cannot_restore_raises():
+    xbar = CountingCrossbar(EmulatedCrossbar(40, 80, seed=0), restorable=False)
+    net = channel_net(mPES(crossbar=xbar))
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.reset()  # nothing pulsed yet: fine
+        sim.run(0.05)
+        with pytest.raises(SimulationError, match="cannot reset"):
+            sim.reset()
+
+
+def test_probes_and_weights_follow_read_back_resistances():
+    xbar = CountingCrossbar(EmulatedCrossbar(40, 80, PowerLaw(variability=0.15), seed=2))
+    rule = mPES(crossbar=xbar, gain=2e3)
+    net = channel_net(rule)
+    with net:
+        lr = net.conn.learning_rule
+        probes = {name: nengo.Probe(lr, name) for name in mPES.probeable}
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(0.3)
+    steps = len(sim.trange())
+    assert sim.data[probes["error"]].shape == (steps, 1)
+    assert sim.data[probes["local_error"]].shape == (steps, 40)
+    assert sim.data[probes["activities"]].shape == (steps, 40)
+    for name in ("pos_resistances", "neg_resistances", "weights"):
+        assert sim.data[probes[name]].shape == (steps, 40, 40)
+    built = sim.data[net.conn.learning_rule]
+    r_pos, r_neg = sim.data[probes["pos_resistances"]][-1], sim.data[probes["neg_resistances"]][-1]
+    # the operator's resistances are exactly what the crossbar holds
+    assert np.array_equal(r_pos, xbar.inner.read_all()[:, :40])
+    assert np.array_equal(r_neg, xbar.inner.read_all()[:, 40:])
+    model = built.model
+    expected = 2e3 * (model.conductance(r_pos) - model.conductance(r_neg))
+    np.testing.assert_allclose(sim.data[probes["weights"]][-1], expected, rtol=1e-9, atol=1e-15)
+    # pulses per step: what reached the crossbar, step by step
+    pulses = sim.data[probes["pulses"]][:, 0]
+    assert np.array_equal(pulses[pulses > 0], [b.total_pulses for b in xbar.batches])
+
+
+def test_every_backend_learns_identically():
+    """The same devices behind another Crossbar class give bit-identical learning."""
+    runs = []
+    for wrap in (False, True):
+        inner = EmulatedCrossbar(40, 80, PowerLaw(variability=0.15, dtype="float32"), seed=11)
+        xbar = CountingCrossbar(inner) if wrap else inner
+        net = channel_net(mPES(crossbar=xbar))
+        with nengo.Simulator(net, progress_bar=False) as sim:
+            sim.run(0.4)
+        runs.append((sim.data[net.p_weights], sim.data[net.p_post]))
+    assert np.array_equal(runs[0][0], runs[1][0])
+    # Nengo may order the summations into post differently between builds: last-bit only
+    np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=0, atol=1e-12)
+    assert not np.array_equal(runs[0][0][0], runs[0][0][-1])
+
+
+def test_batch_is_one_ascending_product_set_per_step():
+    xbar = CountingCrossbar(EmulatedCrossbar(40, 80, seed=0))
+    net = channel_net(mPES(crossbar=xbar))
+    with net:
+        p_err = nengo.Probe(net.conn.learning_rule, "local_error")
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(0.2)
+    assert len(xbar.batches) > 100
+    for batch in xbar.batches:
+        flat = batch.rows.astype(np.int64) * 80 + batch.cols
+        assert np.all(np.diff(flat) > 0)  # ascending row-major: the emulator's fast path
+        for row in np.unique(batch.rows):
+            cols = batch.cols[batch.rows == row]
+            assert np.all(cols < 40) or np.all(cols >= 40)  # one polarity per post neuron
+    assert sim.data[p_err].shape[1] == 40
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        Layout(3, 7),  # negative block beside the positive one
+        Layout(0, 0, neg_row=40, neg_col=5),  # negative block below
+        Layout(40, 2, neg_row=0, neg_col=0),  # negative block above
+    ],
+)
+def test_layouts_place_devices_and_learn_the_same(layout):
+    """Identical devices (no variability) learn identically wherever the blocks are."""
+    xbar = CountingCrossbar(EmulatedCrossbar(80, 90, PowerLaw(), seed=0))
+    net = channel_net(mPES(crossbar=xbar, layout=layout))
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(0.3)
+        built = sim.data[net.conn.learning_rule]
+    reference = channel_net(mPES(model=PowerLaw()))
+    with nengo.Simulator(reference, progress_bar=False) as ref:
+        ref.run(0.3)
+    assert np.array_equal(sim.data[net.p_weights], ref.data[reference.p_weights])
+    pos, neg = built.positive, built.negative
+    rows = np.concatenate([b.rows for b in xbar.batches])
+    cols = np.concatenate([b.cols for b in xbar.batches])
+    in_pos = (rows >= pos.row) & (rows < pos.row_stop) & (cols >= pos.col) & (cols < pos.col_stop)
+    in_neg = (rows >= neg.row) & (rows < neg.row_stop) & (cols >= neg.col) & (cols < neg.col_stop)
+    assert np.all(in_pos ^ in_neg) and in_pos.any() and in_neg.any()
+    for batch in xbar.batches:  # every layout keeps the emulator's ascending fast path
+        assert np.all(np.diff(batch.rows.astype(np.int64) * 90 + batch.cols) > 0)
+
+
+def test_crossbar_url_that_cannot_be_opened_is_a_build_error():
+    net = channel_net(mPES(crossbar="nosuchscheme://device"))
+    with pytest.raises(BuildError, match="cannot open the crossbar"):
+        nengo.Simulator(net, progress_bar=False)
+
+
+def test_exactly_one_crossbar_call_per_step_and_none_without_error():
+    xbar = CountingCrossbar(EmulatedCrossbar(40, 80, seed=0))
+    net = channel_net(mPES(crossbar=xbar))
+    with net:
+        p_pulses = nengo.Probe(net.conn.learning_rule, "pulses")
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(0.3)
+    pulsed_steps = np.count_nonzero(sim.data[p_pulses])
+    assert pulsed_steps > 200
+    assert len(xbar.batches) == pulsed_steps
+
+    quiet = CountingCrossbar(EmulatedCrossbar(40, 80, seed=0))
+    net = channel_net(mPES(crossbar=quiet), error=False)
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(0.2)
+    assert quiet.batches == []
+
+
+def test_dt_dependence():
+    """Learning per simulated second does not depend on dt (one pulse per millisecond)."""
+    final = {}
+    for dt in (0.001, 0.0005):
+        net = channel_net(mPES(), seed=4)
+        with nengo.Simulator(net, dt=dt, progress_bar=False) as sim:
+            sim.run(0.5)
+        final[dt] = sim.data[net.p_weights]
+    change = np.abs(final[0.001][-1] - final[0.001][0]).mean()
+    diff = np.abs(final[0.001][-1] - final[0.0005][-1]).mean()
+    assert change > 0
+    assert diff < 0.25 * change, (diff, change)
+
+    # pulse_interval=None is the published per-step rule: halving dt doubles the pulses
+    pulses = {}
+    for dt in (0.001, 0.0005):
+        net = channel_net(mPES(pulse_interval=None), seed=4)
+        with net:
+            p = nengo.Probe(net.conn.learning_rule, "pulses")
+        with nengo.Simulator(net, dt=dt, progress_bar=False) as sim:
+            sim.run(0.2)
+        pulses[dt] = sim.data[p].sum()
+    assert 1.6 < pulses[0.0005] / pulses[0.001] < 2.4
+
+
+def test_connections_sharing_a_crossbar_get_one_batch_per_step():
+    xbar = CountingCrossbar(EmulatedCrossbar(40, 200, seed=5))
+    net = channel_net(mPES(crossbar=xbar, layout=Layout(0, 0)))
+    with net:
+        post2 = nengo.Ensemble(30, 1)
+        conn2 = nengo.Connection(
+            net.pre.neurons,
+            post2.neurons,
+            transform=np.zeros((30, 40)),
+            learning_rule_type=mPES(crossbar=xbar, layout=Layout(5, 100)),
+        )
+        err2 = nengo.Node(size_in=1)
+        nengo.Connection(post2, err2, synapse=0.01)
+        nengo.Connection(net.stim, err2, transform=-1, synapse=0.01)
+        nengo.Connection(err2, conn2.learning_rule)
+        p1 = nengo.Probe(net.conn.learning_rule, "pulses")
+        p2 = nengo.Probe(conn2.learning_rule, "pulses")
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(0.3)
+    per_step = sim.data[p1][:, 0] + sim.data[p2][:, 0]
+    assert len(xbar.batches) == np.count_nonzero(per_step) > 200
+    assert np.array_equal(per_step[per_step > 0], [b.total_pulses for b in xbar.batches])
+    both = (sim.data[p1][:, 0] > 0) & (sim.data[p2][:, 0] > 0)
+    assert both.sum() > 100  # steps where one batch carried both connections' pulses
+    cols = np.concatenate([b.cols for b in xbar.batches])
+    rows = np.concatenate([b.rows for b in xbar.batches])
+    second = cols >= 100
+    assert np.all((rows[second] >= 5) & (rows[second] < 35))
+
+
+def test_shared_crossbar_needs_one_pulse_shape():
+    xbar = EmulatedCrossbar(40, 200, seed=5)
+    net = channel_net(mPES(crossbar=xbar))
+    with net:
+        nengo.Connection(
+            net.pre.neurons,
+            nengo.Ensemble(30, 1).neurons,
+            transform=np.zeros((30, 40)),
+            learning_rule_type=mPES(crossbar=xbar, layout=Layout(0, 100), pulse_width=2e-6),
+        )
+    with pytest.raises(BuildError, match="same pulse"):
+        nengo.Simulator(net, progress_bar=False)
+
+
+def test_two_learned_connections_on_one_shared_crossbar():
+    xbar = CountingCrossbar(EmulatedCrossbar(40, 160, seed=5))
+    with nengo.Network(seed=2) as net:
+        stim = nengo.Node(lambda t: np.sin(2 * np.pi * t))
+        pre = nengo.Ensemble(40, 1)
+        nengo.Connection(stim, pre)
+        probes, conns = [], []
+        for k, (fn, layout) in enumerate(
+            ((lambda x: x, Layout(0, 0)), (lambda x: -x, Layout(0, 80)))
+        ):
+            post = nengo.Ensemble(40, 1)
+            conn = nengo.Connection(
+                pre.neurons,
+                post.neurons,
+                transform=np.zeros((40, 40)),
+                learning_rule_type=mPES(crossbar=xbar, layout=layout, seed=k),
+            )
+            err = nengo.Node(size_in=1)
+            nengo.Connection(post, err, synapse=0.01)
+            nengo.Connection(stim, err, function=fn, transform=-1, synapse=0.01)
+            nengo.Connection(err, conn.learning_rule)
+            probes.append((nengo.Probe(post, synapse=0.02), fn))
+            conns.append(conn)
+        p_stim = nengo.Probe(stim, synapse=0.02)
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(2.5)
+    n = len(sim.trange()) // 4
+    for probe, fn in probes:
+        mse = np.mean((sim.data[probe][-n:] - fn(sim.data[p_stim][-n:])) ** 2)
+        assert mse < 0.05
+    blocks = [sim.data[c.learning_rule] for c in conns]
+    assert blocks[0].crossbar is blocks[1].crossbar is xbar
+    assert (blocks[1].positive.col, blocks[1].negative.col) == (80, 120)
+
+
+def test_two_learned_connections_with_their_own_emulators():
+    net = channel_net(mPES(seed=1))
+    with net:
+        post2 = nengo.Ensemble(30, 1)
+        conn2 = nengo.Connection(
+            net.pre.neurons,
+            post2.neurons,
+            transform=np.zeros((30, 40)),
+            learning_rule_type=mPES(crossbar="emulator://?seed=7&sigma=0.1"),
+        )
+        err2 = nengo.Node(size_in=1)
+        nengo.Connection(post2, err2, synapse=0.01)
+        nengo.Connection(net.stim, err2, transform=-1, synapse=0.01)
+        nengo.Connection(err2, conn2.learning_rule)
+        p2 = nengo.Probe(post2, synapse=0.02)
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(2.5)
+        built1, built2 = sim.data[net.conn.learning_rule], sim.data[conn2.learning_rule]
+    assert built1.crossbar is not built2.crossbar
+    assert built2.crossbar.shape == (30, 80)  # an emulator:// URL without a size fits the rule
+    assert late_mse(sim, net) < 0.05
+    n = len(sim.trange()) // 4
+    assert np.mean((sim.data[p2][-n:] - sim.data[net.p_target][-n:]) ** 2) < 0.05
+
+
+# ---------------------------------------------------------------------------- bad input
+def test_decoded_connection_is_refused():
+    with nengo.Network() as net:
+        a, b = nengo.Ensemble(10, 1), nengo.Ensemble(10, 1)
+        with pytest.raises((ValidationError, BuildError)):
+            nengo.Connection(a, b, learning_rule_type=mPES())
+        nengo.Connection(a, b)
+    del net
+
+
+def test_sliced_connection_is_refused():
+    with nengo.Network() as net:
+        a, b = nengo.Ensemble(10, 1), nengo.Ensemble(10, 1)
+        nengo.Connection(
+            a.neurons[:5], b.neurons, transform=np.zeros((10, 5)), learning_rule_type=mPES()
+        )
+    with pytest.raises(BuildError, match="sliced"):
+        nengo.Simulator(net, progress_bar=False)
+
+
+def test_connection_that_does_not_fit_is_refused_before_any_pulse():
+    inner = EmulatedCrossbar(40, 60, seed=0)
+    before = inner.read_all()
+    xbar = CountingCrossbar(inner)
+    net = channel_net(mPES(crossbar=xbar))
+    with pytest.raises(BuildError, match="do not fit the 40x60 crossbar"):
+        nengo.Simulator(net, progress_bar=False)
+    assert xbar.batches == []
+    assert np.array_equal(inner.read_all(), before)
+
+
+def test_overlapping_layouts_on_a_shared_crossbar_are_refused():
+    xbar = CountingCrossbar(EmulatedCrossbar(40, 200, seed=0))
+    net = channel_net(mPES(crossbar=xbar, layout=Layout(0, 0)))
+    with net:
+        post2 = nengo.Ensemble(40, 1)
+        nengo.Connection(
+            net.pre.neurons,
+            post2.neurons,
+            transform=np.zeros((40, 40)),
+            learning_rule_type=mPES(crossbar=xbar, layout=Layout(0, 60)),
+        )
+    with pytest.raises(BuildError, match="overlap"):
+        nengo.Simulator(net, progress_bar=False)
+    assert xbar.batches == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"error_threshold": np.ones(3)}, BuildError, "error_threshold has 3 entries"),
+        ({"voltage": 5.0}, BuildError, "safety limits"),
+        ({"layout": Layout(0, 0, neg_row=0, neg_col=10)}, BuildError, "over negative"),
+    ],
+)
+def test_bad_rule_configurations_fail_at_build(kwargs, error, match):
+    net = channel_net(mPES(**kwargs))
+    with pytest.raises(error, match=match):
+        nengo.Simulator(net, progress_bar=False)
+
+
+def test_bad_rule_arguments_fail_at_construction():
+    with pytest.raises(ValidationError):
+        mPES(pulses="many")
+    with pytest.raises(ValidationError):
+        mPES(error_threshold=-1)
+    with pytest.raises(TypeError, match="unknown arguments"):
+        mPES(r_zero=3)
+    with pytest.raises(ValidationError):
+        mPES(a=0.5)
+    with pytest.raises(ValidationError):
+        mPES(crossbar=3)
+    with pytest.raises(ValueError):
+        Layout(row=-1)
+    assert mPES(r0=100).model == PowerLaw(r0=100, dtype="float32")
+    assert mPES(model=PowerLaw(), a=-0.2).model == PowerLaw(a=-0.2)
+
+
+def test_closed_crossbar_is_refused():
+    xbar = EmulatedCrossbar(40, 80, seed=0)
+    xbar.close()
+    with pytest.raises(BuildError, match="closed"):
+        nengo.Simulator(channel_net(mPES(crossbar=xbar)), progress_bar=False)
+
+
+def test_importing_the_package_does_not_import_nengo():
+    code = (
+        "import sys, memristor_hil; assert 'nengo' not in sys.modules; "
+        "from memristor_hil import mPES; assert 'nengo' in sys.modules; "
+        "import nengo.builder; assert mPES in nengo.builder.Builder.builders"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_emulator_snapshot_restores_devices_and_noise():
+    xbar = EmulatedCrossbar(4, 6, PowerLaw(variability=0.1, noise=0.2), seed=9)
+    snap = xbar.snapshot()
+    batch = PulseBatch([0, 1, 3], [2, 5, 0], pulses=[3, 1, 7])
+    first = xbar.apply(batch, read_back=True)
+    xbar.restore(snap)
+    assert np.array_equal(xbar.apply(batch, read_back=True), first)  # same noise draws too
+    with pytest.raises(ValueError, match="shape"):
+        EmulatedCrossbar(2, 2).restore(snap)
