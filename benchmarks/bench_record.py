@@ -25,6 +25,8 @@ from memristor_hil import PulseBatch, open_crossbar
 from memristor_hil.recording import RecordingCrossbar
 
 URL = "emulator://?rows=100&cols=200&seed=1&sigma=0.15"
+#: mPES's default device model is float32; the recorded readings are then float32 too.
+MPES_URL = URL + "&dtype=float32"
 
 
 def standin_batches(steps: int, seed: int = 0) -> list[PulseBatch]:
@@ -76,8 +78,8 @@ def run_mpes(xbar, sim_time: float) -> float:
         return (time.perf_counter() - start) / sim_time
 
 
-def make_variant(name: str, folder: Path, counter: list[int]):
-    inner = open_crossbar(URL)
+def make_variant(name: str, folder: Path, counter: list[int], url: str = URL):
+    inner = open_crossbar(url)
     if name == "plain":
         return inner
     counter[0] += 1
@@ -114,12 +116,12 @@ def main() -> None:
                         if name != "plain":
                             sizes[name] = xbar.record.path.stat().st_size
         else:
-            run_mpes(open_crossbar(URL), 0.05)  # warm up (compiles the kernels)
+            run_mpes(open_crossbar(MPES_URL), 0.05)  # warm up (compiles the kernels)
             print(f"mpes workload: 100x100 mPES network, {args.sim_time} s simulated at "
                   f"dt=1 ms per round, {args.rounds} rounds")  # fmt: skip
             for _ in range(args.rounds):
                 for name in variants:
-                    with make_variant(name, Path(folder), counter) as xbar:
+                    with make_variant(name, Path(folder), counter, MPES_URL) as xbar:
                         times[name].append(run_mpes(xbar, args.sim_time))
                         if name != "plain":
                             sizes[name] = xbar.record.path.stat().st_size

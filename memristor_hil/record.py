@@ -80,7 +80,8 @@ class Event:
     voltage, width : numpy.ndarray or None
         Volt and seconds per cell (``apply`` only).
     resistance : numpy.ndarray or None
-        Ohm per cell: the read-back of an ``apply`` (None without read-back) or the read.
+        Ohm per cell: the read-back of an ``apply`` (None without read-back) or the read,
+        exactly as the crossbar returned it (float32 or float64).
     error : str or None
         The error the call raised; the batch may then have been applied in part.
     """
@@ -135,6 +136,7 @@ _CODES = {
     b"i": np.dtype("<i4"),
     b"q": np.dtype("<i8"),
     b"B": np.dtype("<u1"),
+    b"f": np.dtype("<f4"),
     b"d": np.dtype("<f8"),
 }
 _TYPES = {dtype: code for code, dtype in _CODES.items()}
@@ -151,7 +153,9 @@ def pack(array: np.ndarray, compress: bool = False) -> bytes:
     dtype = array.dtype.newbyteorder("<")
     code = _TYPES.get(dtype)
     if code is None or array.ndim != 1:
-        raise ValueError(f"records store 1-D int8/16/32/64, uint8 or float64 arrays, not {dtype}")
+        raise ValueError(
+            f"records store 1-D int8/16/32/64, uint8, float32 or float64 arrays, not {dtype}"
+        )
     data = code + array.astype(dtype, copy=False).tobytes()
     return b"z" + zlib.compress(data, 1) if compress else data
 
@@ -195,6 +199,16 @@ def _unpack_cells(encoding: str, blob: bytes) -> np.ndarray:
     if encoding == "bitmap":
         return np.flatnonzero(np.unpackbits(unpack(blob))).astype(np.int64)
     return np.cumsum(unpack(blob), dtype=np.int64)
+
+
+def _pack_resistance(resistance: np.ndarray | None) -> bytes | None:
+    """Readings exactly as the crossbar gave them: float32 stays float32 (half the bytes)."""
+    if resistance is None:
+        return None
+    array = np.asarray(resistance).reshape(-1)
+    if array.dtype != np.float32:
+        array = array.astype(np.float64, copy=False)
+    return pack(array)
 
 
 def _pack_value(value: float | np.ndarray) -> bytes:
@@ -429,7 +443,7 @@ class Record:
                 pack(_narrow(np.asarray(pulses, dtype=np.int64).reshape(-1))),
                 _pack_value(voltage),
                 _pack_value(width),
-                None if resistance is None else pack(np.asarray(resistance, dtype=np.float64)),
+                _pack_resistance(resistance),
                 error,
             ),
         )
@@ -456,7 +470,7 @@ class Record:
                 len(cells),
                 encoding,
                 cell_blob,
-                None if resistance is None else pack(np.asarray(resistance, dtype=np.float64)),
+                _pack_resistance(resistance),
                 error,
             ),
         )
@@ -562,7 +576,7 @@ class Record:
         return Readings(
             cells=cat("cells", np.int64),
             pulses=cat("pulses", np.int64),
-            resistance=cat("r", np.float64),
+            resistance=cat("r", np.float64).astype(np.float64, copy=False),
             time=cat("t", np.float64),
             event=cat("e", np.int64),
         )

@@ -122,7 +122,12 @@ def test_records_are_never_overwritten_and_bad_files_are_named(tmp_path):
 
 
 def test_blobs_hold_only_plain_numbers():
-    for array in (np.arange(5, dtype=np.int8), np.array([1.5, -2e8]), np.zeros(0, np.int64)):
+    for array in (
+        np.arange(5, dtype=np.int8),
+        np.array([1.5, -2e8]),
+        np.array([1e8, 3.25], dtype=np.float32),
+        np.zeros(0, np.int64),
+    ):
         back = unpack(pack(array))
         assert back.dtype == array.dtype and back.flags.writeable
         np.testing.assert_array_equal(back, array)
@@ -178,3 +183,16 @@ def test_sigkill_mid_run_keeps_every_acknowledged_batch(tmp_path, synchronous):
             np.testing.assert_array_equal(event.rows, batch.rows)
             np.testing.assert_array_equal(event.pulses, batch.pulses)
             np.testing.assert_array_equal(event.resistance, expected)
+
+
+def test_float32_devices_are_recorded_exactly_in_float32(tmp_path):
+    path = tmp_path / "f32.sqlite"
+    url = "emulator://?rows=3&cols=3&seed=1&sigma=0.15&dtype=float32"
+    with open_crossbar(url, record=path) as xbar:
+        out = xbar.apply(PulseBatch([0, 2], [1, 2], pulses=3), read_back=True)
+    assert out.dtype == np.float32
+    with Record.open(path) as record:
+        (event,) = record.batches()
+        assert event.resistance.dtype == np.float32
+        np.testing.assert_array_equal(event.resistance, out)
+        assert record.readings().resistance.dtype == np.float64
