@@ -39,3 +39,8 @@ class CrossbarTimeoutError(CrossbarError, TimeoutError):
 
 class CrossbarClosedError(CrossbarError):
     """The crossbar was used after :meth:`Crossbar.close`."""
+
+
+class ConnectionLostError(CrossbarError, ConnectionError):
+    """The link to the device failed (port gone, connection refused or reset) and did not come
+    back within the driver's retries."""

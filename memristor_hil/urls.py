@@ -34,6 +34,8 @@ RECORDS_ENV = "MEMRISTOR_HIL_RECORDS"
 
 _SCHEMES: dict[str, str] = {
     "emulator": "memristor_hil.emulator.url:open_emulator",
+    "serial": "memristor_hil.drivers.serial:open_serial",
+    "visa": "memristor_hil.drivers.visa:open_visa",
 }
 
 

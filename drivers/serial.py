@@ -1,0 +1,169 @@
+"""SerialCrossbar: a crossbar controller on a serial port (binary frames, docs/protocol.md)."""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from typing import Any
+
+import serial
+
+from memristor_hil.framing import FrameDecoder, FrameFault, encode_frame
+from memristor_hil.pulses import SafetyLimits
+from memristor_hil.urls import query_options
+from memristor_hil.wire import Op
+
+from ._sequenced import LinkTimeout, SequencedCrossbar
+
+__all__ = ["SerialCrossbar", "open_serial"]
+
+_POLL = 0.05
+_CHUNK = 1 << 16
+
+
+class _SerialLink:
+    """Frames over a pyserial port; hunts for the next frame after damaged bytes."""
+
+    reopen_after_timeout = False  # the frame decoder resynchronises by itself
+
+    def __init__(self, port: str, baudrate: int) -> None:
+        self.port = port
+        self.baudrate = baudrate
+        self._decoder = FrameDecoder()
+        self._serial = self._open()
+
+    def _open(self) -> serial.SerialBase:
+        try:
+            return serial.serial_for_url(
+                self.port, baudrate=self.baudrate, timeout=_POLL, write_timeout=5.0
+            )
+        except ValueError as exc:  # pyserial's way of saying "bad port settings or URL"
+            raise OSError(f"cannot open {self.port!r}: {exc}") from None
+
+    def send(self, op: Op, message: bytes) -> None:
+        self._serial.write(encode_frame(message))
+
+    def receive(self, timeout: float) -> bytes | None:
+        deadline = time.monotonic() + timeout
+        decoder = self._decoder
+        while True:
+            for event in decoder.events():
+                return None if isinstance(event, FrameFault) else event
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LinkTimeout
+            fd = getattr(self._serial, "fd", None)
+            if fd is None:  # a pyserial URL handler: its own read
+                decoder.feed(self._serial.read(max(decoder.needed(), self._serial.in_waiting)))
+            else:
+                decoder.feed(self._read_fd(fd, decoder.needed(), deadline))
+
+    def _read_fd(self, fd: int, need: int, deadline: float) -> bytes:
+        """At least ``need`` bytes from a posix port, unless the deadline passes first.
+
+        A pty hands over about 4 kB per read, so a large reply takes many reads; this loop does
+        only the system calls (pyserial's read loop costs more than the transfer itself).
+        """
+        chunks: list[bytes] = []
+        got = 0
+        while got < need:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                break
+            data = os.read(fd, max(need - got, _CHUNK))
+            if not data:  # readable but empty: the other end hung up
+                raise OSError(f"{self.port}: device disconnected")
+            chunks.append(data)
+            got += len(data)
+        return b"".join(chunks)
+
+    def reopen(self) -> None:
+        self.close()
+        self._decoder.clear()
+        self._serial = self._open()
+
+    def close(self) -> None:
+        try:
+            self._serial.close()
+        except OSError:
+            pass
+
+
+class SerialCrossbar(SequencedCrossbar):
+    """A crossbar controller on a serial port, speaking the binary framing of docs/protocol.md.
+
+    Parameters
+    ----------
+    port : str
+        A device (``/dev/ttyUSB0``, ``COM3``, a pseudo-terminal) or any pyserial URL
+        (``socket://host:port``, ``rfc2217://...``, ``loop://``).
+    baudrate : int
+        Line speed (ignored by pseudo-terminals and sockets). Default 921600.
+    timeout : float
+        Seconds to wait for each reply. Default 1.
+    retries : int
+        Re-sends of a command (same sequence number, so never applied twice). Default 3.
+    limits : SafetyLimits, optional
+        Narrower safety limits to configure on the device; by default the device's.
+
+    Raises
+    ------
+    ConnectionLostError
+        If the port cannot be opened.
+    CrossbarTimeoutError
+        If the device does not answer its identify command.
+
+    Examples
+    --------
+    >>> with SerialCrossbar("/dev/ttyACM0") as xbar:  # doctest: +SKIP
+    ...     r = xbar.apply(PulseBatch([0], [0], pulses=10), read_back=True)
+    """
+
+    def __init__(
+        self,
+        port: str,
+        *,
+        baudrate: int = 921_600,
+        timeout: float = 1.0,
+        retries: int = 3,
+        limits: SafetyLimits | None = None,
+    ) -> None:
+        from memristor_hil.errors import ConnectionLostError
+
+        try:
+            link = _SerialLink(port, int(baudrate))
+        except OSError as exc:
+            raise ConnectionLostError(f"cannot open serial port {port!r}: {exc}") from None
+        super().__init__(link, port, timeout=timeout, retries=retries, limits=limits)
+
+
+def open_serial(url: str, **overrides: Any) -> SerialCrossbar:
+    """Open ``serial://<port or pyserial URL>[?timeout=S&retries=N&baudrate=B]``.
+
+    The options named here are taken out of the query; anything else stays on the port, for
+    pyserial URLs with options of their own.
+    """
+    port = url.split("://", 1)[1]
+    options: dict[str, Any] = {}
+    if "?" in port:
+        base, _, _query = port.partition("?")
+        _, query = query_options("x://?" + _query)
+        for key in ("timeout", "retries", "baudrate"):
+            if key in query:
+                options[key] = query.pop(key)
+        rest = "&".join(f"{k}={v}" if v else k for k, v in query.items())
+        port = base + ("?" + rest if rest else "")
+    options.update(overrides)
+    limits = options.pop("limits", None)
+    try:
+        kwargs = {
+            "timeout": float(options.pop("timeout", 1.0)),
+            "retries": int(options.pop("retries", 3)),
+            "baudrate": int(options.pop("baudrate", 921_600)),
+        }
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bad option in {url!r}: {exc}") from None
+    if options:
+        raise ValueError(f"unknown serial:// options {sorted(options)}")
+    return SerialCrossbar(port, limits=limits, **kwargs)

@@ -1,0 +1,352 @@
+"""The emulator service's command handling, independent of the transport.
+
+:class:`CrossbarService` turns wire request messages into reply messages against an
+:class:`~memristor_hil.emulator.EmulatedCrossbar`. It never raises for bad input: anything
+malformed is answered with an error reply and changes nothing. State-changing commands
+(CONFIGURE, APPLY) are remembered by sequence number, so a retried command gets its first reply
+again instead of being applied twice; that memory is saved in the state file together with the
+devices, in one atomic write, so it survives a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from memristor_hil import wire
+from memristor_hil.errors import InvalidBatchError, SafetyLimitError
+from memristor_hil.pulses import SafetyLimits
+from memristor_hil.wire import Op, Status, WireError
+
+from .crossbar import EmulatedCrossbar
+
+__all__ = ["SCPI_CODES", "CrossbarService"]
+
+#: The SCPI error code queued for each reply status.
+SCPI_CODES = {
+    Status.FRAME: -310,
+    Status.MALFORMED: -104,
+    Status.UNKNOWN_COMMAND: -113,
+    Status.OUT_OF_RANGE: -222,
+    Status.SAFETY: -221,
+    Status.SEQUENCE: -200,
+    Status.DEVICE: -200,
+    Status.TOO_LARGE: -223,
+}
+#: Errors kept for ERROR / SYST:ERR? queries; the oldest is dropped beyond this.
+ERROR_QUEUE = 32
+
+
+@dataclass(frozen=True)
+class _Done:
+    digest: bytes
+    reply: bytes
+
+
+class CrossbarService:
+    """Executes wire commands on an emulated crossbar.
+
+    Parameters
+    ----------
+    xbar : EmulatedCrossbar
+        The devices.
+    state_path : path, optional
+        Where to save the devices and the sequence window (see :meth:`save`).
+    save_interval : float
+        Seconds between saves of a changed state; 0 saves after every state change, before the
+        reply goes out.
+    window : int
+        How many state-changing commands are remembered by sequence number (at least the last
+        one is always kept, whatever its size).
+    window_bytes : int
+        Bound on the bytes of remembered replies.
+    """
+
+    def __init__(
+        self,
+        xbar: EmulatedCrossbar,
+        *,
+        state_path: str | os.PathLike[str] | None = None,
+        save_interval: float = 1.0,
+        window: int = 16,
+        window_bytes: int = 64 << 20,
+        log: bool = True,
+    ) -> None:
+        self.xbar = xbar
+        self.limits: SafetyLimits = xbar.limits
+        self.state_path = Path(state_path) if state_path is not None else None
+        self.save_interval = float(save_interval)
+        self.window = max(1, int(window))
+        self.window_bytes = int(window_bytes)
+        self.last_seq = 0
+        self.outputs_safe = True
+        self.errors: deque[tuple[int, str]] = deque()
+        self._done: OrderedDict[int, _Done] = OrderedDict()
+        self._done_bytes = 0
+        self._dirty = False
+        self._last_save = time.monotonic()
+        self._log = log
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def restore(cls, path: str | os.PathLike[str], **kwargs: object) -> CrossbarService:
+        """A service whose devices and sequence window come from a file :meth:`save` wrote."""
+        xbar = EmulatedCrossbar.from_state(path)
+        service = cls(xbar, state_path=path, **kwargs)  # type: ignore[arg-type]
+        with np.load(path, allow_pickle=False) as data:
+            if "service_seq" in data.files:
+                seqs = data["service_seq"].astype(np.int64)
+                digests = data["service_digests"]
+                offsets = data["service_offsets"].astype(np.int64)
+                blob = data["service_replies"].tobytes()
+                for i, seq in enumerate(seqs):
+                    reply = blob[offsets[i] : offsets[i + 1]]
+                    service._remember(int(seq), digests[i].tobytes(), reply)
+                service.last_seq = int(data["service_last_seq"])
+                limits = data["service_limits"]
+                service.limits = SafetyLimits(
+                    float(limits[0]),
+                    float(limits[1]),
+                    float(limits[2]),
+                    float(limits[3]),
+                    int(limits[4]),
+                    float(limits[5]),
+                )
+        return service
+
+    # ------------------------------------------------------------------ persistence
+    def save(self) -> None:
+        """Write devices, sequence window and limits to ``state_path`` in one atomic replace."""
+        if self.state_path is None:
+            return
+        path = self.state_path
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+        os.close(fd)
+        try:
+            self.xbar.save_state(tmp)
+            with np.load(tmp, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+            replies = [done.reply for done in self._done.values()]
+            arrays.update(
+                service_seq=np.array(list(self._done), dtype=np.uint32),
+                service_digests=np.array(
+                    [np.frombuffer(d.digest, np.uint8) for d in self._done.values()], np.uint8
+                ).reshape(len(replies), 16),
+                service_offsets=np.cumsum([0] + [len(r) for r in replies], dtype=np.int64),
+                service_replies=np.frombuffer(b"".join(replies), np.uint8),
+                service_last_seq=np.array(self.last_seq, dtype=np.uint32),
+                service_limits=np.array(
+                    [
+                        self.limits.v_min,
+                        self.limits.v_max,
+                        self.limits.width_min,
+                        self.limits.width_max,
+                        self.limits.max_pulses,
+                        self.limits.compliance,
+                    ]
+                ),
+            )
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._dirty = False
+        self._last_save = time.monotonic()
+
+    def warm_up(self) -> None:
+        """Compile the emulator's kernels on a scratch crossbar, so the first command is fast."""
+        from memristor_hil.pulses import PulseBatch
+
+        scratch = EmulatedCrossbar(2, 2, self.xbar.model, seed=0)
+        scratch.apply(PulseBatch([0, 1], [0, 1], pulses=[1, 2]), read_back=True)
+        scratch.apply(PulseBatch([1, 0], [1, 0], pulses=1), read_back=True)
+        scratch.apply(PulseBatch([0], [1], pulses=1))
+        scratch.read([0, 1], [1, 0])
+        scratch.read_all()
+
+    def tick(self) -> None:
+        """Save a changed state once ``save_interval`` has passed since the last save."""
+        if self._dirty and time.monotonic() - self._last_save >= self.save_interval:
+            self.save()
+
+    def seconds_to_next_save(self) -> float | None:
+        """How long the transport loop may sleep before :meth:`tick` has work (None: no work)."""
+        if not self._dirty or self.state_path is None:
+            return None
+        return max(0.0, self.save_interval - (time.monotonic() - self._last_save))
+
+    # ------------------------------------------------------------------ commands
+    def handle(self, message: bytes) -> bytes:
+        """The reply message for one request message. Never raises."""
+        try:
+            request = wire.decode_request(message)
+        except WireError as exc:
+            return self._error(0, 0, exc.status, str(exc))
+        seq, op = request.seq, request.op
+        digest = b""
+        if op in wire.SEQUENCED:
+            digest = hashlib.blake2b(message, digest_size=16).digest()
+            done = self._done.get(seq)
+            if done is not None:
+                if done.digest == digest:
+                    return done.reply
+                return self._error(
+                    seq,
+                    op,
+                    Status.SEQUENCE,
+                    f"sequence number {seq} was already used for a different command",
+                )
+        try:
+            body = self._execute(op, request.body)
+        except WireError as exc:
+            return self._error(seq, op, exc.status, str(exc))
+        except SafetyLimitError as exc:
+            return self._error(seq, op, Status.SAFETY, str(exc))
+        except InvalidBatchError as exc:
+            status = Status.OUT_OF_RANGE if "outside" in str(exc) else Status.DEVICE
+            return self._error(seq, op, status, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug must not take the service down
+            return self._error(seq, op, Status.DEVICE, f"internal error: {exc!r}")
+        reply = wire.encode_reply(seq, op, Status.OK, body)
+        if op in wire.SEQUENCED:
+            self._remember(seq, digest, reply)
+            self.last_seq = seq
+            self._dirty = True
+            if self.save_interval <= 0:
+                self.save()  # before the reply: an acknowledged command is never lost
+        return reply
+
+    def frame_fault(self, reason: str) -> bytes:
+        """The reply to a frame or block that failed its check (sequence number unknown: 0)."""
+        return self._error(0, 0, Status.FRAME, reason)
+
+    def queue_error(self, code: int, message: str) -> None:
+        """Add an error to the queue read by ERROR and ``SYST:ERR?``."""
+        if len(self.errors) >= ERROR_QUEUE:
+            self.errors.pop()
+            self.errors.append((-350, "Queue overflow"))
+            return
+        self.errors.append((code, message))
+
+    def next_error(self) -> tuple[int, str]:
+        """Pop the oldest queued error; ``(0, "No error")`` when there is none."""
+        return self.errors.popleft() if self.errors else (0, "No error")
+
+    def reset(self) -> None:
+        """Outputs to the safe state and the error queue cleared; devices keep their state."""
+        self.safe()
+        self.errors.clear()
+
+    def safe(self) -> None:
+        """Outputs to the safe state (an emulator has none to switch; it records the request)."""
+        self.outputs_safe = True
+        self._say("outputs safe")
+
+    def info(self) -> wire.DeviceInfo:
+        rows, cols = self.xbar.shape
+        return wire.DeviceInfo(rows, cols, self.limits, self.xbar.identity, self.last_seq)
+
+    # ------------------------------------------------------------------ internals
+    def _execute(self, op: int, body: bytes) -> bytes:
+        xbar = self.xbar
+        rows, cols = xbar.shape
+        if op == Op.APPLY:
+            decoded = wire.decode_batch(body, rows, cols)
+            if self.limits != xbar.limits:  # the configured limits (the device checks its own)
+                decoded.batch.locate(xbar.shape, self.limits)
+            self.outputs_safe = False
+            result = xbar.apply(decoded.batch, read_back=decoded.read_back)
+            return b"" if result is None else wire.encode_resistances(result)
+        if op == Op.READ:
+            flat = wire.decode_cells(body)
+            if len(flat) and int(flat.max()) >= rows * cols:
+                raise WireError(
+                    f"cell index {int(flat.max())} is outside the {rows}x{cols} crossbar",
+                    Status.OUT_OF_RANGE,
+                )
+            return wire.encode_resistances(xbar.read(*np.divmod(flat, cols)))
+        if op == Op.READ_REGION:
+            row, col, nrows, ncols = wire.decode_region(body)
+            if nrows * ncols > wire.MAX_CELLS:
+                raise WireError("region larger than the per-command bound", Status.TOO_LARGE)
+            return wire.encode_resistances(xbar.read_region(row, col, nrows, ncols))
+        if op == Op.READ_ALL:
+            _expect_empty(body, "READ_ALL")
+            return wire.encode_resistances(xbar.read_all())
+        if op == Op.IDENTIFY:
+            _expect_empty(body, "IDENTIFY")
+            return wire.encode_info(self.info())
+        if op == Op.CONFIGURE:
+            want_rows, want_cols, limits, end = wire.decode_limits(body)
+            if end != len(body):
+                raise WireError("CONFIGURE body has bytes after its last field")
+            if (want_rows, want_cols) != (rows, cols):
+                raise WireError(
+                    f"this device is {rows}x{cols}; it cannot be configured as "
+                    f"{want_rows}x{want_cols}",
+                    Status.OUT_OF_RANGE,
+                )
+            hw = xbar.limits
+            if not (
+                hw.v_min <= limits.v_min
+                and limits.v_max <= hw.v_max
+                and hw.width_min <= limits.width_min
+                and limits.width_max <= hw.width_max
+                and limits.max_pulses <= hw.max_pulses
+                and limits.compliance <= hw.compliance
+            ):
+                raise WireError(
+                    f"requested limits {limits} are wider than the device's {hw}", Status.SAFETY
+                )
+            self.limits = limits
+            self._say(f"configured {limits}")
+            return wire.encode_info(self.info())
+        if op == Op.ERROR:
+            _expect_empty(body, "ERROR")
+            return wire.encode_error_entry(*self.next_error())
+        if op == Op.SAFE:
+            _expect_empty(body, "SAFE")
+            self.safe()
+            return b""
+        if op == Op.RESET:
+            _expect_empty(body, "RESET")
+            self.reset()
+            return b""
+        raise WireError(f"unknown opcode 0x{op:02x}", Status.UNKNOWN_COMMAND)
+
+    def _error(self, seq: int, op: int, status: Status, message: str) -> bytes:
+        self.queue_error(SCPI_CODES.get(status, -200), message)
+        return wire.encode_reply(seq, op, status, wire.encode_error(message))
+
+    def _remember(self, seq: int, digest: bytes, reply: bytes) -> None:
+        old = self._done.pop(seq, None)
+        if old is not None:
+            self._done_bytes -= len(old.reply)
+        self._done[seq] = _Done(digest, reply)
+        self._done_bytes += len(reply)
+        while len(self._done) > 1 and (
+            len(self._done) > self.window or self._done_bytes > self.window_bytes
+        ):
+            _, dropped = self._done.popitem(last=False)
+            self._done_bytes -= len(dropped.reply)
+
+    def _say(self, text: str) -> None:
+        if self._log:
+            print(f"memristor-hil emulate: {text}", file=sys.stderr, flush=True)
+
+
+def _expect_empty(body: bytes, name: str) -> None:
+    if body:
+        raise WireError(f"{name} takes no body, got {len(body)} bytes")

@@ -1,0 +1,115 @@
+"""``memristor-hil emulate``: the emulator as a service speaking the wire protocol."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ORDER = 20
+DEFAULT_URL = "emulator://?rows=100&cols=100&seed=0"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "emulate",
+        help="serve an emulated crossbar over a pseudo-terminal or TCP (SCPI)",
+        description="Run an emulated crossbar as its own process, speaking the protocol of "
+        "docs/protocol.md: binary frames on a pseudo-terminal (--serial; open it with "
+        "serial://PATH) or SCPI on a TCP socket (--tcp; open it with "
+        "visa://TCPIP::HOST::PORT::SOCKET). The first line on stdout is the port to open.",
+    )
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--serial", action="store_true", help="serve on a new pseudo-terminal")
+    where.add_argument(
+        "--tcp", metavar="HOST:PORT", help="serve SCPI on this address (port 0: any free port)"
+    )
+    parser.add_argument(
+        "--allow-remote", action="store_true", help="allow --tcp on a non-loopback address"
+    )
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"emulator URL (default {DEFAULT_URL})")
+    parser.add_argument("--rows", type=int, help="rows (overrides the URL)")
+    parser.add_argument("--cols", type=int, help="columns (overrides the URL)")
+    parser.add_argument("--seed", type=int, help="device seed (overrides the URL)")
+    parser.add_argument(
+        "--state",
+        type=Path,
+        help="state file: restored from if it exists (the URL and shape options are then "
+        "ignored), saved to periodically and on exit",
+    )
+    parser.add_argument(
+        "--save-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="save a changed state this often (0: after every change, before replying)",
+    )
+    faults = parser.add_argument_group("fault injection (for tests)")
+    faults.add_argument("--corrupt", type=float, default=0.0, help="P(a transfer has a bad byte)")
+    faults.add_argument("--drop-byte", type=float, default=0.0, help="P(a transfer loses a byte)")
+    faults.add_argument("--drop-reply", type=float, default=0.0, help="P(a reply is not sent)")
+    faults.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
+    faults.add_argument("--fault-seed", type=int, help="seed of the fault stream")
+    parser.add_argument("--quiet", action="store_true", help="no event lines on stderr")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from memristor_hil.emulator.faults import Faults
+    from memristor_hil.emulator.service import CrossbarService
+    from memristor_hil.emulator.stop import StopFlag
+    from memristor_hil.emulator.url import open_emulator
+
+    faults = Faults(args.corrupt, args.drop_byte, args.drop_reply, args.latency, args.fault_seed)
+    address = None
+    if args.tcp is not None:
+        from memristor_hil.emulator.tcp_service import parse_address
+
+        address = parse_address(args.tcp, args.allow_remote)
+    options = {
+        key: value
+        for key, value in (("rows", args.rows), ("cols", args.cols), ("seed", args.seed))
+        if value is not None
+    }
+    service_options = {"save_interval": args.save_interval, "log": not args.quiet}
+    if args.save_interval < 0:
+        raise ValueError(f"--save-interval must be >= 0, got {args.save_interval}")
+    if args.state is not None and args.state.exists():
+        try:
+            service = CrossbarService.restore(args.state, **service_options)
+        except Exception as exc:  # a damaged file: say which, don't overwrite it
+            raise ValueError(f"cannot restore the state in {args.state}: {exc}") from exc
+        say(args, f"restored {service.xbar.shape} crossbar from {args.state}")
+    else:
+        xbar = open_emulator(args.url, **options)
+        service = CrossbarService(xbar, state_path=args.state, **service_options)
+        service.save()
+    service.warm_up()
+    stop = StopFlag()
+    stop.install()
+
+    def announce(where: str) -> None:
+        print(where, flush=True)
+        say(args, f"serving {service.xbar.identity} on {where}")
+
+    try:
+        if address is None:
+            from memristor_hil.emulator.serial_service import serve_serial
+
+            serve_serial(service, stop, announce, faults)
+        else:
+            from memristor_hil.emulator.tcp_service import serve_tcp
+
+            serve_tcp(service, stop, address, announce, faults)
+    finally:
+        service.save()
+        stop.close()
+        if faults.injected:
+            say(args, f"faults injected: {faults.injected}")
+    say(args, f"stopped ({stop.reason}); state saved" if args.state else f"stopped ({stop.reason})")
+    return 0
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(f"memristor-hil emulate: {text}", file=sys.stderr, flush=True)

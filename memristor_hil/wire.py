@@ -1,0 +1,475 @@
+"""The crossbar wire protocol's messages: one codec for the drivers and the emulator service.
+
+A *message* is the transport-independent unit (``docs/protocol.md`` is the specification):
+
+- request: ``seq u32 | opcode u8 | body``
+- reply:   ``seq u32 | opcode u8 | status u8 | body``
+
+All integers are little-endian, floats IEEE 754 binary64 (so resistances round-trip exactly).
+The serial framing (:mod:`memristor_hil.framing`) and the SCPI binary blocks
+(:mod:`memristor_hil.scpi`) carry these messages and add the integrity check. Every length and
+count read from a message is checked against the bounds below before anything is allocated;
+nothing is evaluated or unpickled.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+from numba import njit
+
+from .errors import InvalidBatchError, ProtocolError
+from .pulses import Cells, PulseBatch, SafetyLimits
+
+__all__ = [
+    "MAX_CELLS",
+    "MAX_MESSAGE",
+    "MAX_TEXT",
+    "PROTOCOL_VERSION",
+    "DeviceInfo",
+    "Op",
+    "Reply",
+    "Request",
+    "Status",
+    "WireError",
+    "DecodedBatch",
+    "SEQUENCED",
+    "decode_batch",
+    "decode_cells",
+    "decode_error",
+    "decode_error_entry",
+    "decode_text",
+    "decode_info",
+    "decode_limits",
+    "decode_region",
+    "decode_reply",
+    "decode_request",
+    "decode_resistances",
+    "encode_batch",
+    "encode_cells",
+    "encode_error",
+    "encode_error_entry",
+    "encode_text",
+    "encode_info",
+    "encode_limits",
+    "encode_region",
+    "encode_reply",
+    "encode_request",
+    "encode_resistances",
+]
+
+PROTOCOL_VERSION = 1
+#: Most cells one command may name or one reply may carry (2**20: a 1024 x 1024 crossbar).
+MAX_CELLS = 1 << 20
+#: Largest message, in bytes: a full per-cell batch of MAX_CELLS cells fits.
+MAX_MESSAGE = 10 + MAX_CELLS * (4 + 4 + 8 + 8) + 64
+#: Longest identity or error text, in bytes of UTF-8.
+MAX_TEXT = 1024
+
+_REQUEST = struct.Struct("<IB")
+_REPLY = struct.Struct("<IBB")
+_LIMITS = struct.Struct("<ddddId")
+_INFO = struct.Struct("<HIII")
+_BATCH_HEAD = struct.Struct("<BBI")
+_WINDOW = struct.Struct("<II")
+_REGION = struct.Struct("<IIII")
+_COUNT = struct.Struct("<I")
+_ERROR = struct.Struct("<hH")
+_TEXT_LEN = struct.Struct("<H")
+
+# APPLY flags
+_READ_BACK = 0x01
+_BITMAP = 0x02
+_PER_CELL_PULSES = 0x04
+_PER_CELL_VOLTAGE = 0x08
+_PER_CELL_WIDTH = 0x10
+_KNOWN_FLAGS = 0x1F
+_PULSE_DTYPES = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4")}
+
+
+class Op(IntEnum):
+    """Command opcodes."""
+
+    IDENTIFY = 0x01
+    RESET = 0x02
+    CONFIGURE = 0x03
+    APPLY = 0x04
+    READ = 0x05
+    READ_REGION = 0x06
+    READ_ALL = 0x07
+    ERROR = 0x08
+    SAFE = 0x09
+
+
+#: Commands that change device state: their replies are cached by sequence number.
+SEQUENCED = frozenset({Op.CONFIGURE, Op.APPLY})
+
+
+class Status(IntEnum):
+    """Reply status codes (0 is success; the rest carry an error text)."""
+
+    OK = 0
+    FRAME = 1  # a frame or block failed its check; the request was not seen
+    MALFORMED = 2  # the message could not be decoded
+    UNKNOWN_COMMAND = 3
+    OUT_OF_RANGE = 4  # an address outside the crossbar
+    SAFETY = 5  # a voltage, width or count outside the safety limits
+    SEQUENCE = 6  # a sequence number reused for a different command
+    DEVICE = 7  # the device could not execute the command
+    TOO_LARGE = 8  # a length or count above the protocol's bounds
+
+
+class WireError(ProtocolError):
+    """A message broke the protocol; ``status`` says which reply status to answer with."""
+
+    def __init__(self, message: str, status: Status = Status.MALFORMED) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Request:
+    """A decoded request message."""
+
+    seq: int
+    op: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A decoded reply message."""
+
+    seq: int
+    op: int
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What IDENTIFY and CONFIGURE report: shape, limits, identity, last sequence number."""
+
+    rows: int
+    cols: int
+    limits: SafetyLimits
+    identity: str
+    last_seq: int = 0
+    version: int = PROTOCOL_VERSION
+
+
+# ---------------------------------------------------------------------- envelopes
+def encode_request(seq: int, op: int, body: bytes = b"") -> bytes:
+    """``seq u32 | opcode u8 | body``."""
+    return _REQUEST.pack(seq & 0xFFFFFFFF, op) + body
+
+
+def decode_request(message: bytes) -> Request:
+    """Split a request message; raises :class:`WireError` if it is too short or too long."""
+    _check_size(message)
+    if len(message) < _REQUEST.size:
+        raise WireError(f"request of {len(message)} bytes is shorter than its 5-byte header")
+    seq, op = _REQUEST.unpack_from(message)
+    return Request(seq, op, bytes(message[_REQUEST.size :]))
+
+
+def encode_reply(seq: int, op: int, status: int = Status.OK, body: bytes = b"") -> bytes:
+    """``seq u32 | opcode u8 | status u8 | body``."""
+    return _REPLY.pack(seq & 0xFFFFFFFF, op & 0xFF, status) + body
+
+
+def decode_reply(message: bytes) -> Reply:
+    """Split a reply message; raises :class:`WireError` if it is too short or too long."""
+    _check_size(message)
+    if len(message) < _REPLY.size:
+        raise WireError(f"reply of {len(message)} bytes is shorter than its 6-byte header")
+    seq, op, status = _REPLY.unpack_from(message)
+    return Reply(seq, op, status, bytes(message[_REPLY.size :]))
+
+
+def _check_size(message: bytes) -> None:
+    if len(message) > MAX_MESSAGE:
+        raise WireError(
+            f"message of {len(message)} bytes exceeds the {MAX_MESSAGE}-byte bound",
+            Status.TOO_LARGE,
+        )
+
+
+# ---------------------------------------------------------------------- text and errors
+def encode_text(text: str) -> bytes:
+    """``len u16 | UTF-8`` (truncated to MAX_TEXT bytes on a character boundary)."""
+    data = text.encode("utf-8")[:MAX_TEXT].decode("utf-8", "ignore").encode("utf-8")
+    return _TEXT_LEN.pack(len(data)) + data
+
+
+def decode_text(body: bytes, offset: int = 0) -> tuple[str, int]:
+    """A text field at ``offset``; returns it and the offset after it."""
+    (size,) = _unpack(_TEXT_LEN, body, offset, "text length")
+    if size > MAX_TEXT:
+        raise WireError(f"text of {size} bytes exceeds the {MAX_TEXT}-byte bound", Status.TOO_LARGE)
+    start = offset + _TEXT_LEN.size
+    data = body[start : start + size]
+    if len(data) != size:
+        raise WireError(f"text field truncated: {len(data)} of {size} bytes")
+    return data.decode("utf-8", "replace"), start + size
+
+
+def encode_error(message: str) -> bytes:
+    """The body of an error reply: the device's message."""
+    return encode_text(message)
+
+
+def decode_error(body: bytes) -> str:
+    """The device's message from an error reply (never raises: a damaged text is shown raw)."""
+    try:
+        return decode_text(body)[0]
+    except WireError:
+        return body[:MAX_TEXT].decode("utf-8", "replace")
+
+
+def encode_error_entry(code: int, message: str) -> bytes:
+    """The body of an ERROR reply: ``code i16 | text``."""
+    return struct.pack("<h", code) + encode_text(message)
+
+
+def decode_error_entry(body: bytes) -> tuple[int, str]:
+    """``(code, message)`` from an ERROR reply (code 0 means no error)."""
+    (code,) = _unpack(struct.Struct("<h"), body, 0, "error code")
+    message, _ = decode_text(body, 2)
+    return code, message
+
+
+# ---------------------------------------------------------------------- limits and identity
+def encode_limits(rows: int, cols: int, limits: SafetyLimits) -> bytes:
+    """CONFIGURE body: ``rows u32 | cols u32 | v_min v_max width_min width_max f64 |
+    max_pulses u32 | compliance f64``."""
+    return _WINDOW.pack(rows, cols) + _LIMITS.pack(
+        limits.v_min,
+        limits.v_max,
+        limits.width_min,
+        limits.width_max,
+        int(limits.max_pulses),
+        limits.compliance,
+    )
+
+
+def decode_limits(body: bytes, offset: int = 0) -> tuple[int, int, SafetyLimits, int]:
+    """``(rows, cols, limits, next offset)`` from a CONFIGURE body."""
+    rows, cols = _unpack(_WINDOW, body, offset, "shape")
+    values = _unpack(_LIMITS, body, offset + _WINDOW.size, "safety limits")
+    try:
+        limits = SafetyLimits(*values)
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"invalid safety limits: {exc}", Status.SAFETY) from None
+    return rows, cols, limits, offset + _WINDOW.size + _LIMITS.size
+
+
+def encode_info(info: DeviceInfo) -> bytes:
+    """IDENTIFY/CONFIGURE reply body: ``version u16 | rows u32 | cols u32 | last_seq u32 |
+    limits | identity text``."""
+    return (
+        _INFO.pack(info.version, info.rows, info.cols, info.last_seq & 0xFFFFFFFF)
+        + encode_limits(info.rows, info.cols, info.limits)[_WINDOW.size :]
+        + encode_text(info.identity)
+    )
+
+
+def decode_info(body: bytes) -> DeviceInfo:
+    """A :class:`DeviceInfo` from an IDENTIFY or CONFIGURE reply."""
+    version, rows, cols, last_seq = _unpack(_INFO, body, 0, "device info")
+    values = _unpack(_LIMITS, body, _INFO.size, "safety limits")
+    try:
+        limits = SafetyLimits(*values)
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"device reported invalid safety limits: {exc}") from None
+    identity, _ = decode_text(body, _INFO.size + _LIMITS.size)
+    return DeviceInfo(rows, cols, limits, identity, last_seq, version)
+
+
+# ---------------------------------------------------------------------- cells and results
+def encode_cells(flat: np.ndarray) -> bytes:
+    """READ body: ``count u32 | count x u32`` row-major cell indices."""
+    return _COUNT.pack(len(flat)) + np.asarray(flat, dtype="<u4").tobytes()
+
+
+def decode_cells(body: bytes) -> np.ndarray:
+    """Row-major cell indices (int64) from a READ body."""
+    (count,) = _unpack(_COUNT, body, 0, "cell count")
+    _check_count(count)
+    end = _COUNT.size + 4 * count
+    if len(body) != end:
+        raise WireError(f"READ names {count} cells but carries {len(body) - _COUNT.size} bytes")
+    return np.frombuffer(body, "<u4", count, _COUNT.size).astype(np.int64)
+
+
+def encode_region(row: int, col: int, nrows: int, ncols: int) -> bytes:
+    """READ_REGION body: ``row col nrows ncols`` as u32."""
+    return _REGION.pack(row, col, nrows, ncols)
+
+
+def decode_region(body: bytes) -> tuple[int, int, int, int]:
+    """``(row, col, nrows, ncols)`` from a READ_REGION body."""
+    if len(body) != _REGION.size:
+        raise WireError(f"READ_REGION body must be 16 bytes, got {len(body)}")
+    return _REGION.unpack(body)
+
+
+def encode_resistances(values: np.ndarray) -> bytes:
+    """Resistances as little-endian float64 (exact)."""
+    return np.ascontiguousarray(values, dtype="<f8").tobytes()
+
+
+def decode_resistances(body: bytes, count: int) -> np.ndarray:
+    """``count`` float64 resistances; raises :class:`WireError` on a length mismatch."""
+    if len(body) != 8 * count:
+        raise WireError(f"expected {count} resistances ({8 * count} bytes), got {len(body)} bytes")
+    return np.frombuffer(body, "<f8").astype(np.float64)
+
+
+# ---------------------------------------------------------------------- pulse batches
+def encode_batch(batch: PulseBatch, cells: Cells, ncols: int, read_back: bool) -> bytes:
+    """APPLY body for a checked batch (``cells`` from :meth:`PulseBatch.locate`).
+
+    Layout: ``flags u8 | pulse_size u8 | count u32 | cells | pulses | voltage | width``. Cells
+    are a list of ``count`` u32 row-major indices in batch order, or, when the cells strictly
+    ascend and it is smaller, ``first u32 | span u32 | ceil(span/8)`` bitmap bytes (bit i, LSB
+    first, set for cell ``first + i``).
+    """
+    del ncols  # cells are row-major already; kept for symmetry with decode_batch
+    flat = cells.flat
+    count = len(flat)
+    if count > MAX_CELLS:
+        raise InvalidBatchError(f"a batch may name at most {MAX_CELLS} cells, got {count}")
+    flags = _READ_BACK if read_back else 0
+    parts: list[bytes] = []
+    if count and cells.ascending:
+        first = int(flat[0])
+        span = int(flat[-1]) - first + 1
+        if (span + 7) // 8 + _WINDOW.size < 4 * count:
+            bits = np.zeros(span, dtype=np.uint8)
+            bits[flat - first] = 1
+            parts.append(_WINDOW.pack(first, span))
+            parts.append(np.packbits(bits, bitorder="little").tobytes())
+            flags |= _BITMAP
+    if not flags & _BITMAP:
+        parts.append(np.asarray(flat, dtype="<u4").tobytes())
+    pulses = batch.compact_pulses
+    top = int(pulses.max()) if pulses.size else 0
+    size = 1 if top < 1 << 8 else 2 if top < 1 << 16 else 4
+    if pulses.shape[0] != 1:
+        flags |= _PER_CELL_PULSES
+    parts.append(np.asarray(pulses, dtype=_PULSE_DTYPES[size]).tobytes())
+    for value, flag in ((batch.voltage, _PER_CELL_VOLTAGE), (batch.width, _PER_CELL_WIDTH)):
+        if isinstance(value, float):
+            parts.append(struct.pack("<d", value))
+        else:
+            flags |= flag
+            parts.append(np.asarray(value, dtype="<f8").tobytes())
+    return _BATCH_HEAD.pack(flags, size, count) + b"".join(parts)
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """An APPLY body: the flat cells, the batch built from them, and whether to read back."""
+
+    flat: np.ndarray
+    batch: PulseBatch
+    read_back: bool
+
+
+def decode_batch(body: bytes, rows: int, cols: int) -> DecodedBatch:
+    """Decode an APPLY body for a ``rows x cols`` crossbar.
+
+    Raises
+    ------
+    WireError
+        For a malformed body (status MALFORMED), a count above MAX_CELLS (TOO_LARGE) or a cell
+        outside the crossbar (OUT_OF_RANGE).
+    """
+    flags, size, count = _unpack(_BATCH_HEAD, body, 0, "batch header")
+    if flags & ~_KNOWN_FLAGS:
+        raise WireError(f"unknown batch flags 0x{flags:02x}")
+    if size not in _PULSE_DTYPES:
+        raise WireError(f"pulse count size must be 1, 2 or 4 bytes, got {size}")
+    _check_count(count)
+    offset = _BATCH_HEAD.size
+    cells_total = rows * cols
+    if flags & _BITMAP:
+        first, span = _unpack(_WINDOW, body, offset, "bitmap window")
+        offset += _WINDOW.size
+        if span == 0 or first + span > cells_total:
+            raise WireError(
+                f"bitmap window {first}+{span} is outside the {rows}x{cols} crossbar",
+                Status.OUT_OF_RANGE,
+            )
+        nbytes = (span + 7) // 8
+        raw = _take(body, offset, nbytes, "bitmap")
+        offset += nbytes
+        bits = np.unpackbits(np.frombuffer(raw, np.uint8), count=span, bitorder="little")
+        flat = np.flatnonzero(bits.view(np.bool_)) + first
+        if len(flat) != count:
+            raise WireError(f"bitmap has {len(flat)} cells set but the header says {count}")
+    else:
+        flat = np.frombuffer(_take(body, offset, 4 * count, "cell list"), "<u4").astype(np.int64)
+        offset += 4 * count
+        if count and int(flat.max()) >= cells_total:
+            raise WireError(
+                f"cell index {int(flat.max())} is outside the {rows}x{cols} crossbar",
+                Status.OUT_OF_RANGE,
+            )
+    npulses = count if flags & _PER_CELL_PULSES else 1
+    pulses = np.frombuffer(_take(body, offset, size * npulses, "pulse counts"), _PULSE_DTYPES[size])
+    offset += size * npulses
+    values: list[float | np.ndarray] = []
+    for flag, name in ((_PER_CELL_VOLTAGE, "voltages"), (_PER_CELL_WIDTH, "widths")):
+        n = count if flags & flag else 1
+        array = np.frombuffer(_take(body, offset, 8 * n, name), "<f8").astype(np.float64)
+        offset += 8 * n
+        values.append(array if flags & flag else float(array[0]))
+    if offset != len(body):
+        raise WireError(f"APPLY body has {len(body) - offset} bytes after its last field")
+    pulse_arg: int | np.ndarray = (
+        pulses.astype(np.int64) if flags & _PER_CELL_PULSES else int(pulses[0])
+    )
+    row_idx, col_idx = _split(flat, cols, np.empty_like(flat), np.empty_like(flat))
+    try:
+        batch = PulseBatch(row_idx, col_idx, pulse_arg, voltage=values[0], width=values[1])
+    except InvalidBatchError as exc:
+        raise WireError(f"invalid batch: {exc}") from None
+    return DecodedBatch(flat, batch, bool(flags & _READ_BACK))
+
+
+# ---------------------------------------------------------------------- helpers
+@njit(cache=True, nogil=True)
+def _split(
+    flat: np.ndarray, cols: int, rows_out: np.ndarray, cols_out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """``divmod(flat, cols)`` into the given arrays (numpy's integer divide is ~5 ns/cell)."""
+    for i in range(flat.shape[0]):
+        q = flat[i] // cols
+        rows_out[i] = q
+        cols_out[i] = flat[i] - q * cols
+    return rows_out, cols_out
+
+
+def _check_count(count: int) -> None:
+    if count > MAX_CELLS:
+        raise WireError(
+            f"count {count} exceeds the bound of {MAX_CELLS} cells per command", Status.TOO_LARGE
+        )
+
+
+def _unpack(fmt: struct.Struct, body: bytes, offset: int, what: str) -> tuple:
+    if len(body) < offset + fmt.size:
+        raise WireError(f"message truncated in its {what}")
+    return fmt.unpack_from(body, offset)
+
+
+def _take(body: bytes, offset: int, size: int, what: str) -> bytes:
+    data = body[offset : offset + size]
+    if len(data) != size:
+        raise WireError(f"message truncated in its {what}: {len(data)} of {size} bytes")
+    return data

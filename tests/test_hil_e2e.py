@@ -1,0 +1,307 @@
+"""End to end: drivers -> real transports -> the emulator service in its own process.
+
+Serial runs over a pseudo-terminal, VISA over a TCP socket through pyvisa-py; every service is a
+subprocess started with ``python -m memristor_hil emulate`` and killed in a finalizer.
+"""
+
+import os
+import re
+import signal
+import socket
+import struct
+import time
+
+import numpy as np
+import pytest
+import serial
+from memristor_hil.drivers import SerialCrossbar, VisaCrossbar
+from memristor_hil.drivers.serial import open_serial
+from memristor_hil.drivers.visa import open_visa
+from service_process import (
+    EMULATOR_URL,
+    ServiceProcess,
+    assert_bitwise_equal,
+    run_workload,
+)
+
+from memristor_hil import (
+    CrossbarError,
+    CrossbarTimeoutError,
+    DeviceError,
+    PulseBatch,
+    SafetyLimitError,
+    SafetyLimits,
+    open_crossbar,
+    wire,
+)
+from memristor_hil.errors import ConnectionLostError
+from memristor_hil.framing import FrameDecoder, encode_frame
+from memristor_hil.scpi import encode_command, read_block
+from memristor_hil.wire import Op, Status
+
+STEPS = 120
+
+
+@pytest.fixture
+def services():
+    """Start services with ``services(*args)``; all are killed when the test ends."""
+    started: list[ServiceProcess] = []
+
+    def start(*args: str, url: str = EMULATOR_URL) -> ServiceProcess:
+        service = ServiceProcess(*args, url=url)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.kill()
+
+
+@pytest.fixture(scope="module")
+def in_process() -> list[np.ndarray]:
+    """What the workload gives on the in-process emulator."""
+    with open_crossbar(EMULATOR_URL) as xbar:
+        return run_workload(xbar, STEPS)
+
+
+def connect(service: ServiceProcess, transport: str, **options):
+    """The driver itself (open_crossbar may wrap it, e.g. to record; see test_urls_open_drivers)."""
+    if transport == "serial":
+        return SerialCrossbar(service.where, **options)
+    return VisaCrossbar(service.visa_url.split("://", 1)[1], **options)
+
+
+def transport_args(transport: str, port: int = 0) -> list[str]:
+    return ["--serial"] if transport == "serial" else ["--tcp", f"127.0.0.1:{port}"]
+
+
+@pytest.mark.parametrize("transport", ["serial", "visa"])
+def test_workload_through_the_service_equals_the_in_process_run(services, in_process, transport):
+    service = services(*transport_args(transport))
+    with connect(service, transport, timeout=5) as xbar:
+        assert isinstance(xbar, SerialCrossbar if transport == "serial" else VisaCrossbar)
+        assert xbar.shape == (12, 10)
+        assert "EmulatedCrossbar" in xbar.identity
+        got = run_workload(xbar, STEPS)
+        assert xbar.stats["retries"] == 0
+    assert_bitwise_equal(got, in_process)
+    assert "outputs safe" in service.stderr  # close() left the outputs safe
+
+
+@pytest.mark.parametrize("transport", ["serial", "visa"])
+def test_injected_faults_do_not_change_the_final_state(services, in_process, transport):
+    service = services(
+        *transport_args(transport),
+        "--corrupt=0.01",
+        "--drop-reply=0.01",
+        "--drop-byte=0.01",
+        "--fault-seed=3",
+    )
+    with connect(service, transport, timeout=0.3, retries=6) as xbar:
+        got = run_workload(xbar, STEPS)
+        # reads are repeated too, so run the read-heavy tail again to give faults a chance
+        for _ in range(STEPS):
+            np.testing.assert_array_equal(xbar.read_all(), in_process[-1])
+        retries = xbar.stats["retries"]
+    assert_bitwise_equal(got, in_process)
+    assert retries > 0, "no fault was injected: the test would prove nothing"
+    service.stop()
+    assert "faults injected" in service.stderr
+
+
+def test_malformed_frames_get_error_replies_and_change_nothing(services):
+    service = services("--serial")
+    port = serial.serial_for_url(service.where, timeout=2)
+    decoder = FrameDecoder()
+
+    def exchange(data: bytes) -> list[wire.Reply]:
+        port.write(data)
+        replies: list[wire.Reply] = []
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            decoder.feed(port.read(max(1, port.in_waiting)))
+            replies += [wire.decode_reply(m) for m in decoder.events() if isinstance(m, bytes)]
+            if replies and not port.in_waiting:
+                time.sleep(0.05)
+                if not port.in_waiting:
+                    break
+        return replies
+
+    with open_crossbar(EMULATOR_URL) as fresh:
+        before = fresh.read_all()
+    apply_out_of_range = wire.encode_request(
+        1, Op.APPLY, struct.pack("<BBII", 0, 1, 1, 9999) + b"\x05" + struct.pack("<dd", 0.1, 1e-6)
+    )
+    good = encode_frame(wire.encode_request(2, Op.APPLY, b""))
+    damaged = bytearray(encode_frame(wire.encode_request(3, Op.READ_ALL)))
+    damaged[-6] ^= 0xFF
+    cases = [
+        (b"\x00garbage\xa5 not a frame", Status.FRAME),
+        (bytes(damaged), Status.FRAME),
+        (encode_frame(b"\x01\x00"), Status.MALFORMED),  # shorter than a request header
+        (encode_frame(wire.encode_request(4, 0x7F)), Status.UNKNOWN_COMMAND),
+        (encode_frame(apply_out_of_range), Status.OUT_OF_RANGE),
+        (good[:-3] + encode_frame(wire.encode_request(5, Op.READ_ALL, b"x")), Status.FRAME),
+    ]
+    for data, status in cases:
+        replies = exchange(data)
+        assert replies, f"no reply to {data!r}"
+        assert all(r.status != Status.OK for r in replies)
+        assert replies[0].status == status, (data, replies)
+    port.close()
+    with connect(service, "serial", timeout=5) as xbar:
+        assert xbar.read_all().tobytes() == before.tobytes()
+        code, message = xbar.next_error()
+        assert code < 0 and message
+
+
+def test_malformed_scpi_gets_errors_and_changes_nothing(services):
+    service = services("--tcp", "127.0.0.1:0")
+    with open_crossbar(EMULATOR_URL) as fresh:
+        before = fresh.read_all()
+    with socket.create_connection(("127.0.0.1", service.port), timeout=5) as sock:
+        stream = sock.makefile("rb")
+        sock.sendall(b"FOO:BAR 1,2\n\xff\xfe\x00\n" + b"X" * 300 + b"\n*IDN?\n")
+        assert b"EmulatedCrossbar" in stream.readline()
+        sock.sendall(b"SYST:ERR?\n")
+        assert stream.readline().startswith(b"-113,")
+        line = bytearray(encode_command(Op.APPLY, wire.encode_request(9, Op.APPLY, b"\x00" * 20)))
+        line[-3] ^= 0x55  # damage the block's CRC
+        sock.sendall(bytes(line))
+        reply = wire.decode_reply(read_block(stream.read)[:-4])
+        assert reply.status == Status.FRAME
+        sock.sendall(b"XBAR:APPL? #9999999999\n*OPC?\n")
+        reply = wire.decode_reply(read_block(stream.read)[:-4])
+        assert reply.status == Status.FRAME
+        assert stream.readline() == b"1\n"
+    with connect(service, "visa", timeout=5) as xbar:
+        assert xbar.read_all().tobytes() == before.tobytes()
+
+
+@pytest.mark.parametrize("transport", ["serial", "visa"])
+def test_killed_service_gives_a_clear_error_and_restarts_from_its_state(
+    services, in_process, transport, tmp_path
+):
+    state = tmp_path / "state.npz"
+    first = services(*transport_args(transport), "--state", str(state), "--save-interval=0")
+    half = STEPS // 2
+    xbar = connect(first, transport, timeout=0.3, retries=2)
+    try:
+        head = run_workload(xbar, half)[:-1]
+        first.stop(signal.SIGKILL)
+        t0 = time.monotonic()
+        with pytest.raises((CrossbarTimeoutError, ConnectionLostError)) as info:
+            run_workload(xbar, STEPS, start=half)
+        assert time.monotonic() - t0 < 10
+        assert isinstance(info.value, CrossbarError)
+        port = first.port if transport == "visa" else 0
+        second = services(*transport_args(transport, port), "--state", str(state))
+        assert "restored" in second.stderr
+        if transport == "serial":  # a new pseudo-terminal: open it
+            xbar.close()
+            xbar = connect(second, transport, timeout=5)
+        # the VISA driver reconnects by itself to the restarted service on the same port
+        tail = run_workload(xbar, STEPS, start=half)
+    finally:
+        xbar.close()
+    assert_bitwise_equal(head + tail, in_process)
+
+
+def test_clean_stop_saves_everything(services, tmp_path):
+    state = tmp_path / "state.npz"
+    first = services("--serial", "--state", str(state), "--save-interval=3600")
+    with connect(first, "serial", timeout=5) as xbar:
+        run_workload(xbar, 20)
+        expected = xbar.read_all()
+    assert first.stop(signal.SIGINT) == 0
+    second = services("--serial", "--state", str(state))
+    with connect(second, "serial", timeout=5) as xbar:
+        assert xbar.read_all().tobytes() == expected.tobytes()
+
+
+def test_a_crash_loses_at_most_the_last_save_interval(services, tmp_path):
+    state = tmp_path / "state.npz"
+    first = services("--tcp", "127.0.0.1:0", "--state", str(state), "--save-interval=0.2")
+    with connect(first, "visa", timeout=0.5, retries=1) as xbar:
+        run_workload(xbar, 20)
+        expected = xbar.read_all()
+        time.sleep(0.6)  # more than one interval with no traffic: the change must be saved
+        first.stop(signal.SIGKILL)
+    second = services("--tcp", "127.0.0.1:0", "--state", str(state))
+    with connect(second, "visa", timeout=5) as xbar:
+        assert xbar.read_all().tobytes() == expected.tobytes()
+
+
+def test_driver_errors_are_clear(services, tmp_path):
+    service = services("--serial")
+    with connect(service, "serial", timeout=5) as xbar:
+        sent = xbar.stats["commands"]
+        with pytest.raises(SafetyLimitError):
+            xbar.apply(PulseBatch([0], [0], voltage=5.0))
+        assert xbar.stats["commands"] == sent  # refused before anything was sent
+        with pytest.raises(DeviceError, match="RESET"):  # the device's own message
+            xbar.apply(PulseBatch([0], [0], voltage=-0.5))
+        code, message = xbar.next_error()
+        assert code == -200 and "RESET" in message
+    narrow = SafetyLimits(v_min=-1.0, v_max=1.0, max_pulses=100)
+    with SerialCrossbar(service.where, timeout=5, limits=narrow) as xbar:
+        assert xbar.limits == narrow
+        with pytest.raises(SafetyLimitError):
+            xbar.apply(PulseBatch([0], [0], pulses=101))
+    with pytest.raises(DeviceError, match="wider"):
+        SerialCrossbar(service.where, timeout=5, limits=SafetyLimits(v_max=9.0))
+    master, slave = os.openpty()  # a port where nobody answers
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(CrossbarTimeoutError, match="no reply"):
+            SerialCrossbar(os.ttyname(slave), timeout=0.1, retries=2)
+        assert time.monotonic() - t0 < 2
+    finally:
+        os.close(master)
+        os.close(slave)
+    with pytest.raises(ConnectionLostError):
+        SerialCrossbar(str(tmp_path / "no-such-port"), timeout=0.1)
+    with pytest.raises(ValueError, match="bad option"):
+        open_serial(f"{service.serial_url}?timeout=soon")
+    with open_serial(f"{service.serial_url}?timeout=2.5&retries=1") as xbar:
+        assert (xbar.timeout, xbar.retries) == (2.5, 1)
+
+
+@pytest.mark.parametrize("transport", ["serial", "visa"])
+def test_urls_open_drivers(services, transport, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMRISTOR_HIL_RECORDS", str(tmp_path))  # should anything record
+    service = services(*transport_args(transport))
+    url = service.serial_url if transport == "serial" else service.visa_url
+    with open_crossbar(f"{url}?timeout=5") as xbar, open_crossbar(EMULATOR_URL) as fresh:
+        assert xbar.shape == fresh.shape and xbar.identity == fresh.identity
+        assert xbar.read_all().tobytes() == fresh.read_all().tobytes()
+    opener = open_serial if transport == "serial" else open_visa
+    with opener(f"{url}?timeout=5&retries=0") as xbar:
+        assert isinstance(xbar, SerialCrossbar if transport == "serial" else VisaCrossbar)
+        assert xbar.retries == 0
+    with pytest.raises(ValueError, match="unknown visa"):
+        open_visa(f"{service.visa_url}?speed=3" if transport == "visa" else "visa://X?speed=3")
+
+
+def test_emulate_shape_and_seed_options_override_the_url(services):
+    from memristor_hil.emulator.url import open_emulator
+
+    service = services("--serial", "--rows", "3", "--cols", "4", "--seed", "2")
+    with connect(service, "serial", timeout=5) as xbar:
+        expected = open_emulator(EMULATOR_URL, rows=3, cols=4, seed=2)
+        assert xbar.shape == (3, 4)
+        assert xbar.read_all().tobytes() == expected.read_all().tobytes()
+
+
+def test_emulate_refuses_non_loopback_without_allow_remote(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "memristor_hil", "emulate", "--tcp", "0.0.0.0:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert re.search(r"not a loopback address.*--allow-remote", result.stderr)

@@ -1,0 +1,71 @@
+"""End to end with learning: the same seeded mPES Nengo run in process, through SerialCrossbar ->
+pseudo-terminal -> service, and through VisaCrossbar -> TCP -> service, ends with exactly the
+same weights and devices."""
+
+import nengo
+import numpy as np
+import pytest
+from memristor_hil.drivers import SerialCrossbar, VisaCrossbar
+from service_process import ServiceProcess
+
+from memristor_hil import Crossbar, mPES, open_crossbar
+
+N_PRE = N_POST = 10
+URL = f"emulator://?rows={N_POST}&cols={2 * N_PRE}&seed=5&sigma=0.15&noise=0.05"
+
+
+def mpes_run(crossbar: Crossbar, sim_time: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded 10x10 mPES run on ``crossbar``: the weights probed every 10 ms, and the
+    devices' resistances at the end."""
+    with nengo.Network(seed=1) as net:
+        stim = nengo.Node(lambda t: np.sin(2 * np.pi * t))
+        pre = nengo.Ensemble(N_PRE, 1)
+        post = nengo.Ensemble(N_POST, 1)
+        nengo.Connection(stim, pre)
+        conn = nengo.Connection(
+            pre.neurons,
+            post.neurons,
+            transform=np.zeros((N_POST, N_PRE)),
+            learning_rule_type=mPES(crossbar=crossbar),
+        )
+        err = nengo.Node(size_in=1)
+        nengo.Connection(post, err, synapse=0.01)
+        nengo.Connection(stim, err, transform=-1, synapse=0.01)
+        nengo.Connection(err, conn.learning_rule)
+        p_weights = nengo.Probe(conn, "weights", sample_every=0.01)
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(sim_time)
+    return sim.data[p_weights], crossbar.read_all()
+
+
+_IN_PROCESS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def in_process(url: str) -> tuple[np.ndarray, np.ndarray]:
+    if url not in _IN_PROCESS:
+        with open_crossbar(url) as xbar:
+            _IN_PROCESS[url] = mpes_run(xbar)
+    return _IN_PROCESS[url]
+
+
+# float32 devices (mPES's default model): the wire carries their resistances as float64, exactly
+@pytest.mark.parametrize(
+    ("transport", "dtype"), [("serial", "float64"), ("visa", "float64"), ("serial", "float32")]
+)
+def test_mpes_run_through_the_service_has_the_in_process_weights(transport, dtype):
+    url = f"{URL}&dtype={dtype}"
+    service = ServiceProcess("--serial" if transport == "serial" else "--tcp=127.0.0.1:0", url=url)
+    try:
+        if transport == "serial":
+            xbar = SerialCrossbar(service.where, timeout=5)
+        else:
+            xbar = VisaCrossbar(service.visa_url.split("://", 1)[1], timeout=5)
+        with xbar:
+            weights, devices = mpes_run(xbar)
+            assert xbar.stats["commands"] > 20  # it really went through the service
+    finally:
+        service.kill()
+    want_weights, want_devices = in_process(url)
+    assert not np.array_equal(want_weights[0], want_weights[-1])  # it learned something
+    assert weights.tobytes() == want_weights.tobytes()
+    assert devices.tobytes() == want_devices.astype(np.float64).tobytes()

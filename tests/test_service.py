@@ -1,0 +1,185 @@
+"""The emulator service's command handling in process: idempotence, persistence, bad input."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from memristor_hil.emulator import EmulatedCrossbar
+from memristor_hil.emulator.service import CrossbarService
+from memristor_hil.emulator.tcp_service import parse_address, scpi_reply
+
+from memristor_hil import PulseBatch, SafetyLimits, scpi, wire
+from memristor_hil.framing import FrameDecoder, FrameFault, encode_frame
+from memristor_hil.wire import Op, Status
+
+SHAPE = (5, 7)
+
+
+def make_service(**kwargs) -> CrossbarService:
+    xbar = EmulatedCrossbar(*SHAPE, seed=11)
+    return CrossbarService(xbar, log=False, **kwargs)
+
+
+def apply_message(seq: int, cells, pulses=3, read_back=True) -> bytes:
+    batch = PulseBatch.from_flat(cells, SHAPE[1], pulses)
+    body = wire.encode_batch(batch, batch.locate(SHAPE, SafetyLimits()), SHAPE[1], read_back)
+    return wire.encode_request(seq, Op.APPLY, body)
+
+
+def snapshot(service: CrossbarService) -> bytes:
+    return service.xbar.pulse_counts.tobytes() + repr(service.limits).encode()
+
+
+def test_a_retried_apply_is_answered_from_the_window_not_applied_again():
+    service = make_service()
+    message = apply_message(1, [0, 3, 3, 9])
+    first = service.handle(message)
+    state = snapshot(service)
+    assert wire.decode_reply(first).status == Status.OK
+    assert service.handle(message) == first
+    assert snapshot(service) == state
+    other = service.handle(apply_message(1, [4]))
+    assert wire.decode_reply(other).status == Status.SEQUENCE
+    assert snapshot(service) == state
+    assert service.info().last_seq == 1
+
+
+def test_the_window_survives_a_restart(tmp_path):
+    path = tmp_path / "state.npz"
+    service = make_service(state_path=path, save_interval=0)
+    message = apply_message(41, [1, 2, 30], pulses=[1, 2, 3])
+    reply = service.handle(message)
+    state = snapshot(service)
+    restored = CrossbarService.restore(path, log=False)
+    assert snapshot(restored) == state
+    assert restored.info().last_seq == 41
+    assert restored.handle(message) == reply  # the retry after a restart: not applied twice
+    assert snapshot(restored) == state
+
+
+def test_window_is_bounded_but_keeps_the_last_command():
+    service = make_service(window=3, window_bytes=10)
+    for seq in range(1, 8):
+        service.handle(apply_message(seq, [seq]))
+    assert list(service._done) == [7]  # replies of 30+ bytes: only the last fits, and is kept
+    service = make_service(window=3)
+    for seq in range(1, 8):
+        service.handle(apply_message(seq, [seq]))
+    assert list(service._done) == [5, 6, 7]
+
+
+def test_configure_narrows_limits_and_refuses_wider_ones():
+    service = make_service()
+    narrow = SafetyLimits(v_max=0.5)
+    reply = wire.decode_reply(
+        service.handle(wire.encode_request(1, Op.CONFIGURE, wire.encode_limits(*SHAPE, narrow)))
+    )
+    assert reply.status == Status.OK and wire.decode_info(reply.body).limits == narrow
+    batch = PulseBatch([0], [0], voltage=0.8)
+    body = wire.encode_batch(batch, batch.locate(SHAPE, SafetyLimits()), SHAPE[1], False)
+    state = snapshot(service)
+    reply = wire.decode_reply(service.handle(wire.encode_request(2, Op.APPLY, body)))
+    assert reply.status == Status.SAFETY and snapshot(service) == state
+    wide = wire.encode_limits(*SHAPE, SafetyLimits(v_max=3.0))
+    reply = wire.decode_reply(service.handle(wire.encode_request(3, Op.CONFIGURE, wide)))
+    assert reply.status == Status.SAFETY and service.limits == narrow
+
+
+def test_reads_and_identify_match_the_crossbar():
+    service = make_service()
+    service.handle(apply_message(1, list(range(35)), pulses=5, read_back=False))
+    reply = wire.decode_reply(service.handle(wire.encode_request(2, Op.READ_ALL)))
+    values = wire.decode_resistances(reply.body, 35).reshape(SHAPE)
+    assert values.tobytes() == service.xbar.read_all().tobytes()
+    reply = wire.decode_reply(
+        service.handle(wire.encode_request(3, Op.READ_REGION, wire.encode_region(1, 2, 3, 4)))
+    )
+    np.testing.assert_array_equal(
+        wire.decode_resistances(reply.body, 12).reshape(3, 4), values[1:4, 2:6]
+    )
+    reply = wire.decode_reply(
+        service.handle(wire.encode_request(4, Op.READ_REGION, wire.encode_region(4, 0, 2, 1)))
+    )
+    assert reply.status == Status.OUT_OF_RANGE
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300))
+def test_random_messages_get_error_replies_and_change_nothing(data):
+    service = make_service()
+    state = snapshot(service)
+    framed = FrameDecoder()
+    framed.feed(data)
+    for event in framed.events():
+        reply = service.frame_fault(event.reason) if isinstance(event, FrameFault) else None
+        if reply is None:
+            reply = service.handle(event)
+        assert wire.decode_reply(reply).status != Status.OK
+    reply = wire.decode_reply(service.handle(data))
+    if reply.status == Status.OK:  # only a well-formed read-only command can succeed
+        assert wire.decode_request(data).op not in wire.SEQUENCED
+    assert snapshot(service) == state
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(position=st.integers(0, 10_000), xor=st.integers(1, 255), cut=st.booleans())
+def test_mutated_frames_and_scpi_lines_change_nothing(position, xor, cut):
+    service = make_service()
+    state = snapshot(service)
+    message = apply_message(5, [0, 1, 2, 17, 17], pulses=[1, 2, 3, 4, 5])
+    for wrapped, parse in (
+        (encode_frame(message), "frame"),
+        (scpi.encode_command(Op.APPLY, message), "scpi"),
+    ):
+        data = bytearray(wrapped)
+        i = position % len(data)
+        if cut:
+            del data[i:]
+        else:
+            header = wrapped.index(b" ") if parse == "scpi" else 0
+            assume(not (i < header and xor == 0x20))  # a case change leaves a valid header
+            data[i] ^= xor
+        replies = []
+        if parse == "frame":
+            decoder = FrameDecoder()
+            decoder.feed(bytes(data))
+            for event in decoder.events():
+                if isinstance(event, FrameFault):
+                    replies.append(service.frame_fault(event.reason))
+                else:
+                    replies.append(service.handle(event))
+        else:
+            parser = scpi.ScpiParser()
+            parser.feed(bytes(data))
+            for event in parser.events():
+                out = scpi_reply(service, event)
+                if out:
+                    replies.append(out)
+        for reply in replies:
+            if parse == "scpi":
+                reply = scpi.block_message(bytes(reply[2 + int(reply[1:2]) :].rstrip(b"\n")))
+            assert wire.decode_reply(reply).status != Status.OK
+        if not cut:
+            assert replies or service.errors  # answered, or queued for SYST:ERR?
+        assert snapshot(service) == state
+
+
+def test_scpi_text_commands():
+    service = make_service()
+    assert b"EmulatedCrossbar" in scpi_reply(service, scpi.TextCommand("*IDN?", ""))
+    assert scpi_reply(service, scpi.TextCommand("NOPE?", "")) == b""
+    assert scpi_reply(service, scpi.TextCommand("SYST:ERR?", "")).startswith(b"-113,")
+    assert scpi_reply(service, scpi.TextCommand("SYST:ERR?", "")) == b'0,"No error"\n'
+    service.outputs_safe = False
+    scpi_reply(service, scpi.TextCommand("OUTP", "OFF"))
+    assert scpi_reply(service, scpi.TextCommand("OUTP?", "")) == b"0\n"
+
+
+def test_only_loopback_addresses_without_allow_remote():
+    assert parse_address("127.0.0.1:5025") == ("127.0.0.1", 5025)
+    assert parse_address("[::1]:0") == ("::1", 0)
+    with pytest.raises(ValueError, match="allow-remote"):
+        parse_address("0.0.0.0:5025")
+    assert parse_address("0.0.0.0:5025", allow_remote=True) == ("0.0.0.0", 5025)
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        parse_address("localhost")
