@@ -1,0 +1,141 @@
+"""Recording overhead: the same run on a plain crossbar and on a RecordingCrossbar.
+
+Workload ``standin`` (default): the shape of a 100x100 mPES step without Nengo: every step
+applies one batch of ~5000 cells (ascending, as mPES sends them) with read-back to a 100x200
+emulator (each weight is a pair of devices). Workload ``mpes``: a 100x100 mPES network, when
+``memristor_hil.mPES`` is installed. Variants run interleaved, several rounds, and the median
+per-step time of each is printed with its ratio to the plain run, all from this one run.
+
+    python benchmarks/bench_record.py                       # short (a few seconds)
+    python benchmarks/bench_record.py --steps 2000 --rounds 5
+    python benchmarks/bench_record.py --workload mpes --sim-time 1.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from memristor_hil import PulseBatch, open_crossbar
+from memristor_hil.recording import RecordingCrossbar
+
+URL = "emulator://?rows=100&cols=200&seed=1&sigma=0.15"
+#: mPES's default device model is float32; the recorded readings are then float32 too.
+MPES_URL = URL + "&dtype=float32"
+
+
+def standin_batches(steps: int, seed: int = 0) -> list[PulseBatch]:
+    """~5000 distinct cells per step, in ascending row-major order, one pulse each."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(steps):
+        cells = np.flatnonzero(rng.random(20_000) < 0.25)
+        batches.append(PulseBatch.from_flat(cells, 200))
+    return batches
+
+
+def run_standin(xbar, batches: list[PulseBatch]) -> float:
+    """Seconds per step."""
+    start = time.perf_counter()
+    for batch in batches:
+        xbar.apply(batch, read_back=True)
+    return (time.perf_counter() - start) / len(batches)
+
+
+def run_mpes(xbar, sim_time: float) -> float:
+    """Wall seconds per simulated second of a 100x100 mPES network learning on ``xbar``.
+
+    The network of shared/reference/baselines.md: sine -> pre (100) -> post (100) through a
+    learned neuron-to-neuron connection, error = post - input (100 neurons), dt = 1 ms.
+    """
+    import nengo
+
+    from memristor_hil import mPES
+
+    with nengo.Network(seed=0) as net:
+        stim = nengo.Node(lambda t: np.sin(2 * np.pi * t))
+        pre = nengo.Ensemble(100, 1)
+        post = nengo.Ensemble(100, 1)
+        error = nengo.Ensemble(100, 1)
+        nengo.Connection(stim, pre)
+        conn = nengo.Connection(
+            pre.neurons,
+            post.neurons,
+            transform=np.zeros((100, 100)),
+            learning_rule_type=mPES(crossbar=xbar),
+        )
+        nengo.Connection(post, error)
+        nengo.Connection(stim, error, transform=-1)
+        nengo.Connection(error, conn.learning_rule)
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        start = time.perf_counter()
+        sim.run(sim_time)
+        return (time.perf_counter() - start) / sim_time
+
+
+def make_variant(name: str, folder: Path, counter: list[int], url: str = URL):
+    inner = open_crossbar(url)
+    if name == "plain":
+        return inner
+    counter[0] += 1
+    path = folder / f"{name}-{counter[0]}.sqlite"
+    return RecordingCrossbar(inner, path, synchronous=name.split("-")[1].upper())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", choices=("standin", "mpes"), default="standin")
+    parser.add_argument("--steps", type=int, default=300, help="steps per round (standin)")
+    parser.add_argument("--sim-time", type=float, default=0.5, help="simulated s per round (mpes)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant")
+    args = parser.parse_args()
+    if args.workload == "mpes":
+        try:
+            from memristor_hil import mPES  # noqa: F401
+        except ImportError:
+            parser.error("--workload mpes needs memristor_hil.mPES, which this checkout lacks")
+    variants = ["plain", "record-normal", "record-full"]
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    sizes: dict[str, int] = {}
+    counter = [0]
+    with tempfile.TemporaryDirectory(dir=".") as folder:
+        if args.workload == "standin":
+            batches = standin_batches(args.steps)
+            run_standin(open_crossbar(URL), batches[:20])  # compile the kernels first
+            print(f"standin workload: {args.steps} steps of one ~5000-cell batch with read-back "
+                  f"on a 100x200 emulator, {args.rounds} rounds")  # fmt: skip
+            for _ in range(args.rounds):
+                for name in variants:
+                    with make_variant(name, Path(folder), counter) as xbar:
+                        times[name].append(run_standin(xbar, batches))
+                        if name != "plain":
+                            sizes[name] = xbar.record.path.stat().st_size
+        else:
+            run_mpes(open_crossbar(MPES_URL), 0.05)  # warm up (compiles the kernels)
+            print(f"mpes workload: 100x100 mPES network, {args.sim_time} s simulated at "
+                  f"dt=1 ms per round, {args.rounds} rounds")  # fmt: skip
+            for _ in range(args.rounds):
+                for name in variants:
+                    with make_variant(name, Path(folder), counter, MPES_URL) as xbar:
+                        times[name].append(run_mpes(xbar, args.sim_time))
+                        if name != "plain":
+                            sizes[name] = xbar.record.path.stat().st_size
+    plain = statistics.median(times["plain"])
+    unit = "step" if args.workload == "standin" else "simulated s"
+    steps = args.steps if args.workload == "standin" else int(round(args.sim_time / 1e-3))
+    print(
+        f"{'variant':<16} {'ms per ' + unit:>18} {'ratio to plain':>15} {'record bytes/step':>18}"
+    )
+    for name in variants:
+        t = statistics.median(times[name])
+        size = f"{sizes[name] / steps:>18.0f}" if name in sizes else f"{'-':>18}"
+        print(f"{name:<16} {t * 1e3:>18.3f} {t / plain:>15.2f} {size}")
+
+
+if __name__ == "__main__":
+    main()

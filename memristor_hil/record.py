@@ -1,0 +1,591 @@
+"""The experiment record: every batch applied and every read, in a file that survives kill -9.
+
+A record is one SQLite database in WAL mode. Each :meth:`Record.log_apply` or
+:meth:`Record.log_read` is one committed transaction, so once it returns the event is in the
+file: a process killed with SIGKILL afterwards loses nothing that was logged, and a kill in the
+middle of a commit loses only that one event (SQLite rolls the half-written transaction back
+when the file is next opened). Arrays are stored as a type byte plus their little-endian bytes
+(zlib-compressed where that pays), read back with ``numpy.frombuffer`` for a fixed list of
+numeric types: nothing in a record is ever unpickled or evaluated. Why SQLite and what
+survives what: ``docs/recording.md``.
+
+Writing: :meth:`Record.create` (usually through
+:class:`~memristor_hil.recording.RecordingCrossbar`). Reading: :meth:`Record.open`, then
+:meth:`Record.events`, :meth:`Record.batches`, :meth:`Record.reads` and :meth:`Record.readings`
+(every resistance reading with the pulses each cell had received when it was taken).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .pulses import SafetyLimits
+
+__all__ = ["Event", "Readings", "Record", "RecordError"]
+
+FORMAT = 1
+_SYNCHRONOUS = ("NORMAL", "FULL")
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('apply', 'read')),
+    time REAL NOT NULL,
+    duration REAL NOT NULL,
+    ncells INTEGER NOT NULL,
+    cells_encoding TEXT NOT NULL CHECK (cells_encoding IN ('diff', 'bitmap')),
+    cells BLOB NOT NULL,
+    pulses BLOB,
+    voltage BLOB,
+    width BLOB,
+    resistance BLOB,
+    error TEXT
+);
+"""
+
+
+class RecordError(ValueError):
+    """A record file is missing, not a record, or of an unknown format."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One logged event: a batch applied or a read.
+
+    Attributes
+    ----------
+    index : int
+        Position in the record, from 0.
+    kind : {"apply", "read"}
+    time : float
+        When the call started (Unix time, seconds).
+    duration : float
+        How long the call took, in seconds.
+    cells : numpy.ndarray
+        Row-major cell indices, in call order (int64).
+    rows, cols : numpy.ndarray
+        The same cells as row and column numbers.
+    pulses : numpy.ndarray or None
+        Pulses per cell (``apply`` only).
+    voltage, width : numpy.ndarray or None
+        Volt and seconds per cell (``apply`` only).
+    resistance : numpy.ndarray or None
+        Ohm per cell: the read-back of an ``apply`` (None without read-back) or the read,
+        exactly as the crossbar returned it (float32 or float64).
+    error : str or None
+        The error the call raised; the batch may then have been applied in part.
+    """
+
+    index: int
+    kind: str
+    time: float
+    duration: float
+    cells: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    pulses: np.ndarray | None
+    voltage: np.ndarray | None
+    width: np.ndarray | None
+    resistance: np.ndarray | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Readings:
+    """Every resistance reading of a record, flattened, in record order.
+
+    ``pulses[i]`` is how many pulses cell ``cells[i]`` had received since the record began
+    when ``resistance[i]`` was read (batches that raised are not counted). Select one cell's
+    history with ``readings.cells == c``, or use :meth:`by_cell`.
+    """
+
+    cells: np.ndarray
+    pulses: np.ndarray
+    resistance: np.ndarray
+    time: np.ndarray
+    event: np.ndarray
+
+    def by_cell(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """``{cell: (pulses, resistance)}``, each cell's readings in order."""
+        order = np.argsort(self.cells, kind="stable")
+        cells = self.cells[order]
+        starts = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]]) if cells.size else []
+        ends = np.r_[starts[1:], cells.size] if cells.size else []
+        return {
+            int(cells[s]): (self.pulses[order[s:e]], self.resistance[order[s:e]])
+            for s, e in zip(starts, ends, strict=True)
+        }
+
+
+# Blob format: one type code byte, then the array's little-endian bytes; a leading "z" means
+# the rest is a zlib stream of such a blob. Only these plain numeric types exist, so a blob can
+# never hold an object (there is nothing to unpickle or evaluate).
+_CODES = {
+    b"b": np.dtype("<i1"),
+    b"h": np.dtype("<i2"),
+    b"i": np.dtype("<i4"),
+    b"q": np.dtype("<i8"),
+    b"B": np.dtype("<u1"),
+    b"f": np.dtype("<f4"),
+    b"d": np.dtype("<f8"),
+}
+_TYPES = {dtype: code for code, dtype in _CODES.items()}
+
+
+def pack(array: np.ndarray, compress: bool = False) -> bytes:
+    """A 1-D numeric array as a type byte plus its little-endian bytes (zlib with ``compress``).
+
+    Measured (benchmarks/bench_record.py): zlib on float64 resistances costs about 1.6 ms per
+    5000 values and saves about 15 %, and ``np.save`` headers cost about 35 us each, so readings
+    are stored as plain bytes; cell lists are encoded compactly instead (:func:`_pack_cells`).
+    """
+    array = np.asarray(array)
+    dtype = array.dtype.newbyteorder("<")
+    code = _TYPES.get(dtype)
+    if code is None or array.ndim != 1:
+        raise ValueError(
+            f"records store 1-D int8/16/32/64, uint8, float32 or float64 arrays, not {dtype}"
+        )
+    data = code + array.astype(dtype, copy=False).tobytes()
+    return b"z" + zlib.compress(data, 1) if compress else data
+
+
+def unpack(blob: bytes) -> np.ndarray:
+    """Inverse of :func:`pack` (a new, writable array)."""
+    if blob[:1] == b"z":
+        blob = zlib.decompress(blob[1:])
+    dtype = _CODES.get(bytes(blob[:1]))
+    if dtype is None or (len(blob) - 1) % dtype.itemsize:
+        raise RecordError(f"damaged array in record (type byte {bytes(blob[:1])!r})")
+    return np.frombuffer(blob, dtype=dtype, offset=1).astype(dtype.newbyteorder("="))
+
+
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """Integers in the narrowest signed type that holds them."""
+    if values.size == 0:
+        return values.astype(np.int8)
+    lo, hi = int(values.min()), int(values.max())
+    for dtype in (np.int8, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return values.astype(dtype)
+    return values.astype(np.int64)
+
+
+def _pack_cells(flat: np.ndarray, ascending: bool | None = None) -> tuple[str, bytes]:
+    """Cells as a bitmap (strictly ascending and dense) or as differences (anything else)."""
+    flat = np.asarray(flat, dtype=np.int64)
+    if ascending is None:
+        ascending = bool(flat.size == 0 or np.all(flat[1:] > flat[:-1]))
+    # A bitmap needs last/8 bytes; differences need at least one byte per cell.
+    if ascending and flat.size and flat[-1] // 8 + 1 < flat.size:
+        mask = np.zeros(int(flat[-1]) + 1, dtype=bool)
+        mask[flat] = True
+        return "bitmap", pack(np.packbits(mask))
+    return "diff", pack(_narrow(np.diff(flat, prepend=0)))
+
+
+def _unpack_cells(encoding: str, blob: bytes) -> np.ndarray:
+    if encoding == "bitmap":
+        return np.flatnonzero(np.unpackbits(unpack(blob))).astype(np.int64)
+    return np.cumsum(unpack(blob), dtype=np.int64)
+
+
+def _pack_resistance(resistance: np.ndarray | None) -> bytes | None:
+    """Readings exactly as the crossbar gave them: float32 stays float32 (half the bytes)."""
+    if resistance is None:
+        return None
+    array = np.asarray(resistance).reshape(-1)
+    if array.dtype != np.float32:
+        array = array.astype(np.float64, copy=False)
+    return pack(array)
+
+
+def _pack_value(value: float | np.ndarray) -> bytes:
+    array = np.asarray(value, dtype=np.float64).reshape(-1)
+    return pack(array, compress=array.size > 1)
+
+
+def _expand(blob: bytes | None, size: int, dtype: type) -> np.ndarray | None:
+    if blob is None:
+        return None
+    array = unpack(blob).astype(dtype, copy=False)
+    return np.broadcast_to(array, (size,)).copy() if array.size == 1 else array
+
+
+class Record:
+    """An experiment record on disk; create one to write, open one to read.
+
+    Use :meth:`create` or :meth:`open`, not the constructor. A record is a context manager.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The record file.
+    """
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, writable: bool) -> None:
+        self.path = path
+        self._db = connection
+        self._writable = writable
+        self._meta = self._load_meta()
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        identity: str,
+        shape: tuple[int, int],
+        limits: SafetyLimits | None = None,
+        parameters: dict[str, Any] | None = None,
+        url: str | None = None,
+        synchronous: str = "NORMAL",
+    ) -> Record:
+        """Create a new record file (never overwrites one) and return it open for writing.
+
+        Parameters
+        ----------
+        path : path-like
+            The file to create; its folder is created if needed.
+        identity : str
+            The device's identity string.
+        shape : tuple of int
+            The crossbar's ``(rows, cols)``.
+        limits : SafetyLimits, optional
+            The crossbar's safety limits.
+        parameters : dict, optional
+            The run's parameters (JSON-serialisable), kept with the record.
+        url : str, optional
+            The URL the crossbar was opened with.
+        synchronous : {"NORMAL", "FULL"}
+            SQLite's ``synchronous`` setting. ``NORMAL`` (default) keeps every logged event
+            through a crash or kill of the process; ``FULL`` also through a power cut or
+            operating-system crash, at the cost of one fsync per event. See
+            ``docs/recording.md``.
+
+        Raises
+        ------
+        FileExistsError
+            If ``path`` exists: records are never overwritten.
+        """
+        synchronous = synchronous.upper()
+        if synchronous not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous={synchronous!r} must be one of {_SYNCHRONOUS}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Exclusive creation: a second writer or an old record is never overwritten.
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.close(fd)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={synchronous}")
+            rows, cols = (int(x) for x in shape)
+            meta = {
+                "format": FORMAT,
+                "created": time.time(),
+                "identity": identity,
+                "shape": [rows, cols],
+                "limits": asdict(limits or SafetyLimits()),
+                "parameters": parameters or {},
+                "url": url,
+                "synchronous": synchronous,
+            }
+            db.execute("BEGIN")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.executemany(
+                "INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.close()
+            raise
+        return cls(path, db, writable=True)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Record:
+        """Open an existing record for reading (also one left behind by a killed process).
+
+        Raises
+        ------
+        FileNotFoundError
+            If there is no such file.
+        RecordError
+            If the file is not a memristor-hil record.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no record at {path}")
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA query_only=ON")
+            return cls(path, db, writable=False)
+        except (sqlite3.DatabaseError, RecordError) as exc:
+            db.close()
+            raise RecordError(f"{path} is not a memristor-hil record ({exc})") from None
+
+    def _load_meta(self) -> dict[str, Any]:
+        try:
+            rows = self._db.execute("SELECT key, value FROM meta").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise RecordError(str(exc)) from None
+        meta = {key: json.loads(value) for key, value in rows}
+        if meta.get("format") != FORMAT:
+            raise RecordError(f"unknown record format {meta.get('format')!r}")
+        return meta
+
+    def close(self) -> None:
+        """Close the file. Safe to call twice."""
+        self._db.close()
+
+    def __enter__(self) -> Record:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Record {str(self.path)!r} {self.identity!r} {len(self)} events>"
+
+    # ------------------------------------------------------------------ description
+    @property
+    def identity(self) -> str:
+        """The device's identity string."""
+        return self._meta["identity"]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The crossbar's ``(rows, cols)``."""
+        rows, cols = self._meta["shape"]
+        return int(rows), int(cols)
+
+    @property
+    def limits(self) -> SafetyLimits:
+        """The crossbar's safety limits."""
+        return SafetyLimits(**self._meta["limits"])
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The run's parameters (a copy)."""
+        return json.loads(json.dumps(self._meta["parameters"]))
+
+    @property
+    def created(self) -> float:
+        """When the record was created (Unix time)."""
+        return float(self._meta["created"])
+
+    @property
+    def url(self) -> str | None:
+        """The URL the crossbar was opened with, if known."""
+        return self._meta.get("url")
+
+    @property
+    def synchronous(self) -> str:
+        """SQLite's ``synchronous`` setting the record was written with."""
+        return self._meta["synchronous"]
+
+    def update_parameters(self, **parameters: Any) -> None:
+        """Add or change run parameters (committed at once)."""
+        self._check_writable()
+        merged = {**self._meta["parameters"], **parameters}
+        text = json.dumps(merged)
+        self._db.execute("UPDATE meta SET value = ? WHERE key = 'parameters'", (text,))
+        self._meta["parameters"] = json.loads(text)
+
+    # ------------------------------------------------------------------ writing
+    def _check_writable(self) -> None:
+        if not self._writable:
+            raise RecordError(f"{self.path} was opened for reading; use Record.create to write")
+
+    def log_apply(
+        self,
+        cells: np.ndarray,
+        pulses: np.ndarray,
+        voltage: float | np.ndarray,
+        width: float | np.ndarray,
+        resistance: np.ndarray | None,
+        *,
+        started: float,
+        duration: float,
+        error: str | None = None,
+        ascending: bool | None = None,
+    ) -> int:
+        """Commit one applied batch; returns its event index.
+
+        ``pulses``, ``voltage`` and ``width`` may be single values shared by every cell.
+        ``ascending`` says the cells strictly ascend (computed when not given).
+        """
+        self._check_writable()
+        encoding, cell_blob = _pack_cells(cells, ascending)
+        cur = self._db.execute(
+            "INSERT INTO events (kind, time, duration, ncells, cells_encoding, cells, pulses, "
+            "voltage, width, resistance, error) VALUES ('apply', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                started,
+                duration,
+                len(cells),
+                encoding,
+                cell_blob,
+                pack(_narrow(np.asarray(pulses, dtype=np.int64).reshape(-1))),
+                _pack_value(voltage),
+                _pack_value(width),
+                _pack_resistance(resistance),
+                error,
+            ),
+        )
+        return int(cur.lastrowid) - 1
+
+    def log_read(
+        self,
+        cells: np.ndarray,
+        resistance: np.ndarray | None,
+        *,
+        started: float,
+        duration: float,
+        error: str | None = None,
+    ) -> int:
+        """Commit one read; returns its event index."""
+        self._check_writable()
+        encoding, cell_blob = _pack_cells(cells)
+        cur = self._db.execute(
+            "INSERT INTO events (kind, time, duration, ncells, cells_encoding, cells, resistance, "
+            "error) VALUES ('read', ?, ?, ?, ?, ?, ?, ?)",
+            (
+                started,
+                duration,
+                len(cells),
+                encoding,
+                cell_blob,
+                _pack_resistance(resistance),
+                error,
+            ),
+        )
+        return int(cur.lastrowid) - 1
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def counts(self) -> dict[str, int]:
+        """Number of events by kind, and of those that raised."""
+        out = {"apply": 0, "read": 0, "errors": 0}
+        for kind, n, errors in self._db.execute(
+            "SELECT kind, COUNT(*), COUNT(error) FROM events GROUP BY kind"
+        ):
+            out[kind] = int(n)
+            out["errors"] += int(errors)
+        return out
+
+    def time_span(self) -> tuple[float, float] | None:
+        """``(first start, last end)`` of the events, or None for an empty record."""
+        first, last = self._db.execute(
+            "SELECT MIN(time), MAX(time + duration) FROM events"
+        ).fetchone()
+        return None if first is None else (float(first), float(last))
+
+    def events(
+        self, kind: str | None = None, start: int = 0, stop: int | None = None
+    ) -> Iterator[Event]:
+        """Iterate over the events in order.
+
+        Parameters
+        ----------
+        kind : {"apply", "read"}, optional
+            Only events of this kind.
+        start, stop : int, optional
+            Only events with ``start <= index < stop`` (read from the file, nothing else is
+            decoded: cheap on long records).
+        """
+        query = (
+            "SELECT id, kind, time, duration, ncells, cells_encoding, cells, pulses, voltage, "
+            "width, resistance, error FROM events WHERE id > ?"
+        )
+        args: list[str | int] = [int(start)]
+        if stop is not None:
+            query += " AND id <= ?"
+            args.append(int(stop))
+        if kind is not None:
+            if kind not in ("apply", "read"):
+                raise ValueError(f"kind={kind!r} must be 'apply' or 'read'")
+            query += " AND kind = ?"
+            args.append(kind)
+        ncols = self.shape[1]
+        for row in self._db.execute(query + " ORDER BY id", args):
+            index, kind_, started, duration, ncells, encoding, cells = row[:7]
+            pulses, voltage, width, res, err = row[7:]
+            flat = _unpack_cells(encoding, cells)
+            rows, cols = np.divmod(flat, ncols)
+            yield Event(
+                index=int(index) - 1,
+                kind=kind_,
+                time=float(started),
+                duration=float(duration),
+                cells=flat,
+                rows=rows,
+                cols=cols,
+                pulses=_expand(pulses, ncells, np.int64),
+                voltage=_expand(voltage, ncells, np.float64),
+                width=_expand(width, ncells, np.float64),
+                resistance=None if res is None else unpack(res),
+                error=err,
+            )
+
+    def __iter__(self) -> Iterator[Event]:
+        return self.events()
+
+    def batches(self) -> Iterator[Event]:
+        """Iterate over the applied batches."""
+        return self.events("apply")
+
+    def reads(self) -> Iterator[Event]:
+        """Iterate over the reads."""
+        return self.events("read")
+
+    def readings(self) -> Readings:
+        """Every resistance reading with the pulse count its cell had reached (numpy arrays)."""
+        totals = np.zeros(self.shape[0] * self.shape[1], dtype=np.int64)
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("cells", "pulses", "r", "t", "e")}
+        for event in self.events():
+            if event.kind == "apply" and event.error is None:
+                np.add.at(totals, event.cells, event.pulses)
+            if event.resistance is None:
+                continue
+            parts["cells"].append(event.cells)
+            parts["pulses"].append(totals[event.cells])
+            parts["r"].append(event.resistance)
+            parts["t"].append(np.full(event.cells.size, event.time + event.duration))
+            parts["e"].append(np.full(event.cells.size, event.index, dtype=np.int64))
+
+        def cat(key: str, dtype: type) -> np.ndarray:
+            return np.concatenate(parts[key]) if parts[key] else np.empty(0, dtype)
+
+        return Readings(
+            cells=cat("cells", np.int64),
+            pulses=cat("pulses", np.int64),
+            resistance=cat("r", np.float64).astype(np.float64, copy=False),
+            time=cat("t", np.float64),
+            event=cat("e", np.int64),
+        )
+
+    def history(self, row: int, col: int) -> tuple[np.ndarray, np.ndarray]:
+        """One cell's readings: ``(pulses received so far, resistance)`` arrays."""
+        rows, cols = self.shape
+        if not (0 <= row < rows and 0 <= col < cols):
+            raise ValueError(f"cell ({row}, {col}) is outside the {rows}x{cols} crossbar")
+        readings = self.readings()
+        mask = readings.cells == row * cols + col
+        return readings.pulses[mask], readings.resistance[mask]

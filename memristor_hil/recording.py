@@ -1,0 +1,192 @@
+"""RecordingCrossbar: any Crossbar, with every batch and read committed to a :class:`Record`.
+
+A batch is *acknowledged* when :meth:`RecordingCrossbar.apply` returns: by then it has been
+applied by the wrapped crossbar and committed to the record, so it is in the file even if the
+process is killed the next instant. A call that raises is committed too, with its error (the
+device may have applied part of the batch), and the error is raised again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from .crossbar import Crossbar
+from .pulses import Cells, PulseBatch
+from .record import Record
+
+__all__ = ["RecordingCrossbar"]
+
+#: Methods of wrapped crossbars that change device state outside apply(): not forwarded.
+_UNRECORDED = frozenset({"restore", "load_state"})
+
+
+class RecordingCrossbar(Crossbar):
+    """Wraps a crossbar and records every batch applied and every read.
+
+    Parameters
+    ----------
+    inner : Crossbar
+        The crossbar that does the work (emulator, driver, anything).
+    record : Record or path-like
+        An open, writable :class:`Record`, or the path of a new record file to create
+        (an existing file is never overwritten).
+    parameters : dict, optional
+        The run's parameters, stored with a newly created record.
+    url : str, optional
+        The URL ``inner`` was opened with, stored with a newly created record.
+    synchronous : {"NORMAL", "FULL"}
+        Durability of a newly created record (see :meth:`Record.create`).
+    close_inner : bool
+        Close ``inner`` when this crossbar is closed (default True). The record is always
+        closed with it.
+
+    Examples
+    --------
+    >>> from memristor_hil import PulseBatch, open_crossbar
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "run.sqlite")
+    >>> with RecordingCrossbar(open_crossbar("emulator://?rows=2&cols=2"), path) as xbar:
+    ...     _ = xbar.apply(PulseBatch([0], [1], pulses=5), read_back=True)
+    >>> with Record.open(path) as record:
+    ...     len(record)
+    1
+    """
+
+    def __init__(
+        self,
+        inner: Crossbar,
+        record: Record | str | os.PathLike[str],
+        *,
+        parameters: dict[str, Any] | None = None,
+        url: str | None = None,
+        synchronous: str = "NORMAL",
+        close_inner: bool = True,
+    ) -> None:
+        if not isinstance(inner, Crossbar):
+            raise TypeError(f"RecordingCrossbar wraps a Crossbar, got {type(inner).__name__}")
+        super().__init__(inner.shape, limits=inner.limits, identity=inner.identity)
+        self._inner = inner
+        self._close_inner = close_inner
+        if isinstance(record, Record):
+            if record.shape != inner.shape:
+                raise ValueError(
+                    f"record {record.path} is for a {record.shape} crossbar, not {inner.shape}"
+                )
+            if parameters:
+                record.update_parameters(**parameters)
+            self._record = record
+        else:
+            self._record = Record.create(
+                record,
+                identity=inner.identity,
+                shape=inner.shape,
+                limits=inner.limits,
+                parameters=parameters,
+                url=url,
+                synchronous=synchronous,
+            )
+
+    @property
+    def inner(self) -> Crossbar:
+        """The wrapped crossbar."""
+        return self._inner
+
+    @property
+    def record(self) -> Record:
+        """The record being written."""
+        return self._record
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything not part of the Crossbar interface (an emulator's ``model``, ``params``, a
+        # driver's extras) comes from the wrapped crossbar, except what would change the
+        # devices behind the record's back: after such a call the record would no longer
+        # describe the devices (so, for example, mPES treats a recording crossbar as one that
+        # cannot be rewound, like hardware).
+        if name.startswith("__") or "_inner" not in self.__dict__:
+            raise AttributeError(name)
+        if name in _UNRECORDED:
+            raise AttributeError(
+                f"{name}() would change the devices without a record of it; call it on "
+                "RecordingCrossbar.inner if the record may stop matching the devices"
+            )
+        return getattr(self._inner, name)
+
+    def __repr__(self) -> str:
+        return f"<RecordingCrossbar {self._inner!r} -> {str(self._record.path)!r}>"
+
+    # ------------------------------------------------------------------ Crossbar hooks
+    def _apply(self, batch: PulseBatch, cells: Cells, read_back: bool) -> np.ndarray | None:
+        started = time.time()
+        clock = time.perf_counter()
+        try:
+            result = self._inner.apply(batch, read_back=read_back)
+        except Exception as exc:
+            self._log_apply(batch, cells, None, started, clock, f"{type(exc).__name__}: {exc}")
+            raise
+        self._log_apply(batch, cells, result, started, clock, None)
+        return result
+
+    def _log_apply(
+        self,
+        batch: PulseBatch,
+        cells: Cells,
+        result: np.ndarray | None,
+        started: float,
+        clock: float,
+        error: str | None,
+    ) -> None:
+        self._record.log_apply(
+            cells.flat,
+            batch.compact_pulses,
+            batch.voltage,
+            batch.width,
+            result,
+            started=started,
+            duration=time.perf_counter() - clock,
+            error=error,
+            ascending=cells.ascending,
+        )
+
+    def _logged_read(self, flat: np.ndarray, call: Any, *args: Any) -> np.ndarray:
+        started = time.time()
+        clock = time.perf_counter()
+        try:
+            result = call(*args)
+        except Exception as exc:
+            self._record.log_read(
+                flat,
+                None,
+                started=started,
+                duration=time.perf_counter() - clock,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            raise
+        self._record.log_read(
+            flat, result.reshape(-1), started=started, duration=time.perf_counter() - clock
+        )
+        return result
+
+    def _read(self, flat: np.ndarray) -> np.ndarray:
+        rows, cols = np.divmod(flat, self.shape[1])
+        return self._logged_read(flat, self._inner.read, rows, cols)
+
+    def _read_region(self, row: int, col: int, nrows: int, ncols: int) -> np.ndarray:
+        rows = np.arange(row, row + nrows)[:, None]
+        cols = np.arange(col, col + ncols)[None, :]
+        flat = (rows * self.shape[1] + cols).reshape(-1)
+        return self._logged_read(flat, self._inner.read_region, row, col, nrows, ncols)
+
+    def _read_all(self) -> np.ndarray:
+        flat = np.arange(self.size)
+        return self._logged_read(flat, self._inner.read_all)
+
+    def _close(self) -> None:
+        try:
+            if self._close_inner:
+                self._inner.close()
+        finally:
+            self._record.close()
