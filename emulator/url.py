@@ -13,17 +13,7 @@ from .crossbar import EmulatedCrossbar
 
 __all__ = ["open_emulator", "model_from_options"]
 
-_FLOAT_OPTIONS = (
-    "r0",
-    "r1",
-    "a",
-    "v_ref",
-    "a_slope",
-    "r_init",
-    "noise",
-    "reset_r3",
-    "reset_exponent",
-)
+_FLOAT_OPTIONS = PowerLaw.float_fields()
 _SIGMA_OPTIONS = {"sigma_r0": "r0", "sigma_r1": "r1", "sigma_a": "a", "sigma_r_init": "r_init"}
 _KNOWN = (
     "rows",

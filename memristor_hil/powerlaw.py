@@ -149,17 +149,7 @@ class PowerLaw:
             object.__setattr__(self, "variability", Variability(**self.variability))
         if isinstance(self.dtype, type) or isinstance(self.dtype, np.dtype):
             object.__setattr__(self, "dtype", np.dtype(self.dtype).name)
-        for name in (
-            "r0",
-            "r1",
-            "a",
-            "v_ref",
-            "a_slope",
-            "r_init",
-            "noise",
-            "reset_r3",
-            "reset_exponent",
-        ):
+        for name in self.float_fields():
             if not np.isfinite(getattr(self, name)):
                 raise ValueError(
                     f"PowerLaw parameter {name}={getattr(self, name)!r} must be finite"
@@ -182,6 +172,11 @@ class PowerLaw:
             raise ValueError(f"dtype={self.dtype!r} must be one of {sorted(_DTYPES)}")
 
     # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def float_fields(cls) -> tuple[str, ...]:
+        """Names of the real-valued parameters (those a URL or parameter file may set)."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.type == "float")
+
     @property
     def float_type(self) -> type[np.floating]:
         """The numpy floating type of states and resistances."""
