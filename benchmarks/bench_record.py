@@ -48,34 +48,13 @@ def run_standin(xbar, batches: list[PulseBatch]) -> float:
 
 
 def run_mpes(xbar, sim_time: float) -> float:
-    """Wall seconds per simulated second of a 100x100 mPES network learning on ``xbar``.
-
-    The network of shared/reference/baselines.md: sine -> pre (100) -> post (100) through a
-    learned neuron-to-neuron connection, error = post - input (100 neurons), dt = 1 ms.
-    """
-    import nengo
+    """Wall seconds per simulated second of bench_mpes.py's 100x100 network learning on ``xbar``
+    (the network of shared/reference/baselines.md)."""
+    from bench_mpes import build, wall_time
 
     from memristor_hil import mPES
 
-    with nengo.Network(seed=0) as net:
-        stim = nengo.Node(lambda t: np.sin(2 * np.pi * t))
-        pre = nengo.Ensemble(100, 1)
-        post = nengo.Ensemble(100, 1)
-        error = nengo.Ensemble(100, 1)
-        nengo.Connection(stim, pre)
-        conn = nengo.Connection(
-            pre.neurons,
-            post.neurons,
-            transform=np.zeros((100, 100)),
-            learning_rule_type=mPES(crossbar=xbar),
-        )
-        nengo.Connection(post, error)
-        nengo.Connection(stim, error, transform=-1)
-        nengo.Connection(error, conn.learning_rule)
-    with nengo.Simulator(net, progress_bar=False) as sim:
-        start = time.perf_counter()
-        sim.run(sim_time)
-        return (time.perf_counter() - start) / sim_time
+    return wall_time(build(100, mPES(crossbar=xbar)), sim_time) / sim_time
 
 
 def make_variant(name: str, folder: Path, counter: list[int], url: str = URL):

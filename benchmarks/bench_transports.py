@@ -91,32 +91,14 @@ def transport_table(urls: dict[str, str], repeats: int) -> None:
 
 def mpes_table(urls: dict[str, str], sim_time: float) -> None:
     """Wall time of the 100x100 network of reference/baselines.md with mPES on each backend."""
-    import nengo
+    from bench_mpes import build, wall_time
     from memristor_hil.drivers import SerialCrossbar, VisaCrossbar
 
     from memristor_hil import mPES
 
     def run(crossbar) -> float:
-        n_pre, n_post = SHAPE[0], SHAPE[1] // 2
-        with nengo.Network(seed=0) as net:
-            stim = nengo.Node(lambda t: np.sin(2 * np.pi * t))
-            pre = nengo.Ensemble(n_pre, 1)
-            post = nengo.Ensemble(n_post, 1)
-            error = nengo.Ensemble(100, 1)
-            nengo.Connection(stim, pre)
-            conn = nengo.Connection(
-                pre.neurons,
-                post.neurons,
-                transform=np.zeros((n_post, n_pre)),
-                learning_rule_type=mPES(crossbar=crossbar),
-            )
-            nengo.Connection(post, error)
-            nengo.Connection(stim, error, transform=-1)
-            nengo.Connection(error, conn.learning_rule)
-        with nengo.Simulator(net, progress_bar=False) as sim:
-            start = time.perf_counter()
-            sim.run(sim_time)
-            return time.perf_counter() - start
+        # bench_mpes.py's network (shared/reference/baselines.md), SHAPE[0] neurons each side
+        return wall_time(build(SHAPE[0], mPES(crossbar=crossbar)), sim_time)
 
     print(f"\n{SHAPE[0]}x{SHAPE[1] // 2} Nengo network with mPES, {sim_time} s simulated (dt 1 ms)")
     base = None
