@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from memristor_hil import PulseBatch, open_crossbar
-from memristor_hil.recording import RecordingCrossbar
+from memristor_hil.lab.recording import RecordingCrossbar
 
 URL = "emulator://?rows=100&cols=200&seed=1&sigma=0.15"
 #: mPES's default device model is float32; the recorded readings are then float32 too.

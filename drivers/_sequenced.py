@@ -13,7 +13,6 @@ from typing import Protocol
 
 import numpy as np
 
-from memristor_hil import wire
 from memristor_hil.crossbar import Crossbar
 from memristor_hil.errors import (
     ConnectionLostError,
@@ -23,8 +22,9 @@ from memristor_hil.errors import (
     InvalidBatchError,
     ProtocolError,
 )
+from memristor_hil.protocol import messages as wire
+from memristor_hil.protocol.messages import Op, Status
 from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
-from memristor_hil.wire import Op, Status
 
 __all__ = ["Link", "LinkTimeout", "SequencedCrossbar"]
 
@@ -122,7 +122,7 @@ class SequencedCrossbar(Crossbar):
                 f"a batch may name at most {wire.MAX_CELLS} cells; split this one "
                 f"({len(cells.flat)} cells)"
             )
-        body = wire.encode_batch(batch, cells, self.shape[1], read_back)
+        body = wire.encode_batch(batch, cells, read_back)
         try:
             reply = self._call(Op.APPLY, body)
         except CrossbarError:

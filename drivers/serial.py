@@ -9,10 +9,10 @@ from typing import Any
 
 import serial
 
-from memristor_hil.framing import FrameDecoder, FrameFault, encode_frame
+from memristor_hil.protocol.framing import FrameDecoder, FrameFault, encode_frame
+from memristor_hil.protocol.messages import Op
 from memristor_hil.pulses import SafetyLimits
-from memristor_hil.urls import query_options
-from memristor_hil.wire import Op
+from memristor_hil.url_options import query_options
 
 from ._sequenced import LinkTimeout, SequencedCrossbar
 

@@ -9,10 +9,10 @@ from pyvisa import constants
 from pyvisa.errors import VisaIOError
 
 from memristor_hil.errors import ConnectionLostError
+from memristor_hil.protocol.messages import Op
+from memristor_hil.protocol.scpi import block_message, encode_command, read_block
 from memristor_hil.pulses import SafetyLimits
-from memristor_hil.scpi import block_message, encode_command, read_block
-from memristor_hil.urls import query_options
-from memristor_hil.wire import Op
+from memristor_hil.url_options import query_options
 
 from ._sequenced import LinkTimeout, SequencedCrossbar
 

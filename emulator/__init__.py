@@ -1,6 +1,6 @@
-"""The emulator: an in-process crossbar of power-law devices, and the service that serves one
-over the wire protocol (``memristor-hil emulate``; :mod:`.service`, :mod:`.serial_service`,
-:mod:`.tcp_service`)."""
+"""The emulator: an in-process crossbar of power-law devices (:mod:`.crossbar`, with its
+compiled kernels in :mod:`.kernels` and ``emulator://`` URLs in :mod:`.url`), and the service
+that serves one over the wire protocol (:mod:`.service`; ``memristor-hil emulate``)."""
 
 from .crossbar import EmulatedCrossbar
 

@@ -8,12 +8,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from memristor_hil import kernels
 from memristor_hil.crossbar import Crossbar
 from memristor_hil.errors import InvalidBatchError
 from memristor_hil.powerlaw import DeviceParameters, PowerLaw
-from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
+from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits, outside_error
+
+from . import kernels
 
 __all__ = ["EmulatedCrossbar"]
 
@@ -57,7 +59,7 @@ class EmulatedCrossbar(Crossbar):
         seed: int | None = None,
         limits: SafetyLimits | None = None,
     ) -> None:
-        self.model = model or PowerLaw()
+        self._model = model or PowerLaw()
         super().__init__(
             (rows, cols),
             limits=limits,
@@ -65,12 +67,23 @@ class EmulatedCrossbar(Crossbar):
         )
         self.seed = seed
         device_seed, noise_seed = np.random.SeedSequence(seed).spawn(2)
-        self.params, self._n = self.model.sample_devices(
+        self.params, self._n = self._model.sample_devices(
             self.size, np.random.default_rng(device_seed)
         )
         self._noise_rng = np.random.default_rng(noise_seed)
         self._n_min = self.params.n_min
         self._ratio_cache: dict[float, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ capabilities
+    @property
+    def model(self) -> PowerLaw:
+        """The device model the cells are drawn from."""
+        return self._model
+
+    @property
+    def can_restore(self) -> bool:
+        """Always True: an emulator can return to any :meth:`snapshot`."""
+        return True
 
     # ------------------------------------------------------------------ state
     @property
@@ -82,19 +95,34 @@ class EmulatedCrossbar(Crossbar):
         """``a / a(V)`` per device (single entry when shared); cached per voltage."""
         ratio = self._ratio_cache.get(voltage)
         if ratio is None:
-            a_v = self.model.exponent(voltage, self.params)
+            a_v = self._model.exponent(voltage, self.params)
             if np.any(a_v >= 0):
                 raise InvalidBatchError(
                     f"the model's exponent a(V) is not negative at {voltage} V: "
                     "no SET is possible at that voltage"
                 )
             ratio = np.asarray(self.params.a / a_v, dtype=self._n.dtype)
-            if voltage == self.model.v_ref:
+            if voltage == self._model.v_ref:
                 ratio = np.ones(1, dtype=self._n.dtype)
             self._ratio_cache[voltage] = ratio
         return ratio
 
     # ------------------------------------------------------------------ Crossbar hooks
+    def _locate(self, rows: ArrayLike, cols: ArrayLike) -> Cells:
+        # The base class's NumPy check, in one compiled pass that also finds whether the
+        # cells ascend (the fast path of _apply).
+        if type(rows) is not np.ndarray or type(cols) is not np.ndarray:
+            return super()._locate(rows, cols)
+        if rows.ndim != 1 or rows.shape != cols.shape or rows.dtype.kind not in "iu":
+            return super()._locate(rows, cols)
+        if cols.dtype.kind not in "iu":
+            return super()._locate(rows, cols)
+        out = np.empty(rows.shape[0], dtype=np.intp)
+        bad, ascending = kernels.flat_indices(rows, cols, self.shape[0], self.shape[1], out)
+        if bad >= 0:
+            raise outside_error(rows, cols, bad, self.shape)
+        return Cells(out, ascending)
+
     def _apply(self, batch: PulseBatch, cells: Cells, read_back: bool) -> np.ndarray | None:
         flat = cells.flat
         voltage = batch.voltage
@@ -115,7 +143,7 @@ class EmulatedCrossbar(Crossbar):
             batch.compact_pulses,
             self._n_min,
             ratio,
-            self.model.noise,
+            self._model.noise,
             draws,
             new_n,
         )
@@ -126,14 +154,14 @@ class EmulatedCrossbar(Crossbar):
         return self._read(flat)
 
     def _draws(self, count: int) -> np.ndarray:
-        if self.model.noise > 0:
+        if self._model.noise > 0:
             return self._noise_rng.standard_normal(count)
         return _EMPTY
 
     def _apply_general(self, batch: PulseBatch, flat: np.ndarray) -> None:
         """Per-cell voltages or RESET pulses, through the numpy reference model."""
         voltage = np.broadcast_to(np.asarray(batch.voltage, dtype=float), (len(flat),))
-        if np.any(voltage < 0) and not self.model.reset:
+        if np.any(voltage < 0) and not self._model.reset:
             raise InvalidBatchError(
                 "negative (RESET) voltages need a model with reset=True; this emulator's model "
                 "has only the SET branch"
@@ -141,14 +169,14 @@ class EmulatedCrossbar(Crossbar):
         for v in np.unique(voltage[voltage > 0]):
             self._ratio(float(v))  # raises, before any state changes, where a(V) >= 0
         pulses = batch.pulses
-        draws = self._draws(len(flat)) if self.model.noise > 0 else None
+        draws = self._draws(len(flat)) if self._model.noise > 0 else None
         # Apply entry by entry in order of first appearance, so duplicates accumulate exactly.
         remaining = np.arange(len(flat))
         while remaining.size:
             cells, first = np.unique(flat[remaining], return_index=True)
             take = remaining[first]
             params = _gather(self.params, cells) if self.params.per_device else self.params
-            self._n[cells] = self.model.after_pulses(
+            self._n[cells] = self._model.after_pulses(
                 self._n[cells],
                 pulses[take],
                 voltage[take],
@@ -204,7 +232,7 @@ class EmulatedCrossbar(Crossbar):
             "format": _STATE_FORMAT,
             "shape": list(self.shape),
             "seed": self.seed,
-            "model": self.model.to_dict(),
+            "model": self._model.to_dict(),
             "noise_rng": self._noise_rng.bit_generator.state,
         }
         arrays = {

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from memristor_hil.powerlaw import PowerLaw, Variability
-from memristor_hil.urls import query_options
+from memristor_hil.url_options import query_options
 
 from .crossbar import EmulatedCrossbar
 
@@ -65,10 +65,18 @@ def open_emulator(url: str, **overrides: Any) -> EmulatedCrossbar:
     ``r0``, ``r1``, ``a``, ``v_ref``, ``a_slope``, ``r_init``, ``noise``, ``reset``, ``dtype``;
     variability as ``sigma`` (all parameters) or ``sigma_r0``, ``sigma_r1``, ``sigma_a``,
     ``sigma_r_init``; and ``params=FILE`` for a fitted parameter file. Keyword arguments
-    override the query.
+    override the query; the keyword ``model=PowerLaw(...)`` gives the whole device model
+    instead of its fields.
     """
     _, options = query_options(url)
     options.update(overrides)
+    model = options.pop("model", None)
+    if model is not None:
+        if not isinstance(model, PowerLaw):
+            raise TypeError(f"model= takes a PowerLaw, got {type(model).__name__}")
+        fields = sorted(set(options) - {"rows", "cols", "seed"})
+        if fields:
+            raise ValueError(f"give the device model as model= or as options {fields}, not both")
     unknown = sorted(set(options) - set(_KNOWN))
     if unknown:
         raise ValueError(f"unknown emulator:// options {unknown}; known: {', '.join(_KNOWN)}")
@@ -78,4 +86,6 @@ def open_emulator(url: str, **overrides: Any) -> EmulatedCrossbar:
         seed = None if options.get("seed") in (None, "") else int(options["seed"])
     except (TypeError, ValueError) as exc:
         raise ValueError(f"rows, cols and seed must be integers in {url!r}: {exc}") from None
-    return EmulatedCrossbar(rows, cols, model_from_options(options), seed=seed)
+    if model is None:
+        model = model_from_options(options)
+    return EmulatedCrossbar(rows, cols, model, seed=seed)

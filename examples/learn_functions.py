@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memristor_hil import function_learning as fl
+from memristor_hil.experiments import function_learning as fl
 
 FUNCTIONS = {"x": lambda x: x, "x^2": lambda x: x**2}
 

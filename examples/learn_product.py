@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memristor_hil import function_learning as fl
+from memristor_hil.experiments import function_learning as fl
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,14 +3,23 @@
 The public names: :class:`PowerLaw` (device model), :class:`PulseBatch` and
 :class:`SafetyLimits` (what is sent), :class:`Crossbar` (the device abstraction layer every
 backend implements), :func:`open_crossbar` (a URL picks the backend), the exceptions, and
-:class:`mPES` (the Nengo learning rule; imported on first use, so ``import memristor_hil`` does
-not import Nengo).
+:class:`mPES` with :class:`Layout` (the Nengo learning rule; imported on first use, so
+``import memristor_hil`` imports neither Nengo nor numba).
+
+The packages, one layer each (``docs/architecture.md`` draws how they connect):
+``memristor_hil.learning`` (the Nengo rule), ``memristor_hil.lab`` (records, characterize,
+fit), ``memristor_hil.experiments`` (the published tasks), ``memristor_hil.protocol`` (the wire
+codec), ``memristor_hil.drivers`` (hardware backends), ``memristor_hil.emulator`` (the
+in-process emulator and the emulator service), ``memristor_hil.cli`` (the command line).
 """
 
 from typing import Any
 
+from .backends import open_crossbar, register_scheme
 from .crossbar import Crossbar
 from .errors import (
+    AddressError,
+    ConnectionLostError,
     CrossbarClosedError,
     CrossbarError,
     CrossbarTimeoutError,
@@ -18,14 +27,16 @@ from .errors import (
     InvalidBatchError,
     ProtocolError,
     SafetyLimitError,
+    UnsupportedError,
 )
 from .powerlaw import DeviceParameters, PowerLaw, Variability
 from .pulses import PulseBatch, SafetyLimits
-from .urls import open_crossbar, register_scheme
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AddressError",
+    "ConnectionLostError",
     "Crossbar",
     "CrossbarClosedError",
     "CrossbarError",
@@ -39,13 +50,15 @@ __all__ = [
     "PulseBatch",
     "SafetyLimitError",
     "SafetyLimits",
+    "UnsupportedError",
     "Variability",
-    "open_crossbar",
     "mPES",
+    "open_crossbar",
     "register_scheme",
 ]
 
-_LAZY = {"mPES": "memristor_hil.mpes", "Layout": "memristor_hil.mpes_layout"}
+#: Names imported on first use (they import Nengo and numba).
+_LAZY = {"mPES": "memristor_hil.learning", "Layout": "memristor_hil.learning"}
 
 
 def __getattr__(name: str) -> Any:
@@ -58,3 +71,8 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """Every public name, the lazy ones too (so ``help(memristor_hil)`` lists them)."""
+    return sorted(set(globals()) | set(_LAZY))

@@ -4,18 +4,35 @@
 array, safety limits) and hands checked requests to the backend's ``_apply``, ``_read`` and
 ``_read_all``. A backend never sees a request that failed a check, so a bad request leaves
 every device untouched.
+
+Besides the operations every backend has, the interface declares the optional capabilities
+that tools above it use, each with a default that says "not available":
+
+- :attr:`Crossbar.model`: the device model behind the cells, when the backend knows it (an
+  emulator does); ``None`` otherwise. ``memristor-hil info`` shows it and mPES maps
+  resistances to conductances with it.
+- :attr:`Crossbar.can_restore`, :meth:`Crossbar.snapshot`, :meth:`Crossbar.restore`: return
+  every device to an earlier state; Nengo's ``sim.reset()`` needs it. Real devices cannot be
+  un-pulsed, so the defaults say False and raise :class:`UnsupportedError`.
+
+A wrapper (a recording, say) forwards exactly these, so nothing is reached by probing for
+attributes.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .errors import CrossbarClosedError, InvalidBatchError
+from .errors import AddressError, CrossbarClosedError, InvalidBatchError, UnsupportedError
 from .pulses import Cells, PulseBatch, SafetyLimits, cell_indices
+
+if TYPE_CHECKING:
+    from .powerlaw import PowerLaw
 
 __all__ = ["Crossbar"]
 
@@ -75,6 +92,37 @@ class Crossbar(ABC):
         """True once :meth:`close` has been called."""
         return self._closed
 
+    # ------------------------------------------------------------------ optional capabilities
+    @property
+    def model(self) -> PowerLaw | None:
+        """The device model behind the cells, if the backend knows it (an emulator); else None."""
+        return None
+
+    @property
+    def can_restore(self) -> bool:
+        """True when :meth:`snapshot` and :meth:`restore` work (an emulator; not hardware)."""
+        return False
+
+    def snapshot(self) -> Any:
+        """An opaque copy of every device's state, for :meth:`restore`.
+
+        Raises
+        ------
+        UnsupportedError
+            If the backend cannot return its devices to an earlier state (hardware).
+        """
+        raise UnsupportedError(f"{self!r} cannot take a snapshot of its devices")
+
+    def restore(self, snapshot: Any) -> None:
+        """Return every device to the state a :meth:`snapshot` of this crossbar recorded.
+
+        Raises
+        ------
+        UnsupportedError
+            If the backend cannot return its devices to an earlier state (hardware).
+        """
+        raise UnsupportedError(f"{self!r} cannot restore its devices to an earlier state")
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return (
@@ -101,13 +149,14 @@ class Crossbar(ABC):
         self._check_open()
         if not isinstance(batch, PulseBatch):
             raise InvalidBatchError(f"apply() takes a PulseBatch, got {type(batch).__name__}")
-        cells = batch.locate(self._shape, self._limits)
+        batch.check(self._limits)
+        cells = self._locate(batch.rows, batch.cols)
         return self._apply(batch, cells, read_back)
 
     def read(self, rows: ArrayLike, cols: ArrayLike) -> np.ndarray:
         """Resistances of the cells ``(rows[i], cols[i])``, shape ``(len(rows),)``."""
         self._check_open()
-        return self._read(cell_indices(rows, cols, self._shape).flat)
+        return self._read(self._locate(rows, cols).flat)
 
     def read_region(self, row: int, col: int, nrows: int, ncols: int) -> np.ndarray:
         """Resistances of the ``nrows x ncols`` block whose top-left cell is ``(row, col)``."""
@@ -120,7 +169,7 @@ class Crossbar(ABC):
             and 0 <= col
             and col + ncols <= self._shape[1]
         ):
-            raise InvalidBatchError(
+            raise AddressError(
                 f"region rows {row}..{row + nrows - 1}, cols {col}..{col + ncols - 1} is outside "
                 f"the {self._shape[0]}x{self._shape[1]} crossbar"
             )
@@ -153,6 +202,14 @@ class Crossbar(ABC):
             raise CrossbarClosedError(f"{self!r} is closed")
 
     # ------------------------------------------------------------------ backend hooks
+    def _locate(self, rows: ArrayLike, cols: ArrayLike) -> Cells:
+        """Row-major indices of the cells named, checked to lie inside the crossbar.
+
+        A backend may override this with a faster equivalent (the emulator's compiled
+        loop); it must raise :class:`AddressError` for a cell outside the crossbar.
+        """
+        return cell_indices(rows, cols, self._shape)
+
     @abstractmethod
     def _apply(self, batch: PulseBatch, cells: Cells, read_back: bool) -> np.ndarray | None:
         """Apply a checked batch; ``cells`` holds its row-major cell indices."""

@@ -18,11 +18,22 @@ class InvalidBatchError(CrossbarError, ValueError):
     """
 
 
+class AddressError(InvalidBatchError):
+    """A cell or region lies outside the crossbar.
+
+    Raised before anything reaches a device: the crossbar is left untouched.
+    """
+
+
 class SafetyLimitError(InvalidBatchError):
     """A voltage, pulse width or pulse count lies outside the crossbar's safety limits.
 
     Raised before anything reaches a device: the crossbar is left untouched.
     """
+
+
+class UnsupportedError(CrossbarError, NotImplementedError):
+    """The backend lacks an optional capability (see :class:`Crossbar`'s ``can_restore``)."""
 
 
 class DeviceError(CrossbarError):

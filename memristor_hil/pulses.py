@@ -1,18 +1,22 @@
-"""Pulse batches and the safety limits they are checked against."""
+"""Pulse batches and the safety limits they are checked against.
+
+Pure NumPy: the device abstraction layer imports no compiled kernels. A backend with a faster
+way to turn addresses into cell indices (the emulator's compiled loop) overrides
+:meth:`memristor_hil.Crossbar._locate`; the checks stay the same.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, fields
 from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .errors import InvalidBatchError, SafetyLimitError
-from .kernels import flat_indices
+from .errors import AddressError, InvalidBatchError, SafetyLimitError
 
-__all__ = ["Cells", "PulseBatch", "SafetyLimits", "cell_indices"]
+__all__ = ["Cells", "PulseBatch", "SafetyLimits", "cell_indices", "outside_error"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,22 @@ class SafetyLimits:
             raise ValueError(f"max_pulses={self.max_pulses} must be in [1, 2**31 - 1]")
         if not (0 < self.compliance < np.inf):
             raise ValueError(f"compliance={self.compliance} must be positive")
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The fields in their fixed order (the order of :meth:`as_tuple` and the wire)."""
+        return tuple(f.name for f in fields(cls))
+
+    def as_tuple(self) -> tuple[float, float, float, float, int, float]:
+        """The fields as a tuple, in :meth:`field_names` order."""
+        return astuple(self)  # type: ignore[return-value]
+
+    @classmethod
+    def from_tuple(cls, values: tuple | list | np.ndarray) -> SafetyLimits:
+        """The inverse of :meth:`as_tuple` (``max_pulses`` made an int)."""
+        kwargs = {name: float(value) for name, value in zip(cls.field_names(), values, strict=True)}
+        kwargs["max_pulses"] = int(kwargs["max_pulses"])
+        return cls(**kwargs)  # type: ignore[arg-type]
 
     def check_voltage(self, voltage: np.ndarray | float) -> None:
         """Raise :class:`SafetyLimitError` unless every voltage is non-zero and within limits."""
@@ -239,8 +259,19 @@ class PulseBatch:
 
         Raises
         ------
-        InvalidBatchError
+        AddressError
             If a cell lies outside ``shape``.
+        SafetyLimitError
+            If a voltage, width or pulse count is outside ``limits``.
+        """
+        self.check(limits)
+        return cell_indices(self.rows, self.cols, shape)
+
+    def check(self, limits: SafetyLimits) -> None:
+        """Check voltages, widths and pulse counts against ``limits``.
+
+        Raises
+        ------
         SafetyLimitError
             If a voltage, width or pulse count is outside ``limits``.
         """
@@ -251,7 +282,6 @@ class PulseBatch:
                 f"{self._max_pulses} pulses on one cell exceed the limit of "
                 f"{limits.max_pulses} per batch"
             )
-        return cell_indices(self.rows, self.cols, shape)
 
     def coalesced(self) -> PulseBatch:
         """The same batch with each cell named once (pulses summed), cells in row-major order.
@@ -276,7 +306,7 @@ def cell_indices(rows: ArrayLike, cols: ArrayLike, shape: tuple[int, int]) -> Ce
 
     Raises
     ------
-    InvalidBatchError
+    AddressError
         Naming the first cell outside the crossbar.
     """
     rows = _as_index_array(rows, "rows")
@@ -285,14 +315,26 @@ def cell_indices(rows: ArrayLike, cols: ArrayLike, shape: tuple[int, int]) -> Ce
         raise InvalidBatchError(
             f"rows ({rows.shape[0]}) and cols ({cols.shape[0]}) differ in length"
         )
-    out = np.empty(rows.shape[0], dtype=np.intp)
-    bad, ascending = flat_indices(rows, cols, shape[0], shape[1], out)
-    if bad >= 0:
-        raise InvalidBatchError(
-            f"cell ({int(rows[bad])}, {int(cols[bad])}) is outside the "
-            f"{shape[0]}x{shape[1]} crossbar"
-        )
-    return Cells(out, ascending)
+    if rows.shape[0] == 0:
+        return Cells(np.empty(0, dtype=np.intp), True)
+    nrows, ncols = shape
+    if rows.min() < 0 or rows.max() >= nrows or cols.min() < 0 or cols.max() >= ncols:
+        outside = (rows < 0) | (rows >= nrows) | (cols < 0) | (cols >= ncols)
+        raise outside_error(rows, cols, int(np.argmax(outside)), shape)
+    flat = rows.astype(np.intp) * ncols
+    flat += cols
+    ascending = bool(np.all(flat[1:] > flat[:-1]))
+    return Cells(flat, ascending)
+
+
+def outside_error(
+    rows: np.ndarray, cols: np.ndarray, index: int, shape: tuple[int, int]
+) -> AddressError:
+    """The error for batch entry ``index``, which lies outside ``shape``."""
+    return AddressError(
+        f"cell ({int(rows[index])}, {int(cols[index])}) is outside the "
+        f"{shape[0]}x{shape[1]} crossbar"
+    )
 
 
 def _describe(value: float | np.ndarray) -> str:

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 from memristor_hil import PulseBatch, open_crossbar
-from memristor_hil.recording import RecordingCrossbar
+from memristor_hil.lab.recording import RecordingCrossbar
 
 URL = "emulator://?rows=30&cols=40&seed=5&sigma=0.15"
 

@@ -10,7 +10,7 @@ import pytest
 
 from memristor_hil import open_crossbar
 from memristor_hil.cli import main
-from memristor_hil.record import Record
+from memristor_hil.lab.record import Record
 
 URL = "emulator://?rows=6&cols=5&seed=9&sigma=0.15"
 

@@ -8,9 +8,9 @@ from service_process import ServiceProcess
 from test_cli_bench import cli
 
 from memristor_hil import open_crossbar
-from memristor_hil.characterize import characterize, parse_cells
-from memristor_hil.fitting import fit_record
-from memristor_hil.record import Record
+from memristor_hil.lab.characterize import characterize, parse_cells
+from memristor_hil.lab.fitting import fit_record
+from memristor_hil.lab.record import Record
 
 URL = "emulator://?rows=6&cols=5&seed=9&sigma=0.15"
 

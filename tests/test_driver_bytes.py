@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from memristor_hil.drivers import SerialCrossbar
 
-from memristor_hil import DeviceError, ProtocolError, PulseBatch, SafetyLimits, wire
-from memristor_hil.framing import FrameDecoder, encode_frame
-from memristor_hil.wire import Op, Status
+from memristor_hil import DeviceError, ProtocolError, PulseBatch, SafetyLimits
+from memristor_hil.protocol import messages as wire
+from memristor_hil.protocol.framing import FrameDecoder, encode_frame
+from memristor_hil.protocol.messages import Op, Status
 
 INFO = wire.DeviceInfo(2, 3, SafetyLimits(), "acme,xbar-2x3,1,fw1", last_seq=41)
 R = np.array([1.5e8, 2.5e7])

@@ -8,9 +8,9 @@ from memristor_hil.emulator import EmulatedCrossbar
 from memristor_hil.emulator.url import model_from_options
 
 from memristor_hil import PowerLaw, open_crossbar
-from memristor_hil.characterize import characterize, parse_cells, read_schedule
-from memristor_hil.fitting import fit_device, fit_devices, fit_record
-from memristor_hil.record import Record
+from memristor_hil.lab.characterize import characterize, parse_cells, read_schedule
+from memristor_hil.lab.fitting import fit_device, fit_devices, fit_record
+from memristor_hil.lab.record import Record
 
 SIGMA = 0.15
 # 400 devices: the sample spread of 400 draws is within about 3.5 % (one sd) of the sigma

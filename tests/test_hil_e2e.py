@@ -32,12 +32,12 @@ from memristor_hil import (
     SafetyLimitError,
     SafetyLimits,
     open_crossbar,
-    wire,
 )
 from memristor_hil.errors import ConnectionLostError
-from memristor_hil.framing import FrameDecoder, encode_frame
-from memristor_hil.scpi import encode_command, read_block
-from memristor_hil.wire import Op, Status
+from memristor_hil.protocol import messages as wire
+from memristor_hil.protocol.framing import FrameDecoder, encode_frame
+from memristor_hil.protocol.messages import Op, Status
+from memristor_hil.protocol.scpi import encode_command, read_block
 
 STEPS = 120
 

@@ -24,12 +24,24 @@ class CountingCrossbar(Crossbar):
     def __init__(self, inner: EmulatedCrossbar, restorable: bool = True) -> None:
         super().__init__(inner.shape, limits=inner.limits, identity=f"counting:{inner.identity}")
         self.inner = inner
-        self.model = inner.model
+        self.restorable = restorable
         self.batches: list[PulseBatch] = []
         self.reads = 0
-        if restorable:
-            self.snapshot = inner.snapshot
-            self.restore = inner.restore
+
+    # the optional capabilities, declared as the Crossbar interface asks
+    @property
+    def model(self):
+        return self.inner.model
+
+    @property
+    def can_restore(self):
+        return self.restorable
+
+    def snapshot(self):
+        return self.inner.snapshot() if self.restorable else super().snapshot()
+
+    def restore(self, snapshot):
+        return self.inner.restore(snapshot) if self.restorable else super().restore(snapshot)
 
     def _apply(self, batch, cells, read_back):
         # the operator reuses its buffers, so keep a copy of what was sent
@@ -167,6 +179,79 @@ def test_stochastic_pulse_policy_skips_small_updates_reproducibly():
     assert mse < 0.05
     # far fewer pulses than one per active synapse and pulsed post neuron
     assert first[0].sum() < 0.5 * 40 * active.sum()
+
+
+def test_stochastic_simulators_stepped_in_turn_reproduce_their_separate_runs():
+    """Each operator draws from its own generator: interleaving two simulators in one thread
+    changes neither run."""
+
+    nets = []
+    for seed in (1, 2):
+        net = channel_net(mPES(pulses="stochastic", max_pulses=10), seed=seed)
+        with net:
+            net.p_pulses = nengo.Probe(net.conn.learning_rule, "pulses")
+        nets.append(net)
+    alone = []
+    for net in nets:
+        with nengo.Simulator(net, progress_bar=False) as sim:
+            sim.run_steps(300)
+            alone.append((sim.data[net.p_pulses].copy(), sim.data[net.p_weights].copy()))
+    sims = [nengo.Simulator(net, progress_bar=False) for net in nets]
+    try:
+        for _ in range(300):
+            for sim in sims:
+                sim.step()
+        together = [
+            (sim.data[net.p_pulses], sim.data[net.p_weights])
+            for sim, net in zip(sims, nets, strict=True)
+        ]
+    finally:
+        for sim in sims:
+            sim.close()
+    assert alone[0][0].sum() > 0 and not np.array_equal(alone[0][0], alone[1][0])
+    for (p_alone, w_alone), (p_both, w_both) in zip(alone, together, strict=True):
+        assert np.array_equal(p_alone, p_both)
+        assert np.array_equal(w_alone, w_both)
+
+
+def test_a_crossbar_mpes_opened_closes_with_the_simulator():
+    net = channel_net(mPES(crossbar="emulator://?seed=3"))
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(0.01)
+        xbar = sim.data[net.conn.learning_rule].crossbar
+        assert not xbar.closed and xbar.shape == (40, 80)  # sized to the connection
+    assert xbar.closed
+
+
+def test_the_default_crossbar_is_an_emulator_opened_by_url_and_closed_with_the_simulator():
+    net = channel_net(mPES())
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        xbar = sim.data[net.conn.learning_rule].crossbar
+        assert type(xbar).__name__ == "EmulatedCrossbar" and xbar.model.dtype == "float32"
+    assert xbar.closed
+
+
+def test_nengo_internals_fail_loudly_when_nengo_changes():
+    from nengo.builder.signal import Signal
+
+    from memristor_hil.learning.nengo_internals import (
+        NengoInternalsChanged,
+        remove_weight_increment,
+        set_initial_value,
+    )
+
+    class Model:  # a built model in which Nengo added no weight-increment copy
+        operators: list = []
+        sig = {"rule": {"delta": Signal(shape=(2, 2))}}
+
+    with pytest.raises(NengoInternalsChanged, match="nengo .*Copy"):
+        remove_weight_increment(Model(), "rule")
+
+    class NewSignal:  # a Signal without the private attribute mPES writes
+        shape, dtype = (2,), np.float64
+
+    with pytest.raises(NengoInternalsChanged, match="_initial_value"):
+        set_initial_value(NewSignal(), np.zeros(2))
 
 
 # ---------------------------------------------------------------------------- state, probes

@@ -7,8 +7,8 @@ from memristor_hil.emulator import EmulatedCrossbar
 from nengo.exceptions import SimulationError
 
 from memristor_hil import PowerLaw, mPES
-from memristor_hil.record import Record
-from memristor_hil.recording import RecordingCrossbar
+from memristor_hil.lab.record import Record
+from memristor_hil.lab.recording import RecordingCrossbar
 
 N = 20
 

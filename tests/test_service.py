@@ -5,12 +5,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from memristor_hil.emulator import EmulatedCrossbar
-from memristor_hil.emulator.service import CrossbarService
-from memristor_hil.emulator.tcp_service import parse_address, scpi_reply
+from memristor_hil.emulator.service.core import CrossbarService
+from memristor_hil.emulator.service.tcp import parse_address, scpi_reply
 
-from memristor_hil import PulseBatch, SafetyLimits, scpi, wire
-from memristor_hil.framing import FrameDecoder, FrameFault, encode_frame
-from memristor_hil.wire import Op, Status
+from memristor_hil import PulseBatch, SafetyLimits
+from memristor_hil.protocol import messages as wire
+from memristor_hil.protocol import scpi
+from memristor_hil.protocol.framing import FrameDecoder, FrameFault, encode_frame
+from memristor_hil.protocol.messages import Op, Status
 
 SHAPE = (5, 7)
 
@@ -22,7 +24,7 @@ def make_service(**kwargs) -> CrossbarService:
 
 def apply_message(seq: int, cells, pulses=3, read_back=True) -> bytes:
     batch = PulseBatch.from_flat(cells, SHAPE[1], pulses)
-    body = wire.encode_batch(batch, batch.locate(SHAPE, SafetyLimits()), SHAPE[1], read_back)
+    body = wire.encode_batch(batch, batch.locate(SHAPE, SafetyLimits()), read_back)
     return wire.encode_request(seq, Op.APPLY, body)
 
 
@@ -76,7 +78,7 @@ def test_configure_narrows_limits_and_refuses_wider_ones():
     )
     assert reply.status == Status.OK and wire.decode_info(reply.body).limits == narrow
     batch = PulseBatch([0], [0], voltage=0.8)
-    body = wire.encode_batch(batch, batch.locate(SHAPE, SafetyLimits()), SHAPE[1], False)
+    body = wire.encode_batch(batch, batch.locate(SHAPE, SafetyLimits()), False)
     state = snapshot(service)
     reply = wire.decode_reply(service.handle(wire.encode_request(2, Op.APPLY, body)))
     assert reply.status == Status.SAFETY and snapshot(service) == state

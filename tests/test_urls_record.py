@@ -6,9 +6,10 @@ import pytest
 from memristor_hil.emulator import EmulatedCrossbar
 
 from memristor_hil import PulseBatch, open_crossbar
-from memristor_hil.record import Record
-from memristor_hil.recording import RecordingCrossbar
-from memristor_hil.urls import _SCHEMES, HARDWARE_SCHEMES, RECORDS_ENV
+from memristor_hil.backends import _SCHEMES, Scheme, hardware_schemes
+from memristor_hil.lab.record import Record
+from memristor_hil.lab.record_policy import RECORDS_ENV
+from memristor_hil.lab.recording import RecordingCrossbar
 
 EMULATOR = "memristor_hil.emulator.url:open_emulator"
 
@@ -36,10 +37,10 @@ def test_record_in_the_url_is_taken_out_of_the_query(tmp_path):
         open_crossbar("emulator://?record=a&record=b")
 
 
-@pytest.mark.parametrize("scheme", sorted(HARDWARE_SCHEMES))
+@pytest.mark.parametrize("scheme", sorted(hardware_schemes()))
 def test_hardware_schemes_record_by_default(tmp_path, monkeypatch, scheme):
     # Stand in for the hardware driver with the emulator: what is tested is the default.
-    monkeypatch.setitem(_SCHEMES, scheme, EMULATOR)
+    monkeypatch.setitem(_SCHEMES, scheme, Scheme(EMULATOR, hardware=True))
     monkeypatch.delenv(RECORDS_ENV)  # the default folder: records/ under the working directory
     monkeypatch.chdir(tmp_path)
     with open_crossbar(f"{scheme}://?rows=2&cols=2") as first:
@@ -61,7 +62,7 @@ def test_a_record_that_cannot_be_created_closes_the_crossbar(tmp_path):
 
 
 def test_the_default_folder_can_be_set_in_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setitem(_SCHEMES, "serial", EMULATOR)
+    monkeypatch.setitem(_SCHEMES, "serial", Scheme(EMULATOR, hardware=True))
     monkeypatch.setenv(RECORDS_ENV, str(tmp_path / "lab-data"))
     with open_crossbar("serial://?rows=2&cols=2") as xbar:
         assert xbar.record.path.parent == tmp_path / "lab-data"

@@ -8,9 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memristor_hil import PulseBatch, SafetyLimits, framing, scpi, wire
-from memristor_hil.framing import FrameDecoder, FrameFault, encode_frame
-from memristor_hil.wire import Op, Status, WireError
+from memristor_hil import PulseBatch, SafetyLimits
+from memristor_hil.protocol import framing, scpi
+from memristor_hil.protocol import messages as wire
+from memristor_hil.protocol.framing import FrameDecoder, FrameFault, encode_frame
+from memristor_hil.protocol.messages import Op, Status, WireError
 
 SHAPE = (6, 9)
 WIDE = SafetyLimits(max_pulses=2**31 - 1)
@@ -18,7 +20,7 @@ WIDE = SafetyLimits(max_pulses=2**31 - 1)
 
 def roundtrip(batch: PulseBatch, read_back: bool = True) -> wire.DecodedBatch:
     cells = batch.locate(SHAPE, WIDE)
-    body = wire.encode_batch(batch, cells, SHAPE[1], read_back)
+    body = wire.encode_batch(batch, cells, read_back)
     return wire.decode_batch(body, *SHAPE)
 
 
@@ -33,7 +35,7 @@ def assert_same_batch(a: PulseBatch, b: PulseBatch) -> None:
 
 def test_protocol_doc_example_bytes():
     batch = PulseBatch([0, 0], [0, 5], pulses=10)
-    body = wire.encode_batch(batch, batch.locate((4, 8), SafetyLimits()), 8, True)
+    body = wire.encode_batch(batch, batch.locate((4, 8), SafetyLimits()), True)
     message = wire.encode_request(2, Op.APPLY, body)
     assert message.hex(" ") == (
         "02 00 00 00 04 01 01 02 00 00 00 00 00 00 00 05 00 00 00 0a "
@@ -68,12 +70,12 @@ def test_batches_round_trip_exactly(cells, pulses, per_cell_voltage, read_back, 
 def test_dense_ascending_batches_use_the_smaller_bitmap():
     batch = PulseBatch.from_flat(np.arange(0, 54, 2), SHAPE[1])
     cells = batch.locate(SHAPE, SafetyLimits())
-    body = wire.encode_batch(batch, cells, SHAPE[1], False)
+    body = wire.encode_batch(batch, cells, False)
     assert body[0] & 0x02  # bitmap
     assert len(body) < 6 + 4 * len(batch)
     assert_same_batch(batch, wire.decode_batch(body, *SHAPE).batch)
     sparse = PulseBatch.from_flat([0, 53], SHAPE[1])
-    body = wire.encode_batch(sparse, sparse.locate(SHAPE, SafetyLimits()), SHAPE[1], False)
+    body = wire.encode_batch(sparse, sparse.locate(SHAPE, SafetyLimits()), False)
     assert not body[0] & 0x02  # two cells far apart: the list is smaller
 
 

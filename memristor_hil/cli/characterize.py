@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from memristor_hil import open_crossbar
-from memristor_hil.characterize import CELLS_HELP, characterize, parse_cells, read_schedule
-from memristor_hil.recording import RecordingCrossbar
-from memristor_hil.urls import _take_record_option, default_record_path
+from memristor_hil.lab.characterize import CELLS_HELP, characterize, parse_cells, read_schedule
+from memristor_hil.lab.record_policy import default_record_path, take_record_option
+from memristor_hil.lab.recording import RecordingCrossbar
 
 from ._progress import ProgressBar
 
@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     schedule = read_schedule(args.pulses, args.read_every, args.reads)  # bad numbers: fail early
-    url, path = _take_record_option(args.url, args.record)
+    url, path = take_record_option(args.url, args.record)
     if path in (None, True, False):  # characterize always records
         path = default_record_path(url.partition("://")[0] or "crossbar")
     settings = {

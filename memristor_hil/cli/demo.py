@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from memristor_hil import function_learning as fl
+    from memristor_hil.experiments import function_learning as fl
 
     if args.seconds <= 0 or args.neurons <= 0:
         raise ValueError("--seconds and --neurons must be positive")

@@ -55,15 +55,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from memristor_hil.emulator.faults import Faults
-    from memristor_hil.emulator.service import CrossbarService
-    from memristor_hil.emulator.stop import StopFlag
+    from memristor_hil.emulator.service.core import CrossbarService
+    from memristor_hil.emulator.service.faults import Faults
+    from memristor_hil.emulator.service.stop import StopFlag
     from memristor_hil.emulator.url import open_emulator
 
     faults = Faults(args.corrupt, args.drop_byte, args.drop_reply, args.latency, args.fault_seed)
     address = None
     if args.tcp is not None:
-        from memristor_hil.emulator.tcp_service import parse_address
+        from memristor_hil.emulator.service.tcp import parse_address
 
         address = parse_address(args.tcp, args.allow_remote)
     options = {
@@ -94,11 +94,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if address is None:
-            from memristor_hil.emulator.serial_service import serve_serial
+            from memristor_hil.emulator.service.serial import serve_serial
 
             serve_serial(service, stop, announce, faults)
         else:
-            from memristor_hil.emulator.tcp_service import serve_tcp
+            from memristor_hil.emulator.service.tcp import serve_tcp
 
             serve_tcp(service, stop, address, announce, faults)
     finally:

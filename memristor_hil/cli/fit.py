@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from memristor_hil.fitting import fit_record
-from memristor_hil.record import Record
-
 from ._progress import ProgressBar
 
 ORDER = 40
@@ -55,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     json_path = args.json or args.record.with_name(args.record.stem + "-fit.json")
     plot_path = args.plot or args.record.with_name(args.record.stem + "-fit.png")
+    from memristor_hil.lab.fitting import fit_record  # scipy: only when fitting
+    from memristor_hil.lab.record import Record
+
     with Record.open(args.record) as record:
         print(f"{record.identity}: {record.shape[0]}x{record.shape[1]} crossbar, {len(record)} "
               "events")  # fmt: skip

@@ -6,7 +6,7 @@ import argparse
 import json
 from dataclasses import asdict
 
-from memristor_hil import PowerLaw, open_crossbar
+from memristor_hil import open_crossbar
 
 ORDER = 20
 
@@ -37,9 +37,8 @@ def run(args: argparse.Namespace) -> int:
             "cols": xbar.shape[1],
             "limits": asdict(xbar.limits),
         }
-        model = getattr(xbar, "model", None)
-        if isinstance(model, PowerLaw):  # an emulator: show the device model it draws from
-            info["model"] = model.to_dict()
+        if xbar.model is not None:  # an emulator: show the device model it draws from
+            info["model"] = xbar.model.to_dict()
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memristor_hil.record import Event, Record
+from memristor_hil.lab.record import Event, Record
 
 ORDER = 60
 _COLUMNS = ("event", "kind", "time", "row", "col", "pulses", "voltage", "width", "resistance")

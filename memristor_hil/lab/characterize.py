@@ -3,8 +3,8 @@
 :func:`characterize` reads the chosen cells, then applies SET pulses to all of them in batches
 and reads them back after each batch, following a schedule of cumulative pulse counts
 (:func:`read_schedule`: every ``K`` pulses, or log-spaced, which suits a power law best). Run
-it on a :class:`~memristor_hil.recording.RecordingCrossbar` and everything lands in a record
-that :func:`memristor_hil.fitting.fit_record` fits.
+it on a :class:`~memristor_hil.lab.recording.RecordingCrossbar` and everything lands in a record
+that :func:`memristor_hil.lab.fitting.fit_record` fits.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .crossbar import Crossbar
-from .pulses import PulseBatch
+from ..crossbar import Crossbar
+from ..pulses import PulseBatch
 
 __all__ = ["Characterization", "characterize", "parse_cells", "read_schedule"]
 

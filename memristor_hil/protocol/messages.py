@@ -6,10 +6,9 @@ A *message* is the transport-independent unit (``docs/protocol.md`` is the speci
 - reply:   ``seq u32 | opcode u8 | status u8 | body``
 
 All integers are little-endian, floats IEEE 754 binary64 (so resistances round-trip exactly).
-The serial framing (:mod:`memristor_hil.framing`) and the SCPI binary blocks
-(:mod:`memristor_hil.scpi`) carry these messages and add the integrity check. Every length and
-count read from a message is checked against the bounds below before anything is allocated;
-nothing is evaluated or unpickled.
+The serial framing (:mod:`.framing`) and the SCPI binary blocks (:mod:`.scpi`) carry these
+messages and add the integrity check. Every length and count read from a message is checked
+against the bounds below before anything is allocated; nothing is evaluated or unpickled.
 """
 
 from __future__ import annotations
@@ -19,10 +18,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
-from numba import njit
 
-from .errors import InvalidBatchError, ProtocolError
-from .pulses import Cells, PulseBatch, SafetyLimits
+from ..errors import InvalidBatchError, ProtocolError
+from ..pulses import Cells, PulseBatch, SafetyLimits
 
 __all__ = [
     "MAX_CELLS",
@@ -246,14 +244,7 @@ def decode_error_entry(body: bytes) -> tuple[int, str]:
 def encode_limits(rows: int, cols: int, limits: SafetyLimits) -> bytes:
     """CONFIGURE body: ``rows u32 | cols u32 | v_min v_max width_min width_max f64 |
     max_pulses u32 | compliance f64``."""
-    return _WINDOW.pack(rows, cols) + _LIMITS.pack(
-        limits.v_min,
-        limits.v_max,
-        limits.width_min,
-        limits.width_max,
-        int(limits.max_pulses),
-        limits.compliance,
-    )
+    return _WINDOW.pack(rows, cols) + _LIMITS.pack(*limits.as_tuple())
 
 
 def decode_limits(body: bytes, offset: int = 0) -> tuple[int, int, SafetyLimits, int]:
@@ -261,7 +252,7 @@ def decode_limits(body: bytes, offset: int = 0) -> tuple[int, int, SafetyLimits,
     rows, cols = _unpack(_WINDOW, body, offset, "shape")
     values = _unpack(_LIMITS, body, offset + _WINDOW.size, "safety limits")
     try:
-        limits = SafetyLimits(*values)
+        limits = SafetyLimits.from_tuple(values)
     except (TypeError, ValueError) as exc:
         raise WireError(f"invalid safety limits: {exc}", Status.SAFETY) from None
     return rows, cols, limits, offset + _WINDOW.size + _LIMITS.size
@@ -282,7 +273,7 @@ def decode_info(body: bytes) -> DeviceInfo:
     version, rows, cols, last_seq = _unpack(_INFO, body, 0, "device info")
     values = _unpack(_LIMITS, body, _INFO.size, "safety limits")
     try:
-        limits = SafetyLimits(*values)
+        limits = SafetyLimits.from_tuple(values)
     except (TypeError, ValueError) as exc:
         raise WireError(f"device reported invalid safety limits: {exc}") from None
     identity, _ = decode_text(body, _INFO.size + _LIMITS.size)
@@ -330,7 +321,7 @@ def decode_resistances(body: bytes, count: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- pulse batches
-def encode_batch(batch: PulseBatch, cells: Cells, ncols: int, read_back: bool) -> bytes:
+def encode_batch(batch: PulseBatch, cells: Cells, read_back: bool) -> bytes:
     """APPLY body for a checked batch (``cells`` from :meth:`PulseBatch.locate`).
 
     Layout: ``flags u8 | pulse_size u8 | count u32 | cells | pulses | voltage | width``. Cells
@@ -338,7 +329,6 @@ def encode_batch(batch: PulseBatch, cells: Cells, ncols: int, read_back: bool) -
     ascend and it is smaller, ``first u32 | span u32 | ceil(span/8)`` bitmap bytes (bit i, LSB
     first, set for cell ``first + i``).
     """
-    del ncols  # cells are row-major already; kept for symmetry with decode_batch
     flat = cells.flat
     count = len(flat)
     if count > MAX_CELLS:
@@ -434,7 +424,7 @@ def decode_batch(body: bytes, rows: int, cols: int) -> DecodedBatch:
     pulse_arg: int | np.ndarray = (
         pulses.astype(np.int64) if flags & _PER_CELL_PULSES else int(pulses[0])
     )
-    row_idx, col_idx = _split(flat, cols, np.empty_like(flat), np.empty_like(flat))
+    row_idx, col_idx = np.divmod(flat, cols)
     try:
         batch = PulseBatch(row_idx, col_idx, pulse_arg, voltage=values[0], width=values[1])
     except InvalidBatchError as exc:
@@ -443,18 +433,6 @@ def decode_batch(body: bytes, rows: int, cols: int) -> DecodedBatch:
 
 
 # ---------------------------------------------------------------------- helpers
-@njit(cache=True, nogil=True)
-def _split(
-    flat: np.ndarray, cols: int, rows_out: np.ndarray, cols_out: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """``divmod(flat, cols)`` into the given arrays (numpy's integer divide is ~5 ns/cell)."""
-    for i in range(flat.shape[0]):
-        q = flat[i] // cols
-        rows_out[i] = q
-        cols_out[i] = flat[i] - q * cols
-    return rows_out, cols_out
-
-
 def _check_count(count: int) -> None:
     if count > MAX_CELLS:
         raise WireError(

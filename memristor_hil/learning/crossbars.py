@@ -1,8 +1,16 @@
-"""The crossbars a built model's mPES connections use: sharing, placement and rewinding.
+"""The crossbars a built model's mPES connections use: sharing, placement, rewinding, closing.
 
 One :class:`CrossbarUse` exists per crossbar per built model. It records which cells each
 connection occupies (so overlaps are refused at build time), takes a snapshot of the devices
-before the first pulse, and rewinds them when the simulation restarts from its first step.
+before the first pulse, rewinds them when the simulation restarts from its first step, and
+closes the crossbars the model opened itself when the simulator closes.
+
+Closing: Nengo's ``Simulator.close()`` (also leaving a ``with nengo.Simulator(...)`` block)
+drops the simulator's signal dictionary, the one object every operator's ``make_step`` is
+given. :meth:`CrossbarUse.close_with` ties the owned crossbar's ``close()`` to that object's
+lifetime, so the crossbar's outputs go to their safe state at ``sim.close()``, while the
+drivers' transports (a pyvisa resource manager, a serial port) are still alive. A model that
+is never simulated closes its crossbars when it is garbage-collected.
 """
 
 from __future__ import annotations
@@ -12,8 +20,8 @@ from typing import Any
 
 from nengo.exceptions import BuildError, SimulationError
 
-from .crossbar import Crossbar
-from .mpes_layout import Block
+from ..crossbar import Crossbar
+from .layout import Block
 
 __all__ = ["CrossbarUse", "crossbar_uses"]
 
@@ -36,9 +44,8 @@ class CrossbarUse:
         self.pulsed = False
         #: The SimmPES operator that pulses this crossbar (set by the builder).
         self.operator: Any = None
-        restore = getattr(crossbar, "restore", None)
-        snapshot = getattr(crossbar, "snapshot", None)
-        self._snapshot = snapshot() if callable(snapshot) and callable(restore) else None
+        self._snapshot = crossbar.snapshot() if crossbar.can_restore else None
+        self._bound: set[int] = set()
 
     @property
     def restorable(self) -> bool:
@@ -85,8 +92,19 @@ class CrossbarUse:
                 "pulsed and this crossbar cannot return to its build-time state. Build a new "
                 "Simulator to continue from the devices' present state."
             )
-        self.crossbar.restore(self._snapshot)  # type: ignore[attr-defined]
+        self.crossbar.restore(self._snapshot)
         self.pulsed = False
+
+    def close(self) -> None:
+        """Close the crossbar if the model opened it (its outputs go to their safe state)."""
+        if self.owned:
+            self.crossbar.close()
+
+    def close_with(self, signals: Any) -> None:
+        """Close an owned crossbar when ``signals`` (a simulator's SignalDict) is released."""
+        if self.owned and id(signals) not in self._bound:
+            self._bound.add(id(signals))
+            weakref.finalize(signals, self.close)
 
 
 def crossbar_uses(model: Any) -> dict[Any, CrossbarUse]:
@@ -101,5 +119,4 @@ def crossbar_uses(model: Any) -> dict[Any, CrossbarUse]:
 
 def _close_owned(uses: dict[Any, CrossbarUse]) -> None:
     for use in uses.values():
-        if use.owned:
-            use.crossbar.close()
+        use.close()

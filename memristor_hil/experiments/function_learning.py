@@ -191,7 +191,7 @@ def standard_rules(
 ) -> list[tuple[str, nengo.learning_rules.LearningRuleType]]:
     """The rules compared: mPES as published (one pulse), mPES with stochastic pulse counts,
     and Nengo's PES."""
-    from .mpes import mPES
+    from memristor_hil import mPES
 
     return [
         ("mPES", mPES(variability=sigma, seed=seed, crossbar=crossbar)),

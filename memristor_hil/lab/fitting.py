@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares
 
-from .powerlaw import PowerLaw, Variability
+from ..powerlaw import PowerLaw, Variability
 from .record import Record
 
 __all__ = ["FitResult", "fit_device", "fit_devices", "fit_record"]

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from memristor_hil import wire
-from memristor_hil.errors import InvalidBatchError, SafetyLimitError
+from memristor_hil.errors import AddressError, InvalidBatchError, SafetyLimitError
+from memristor_hil.protocol import messages as wire
+from memristor_hil.protocol.messages import Op, Status, WireError
 from memristor_hil.pulses import SafetyLimits
-from memristor_hil.wire import Op, Status, WireError
 
-from .crossbar import EmulatedCrossbar
+from ..crossbar import EmulatedCrossbar
 
 __all__ = ["SCPI_CODES", "CrossbarService"]
 
@@ -110,15 +110,7 @@ class CrossbarService:
                     reply = blob[offsets[i] : offsets[i + 1]]
                     service._remember(int(seq), digests[i].tobytes(), reply)
                 service.last_seq = int(data["service_last_seq"])
-                limits = data["service_limits"]
-                service.limits = SafetyLimits(
-                    float(limits[0]),
-                    float(limits[1]),
-                    float(limits[2]),
-                    float(limits[3]),
-                    int(limits[4]),
-                    float(limits[5]),
-                )
+                service.limits = SafetyLimits.from_tuple(data["service_limits"])
         return service
 
     # ------------------------------------------------------------------ persistence
@@ -135,16 +127,7 @@ class CrossbarService:
             "service_offsets": np.cumsum([0] + [len(r) for r in replies], dtype=np.int64),
             "service_replies": np.frombuffer(b"".join(replies), np.uint8),
             "service_last_seq": np.array(self.last_seq, dtype=np.uint32),
-            "service_limits": np.array(
-                [
-                    self.limits.v_min,
-                    self.limits.v_max,
-                    self.limits.width_min,
-                    self.limits.width_max,
-                    self.limits.max_pulses,
-                    self.limits.compliance,
-                ]
-            ),
+            "service_limits": np.array(self.limits.as_tuple(), dtype=np.float64),
         }
         self.xbar.save_state(self.state_path, extra=window)
         self._dirty = False
@@ -199,9 +182,10 @@ class CrossbarService:
             return self._error(seq, op, exc.status, str(exc))
         except SafetyLimitError as exc:
             return self._error(seq, op, Status.SAFETY, str(exc))
+        except AddressError as exc:
+            return self._error(seq, op, Status.OUT_OF_RANGE, str(exc))
         except InvalidBatchError as exc:
-            status = Status.OUT_OF_RANGE if "outside" in str(exc) else Status.DEVICE
-            return self._error(seq, op, status, str(exc))
+            return self._error(seq, op, Status.DEVICE, str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug must not take the service down
             return self._error(seq, op, Status.DEVICE, f"internal error: {exc!r}")
         reply = wire.encode_reply(seq, op, Status.OK, body)

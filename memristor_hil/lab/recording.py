@@ -14,14 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from .crossbar import Crossbar
-from .pulses import Cells, PulseBatch
+from ..crossbar import Crossbar
+from ..powerlaw import PowerLaw
+from ..pulses import Cells, PulseBatch
 from .record import Record
 
 __all__ = ["RecordingCrossbar"]
-
-#: Methods of wrapped crossbars that change device state outside apply(): not forwarded.
-_UNRECORDED = frozenset({"restore", "load_state"})
 
 
 class RecordingCrossbar(Crossbar):
@@ -100,20 +98,15 @@ class RecordingCrossbar(Crossbar):
         """The record being written."""
         return self._record
 
-    def __getattr__(self, name: str) -> Any:
-        # Anything not part of the Crossbar interface (an emulator's ``model``, ``params``, a
-        # driver's extras) comes from the wrapped crossbar, except what would change the
-        # devices behind the record's back: after such a call the record would no longer
-        # describe the devices (so, for example, mPES treats a recording crossbar as one that
-        # cannot be rewound, like hardware).
-        if name.startswith("__") or "_inner" not in self.__dict__:
-            raise AttributeError(name)
-        if name in _UNRECORDED:
-            raise AttributeError(
-                f"{name}() would change the devices without a record of it; call it on "
-                "RecordingCrossbar.inner if the record may stop matching the devices"
-            )
-        return getattr(self._inner, name)
+    @property
+    def model(self) -> PowerLaw | None:
+        """The wrapped crossbar's device model (see :attr:`Crossbar.model`)."""
+        return self._inner.model
+
+    # can_restore, snapshot() and restore() keep the base class's "not available": rewinding
+    # the devices behind the record's back would leave a record that no longer describes
+    # them, so mPES treats a recording crossbar like hardware. Call them on ``inner`` if the
+    # record may stop matching the devices.
 
     def __repr__(self) -> str:
         return f"<RecordingCrossbar {self._inner!r} -> {str(self._record.path)!r}>"

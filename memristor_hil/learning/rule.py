@@ -1,6 +1,6 @@
 """``mPES``: the memristive PES learning rule, as a Nengo learning rule type.
 
-Importing this module registers the rule's builder with Nengo (``memristor_hil.mpes_builder``).
+Importing this module registers the rule's builder with Nengo (``memristor_hil.learning.builder``).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from nengo.learning_rules import LearningRuleType
 from nengo.params import Default, IntParam, NumberParam, Parameter, equal
 from nengo.synapses import Lowpass, SynapseParam
 
-from .crossbar import Crossbar
-from .mpes_layout import Layout
-from .powerlaw import PowerLaw, Variability
+from ..crossbar import Crossbar
+from ..powerlaw import PowerLaw, Variability
+from .layout import Layout
 
-__all__ = ["DEFAULT_MODEL", "mPES"]
+__all__ = ["DEFAULT_CROSSBAR", "DEFAULT_MODEL", "mPES"]
 
 _POLICIES = ("one", "scaled", "stochastic")
 
@@ -27,6 +27,10 @@ _POLICIES = ("one", "scaled", "stochastic")
 #: emulator's hot spot, and learning matches double precision (f(x) = x, 30 s, 100 neurons:
 #: test MSE 0.0162 in float32 against 0.0165 in float64). Pass ``dtype="float64"`` to change it.
 DEFAULT_MODEL = PowerLaw(dtype="float32")
+
+#: The crossbar a rule without ``crossbar=`` gets: an in-process emulator of its own, sized to
+#: the connection's layout and seeded from the connection.
+DEFAULT_CROSSBAR = "emulator://"
 
 
 class _ThresholdParam(Parameter):
@@ -272,7 +276,3 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         "crossbar",
         "layout",
     )
-
-
-# Registers the builder with Nengo; kept last so the builder can import mPES from here.
-from . import mpes_builder as _builder  # noqa: E402, F401

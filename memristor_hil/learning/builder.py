@@ -1,4 +1,5 @@
-"""Nengo builder for :class:`memristor_hil.mPES` (registered when ``memristor_hil.mpes`` loads).
+"""Nengo builder for :class:`memristor_hil.mPES` (registered when ``memristor_hil.learning``
+loads, as importing ``nengo`` registers Nengo's own builders).
 
 Everything that can be wrong with a connection is checked here, at build time, before any
 device is pulsed: the connection type, its size against the crossbar, overlaps with other
@@ -14,19 +15,21 @@ from typing import Any
 import numpy as np
 from nengo.builder import Builder
 from nengo.builder.learning_rules import build_or_passthrough, get_post_ens
-from nengo.builder.operator import Copy, DotInc, Reset
+from nengo.builder.operator import DotInc, Reset
 from nengo.builder.signal import Signal
 from nengo.ensemble import Ensemble, Neurons
 from nengo.exceptions import BuildError
 
-from . import mpes_kernels
-from .crossbar import Crossbar
-from .errors import CrossbarError
-from .mpes import DEFAULT_MODEL, mPES
-from .mpes_devices import CrossbarUse, crossbar_uses
-from .mpes_layout import Block
-from .mpes_operator import ConnectionPart, SimmPES
-from .powerlaw import PowerLaw
+from ..backends import open_crossbar
+from ..crossbar import Crossbar
+from ..errors import CrossbarError
+from ..powerlaw import PowerLaw
+from . import kernels
+from .crossbars import CrossbarUse, crossbar_uses
+from .layout import Block
+from .nengo_internals import remove_weight_increment, set_initial_value
+from .operator import ConnectionPart, SimmPES
+from .rule import DEFAULT_CROSSBAR, DEFAULT_MODEL, mPES
 
 __all__ = ["BuiltmPES", "build_mpes"]
 
@@ -85,10 +88,13 @@ def _crossbar_use(model: Any, rule_type: mPES, extent: tuple[int, int], seed: in
     uses = crossbar_uses(model)
     target = rule_type.crossbar
     if target is None:  # a crossbar of its own, sized to the layout
-        from .emulator import EmulatedCrossbar
-
-        device_model = rule_type.model or DEFAULT_MODEL
-        xbar = EmulatedCrossbar(*extent, device_model, seed=seed)
+        xbar = _open_url(
+            DEFAULT_CROSSBAR,
+            extent,
+            seed=seed,
+            model=rule_type.model or DEFAULT_MODEL,
+            record=False,
+        )
         use = CrossbarUse(xbar, owned=True)
         uses[("default", id(use))] = use
         return use
@@ -107,16 +113,10 @@ def _crossbar_use(model: Any, rule_type: mPES, extent: tuple[int, int], seed: in
     return use
 
 
-def _open_url(url: str, extent: tuple[int, int]) -> Crossbar:
-    from .urls import open_crossbar, query_options
-
-    options: dict[str, Any] = {}
-    if url.lower().startswith("emulator://"):
-        _, query = query_options(url)
-        if "rows" not in query and "cols" not in query:
-            options = {"rows": extent[0], "cols": extent[1]}  # size it to the connection
+def _open_url(url: str, extent: tuple[int, int], **options: Any) -> Crossbar:
+    """Open ``url``; a backend whose shape is the caller's choice gets the layout's extent."""
     try:
-        return open_crossbar(url, **options)
+        return open_crossbar(url, default_shape=extent, **options)
     except (CrossbarError, ValueError, OSError) as exc:
         raise BuildError(f"mPES(crossbar={url!r}): cannot open the crossbar: {exc}") from exc
 
@@ -124,22 +124,12 @@ def _open_url(url: str, extent: tuple[int, int]) -> Crossbar:
 def _row_order(pos: Block, neg: Block) -> int:
     """The batch row order that keeps cells ascending row-major for this layout."""
     if pos.row == neg.row:
-        return mpes_kernels.ORDER_NATURAL
+        return kernels.ORDER_NATURAL
     if pos.row_stop <= neg.row:
-        return mpes_kernels.ORDER_POS_FIRST
+        return kernels.ORDER_POS_FIRST
     if neg.row_stop <= pos.row:
-        return mpes_kernels.ORDER_NEG_FIRST
-    return mpes_kernels.ORDER_NATURAL  # correct, just not the emulator's fastest path
-
-
-def _remove_weight_increment(model: Any, rule: Any) -> None:
-    """Drop the generic ``weights += delta`` copy: mPES sets the weights from its devices."""
-    delta = model.sig[rule]["delta"]
-    for index in range(len(model.operators) - 1, -1, -1):
-        op = model.operators[index]
-        if isinstance(op, Copy) and op.src is delta:
-            del model.operators[index]
-            return
+        return kernels.ORDER_NEG_FIRST
+    return kernels.ORDER_NATURAL  # correct, just not the emulator's fastest path
 
 
 def _conductance(model: PowerLaw, resistance: np.ndarray) -> np.ndarray:
@@ -148,21 +138,13 @@ def _conductance(model: PowerLaw, resistance: np.ndarray) -> np.ndarray:
     return (1.0 / resistance - 1.0 / model.r1) / (1.0 / model.r0 - 1.0 / model.r1)
 
 
-def _set_initial(signal: Signal, value: np.ndarray) -> None:
-    """Give a built signal a new initial value of the same shape (Nengo offers no setter)."""
-    value = np.ascontiguousarray(value, dtype=signal.dtype)
-    assert value.shape == signal.shape
-    value.setflags(write=False)
-    signal._initial_value = value
-
-
 @Builder.register(mPES)
 def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     """Build an :class:`~memristor_hil.mPES` rule into a model.
 
     Checks the connection and the devices' placement, reads the devices' initial
     resistances, makes the connection's weights ``gain * (g(R+) - g(R-))`` of them, and adds
-    the connection to its crossbar's :class:`~memristor_hil.mpes_operator.SimmPES` operator
+    the connection to its crossbar's :class:`~memristor_hil.learning.operator.SimmPES` operator
     (one per crossbar, so a shared crossbar still gets one batch per step).
 
     Parameters
@@ -206,9 +188,7 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     use.claim(pos, f"{conn} (positive devices)")
     use.claim(neg, f"{conn} (negative devices)")
 
-    device_model = mpes.model or getattr(xbar, "model", None)
-    if not isinstance(device_model, PowerLaw):
-        device_model = DEFAULT_MODEL
+    device_model = mpes.model or xbar.model or DEFAULT_MODEL
     voltage = device_model.v_ref if mpes.voltage is None else float(mpes.voltage)
     try:
         xbar.limits.check_voltage(voltage)
@@ -233,8 +213,8 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     initial_weights = mpes.gain * (
         _conductance(device_model, r_pos) - _conductance(device_model, r_neg)
     )
-    _set_initial(weights, initial_weights)
-    _remove_weight_increment(model, rule)
+    set_initial_value(weights, initial_weights)
+    remove_weight_increment(model, rule)
 
     # Error input (the error connection attaches here) and its projection per post neuron.
     error = Signal(shape=rule.size_in, name="mPES:error")

@@ -2,7 +2,7 @@
 
 The VISA side of the protocol. Text commands are lines (``*IDN?``, ``*RST``, ``*CLS``,
 ``SYST:ERR?``, ``OUTP OFF``); every crossbar command travels as ``XBAR:<name>? #<n><len><data>``
-whose block data is a wire message (:mod:`memristor_hil.wire`) followed by its CRC32, and whose
+whose block data is a wire message (:mod:`.messages`) followed by its CRC32, and whose
 reply is a block of the same form carrying the reply message. Lines end in ``\\n``. Lengths are
 bounded: a header by :data:`MAX_HEADER`, a text line by :data:`MAX_LINE`, a block by
 :data:`MAX_BLOCK`; anything longer is refused without being buffered.
@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .wire import MAX_MESSAGE, Op
+from .messages import MAX_MESSAGE, Op
 
 __all__ = [
     "BINARY_COMMANDS",

@@ -7,8 +7,9 @@ import selectors
 import socket
 from collections.abc import Callable
 
-from memristor_hil import wire
-from memristor_hil.scpi import (
+from memristor_hil.protocol import messages as wire
+from memristor_hil.protocol.messages import Status
+from memristor_hil.protocol.scpi import (
     BlockCommand,
     ScpiFault,
     ScpiParser,
@@ -16,10 +17,9 @@ from memristor_hil.scpi import (
     block_message,
     encode_reply_block,
 )
-from memristor_hil.wire import Status
 
+from .core import CrossbarService
 from .faults import Faults
-from .service import CrossbarService
 from .stop import StopFlag
 
 __all__ = ["parse_address", "scpi_reply", "serve_tcp"]

@@ -194,12 +194,6 @@ def store(  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def seed_stochastic(seed):  # pragma: no cover - compiled
-    """Seed the compiled code's random generator (used by :func:`stochastic_cells`)."""
-    np.random.seed(seed)  # noqa: NPY002 - numba's in-kernel generator has only this API
-
-
-@njit(cache=True, nogil=True)
 def stochastic_cells(  # pragma: no cover - compiled
     acts,
     local_error,
@@ -216,11 +210,13 @@ def stochastic_cells(  # pragma: no cover - compiled
     cols_out,
     counts_out,
     polarity_out,
+    rng,
 ):
     """Pulse counts whose expectation is ``levels * |Delta| / running max``, zeros dropped.
 
-    Each count is ``floor(levels * |Delta_ij| / max + u)`` with ``u`` uniform in [0, 1)
-    (stochastic rounding), times ``per_step``; cells whose count is 0 are left out of the
+    Each count is ``floor(levels * |Delta_ij| / max + u)`` with ``u`` uniform in [0, 1) drawn
+    from ``rng`` (a ``numpy.random.Generator`` of the operator's own, so two simulators in one
+    thread do not share a stream), times ``per_step``; cells whose count is 0 are left out of the
     batch. ``polarity_out`` records whether each kept cell is a positive device. Returns the
     number of cells kept and the total number of pulses.
     """
@@ -240,7 +236,7 @@ def stochastic_cells(  # pragma: no cover - compiled
             col0 = origins[3]
         for t in range(n_active):
             j = active[t]
-            u = np.random.random()  # noqa: NPY002 - numba's in-kernel generator
+            u = rng.random()
             count = int(np.floor(e * acts[j] + u))
             if count > 0:
                 count = min(count, levels) * per_step

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .powerlaw import DeviceParameters
+from memristor_hil.powerlaw import DeviceParameters
 
 __all__ = ["SMALL_BATCH", "add_set_pulses", "flat_indices", "gather", "resistance"]
 

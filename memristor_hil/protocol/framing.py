@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .wire import MAX_MESSAGE
+from .messages import MAX_MESSAGE
 
 __all__ = ["HEADER_SIZE", "SYNC", "FrameDecoder", "FrameFault", "encode_frame"]
 

@@ -10,7 +10,7 @@ numeric types: nothing in a record is ever unpickled or evaluated. Why SQLite an
 survives what: ``docs/recording.md``.
 
 Writing: :meth:`Record.create` (usually through
-:class:`~memristor_hil.recording.RecordingCrossbar`). Reading: :meth:`Record.open`, then
+:class:`~memristor_hil.lab.recording.RecordingCrossbar`). Reading: :meth:`Record.open`, then
 :meth:`Record.events`, :meth:`Record.batches`, :meth:`Record.reads` and :meth:`Record.readings`
 (every resistance reading with the pulses each cell had received when it was taken).
 """
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .pulses import SafetyLimits
+from ..pulses import SafetyLimits
 
 __all__ = ["Event", "Readings", "Record", "RecordError"]
 

@@ -10,10 +10,10 @@ import time
 import tty
 from collections.abc import Callable
 
-from memristor_hil.framing import FrameDecoder, FrameFault, encode_frame
+from memristor_hil.protocol.framing import FrameDecoder, FrameFault, encode_frame
 
+from .core import CrossbarService
 from .faults import Faults
-from .service import CrossbarService
 from .stop import StopFlag
 
 __all__ = ["serve_serial"]

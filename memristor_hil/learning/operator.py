@@ -4,20 +4,49 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from nengo.builder.operator import Operator
 from nengo.builder.signal import Signal
 
-from . import mpes_kernels
-from .mpes_devices import CrossbarUse
-from .pulses import PulseBatch
+from ..pulses import PulseBatch
+from . import kernels
+from .crossbars import CrossbarUse
 
-__all__ = ["ConnectionPart", "SimmPES"]
+__all__ = ["ConnectionPart", "ConnectionSignals", "SimmPES"]
 
-_READS = 3  # signals read per connection
-_UPDATES = 5  # signals updated per connection
+
+class ConnectionSignals(NamedTuple):
+    """The signals of one connection on a :class:`SimmPES`, by name.
+
+    The operator's ``reads`` and ``updates`` lists hold these, connection after connection,
+    in this order (``READS`` then ``UPDATES``); Nengo's optimizer may replace signals in
+    those lists, so :meth:`SimmPES.connection_signals` reads them back from there.
+    """
+
+    pre_filtered: Signal
+    local_error: Signal
+    threshold: Signal
+    pos_resistances: Signal
+    neg_resistances: Signal
+    weights: Signal
+    pulses: Signal
+    state: Signal
+
+    @property
+    def reads(self) -> list[Signal]:
+        """The signals the operator reads."""
+        return list(self[:_READS])
+
+    @property
+    def updates(self) -> list[Signal]:
+        """The signals the operator updates."""
+        return list(self[_READS:])
+
+
+_READS = 3  # pre_filtered, local_error, threshold
+_UPDATES = len(ConnectionSignals._fields) - _READS
 
 
 @dataclass(frozen=True)
@@ -29,7 +58,7 @@ class ConnectionPart:
     origins : tuple of int
         ``(pos_row, pos_col, neg_row, neg_col)``: top-left cells of the two device blocks.
     order : int
-        Row order of the batch (``mpes_kernels.ORDER_*``).
+        Row order of the batch (``kernels.ORDER_*``).
     gain : float
         :math:`\\gamma`.
     conductance_scale : float
@@ -128,9 +157,26 @@ class SimmPES(Operator):
             ``[pulse credit, running max |Delta|]``: the rule's own state, so a reset
             restores it.
         """
+        signals = ConnectionSignals(
+            pre_filtered,
+            local_error,
+            threshold,
+            pos_resistances,
+            neg_resistances,
+            weights,
+            pulses,
+            state,
+        )
         self.parts.append(part)
-        self.reads.extend([pre_filtered, local_error, threshold])
-        self.updates.extend([pos_resistances, neg_resistances, weights, pulses, state])
+        self.reads.extend(signals.reads)
+        self.updates.extend(signals.updates)
+
+    def connection_signals(self, k: int) -> ConnectionSignals:
+        """The signals of the ``k``-th connection added, by name."""
+        return ConnectionSignals(
+            *self.reads[k * _READS : (k + 1) * _READS],
+            *self.updates[k * _UPDATES : (k + 1) * _UPDATES],
+        )
 
     @property
     def _descstr(self) -> str:
@@ -140,15 +186,16 @@ class SimmPES(Operator):
         # make_step runs when a Simulator starts and on every reset: a restart from step 0
         # must find the devices as they were built.
         self.use.rewind()
-        if any(part.policy == "stochastic" for part in self.parts):
-            # seeded from the simulator's rng, which a reset re-creates: runs reproduce
-            mpes_kernels.seed_stochastic(rng.randint(2**31))
+        self.use.close_with(signals)  # sim.close() releases signals: close what we opened
+        # The stochastic policy's own generator, seeded from the simulator's rng (which a
+        # reset re-creates, so runs reproduce; two simulators never share a stream).
+        generator = np.random.default_rng(rng.randint(2**31))
         runners = [
             _PartRunner(
                 part,
-                *(signals[s] for s in self.reads[k * _READS : (k + 1) * _READS]),
-                *(signals[s] for s in self.updates[k * _UPDATES : (k + 1) * _UPDATES]),
+                *(signals[s] for s in self.connection_signals(k)),
                 dt=dt,
+                rng=generator,
             )
             for k, part in enumerate(self.parts)
         ]
@@ -201,8 +248,10 @@ class _PartRunner:
         pulses: np.ndarray,
         state: np.ndarray,
         dt: float,
+        rng: np.random.Generator,
     ) -> None:
         n_post, n_pre = weights.shape
+        self.rng = rng
         self.acts, self.local_error, self.threshold = acts, local_error, threshold
         self.r_pos, self.r_neg, self.weights = r_pos, r_neg, weights
         self.pulses, self.state = pulses, state
@@ -236,7 +285,7 @@ class _PartRunner:
             self.state[0] = credit - per_step
             if per_step == 0:
                 return 0, 0
-        n_active, n_rows = mpes_kernels.select_pulses(
+        n_active, n_rows = kernels.select_pulses(
             self.acts,
             self.local_error,
             self.threshold,
@@ -255,7 +304,7 @@ class _PartRunner:
         if size == 0:
             return 0, 0
         if self.stochastic:
-            size, total = mpes_kernels.stochastic_cells(
+            size, total = kernels.stochastic_cells(
                 self.acts,
                 self.local_error,
                 self.active,
@@ -271,10 +320,11 @@ class _PartRunner:
                 self.cols,
                 self.counts,
                 self.polarity,
+                self.rng,
             )
             count: Any = self.counts[:size]
         elif self.scaled:
-            total = mpes_kernels.scaled_counts(
+            total = kernels.scaled_counts(
                 self.acts,
                 self.local_error,
                 self.active,
@@ -301,7 +351,7 @@ class _PartRunner:
     def store(self, resistances: np.ndarray) -> None:
         """Take the read-back resistances of the chosen cells, in the order chosen."""
         if self.stochastic:
-            mpes_kernels.store_cells(
+            kernels.store_cells(
                 self.rows,
                 self.cols,
                 self.polarity,
@@ -314,7 +364,7 @@ class _PartRunner:
                 self.c,
             )
         else:
-            mpes_kernels.store(
+            kernels.store(
                 self.rows_sel,
                 self.positive,
                 self.n_rows,

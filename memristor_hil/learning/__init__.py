@@ -1,0 +1,28 @@
+"""The mPES learning rule for Nengo: rule type, builder, operator, kernels, device layouts.
+
+Importing this package registers the builder with Nengo (as importing ``nengo`` registers
+Nengo's own). The layers, top down:
+
+- :mod:`.rule`: :class:`mPES`, the ``LearningRuleType`` users put on a connection;
+- :mod:`.builder`: ``build_mpes``, which checks a connection, places its devices and adds it
+  to its crossbar's operator;
+- :mod:`.crossbars`: how a built model shares, rewinds and closes the crossbars it uses;
+- :mod:`.operator`: ``SimmPES``, one per crossbar, sending each step's pulses as one batch;
+- :mod:`.kernels`: the operator's compiled loops;
+- :mod:`.layout`: where a connection's positive and negative devices sit;
+- :mod:`.nengo_internals`: the two places that reach past Nengo's public builder API.
+"""
+
+from .builder import BuiltmPES, build_mpes
+from .layout import Block, Layout
+from .rule import DEFAULT_CROSSBAR, DEFAULT_MODEL, mPES
+
+__all__ = [
+    "DEFAULT_CROSSBAR",
+    "DEFAULT_MODEL",
+    "Block",
+    "BuiltmPES",
+    "Layout",
+    "build_mpes",
+    "mPES",
+]
