@@ -2,6 +2,8 @@
 pseudo-terminal -> service, and through VisaCrossbar -> TCP -> service, ends with exactly the
 same weights and devices."""
 
+import time
+
 import nengo
 import numpy as np
 import pytest
@@ -69,3 +71,41 @@ def test_mpes_run_through_the_service_has_the_in_process_weights(transport, dtyp
     assert not np.array_equal(want_weights[0], want_weights[-1])  # it learned something
     assert weights.tobytes() == want_weights.tobytes()
     assert devices.tobytes() == want_devices.astype(np.float64).tobytes()
+
+
+@pytest.mark.parametrize("transport", ["serial", "visa"])
+def test_a_crossbar_mpes_opened_is_made_safe_when_the_simulator_closes(transport, tmp_path):
+    """Outputs go safe at sim.close(), while the transport is alive; not at garbage collection
+    (after a script's end pyvisa's resource manager is gone and the safe command is lost)."""
+    service = ServiceProcess("--serial" if transport == "serial" else "--tcp=127.0.0.1:0", url=URL)
+    try:
+        url = service.serial_url if transport == "serial" else service.visa_url
+        with nengo.Network(seed=1) as net:
+            pre = nengo.Ensemble(N_PRE, 1)
+            post = nengo.Ensemble(N_POST, 1)
+            conn = nengo.Connection(
+                pre.neurons,
+                post.neurons,
+                transform=np.zeros((N_POST, N_PRE)),
+                learning_rule_type=mPES(crossbar=f"{url}?record={tmp_path / 'run.sqlite'}"),
+            )
+            nengo.Connection(nengo.Node(0.5), conn.learning_rule)
+        with nengo.Simulator(net, progress_bar=False) as sim:
+            sim.run(0.05)
+            xbar = sim.data[conn.learning_rule].crossbar
+            assert not xbar.closed
+            before = service.stderr.count("outputs safe")
+        assert xbar.closed  # leaving the block closed the crossbar mPES opened ...
+        deadline = time.monotonic() + 10
+        while service.stderr.count("outputs safe") == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service.stderr.count("outputs safe") > before  # ... and the device heard SAFE
+        del sim, net, conn  # the model is still alive until here: it was not the GC
+    finally:
+        service.kill()
+
+
+def test_a_crossbar_the_user_passed_stays_open_after_the_simulator_closes():
+    with open_crossbar(URL) as xbar:
+        weights, _ = mpes_run(xbar, sim_time=0.02)
+        assert not xbar.closed
