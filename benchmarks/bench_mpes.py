@@ -5,8 +5,7 @@ neuron-to-neuron connection goes to ``post`` (N neurons); an error ensemble of 1
 computes ``post - input**2`` and feeds the rule; dt = 1 ms. Each size is run with PES and with
 mPES (in-process emulator), alternating, and the best of ``--repeats`` wall times of
 ``sim.run`` (build excluded) is compared. The seed's per-device-object Node
-(shared/bench/seed_node_baseline.py, imported from ../shared, never copied) runs at 100x100 on
-a shorter run for the before/after.
+(``benchmarks/seed_node.py``) runs at 100x100 on a shorter run for the before/after.
 
 Usage::
 
@@ -17,10 +16,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import nengo
@@ -28,8 +25,8 @@ import numpy as np
 
 from memristor_hil import PowerLaw, mPES
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SEED_NODE = SHARED / "bench" / "seed_node_baseline.py"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import seed_node  # noqa: E402 - the benchmark folder's own module
 
 
 def build(n: int, rule_type: nengo.learning_rules.LearningRuleType, seed: int = 0):
@@ -58,13 +55,8 @@ def wall_time(net: nengo.Network, seconds: float) -> float:
 
 
 def seed_node_time(n: int, seconds: float) -> float:
-    """Wall time of the seed's per-device Node network (imported from ../shared)."""
-    spec = importlib.util.spec_from_file_location("seed_node_baseline", SEED_NODE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    with warnings.catch_warnings():  # its build() builds `post` twice, on purpose
-        warnings.simplefilter("ignore", UserWarning)
-        net = module.build(n, n)
+    """Wall time of the seed's per-device-object Node network (``seed_node.py``)."""
+    net = seed_node.build(n)
     with nengo.Simulator(net, progress_bar=False) as sim:
         start = time.perf_counter()
         sim.run(seconds)
@@ -117,9 +109,6 @@ def main(argv: list[str] | None = None) -> int:
             row += f" {1e3 * mpes / steps:>14.3f} {mpes / pes:>5.2f}x"
         print(row)
     if args.node_seconds > 0:
-        if not SEED_NODE.exists():
-            print(f"seed Node baseline not found at {SEED_NODE}; skipped")
-            return 0
         node = seed_node_time(100, args.node_seconds)
         pes = pes_100 if pes_100 is not None else wall_time(build(100, nengo.PES()), 1.0)
         pes_seconds = args.seconds if pes_100 is not None else 1.0
