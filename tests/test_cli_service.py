@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-from service_process import ServiceProcess
 from test_cli_bench import cli
 
 from memristor_hil import open_crossbar
@@ -13,19 +12,19 @@ from memristor_hil.lab.fitting import fit_record
 from memristor_hil.lab.record import Record
 
 URL = "emulator://?rows=6&cols=5&seed=9&sigma=0.15"
+DEVICES = {"rows": 6, "cols": 5, "seed": 9, "model": {"sigma": 0.15}}
 
 
-@pytest.fixture
-def service(request):
-    args = ["--serial"] if request.param == "serial" else ["--tcp", "127.0.0.1:0"]
-    proc = ServiceProcess(*args, url=URL)
-    yield proc
-    proc.kill()
-
-
-@pytest.mark.parametrize("service", ["visa", "serial"], indirect=True)
-def test_info_characterize_fit_show_export_through_the_service(service, tmp_path):
-    url = service.visa_url if service.args[0] == "--tcp" else service.serial_url
+@pytest.mark.parametrize(
+    "crossbar_service",
+    [{"transport": "tcp", **DEVICES}, {"transport": "serial", **DEVICES}],
+    indirect=True,
+    ids=["visa", "serial"],
+)
+def test_info_characterize_fit_show_export_through_the_service(crossbar_service, tmp_path):
+    service = crossbar_service
+    assert service.emulator_url == URL
+    url = service.url
     code, out, err = cli("info", url, cwd=tmp_path)
     assert code == 0, err
     assert "EmulatedCrossbar,6x5,seed=9" in out and "6 x 5 (30 cells)" in out

@@ -17,9 +17,8 @@ import serial
 from memristor_hil.drivers import SerialCrossbar, VisaCrossbar
 from memristor_hil.drivers.serial import open_serial
 from memristor_hil.drivers.visa import open_visa
-from service_process import (
+from workloads import (
     EMULATOR_URL,
-    ServiceProcess,
     assert_bitwise_equal,
     run_workload,
 )
@@ -38,23 +37,19 @@ from memristor_hil.protocol import messages as wire
 from memristor_hil.protocol.framing import FrameDecoder, encode_frame
 from memristor_hil.protocol.messages import Op, Status
 from memristor_hil.protocol.scpi import encode_command, read_block
+from memristor_hil.testing import EmulatorService
 
 STEPS = 120
 
 
 @pytest.fixture
-def services():
-    """Start services with ``services(*args)``; all are killed when the test ends."""
-    started: list[ServiceProcess] = []
+def services(crossbar_service_factory):
+    """Start services with ``services(*args)`` (the plugin stops them when the test ends)."""
 
-    def start(*args: str, url: str = EMULATOR_URL) -> ServiceProcess:
-        service = ServiceProcess(*args, url=url)
-        started.append(service)
-        return service
+    def start(*args: str, url: str = EMULATOR_URL) -> EmulatorService:
+        return crossbar_service_factory(*args, url=url)
 
-    yield start
-    for service in started:
-        service.kill()
+    return start
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +59,7 @@ def in_process() -> list[np.ndarray]:
         return run_workload(xbar, STEPS)
 
 
-def connect(service: ServiceProcess, transport: str, **options):
+def connect(service: EmulatorService, transport: str, **options):
     """The driver itself (open_crossbar may wrap it, e.g. to record; see test_urls_open_drivers)."""
     if transport == "serial":
         return SerialCrossbar(service.where, **options)

@@ -8,7 +8,6 @@ import nengo
 import numpy as np
 import pytest
 from memristor_hil.drivers import SerialCrossbar, VisaCrossbar
-from service_process import ServiceProcess
 
 from memristor_hil import Crossbar, mPES, open_crossbar
 
@@ -54,9 +53,13 @@ def in_process(url: str) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize(
     ("transport", "dtype"), [("serial", "float64"), ("visa", "float64"), ("serial", "float32")]
 )
-def test_mpes_run_through_the_service_has_the_in_process_weights(transport, dtype):
+def test_mpes_run_through_the_service_has_the_in_process_weights(
+    transport, dtype, crossbar_service_factory
+):
     url = f"{URL}&dtype={dtype}"
-    service = ServiceProcess("--serial" if transport == "serial" else "--tcp=127.0.0.1:0", url=url)
+    service = crossbar_service_factory(
+        "--serial" if transport == "serial" else "--tcp=127.0.0.1:0", url=url
+    )
     try:
         if transport == "serial":
             xbar = SerialCrossbar(service.where, timeout=5)
@@ -74,10 +77,14 @@ def test_mpes_run_through_the_service_has_the_in_process_weights(transport, dtyp
 
 
 @pytest.mark.parametrize("transport", ["serial", "visa"])
-def test_a_crossbar_mpes_opened_is_made_safe_when_the_simulator_closes(transport, tmp_path):
+def test_a_crossbar_mpes_opened_is_made_safe_when_the_simulator_closes(
+    transport, tmp_path, crossbar_service_factory
+):
     """Outputs go safe at sim.close(), while the transport is alive; not at garbage collection
     (after a script's end pyvisa's resource manager is gone and the safe command is lost)."""
-    service = ServiceProcess("--serial" if transport == "serial" else "--tcp=127.0.0.1:0", url=URL)
+    service = crossbar_service_factory(
+        "--serial" if transport == "serial" else "--tcp=127.0.0.1:0", url=URL
+    )
     try:
         url = service.serial_url if transport == "serial" else service.visa_url
         with nengo.Network(seed=1) as net:

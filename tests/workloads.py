@@ -1,5 +1,5 @@
-"""Helpers for the end-to-end tests: the emulator service as a real subprocess, and a seeded
-workload to push through it.
+"""A seeded workload for the end-to-end tests, to push through the emulator service (started
+with the plugin's fixtures, ``pytest_memristor_hil``) and compare with the in-process emulator.
 
 ``run_workload`` is the hook for other workloads: anything that drives a Crossbar and returns
 what it saw (e.g. a seeded mPES Nengo run returning its weights) can be compared the same way
@@ -8,13 +8,6 @@ between the in-process emulator and the service.
 
 from __future__ import annotations
 
-import os
-import select
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,72 +19,6 @@ from memristor_hil import Crossbar, PulseBatch
 #: so that any difference in batch order or noise draws between the paths shows up.
 ROWS, COLS = 12, 10
 EMULATOR_URL = f"emulator://?rows={ROWS}&cols={COLS}&seed=7&sigma=0.15&noise=0.05"
-
-
-class ServiceProcess:
-    """``python -m memristor_hil emulate ...`` in its own process; kill() it when done."""
-
-    def __init__(self, *args: str, url: str = EMULATOR_URL) -> None:
-        self.args = [*args, "--url", url]
-        self._stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "memristor_hil", "emulate", *self.args],
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-        )
-        self.where = self._first_line(timeout=60)
-
-    def _first_line(self, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        line = b""
-        while not line.endswith(b"\n"):
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
-            if ready:
-                chunk = os.read(self.proc.stdout.fileno(), 1)
-                if not chunk:
-                    break
-                line += chunk
-            elif self.proc.poll() is not None or time.monotonic() > deadline:
-                break
-        if not line.endswith(b"\n"):
-            self.kill()
-            raise RuntimeError(f"emulate did not announce its port:\n{self.stderr}")
-        return line.decode().strip()
-
-    @property
-    def serial_url(self) -> str:
-        return f"serial://{self.where}"
-
-    @property
-    def visa_url(self) -> str:
-        host, port = self.where.rsplit(":", 1)
-        return f"visa://TCPIP::{host}::{port}::SOCKET"
-
-    @property
-    def port(self) -> int:
-        return int(self.where.rsplit(":", 1)[1])
-
-    @property
-    def stderr(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-        """Send ``sig`` and wait for the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        if self.proc.stdout:
-            self.proc.stdout.close()
 
 
 def workload(steps: int, seed: int = 0, rows: int = ROWS, cols: int = COLS) -> Iterator[tuple]:
