@@ -396,7 +396,8 @@ class SmuMatrixCrossbar(Crossbar):
             )
         reads = self._queue_reads(channels) if read_back else 0
         seconds = float(np.sum(pulses * width)) + (len(send) + reads) * self._settle
-        return self._go(reads, seconds)
+        result = self._go(reads, seconds)
+        return result if read_back else None
 
     def _read(self, flat: np.ndarray) -> np.ndarray:
         rows, cols = np.divmod(flat, self.shape[1])

@@ -57,6 +57,7 @@ def serve_keithley(
             announce,
             latency=float(args.latency),
             drop_after=int(args.drop_after),
+            stall_after=int(args.stall_after),
         )
     finally:
         stop.close()

@@ -4,7 +4,8 @@ One listener per instrument, served from one loop: each received line is handed 
 instrument and whatever it prints is sent back. Lines are bounded (:data:`MAX_LINE`); a client
 that floods the service loses its excess, never the service's memory. For tests,
 ``latency`` delays every reply and ``drop_after`` closes a client's connection after that many
-lines (once per instrument), as a cable pulled mid-batch would.
+lines (once per instrument), as a cable pulled mid-batch would, and ``stall_after`` executes
+that line but never answers on that connection again (a hung session).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class _Client:
         self.instrument = instrument
         self.pending = bytearray()
         self.skipping = False
+        self.stalled = False
 
 
 def serve_tsp(
@@ -38,6 +40,7 @@ def serve_tsp(
     *,
     latency: float = 0.0,
     drop_after: int = 0,
+    stall_after: int = 0,
 ) -> None:
     """Serve each instrument on its address until ``stop`` is set.
 
@@ -46,7 +49,7 @@ def serve_tsp(
     selector = selectors.DefaultSelector()
     listeners: dict[socket.socket, TspInstrument] = {}
     clients: dict[socket.socket, _Client] = {}
-    dropped: set[int] = set()
+    faulted: set[int] = set()
     try:
         where = []
         for instrument, address in instruments:
@@ -71,7 +74,7 @@ def serve_tsp(
                     clients[conn] = _Client(listeners[sock])
                     selector.register(conn, selectors.EVENT_READ)
                 elif sock in clients:
-                    alive = _serve(sock, clients[sock], latency, drop_after, dropped)
+                    alive = _serve(sock, clients[sock], latency, drop_after, stall_after, faulted)
                     if not alive:
                         selector.unregister(sock)
                         del clients[sock]
@@ -85,7 +88,12 @@ def serve_tsp(
 
 
 def _serve(
-    conn: socket.socket, client: _Client, latency: float, drop_after: int, dropped: set[int]
+    conn: socket.socket,
+    client: _Client,
+    latency: float,
+    drop_after: int,
+    stall_after: int,
+    faulted: set,
 ) -> bool:
     """Read what arrived and answer each complete line; False when the client is gone."""
     try:
@@ -110,11 +118,17 @@ def _serve(
         if client.skipping:  # the tail of an overlong line
             client.skipping = False
             continue
-        if drop_after and id(instrument) not in dropped and instrument.lines + 1 >= drop_after:
-            dropped.add(id(instrument))
+        if client.stalled:
+            continue  # this connection hangs: nothing more is executed or answered
+        if drop_after and id(instrument) not in faulted and instrument.lines + 1 >= drop_after:
+            faulted.add(id(instrument))
             instrument.lines += 1
             return False  # the link "fails" before this line arrives
         reply = instrument.handle_line(line)
+        if stall_after and id(instrument) not in faulted and instrument.lines >= stall_after:
+            faulted.add(id(instrument))
+            client.stalled = True  # executed, but the reply never comes
+            continue
         if reply:
             if latency > 0:
                 time.sleep(latency)

@@ -65,6 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     faults.add_argument(
         "--drop-after", type=int, default=0, help="keithley2600: drop the link at line N"
     )
+    faults.add_argument(
+        "--stall-after", type=int, default=0, help="keithley2600: stop answering at line N"
+    )
     parser.add_argument("--quiet", action="store_true", help="no event lines on stderr")
     parser.set_defaults(run=run)
 
