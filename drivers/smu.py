@@ -194,7 +194,8 @@ class VisaLink:
         return self._read(size)
 
     def allow(self, seconds: float) -> None:
-        """Wait up to ``seconds`` more than the timeout for the next replies (a long batch)."""
+        """Wait up to ``seconds`` more than the timeout for the next replies (a long batch);
+        ``allow(0)`` returns to the timeout."""
         self._inst.timeout = self._timeout_ms + int(seconds * 1000)
 
     def _read(self, size: int) -> bytes:
@@ -244,7 +245,8 @@ class SmuMatrixCrossbar(Crossbar):
     width_min, width_max : float
         Allowed pulse widths, in seconds (the SMU's pulse mode needs about 100 us or more).
     settle : float
-        Relay settling time after closing crosspoints, in seconds.
+        Extra settling after closing a cell's crosspoints, in seconds, on top of the relay
+        settling the 707B waits out itself before ``exclusiveclose`` returns.
     nplc : float
         Integration time of each reading, in power-line cycles.
     matrix_node : int
@@ -270,7 +272,7 @@ class SmuMatrixCrossbar(Crossbar):
         vmax: float = 1.5,
         width_min: float = 1e-4,
         width_max: float = 1e-2,
-        settle: float = 5e-3,
+        settle: float = 1e-3,
         nplc: float = 0.01,
         matrix_node: int = 2,
         max_pulses: int = 10_000,
@@ -456,6 +458,9 @@ class SmuMatrixCrossbar(Crossbar):
         except (CrossbarTimeoutError, ConnectionLostError, ProtocolError) as exc:
             self._recover(exc)
             raise
+        finally:
+            if isinstance(self._smu, VisaLink):
+                self._smu.allow(0)
 
     def _recover(self, exc: Exception) -> None:
         """After a timeout or a lost link: outputs off over fresh connections."""

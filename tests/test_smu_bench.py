@@ -169,7 +169,7 @@ def test_command_table_pins_what_the_driver_sends():
         *[("smu", line, b"") for line in SCRIPT_LINES],
         ("smu", "endscript", b""),
         ("smu", "mhilScript.run()", b""),
-        ("smu", "mhil_setup(2, 1.5, 0.001, 0.01, 0.005, 0.1)", b"MHIL READY\n"),
+        ("smu", "mhil_setup(2, 1.5, 0.001, 0.01, 0.001, 0.1)", b"MHIL READY\n"),
         # a batch: one line of pulse trains (the zero-count entry sends nothing), one of reads
         ("smu", 'mhil_pulses(2,{"1A01,1B05","1A02,1B03"},{3,1},{0.1,0.1},{0.0001,0.0001})', b""),
         ("smu", 'mhil_reads(3,{"1A01,1B05","1A02,1B03","1A02,1B04"})', b""),

@@ -84,6 +84,10 @@ class Bench:
         Channels the matrix refuses to close (as ``channel.setforbidden`` would).
     log : callable, optional
         Gets a line for each event a person watching the service would want to see.
+    relay_time : float
+        Seconds one switching action takes (the 707B waits out its relays before a command
+        returns; its manual's example uses 4 ms per relay). An exclusive close that also
+        opens crosspoints takes two (break before make, the 707B's default rule).
     """
 
     def __init__(
@@ -94,8 +98,10 @@ class Bench:
         slots: list[int] | None = None,
         forbidden: list[str] | None = None,
         log: Callable[[str], None] | None = None,
+        relay_time: float = 4e-3,
     ) -> None:
         self.xbar = xbar
+        self.relay_time = float(relay_time)
         self.wiring = wiring or Wiring.default(*xbar.shape)
         if self.wiring.shape != xbar.shape:
             raise ValueError(f"the wiring is {self.wiring.shape}, the devices {xbar.shape}")
@@ -136,18 +142,21 @@ class Bench:
         if refused:
             names = ",".join(sorted(f"{s}{r}{c:02d}" for s, r, c in refused))
             raise BenchError(f"channel {names} is forbidden to close")
+        opens = bool(self.closed - wanted) if exclusive else False
+        closes = bool(wanted - self.closed)
+        self.clock += self.relay_time * (opens + closes)
         self.closed = set(wanted) if exclusive else self.closed | wanted
         self.counts["closes"] += 1
 
     def open(self, channels: str) -> None:
         """Open crosspoints (``"allslots"``: all)."""
         which = parse_channels(channels, self.slots)
-        if which is None:
-            if self.closed:
+        opened = self.closed if which is None else self.closed & which
+        if opened:
+            self.clock += self.relay_time
+            if which is None:
                 self._log("matrix: all crosspoints open")
-            self.closed = set()
-        else:
-            self.closed -= which
+        self.closed = self.closed - opened
 
     def closed_names(self) -> list[str]:
         """The closed channels, sorted, as the matrix names them."""

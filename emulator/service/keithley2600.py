@@ -58,8 +58,8 @@ local function new_buffer()
   end
   return b
 end
-local set_output, pulse, measure_r, reset_hw, node_model = (
-  checked(hw.set_output)), checked(hw.pulse), checked(hw.measure_r), hw.reset, hw.node_model
+local set_output, pulse, measure_r = checked(hw.set_output), checked(hw.pulse),
+  checked(hw.measure_r)
 
 trigger = {timer = {}}
 for k = 1, 4 do
@@ -193,7 +193,7 @@ smua.reset = function()
   smua._compliance = false
 end
 smua.abort = function() end
-reset = function() smua.reset(); reset_hw() end
+reset = function() smua.reset() end
 
 tsplink = {state = "offline", reset = function() tsplink.state = "online"; return 2 end}
 node = setmetatable({}, {__index = function(_, k)
@@ -243,7 +243,6 @@ class Keithley2600(TspInstrument):
             set_output=lua_safe(bench.set_output),
             pulse=lua_safe(self._pulse),
             measure_r=lua_safe(self._measure_r),
-            reset=lambda: None,
             matrix_node=int(matrix_node),
         )
         self.sandbox.setup(

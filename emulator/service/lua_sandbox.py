@@ -10,7 +10,10 @@ Whatever a client uploads runs here, so the interpreter is cut off and bounded:
 - a count hook, installed with ``debug.sethook`` before ``debug`` is removed, stops a chunk
   after ``max_instructions`` virtual-machine instructions or ``max_seconds`` of wall time; the
   sandbox's ``pcall`` re-raises that stop, so a script cannot catch its way past it;
-- ``max_memory`` bytes for the whole interpreter (lupa's allocator limit).
+- ``max_memory`` bytes for the whole interpreter (lupa's allocator limit);
+- the pattern functions (``string.find``/``match``/``gmatch``/``gsub``), which backtrack in C
+  where the hook cannot reach, refuse a pattern whose worst case on that subject exceeds about
+  10^8 steps.
 """
 
 from __future__ import annotations
@@ -41,6 +44,28 @@ xpcall = function(f, handler, ...)
   if not r[1] and exhausted() then error(r[2], 0) end
   return unpack(r, 1, r.n)
 end
+local find, match, gmatch, gsub = string.find, string.match, string.gmatch, string.gsub
+local function guard(s, p)
+  -- Lua's matcher backtracks inside C, where the hook cannot stop it: a pattern with q
+  -- quantifiers costs up to (#s + 1)^(q + 1) steps, so refuse the costly pairs up front.
+  s, p = tostring(s), tostring(p)
+  local q, i = 0, 1
+  while i <= #p do
+    local c = p:sub(i, i)
+    if c == "%%" then i = i + 2 else
+      if c == "*" or c == "+" or c == "-" or c == "?" then q = q + 1 end
+      i = i + 1
+    end
+  end
+  if (#s + 1) ^ (q + 1) > 1e8 then error("pattern too costly for a subject this long", 3) end
+end
+string.find = function(s, p, init, plain)
+  if not plain then guard(s, p) end
+  return find(s, p, init, plain)
+end
+string.match = function(s, p, init) guard(s, p); return match(s, p, init) end
+string.gmatch = function(s, p) guard(s, p); return gmatch(s, p) end
+string.gsub = function(s, p, r, n) guard(s, p); return gsub(s, p, r, n) end
 os, io, package, require, dofile, loadfile, load, debug, coroutine = nil
 collectgarbage, python, warn = nil
 string.dump = nil
