@@ -338,10 +338,8 @@ class SmuMatrixCrossbar(Crossbar):
                 f"the SMU does not reach the matrix as TSP-Link node {self._node}: {link!r} "
                 f"({self._errors(self._smu)})"
             )
-        self._send(self._smu, f"loadscript {SCRIPT_NAME}")
-        for line in SCRIPT.strip().splitlines():
-            self._send(self._smu, line)
-        self._send(self._smu, "endscript")
+        # the whole script in one write: the instrument reads it line by line
+        self._send(self._smu, "\n".join([f"loadscript {SCRIPT_NAME}", SCRIPT.strip(), "endscript"]))
         self._send(self._smu, f"{SCRIPT_NAME}.run()")
         rangev = max(abs(limits.v_min), abs(limits.v_max), vread)
         ready = self._query(

@@ -165,9 +165,7 @@ def test_command_table_pins_what_the_driver_sends():
             "print(tsplink.state, node[2].model)",
             b"online\t707B\n",
         ),
-        ("smu", "loadscript mhilScript", b""),
-        *[("smu", line, b"") for line in SCRIPT_LINES],
-        ("smu", "endscript", b""),
+        ("smu", "\n".join(["loadscript mhilScript", *SCRIPT_LINES, "endscript"]), b""),
         ("smu", "mhilScript.run()", b""),
         ("smu", "mhil_setup(2, 1.5, 0.001, 0.01, 0.001, 0.1)", b"MHIL READY\n"),
         # a batch: one line of pulse trains (the zero-count entry sends nothing), one of reads
@@ -292,6 +290,37 @@ def test_a_runaway_script_is_stopped_and_the_instrument_keeps_answering(benches)
     # an uploaded script is bounded too
     lines = "loadscript spin\nwhile true do end\nendscript\nspin.run()\nprint(errorqueue.count)"
     assert bench.ask("smu", lines, timeout=30) == "1.00000e+00"
+
+
+def test_closing_at_interpreter_exit_leaves_the_bench_safe(benches):
+    bench = benches()
+    code = (
+        "from memristor_hil import open_crossbar, PulseBatch\n"
+        f"xbar = open_crossbar({bench.url()!r}, record=False)\n"
+        "xbar.apply(PulseBatch([1], [1], width=1e-4))\n"
+        "print(xbar.closed)\n"  # exits without closing
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr
+    bench.assert_safe()
+
+
+def test_garbage_changes_no_device_and_the_service_keeps_answering(benches):
+    bench = benches()
+    with open_crossbar(bench.url(), record=False) as xbar:
+        xbar.apply(PulseBatch([0, 2], [1, 3], 4, width=1e-4))
+        before = xbar.read_all()
+        host, port = bench.smu.rsplit(":", 1)
+        rng = np.random.default_rng(3)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            for _ in range(200):
+                junk = rng.integers(0, 256, int(rng.integers(1, 300)), dtype=np.uint8).tobytes()
+                sock.sendall(junk + (b"\n" if rng.random() < 0.7 else b""))
+            sock.sendall(b"\nprint('alive')\n")
+            reply = b""
+            while b"alive" not in reply:
+                reply += sock.recv(1 << 16)
+        np.testing.assert_array_equal(xbar.read_all(), before)
 
 
 def test_overlong_lines_and_garbage_do_not_break_the_service(benches):
