@@ -15,40 +15,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import select
-import subprocess
-import sys
 import time
 
 import nengo
 import numpy as np
+from bench_transports import start_service
 
 from memristor_hil import mPES, open_crossbar
 
 N = 10
 SHAPE = (N, 2 * N)  # post x (pre positive + pre negative)
 DEVICES = f"emulator://?rows={SHAPE[0]}&cols={SHAPE[1]}&seed=0&sigma=0.15"
-
-
-def start_bench() -> tuple[subprocess.Popen, list[str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "memristor_hil", "emulate", "--tcp", "127.0.0.1:0",
-         "--dialect", "keithley2600", "--url", DEVICES, "--quiet"],
-        stdout=subprocess.PIPE,
-    )  # fmt: skip
-    line = b""
-    deadline = time.monotonic() + 60
-    while not line.endswith(b"\n") and time.monotonic() < deadline:
-        if select.select([proc.stdout], [], [], 0.5)[0]:
-            chunk = os.read(proc.stdout.fileno(), 1)
-            if not chunk:
-                break
-            line += chunk
-    if not line.endswith(b"\n"):
-        proc.kill()
-        raise SystemExit("the emulated bench did not start")
-    return proc, line.decode().split()
 
 
 def network(crossbar, width: float) -> tuple[nengo.Network, nengo.Probe]:
@@ -92,7 +69,8 @@ def main() -> None:
 
     with open_crossbar(DEVICES) as xbar:
         wall_emulator, steps, _ = timed_run(xbar, args.sim_time, args.width)
-    proc, (smu, matrix) = start_bench()
+    proc, where = start_service("--tcp", "127.0.0.1:0", "--dialect", "keithley2600", url=DEVICES)
+    smu, matrix = where.split()
     try:
         resources = [
             f"TCPIP::{h}::{p}::SOCKET" for h, p in (w.rsplit(":", 1) for w in (smu, matrix))
