@@ -369,3 +369,17 @@ def test_mpes_info_characterize_fit_on_the_smu_url(benches, tmp_path, monkeypatc
     assert "characterizing 4 cells" in out
     assert "fitted" in cli("fit", "c.sqlite")
     bench.assert_safe()
+
+
+def test_emulate_explains_a_bad_bench_request(tmp_path):
+    def emulate(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "memristor_hil", "emulate", "--dialect", "keithley2600", *args],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    proc = emulate("--serial")
+    assert proc.returncode != 0 and "needs --tcp" in proc.stderr
+    (tmp_path / "map.json").write_text('{"rows": ["1:01"], "cols": ["1:99"]}')
+    proc = emulate("--tcp", "127.0.0.1:0", "--map", str(tmp_path / "map.json"))
+    assert proc.returncode != 0 and "cols[0]: column 99" in proc.stderr

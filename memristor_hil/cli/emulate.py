@@ -84,10 +84,16 @@ def run(args: argparse.Namespace) -> int:
         from memristor_hil.emulator.service.tcp import parse_address
 
         address = parse_address(args.tcp, args.allow_remote)
-    if args.dialect != "scpi":
+    if args.dialect == "keithley2600":
         if address is None:
-            raise ValueError(f"--dialect {args.dialect} needs --tcp")
-        from memristor_hil.emulator.service.keithley_service import serve_keithley
+            raise ValueError("--dialect keithley2600 needs --tcp")
+        try:
+            from memristor_hil.emulator.service.keithley_service import serve_keithley
+        except ImportError as exc:  # lupa is an extra
+            raise ValueError(
+                f"--dialect {args.dialect} needs {exc.name}: pip install "
+                "'memristor-hil[bench-emulator]'"
+            ) from None
 
         return serve_keithley(args, address, lambda text: say(args, text))
     options = {
