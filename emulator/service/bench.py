@@ -111,6 +111,7 @@ class Bench:
             raise ValueError("slots are 1..6")
         self.forbidden = parse_channels(",".join(forbidden), self.slots) if forbidden else set()
         self.closed: set[tuple[int, str, int]] = set()
+        self._path_cache: tuple[np.ndarray, np.ndarray] | None = None
         self.output_on = False
         self.clock = 0.0  #: seconds the real instruments would have spent (virtual time)
         self.counts = {"pulses": 0, "trains": 0, "reads": 0, "closes": 0}
@@ -146,6 +147,7 @@ class Bench:
         closes = bool(wanted - self.closed)
         self.clock += self.relay_time * (opens + closes)
         self.closed = set(wanted) if exclusive else self.closed | wanted
+        self._path_cache = None
         self.counts["closes"] += 1
 
     def open(self, channels: str) -> None:
@@ -157,6 +159,7 @@ class Bench:
             if which is None:
                 self._log("matrix: all crosspoints open")
         self.closed = self.closed - opened
+        self._path_cache = None
 
     def closed_names(self) -> list[str]:
         """The closed channels, sorted, as the matrix names them."""
@@ -170,6 +173,11 @@ class Bench:
 
     def _path(self) -> tuple[np.ndarray, np.ndarray]:
         """Rows and columns of the devices between the force and ground rows (all pairs)."""
+        if self._path_cache is None:
+            self._path_cache = self._find_path()
+        return self._path_cache
+
+    def _find_path(self) -> tuple[np.ndarray, np.ndarray]:
         wiring = self.wiring
         rows, cols = [], []
         for slot, row, column in self.closed:
