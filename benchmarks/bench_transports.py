@@ -34,10 +34,10 @@ SHAPE = (100, 200)
 URL = f"emulator://?rows={SHAPE[0]}&cols={SHAPE[1]}&seed=0"
 
 
-def start_service(*args: str) -> tuple[subprocess.Popen, str]:
+def start_service(*args: str, url: str = URL) -> tuple[subprocess.Popen, str]:
     """The service process and the port it announced."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "memristor_hil", "emulate", *args, "--url", URL, "--quiet"],
+        [sys.executable, "-m", "memristor_hil", "emulate", *args, "--url", url, "--quiet"],
         stdout=subprocess.PIPE,
     )
     line = b""

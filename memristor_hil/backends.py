@@ -46,6 +46,7 @@ _SCHEMES: dict[str, Scheme] = {
     "emulator": Scheme("memristor_hil.emulator.url:open_emulator", sized=True),
     "serial": Scheme("memristor_hil.drivers.serial:open_serial", hardware=True),
     "visa": Scheme("memristor_hil.drivers.visa:open_visa", hardware=True),
+    "smu": Scheme("memristor_hil.drivers.smu:open_smu", hardware=True),
 }
 
 

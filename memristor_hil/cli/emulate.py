@@ -27,6 +27,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--allow-remote", action="store_true", help="allow --tcp on a non-loopback address"
     )
+    parser.add_argument(
+        "--dialect",
+        choices=("scpi", "keithley2600"),
+        default="scpi",
+        help="what --tcp speaks: this project's SCPI (default), or keithley2600: a 2600B SMU "
+        "on --tcp and a 707B matrix on --matrix-port, wired to the devices (TSP; "
+        "docs/instruments-smu.md)",
+    )
+    bench = parser.add_argument_group("--dialect keithley2600")
+    bench.add_argument("--matrix-port", type=int, default=0, help="the matrix's port (0: any)")
+    bench.add_argument("--map", type=Path, help="wiring map file (default: rows, then columns)")
+    bench.add_argument("--forbid", default="", help="matrix channels that refuse to close")
     parser.add_argument("--url", default=DEFAULT_URL, help=f"emulator URL (default {DEFAULT_URL})")
     parser.add_argument("--rows", type=int, help="rows (overrides the URL)")
     parser.add_argument("--cols", type=int, help="columns (overrides the URL)")
@@ -50,6 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     faults.add_argument("--drop-reply", type=float, default=0.0, help="P(a reply is not sent)")
     faults.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
     faults.add_argument("--fault-seed", type=int, help="seed of the fault stream")
+    faults.add_argument(
+        "--drop-after", type=int, default=0, help="keithley2600: drop the link at line N"
+    )
+    faults.add_argument(
+        "--stall-after", type=int, default=0, help="keithley2600: stop answering at line N"
+    )
     parser.add_argument("--quiet", action="store_true", help="no event lines on stderr")
     parser.set_defaults(run=run)
 
@@ -66,6 +84,18 @@ def run(args: argparse.Namespace) -> int:
         from memristor_hil.emulator.service.tcp import parse_address
 
         address = parse_address(args.tcp, args.allow_remote)
+    if args.dialect == "keithley2600":
+        if address is None:
+            raise ValueError("--dialect keithley2600 needs --tcp")
+        try:
+            from memristor_hil.emulator.service.keithley_service import serve_keithley
+        except ImportError as exc:  # lupa is an extra
+            raise ValueError(
+                f"--dialect {args.dialect} needs {exc.name}: pip install "
+                "'memristor-hil[bench-emulator]'"
+            ) from None
+
+        return serve_keithley(args, address, lambda text: say(args, text))
     options = {
         key: value
         for key, value in (("rows", args.rows), ("cols", args.cols), ("seed", args.seed))
