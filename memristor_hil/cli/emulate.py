@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
 ORDER = 20
 DEFAULT_URL = "emulator://?rows=100&cols=100&seed=0"
+
+#: Instruments the service can impersonate instead of speaking docs/protocol.md:
+#: name -> (the transport it needs, "module:function" serving it like serve_serial/serve_tcp).
+DIALECTS = {
+    "arc1": ("serial", "memristor_hil.emulator.service.arc1:serve_arc1"),
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--allow-remote", action="store_true", help="allow --tcp on a non-loopback address"
+    )
+    parser.add_argument(
+        "--dialect",
+        choices=sorted(DIALECTS),
+        help="impersonate this instrument's own command set instead of docs/protocol.md "
+        "(arc1: ArC ONE on --serial; open it with arc1://PATH)",
     )
     parser.add_argument("--url", default=DEFAULT_URL, help=f"emulator URL (default {DEFAULT_URL})")
     parser.add_argument("--rows", type=int, help="rows (overrides the URL)")
@@ -66,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
         from memristor_hil.emulator.service.tcp import parse_address
 
         address = parse_address(args.tcp, args.allow_remote)
+    if args.dialect is not None:
+        transport = DIALECTS[args.dialect][0]
+        if (transport == "serial") != (address is None):
+            raise ValueError(f"--dialect {args.dialect} needs --{transport}")
     options = {
         key: value
         for key, value in (("rows", args.rows), ("cols", args.cols), ("seed", args.seed))
@@ -93,7 +110,12 @@ def run(args: argparse.Namespace) -> int:
         say(args, f"serving {service.xbar.identity} on {where}")
 
     try:
-        if address is None:
+        if args.dialect is not None:
+            module, func = DIALECTS[args.dialect][1].split(":")
+            serve = getattr(importlib.import_module(module), func)
+            where = {} if address is None else {"address": address}
+            serve(service, stop, announce, faults, **where)
+        elif address is None:
             from memristor_hil.emulator.service.serial import serve_serial
 
             serve_serial(service, stop, announce, faults)
