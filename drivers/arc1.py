@@ -29,6 +29,7 @@ twice); only reads, which change nothing, are retried after a timeout or a garbl
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -176,18 +177,7 @@ class ArC1Crossbar(Crossbar):
         self.write_delay = float(write_delay)
         self.reset_delay = float(reset_delay)
         self.stats = {"writes": 0, "bytes_out": 0, "bytes_in": 0, "retries": 0}
-        try:
-            self._serial = serial.serial_for_url(
-                port,
-                baudrate=int(baudrate),
-                bytesize=serial.EIGHTBITS,
-                parity=serial.PARITY_EVEN,
-                stopbits=serial.STOPBITS_ONE,
-                timeout=0.05,
-                write_timeout=5.0,
-            )
-        except (OSError, ValueError, serial.SerialException) as exc:
-            raise ConnectionLostError(f"cannot open ArC ONE port {port!r}: {exc}") from None
+        self._serial = _open_port(port, int(baudrate))
         try:
             self._initialise()
             version = self._firmware_version()
@@ -271,27 +261,47 @@ class ArC1Crossbar(Crossbar):
         raise type(failure)(f"{failure} (after {self.retries + 1} attempt(s))")
 
     def _initialise(self) -> None:
-        self._write(b"00\n")
-        time.sleep(self.reset_delay)
-        self._serial.reset_input_buffer()
+        """Reset and configure the board; configuring is idempotent, so a lost answer is
+        retried (nothing is pulsed)."""
         cycles, words, bits, mode, session, sneak, vread = self._settings
-        self._write(
+        configure = (
             b"0\n%d\n%d\n%d\n%d\n%d\n%d\n" % (cycles, words, bits, mode, session, sneak)
             + _number(vread)
             + b"\n"
         )
-        answer = self._read_line().strip()
-        if answer != b"1":
-            raise DeviceError(
-                f"{self._port_name}: ArC ONE did not confirm its configuration "
-                f"({words}x{bits}, read mode {mode}, Vread {vread} V): answered {answer!r}"
-            )
+        for attempt in range(self.retries + 1):
+            self._write(b"00\n")
+            time.sleep(self.reset_delay)
+            self._drain()
+            self._write(configure)
+            try:
+                answer = self._read_line().strip()
+            except CrossbarTimeoutError:
+                if attempt == self.retries:
+                    raise
+                self.stats["retries"] += 1
+                continue
+            if answer != b"1":
+                raise DeviceError(
+                    f"{self._port_name}: ArC ONE did not confirm its configuration "
+                    f"({words}x{bits}, read mode {mode}, Vread {vread} V): answered {answer!r}"
+                )
+            break
         self._write(b"01\n%d\n" % mode + _number(vread) + b"\n")
 
     def _firmware_version(self) -> str:
-        self._write(b"999\n")
-        major, minor = np.frombuffer(self._read_exact(4), dtype="<u2")
-        return f"{major}.{minor}"
+        for attempt in range(self.retries + 1):
+            self._write(b"999\n")
+            try:
+                major, minor = np.frombuffer(self._read_exact(4), dtype="<u2")
+            except CrossbarTimeoutError:
+                if attempt == self.retries:
+                    raise
+                self.stats["retries"] += 1
+                self._drain()
+                continue
+            return f"{major}.{minor}"
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ Crossbar hooks
     def _lines(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -355,6 +365,33 @@ class ArC1Crossbar(Crossbar):
             pass
         finally:
             self._close_port()
+
+
+def _open_port(port: str, baudrate: int) -> serial.SerialBase:
+    """The port at ArC ONE's line settings (8E1).
+
+    A Linux pseudo-terminal (the emulated instrument) has no line settings, and re-applying
+    even parity to one that was configured before fails with EINVAL; there, and only there,
+    the port is opened without them.
+    """
+    settings = {
+        "baudrate": baudrate,
+        "bytesize": serial.EIGHTBITS,
+        "parity": serial.PARITY_EVEN,
+        "stopbits": serial.STOPBITS_ONE,
+        "timeout": 0.05,
+        "write_timeout": 5.0,
+    }
+    try:
+        try:
+            return serial.serial_for_url(port, **settings)
+        except Exception:  # termios.error is not an OSError
+            if not os.path.realpath(port).startswith("/dev/pts/"):
+                raise
+            settings["parity"] = serial.PARITY_NONE
+            return serial.serial_for_url(port, **settings)
+    except Exception as exc:  # noqa: BLE001 - SerialException, OSError, termios.error, ValueError
+        raise ConnectionLostError(f"cannot open ArC ONE port {port!r}: {exc}") from None
 
 
 def _check_inside(limits: SafetyLimits, outer: SafetyLimits) -> None:
