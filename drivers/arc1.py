@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import time
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -81,18 +82,26 @@ def encode_batch(batch: PulseBatch, words: np.ndarray, bits: np.ndarray) -> list
     Entries keep their batch order (a cell named twice is selected twice); an entry with no
     pulses is not sent. ``words`` and ``bits`` are the 1-based lines of each entry.
     """
-    pulses = batch.pulses
-    voltage = np.broadcast_to(batch.voltage, (len(batch),))
-    width = np.broadcast_to(batch.width, (len(batch),))
-    chunks: list[bytes] = []
-    trains: dict[tuple[float, float], bytes] = {}
-    for i in np.flatnonzero(pulses):
-        key = (float(voltage[i]), float(width[i]))
-        train = trains.get(key)
-        if train is None:
-            train = trains[key] = b"04\n" + _number(key[0]) + b"\n" + _number(key[1]) + b"\n"
-        chunks.append(b"02\n%d\n%d\n" % (words[i], bits[i]) + train * int(pulses[i]))
-    return chunks
+    keep = np.flatnonzero(batch.pulses)
+    counts = batch.pulses[keep].tolist()
+    w, b = words[keep].tolist(), bits[keep].tolist()
+    if np.ndim(batch.voltage) == 0 and np.ndim(batch.width) == 0:
+        train = _train(float(batch.voltage), float(batch.width))
+        if all(c == 1 for c in counts):  # the common case (mPES): one pulse per cell
+            return list(map(b"02\n%d\n%d\n%b".__mod__, zip(w, b, repeat(train))))
+        cells = zip(w, b, counts, strict=True)
+        return [b"02\n%d\n%d\n%b" % (wi, bi, train * c) for wi, bi, c in cells]
+    voltage = np.broadcast_to(batch.voltage, (len(batch),))[keep].tolist()
+    width = np.broadcast_to(batch.width, (len(batch),))[keep].tolist()
+    return [
+        b"02\n%d\n%d\n%b" % (wi, bi, _train(v, pw) * c)
+        for wi, bi, c, v, pw in zip(w, b, counts, voltage, width, strict=True)
+    ]
+
+
+def _train(voltage: float, width: float) -> bytes:
+    """One ``04`` pulse command."""
+    return b"04\n" + _number(voltage) + b"\n" + _number(width) + b"\n"
 
 
 def encode_masked_read(nwords: int, nbits: int, words: np.ndarray, bits: np.ndarray) -> bytes:
@@ -100,7 +109,7 @@ def encode_masked_read(nwords: int, nbits: int, words: np.ndarray, bits: np.ndar
     pairs = np.empty(2 * len(words), dtype=np.int64)
     pairs[0::2] = words
     pairs[1::2] = bits
-    body = b"\n".join(b"%d" % p for p in pairs.tolist())
+    body = "\n".join(map(str, pairs.tolist())).encode()
     return b"2\n2\n%d\n%d\n%d\n" % (nwords, nbits, len(words)) + body + (b"\n" if body else b"")
 
 

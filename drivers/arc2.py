@@ -170,7 +170,11 @@ def plan_pulses(
     width = np.broadcast_to(batch.width, (len(batch),))[keep]
     nanos = np.maximum(np.rint(width * 1e9).astype(np.int64), 1)
     out: list[PulseInstruction] = []
-    groups = {(float(v), int(n)) for v, n in zip(voltage.tolist(), nanos.tolist(), strict=True)}
+    if np.ndim(batch.voltage) == 0 and np.ndim(batch.width) == 0:
+        groups = {(float(voltage[0]), int(nanos[0]))}
+    else:
+        pairs = np.unique(np.stack([voltage, nanos.astype(np.float64)]), axis=1)
+        groups = {(float(v), int(n)) for v, n in pairs.T.tolist()}
     for v, n in sorted(groups):
         sel = (voltage == v) & (nanos == n) if len(groups) > 1 else slice(None)
         uniq, inverse = np.unique(flat[sel], return_inverse=True)
