@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from itertools import repeat
 from typing import Any
 
@@ -198,6 +199,8 @@ class ArC1Crossbar(Crossbar):
             limits=limits,
             identity=f"Arc Instruments,ArC ONE,{rows}x{cols},firmware {version}",
         )
+        # the board is reset (its safe state) on close, or at interpreter exit if never closed
+        self._finalizer = weakref.finalize(self, _reset_and_close, self._serial)
 
     # ------------------------------------------------------------------ link
     def _write(self, data: bytes) -> None:
@@ -368,12 +371,20 @@ class ArC1Crossbar(Crossbar):
             pass
 
     def _close(self) -> None:
-        try:
-            self._write(b"00\n")
-        except CrossbarError:
-            pass
-        finally:
-            self._close_port()
+        self._finalizer()
+
+
+def _reset_and_close(port: serial.SerialBase) -> None:
+    """Send the reset (ArC ONE's safe state) and release the port; never raises."""
+    try:
+        port.write(b"00\n")
+        port.flush()
+    except Exception:  # noqa: BLE001 - a port that is gone has nothing left to make safe
+        pass
+    try:
+        port.close()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _open_port(port: str, baudrate: int) -> serial.SerialBase:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,8 @@ class ArC2Crossbar(Crossbar):
             limits=limits,
             identity=f"Arc Instruments,ArC TWO,{name},layout {layout.name}",
         )
+        # outputs grounded on close, or at interpreter exit if never closed
+        self._finalizer = weakref.finalize(self, _ground, instrument)
 
     # ------------------------------------------------------------------ instrument calls
     def _call(self, method: str, *args: Any) -> Any:
@@ -363,7 +366,16 @@ class ArC2Crossbar(Crossbar):
             pass
 
     def _close(self) -> None:
-        self._ground_quietly()
+        self._finalizer()
+
+
+def _ground(instrument: Any) -> None:
+    """``ground_all()`` and ``execute()``; never raises (used at close and at exit)."""
+    try:
+        instrument.ground_all()
+        instrument.execute()
+    except Exception:  # noqa: BLE001 - an instrument that is gone has nothing to ground
+        pass
 
 
 def _bias_rows() -> Any:

@@ -5,6 +5,9 @@ ArC ONE answers resistances as float32, so a float64 emulator's readings arrive 
 float32 (compared exactly after that rounding); a float32 emulator's arrive exactly."""
 
 import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -134,3 +137,28 @@ def test_info_characterize_fit_on_arc1_and_recording_by_default(tmp_path):
             assert xbar.record.path.parent == tmp_path / "records"
     finally:
         service.kill()
+
+
+def test_the_board_is_reset_at_interpreter_exit_when_never_closed(tmp_path):
+    service = ServiceProcess("--serial", "--dialect", "arc1", url=EMULATOR_URL)
+    try:
+        script = (
+            "from memristor_hil import PulseBatch, open_crossbar\n"
+            f"x = open_crossbar({arc1_url(service, 12, 10)!r}, record=False)\n"
+            "x.apply(PulseBatch([0], [0]))\n"  # ... and exit without closing
+        )
+        before = service.stderr.count("outputs safe")
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        deadline = time.monotonic() + 10
+        while service.stderr.count("outputs safe") <= before + 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # one reset at connect, one at exit
+        assert service.stderr.count("outputs safe") == before + 2
+    finally:
+        service.kill()
+
+
+def test_a_dialect_is_refused_on_the_wrong_transport(tmp_path):
+    code, _, err = cli("emulate", "--tcp", "127.0.0.1:0", "--dialect", "arc1", cwd=tmp_path)
+    assert code == 2 and "--dialect arc1 needs --serial" in err

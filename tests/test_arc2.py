@@ -1,6 +1,7 @@
 """arc2:// against EmulatedArC2, the stand-in for ``pyarc2.Instrument``: the stand-in's interface
 checked against the real library, call sequences pinned in tables, failures, and learning."""
 
+import gc
 import inspect
 import json
 
@@ -104,6 +105,14 @@ def test_many_rows_are_read_back_with_one_read_all_and_big_batches_split_into_pr
     assert names.count("execute") == 3  # 5 + 5 + 2 instructions, still one apply
     assert names.count("read_all") == 1 and "read_slice_masked" not in names
     assert names[-1] == "read_all" and inst.calls[-1][1][0] == V
+
+
+def test_outputs_are_grounded_when_a_crossbar_is_dropped_unclosed():
+    xbar, inst = connect()
+    xbar.apply(PulseBatch([0], [0]))
+    del xbar
+    gc.collect()
+    assert inst.calls[-2:] == [("ground_all", ()), ("execute", ())] and inst.grounded
 
 
 def test_a_program_that_never_finishes_times_out_and_grounds_the_outputs():
