@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -77,27 +76,54 @@ def _number(value: float) -> bytes:
     return repr(float(value)).encode()
 
 
-def encode_batch(batch: PulseBatch, words: np.ndarray, bits: np.ndarray) -> list[bytes]:
-    """The writes for a batch: per entry with pulses, ``02 w b`` then ``04 V pw`` per pulse.
+def _line_table(largest: int) -> tuple[np.ndarray, np.ndarray]:
+    """``b"0\\n"``, ``b"1\\n"``, ... ``b"<largest>\\n"`` as an object array, and their
+    lengths (cached)."""
+    global _LINES, _LINE_LENGTHS
+    if len(_LINES) <= largest:
+        _LINES = np.array([b"%d\n" % i for i in range(max(largest + 1, 64))], dtype=object)
+        _LINE_LENGTHS = np.array([len(line) for line in _LINES], dtype=np.int64)
+    return _LINES, _LINE_LENGTHS
+
+
+_LINES = np.array([], dtype=object)
+_LINE_LENGTHS = np.array([], dtype=np.int64)
+
+
+def encode_batch(
+    batch: PulseBatch, words: np.ndarray, bits: np.ndarray
+) -> tuple[bytes, np.ndarray]:
+    """The bytes of a batch: per entry with pulses, ``02 w b`` then ``04 V pw`` per pulse.
 
     Entries keep their batch order (a cell named twice is selected twice); an entry with no
-    pulses is not sent. ``words`` and ``bits`` are the 1-based lines of each entry.
+    pulses is not sent. ``words`` and ``bits`` are the 1-based lines of each entry. Returns the
+    bytes and where each entry's part ends in them (for writing entry by entry).
     """
     keep = np.flatnonzero(batch.pulses)
-    counts = batch.pulses[keep].tolist()
-    w, b = words[keep].tolist(), bits[keep].tolist()
+    if keep.size == 0:
+        return b"", np.empty(0, dtype=np.int64)
+    counts = batch.pulses[keep]
+    w, b = words[keep], bits[keep]
+    lines, lengths = _line_table(int(max(w.max(), b.max())))
+    pieces = np.empty((len(keep), 4), dtype=object)
+    pieces[:, 0] = b"02\n"
+    pieces[:, 1] = lines[w]
+    pieces[:, 2] = lines[b]
     if np.ndim(batch.voltage) == 0 and np.ndim(batch.width) == 0:
         train = _train(float(batch.voltage), float(batch.width))
-        if all(c == 1 for c in counts):  # the common case (mPES): one pulse per cell
-            return list(map(b"02\n%d\n%d\n%b".__mod__, zip(w, b, repeat(train))))
-        cells = zip(w, b, counts, strict=True)
-        return [b"02\n%d\n%d\n%b" % (wi, bi, train * c) for wi, bi, c in cells]
-    voltage = np.broadcast_to(batch.voltage, (len(batch),))[keep].tolist()
-    width = np.broadcast_to(batch.width, (len(batch),))[keep].tolist()
-    return [
-        b"02\n%d\n%d\n%b" % (wi, bi, _train(v, pw) * c)
-        for wi, bi, c, v, pw in zip(w, b, counts, voltage, width, strict=True)
-    ]
+        train_lengths = len(train) * counts
+        if counts.min() == counts.max():
+            pieces[:, 3] = train * int(counts[0])
+        else:
+            pieces[:, 3] = [train * c for c in counts.tolist()]
+    else:
+        voltage = np.broadcast_to(batch.voltage, (len(batch),))[keep].tolist()
+        width = np.broadcast_to(batch.width, (len(batch),))[keep].tolist()
+        trains = zip(voltage, width, counts.tolist(), strict=True)
+        pieces[:, 3] = [_train(v, pw) * c for v, pw, c in trains]
+        train_lengths = np.array([len(t) for t in pieces[:, 3].tolist()], dtype=np.int64)
+    ends = np.cumsum(3 + lengths[w] + lengths[b] + train_lengths)
+    return b"".join(pieces.ravel().tolist()), ends
 
 
 def _train(voltage: float, width: float) -> bytes:
@@ -107,11 +133,14 @@ def _train(voltage: float, width: float) -> bytes:
 
 def encode_masked_read(nwords: int, nbits: int, words: np.ndarray, bits: np.ndarray) -> bytes:
     """A masked read of the cells ``(words[i], bits[i])`` (1-based): one float32 each."""
-    pairs = np.empty(2 * len(words), dtype=np.int64)
-    pairs[0::2] = words
-    pairs[1::2] = bits
-    body = "\n".join(map(str, pairs.tolist())).encode()
-    return b"2\n2\n%d\n%d\n%d\n" % (nwords, nbits, len(words)) + body + (b"\n" if body else b"")
+    head = b"2\n2\n%d\n%d\n%d\n" % (nwords, nbits, len(words))
+    if len(words) == 0:
+        return head
+    lines, _ = _line_table(int(max(words.max(), bits.max())))
+    pairs = np.empty((len(words), 2), dtype=object)
+    pairs[:, 0] = lines[words]
+    pairs[:, 1] = lines[bits]
+    return head + b"".join(pairs.ravel().tolist())
 
 
 class ArC1Crossbar(Crossbar):
@@ -327,14 +356,16 @@ class ArC1Crossbar(Crossbar):
                 f"{MAX_BATCH_PULSES} (each is one command on the serial link); split the batch"
             )
         words, bits = self._lines(cells.flat)
-        chunks = encode_batch(batch, words, bits)
+        data, ends = encode_batch(batch, words, bits)
         try:
             if self.write_delay > 0:
-                for chunk in chunks:
-                    self._write(chunk)
+                start = 0
+                for end in ends.tolist():
+                    self._write(data[start:end])
+                    start = end
                     time.sleep(self.write_delay)
-            elif chunks:
-                self._write(b"".join(chunks))
+            elif data:
+                self._write(data)
             if not read_back:
                 return None
             return self._floats(encode_masked_read(*self.shape, words, bits), len(words))

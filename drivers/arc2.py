@@ -178,19 +178,24 @@ def plan_pulses(
         groups = {(float(v), int(n)) for v, n in pairs.T.tolist()}
     for v, n in sorted(groups):
         sel = (voltage == v) & (nanos == n) if len(groups) > 1 else slice(None)
-        uniq, inverse = np.unique(flat[sel], return_inverse=True)
-        total = np.zeros(len(uniq), dtype=np.int64)
-        np.add.at(total, inverse, counts[sel])
+        if cells.ascending and len(groups) == 1:  # distinct cells, row-major (mPES)
+            uniq, total = flat, counts
+        else:
+            uniq, inverse = np.unique(flat[sel], return_inverse=True)
+            total = np.bincount(inverse, weights=counts[sel], minlength=len(uniq))
+            total = total.astype(np.int64)
         row_of, col_of = np.divmod(uniq, shape[1])
         starts = np.flatnonzero(np.r_[True, row_of[1:] != row_of[:-1]])
         ends = np.r_[starts[1:], len(uniq)]
-        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-            chan = int(rows[row_of[s]])
-            col_chans = cols[col_of[s:e]].astype(np.uint64)
-            need = total[s:e]
-            for k in range(1, int(need.max()) + 1):
-                mask = col_chans if k == 1 or need.min() >= k else col_chans[need >= k]
-                out.append(PulseInstruction(chan, v, n, mask))
+        most = np.maximum.reduceat(total, starts).tolist()
+        least = np.minimum.reduceat(total, starts).tolist()
+        chans = rows[row_of[starts]].tolist()
+        col_chans = cols[col_of].astype(np.uint64)
+        bounds = zip(starts.tolist(), ends.tolist(), chans, most, least, strict=True)
+        for s, e, chan, hi, lo in bounds:
+            mask = col_chans[s:e]
+            for k in range(1, hi + 1):
+                out.append(PulseInstruction(chan, v, n, mask if k <= lo else mask[total[s:e] >= k]))
     return out
 
 

@@ -204,11 +204,10 @@ def test_options_outside_the_instrument_are_refused():
 
 def test_encoders_keep_batch_order_and_skip_entries_without_pulses():
     batch = PulseBatch([1, 0, 1], [0, 1, 0], pulses=[1, 0, 2], voltage=[0.3, 0.1, 0.2])
-    chunks = encode_batch(batch, np.array([2, 1, 2]), np.array([1, 2, 1]))
-    assert chunks == [
-        b"02\n2\n1\n04\n0.3\n1e-06\n",
-        b"02\n2\n1\n04\n0.2\n1e-06\n04\n0.2\n1e-06\n",
-    ]
+    data, ends = encode_batch(batch, np.array([2, 1, 2]), np.array([1, 2, 1]))
+    first = b"02\n2\n1\n04\n0.3\n1e-06\n"
+    assert data == first + b"02\n2\n1\n04\n0.2\n1e-06\n04\n0.2\n1e-06\n"
+    assert ends.tolist() == [len(first), len(data)]
     assert encode_masked_read(32, 32, np.array([], dtype=int), np.array([], dtype=int)) == (
         b"2\n2\n32\n32\n0\n"
     )
