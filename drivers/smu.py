@@ -1,7 +1,7 @@
 """SmuMatrixCrossbar: a crossbar on a bench of a Keithley 2600B SMU and a 707B switching matrix.
 
 Both instruments speak TSP (Lua) over VISA; this driver writes TSP through pyvisa directly
-(see docs/instruments-smu.md for why no instrument library is used). At open it uploads one
+(see docs/instruments.md for why no instrument library is used). At open it uploads one
 script to the SMU; a batch is then a few lines of data, one call, and one reply: the SMU's
 script walks the batch, closing each cell's two crosspoints through TSP-Link
 (``node[N].channel.exclusiveclose``), sourcing the cell's pulse train in pulse mode (trigger

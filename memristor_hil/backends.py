@@ -46,6 +46,8 @@ _SCHEMES: dict[str, Scheme] = {
     "emulator": Scheme("memristor_hil.emulator.url:open_emulator", sized=True),
     "serial": Scheme("memristor_hil.drivers.serial:open_serial", hardware=True),
     "visa": Scheme("memristor_hil.drivers.visa:open_visa", hardware=True),
+    "arc1": Scheme("memristor_hil.drivers.arc1:open_arc1", hardware=True),
+    "arc2": Scheme("memristor_hil.drivers.arc2:open_arc2", hardware=True),
     "smu": Scheme("memristor_hil.drivers.smu:open_smu", hardware=True),
 }
 

@@ -227,7 +227,7 @@ def test_open_crossbar_emulator_url():
 @pytest.mark.parametrize(
     "url, message",
     [
-        ("nosuch://x", "known schemes: emulator"),
+        ("nosuch://x", "known schemes: .*emulator"),
         ("emulator", "not a crossbar URL"),
         ("emulator://?rows=3&bogus=1", "unknown emulator:// options"),
         ("emulator://?rows=three", "integers"),

@@ -149,6 +149,12 @@ class CrossbarService:
         if self._dirty and time.monotonic() - self._last_save >= self.save_interval:
             self.save()
 
+    def note_change(self) -> None:
+        """Mark the devices changed by a command outside :meth:`handle` (another dialect)."""
+        self._dirty = True
+        if self.save_interval <= 0:
+            self.save()
+
     def seconds_to_next_save(self) -> float | None:
         """How long the transport loop may sleep before :meth:`tick` has work (None: no work)."""
         if not self._dirty or self.state_path is None:

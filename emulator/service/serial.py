@@ -16,7 +16,7 @@ from .core import CrossbarService
 from .faults import Faults
 from .stop import StopFlag
 
-__all__ = ["serve_serial"]
+__all__ = ["open_raw_pty", "serve_serial", "write_all"]
 
 _READ_SIZE = 1 << 20
 _WRITE_TIMEOUT = 5.0
@@ -34,12 +34,7 @@ def serve_serial(
     service keeps its own handle on that device, so clients may come and go.
     """
     faults = faults or Faults()
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    attrs = termios.tcgetattr(slave)
-    attrs[3] &= ~termios.ECHO
-    termios.tcsetattr(slave, termios.TCSANOW, attrs)
-    os.set_blocking(master, False)
+    master, slave = open_raw_pty()
     decoder = FrameDecoder()
     selector = selectors.DefaultSelector()
     selector.register(master, selectors.EVENT_READ)
@@ -62,7 +57,7 @@ def serve_serial(
                         reply = service.handle(event)
                     out = faults.outgoing(encode_frame(reply))
                     if out:
-                        _write_all(master, slave, out)
+                        write_all(master, slave, out)
             service.tick()
     finally:
         selector.close()
@@ -70,7 +65,18 @@ def serve_serial(
         os.close(slave)
 
 
-def _write_all(master: int, slave: int, data: bytes) -> None:
+def open_raw_pty() -> tuple[int, int]:
+    """A new pseudo-terminal in raw mode without echo: ``(master, slave)``, master non-blocking."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    attrs = termios.tcgetattr(slave)
+    attrs[3] &= ~termios.ECHO
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    os.set_blocking(master, False)
+    return master, slave
+
+
+def write_all(master: int, slave: int, data: bytes) -> None:
     """Write a reply; if nobody reads it for a while, drop it (the client has gone)."""
     view = memoryview(data)
     deadline = None

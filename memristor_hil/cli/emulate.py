@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
 ORDER = 20
 DEFAULT_URL = "emulator://?rows=100&cols=100&seed=0"
+
+#: Instruments the service can impersonate instead of speaking docs/protocol.md:
+#: name -> (the transport it needs, "module:function" serving it like serve_serial/serve_tcp).
+DIALECTS = {
+    "arc1": ("serial", "memristor_hil.emulator.service.arc1:serve_arc1"),
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,11 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--dialect",
-        choices=("scpi", "keithley2600"),
+        choices=("scpi", *sorted(DIALECTS), "keithley2600"),
         default="scpi",
-        help="what --tcp speaks: this project's SCPI (default), or keithley2600: a 2600B SMU "
-        "on --tcp and a 707B matrix on --matrix-port, wired to the devices (TSP; "
-        "docs/instruments-smu.md)",
+        help="what the service speaks: this project's protocol (scpi, default: binary frames on "
+        "--serial, SCPI on --tcp); arc1: ArC ONE's command set on --serial (open it with "
+        "arc1://PATH); keithley2600: a 2600B SMU on --tcp and a 707B matrix on --matrix-port, "
+        "wired to the devices (TSP; docs/instruments.md)",
     )
     bench = parser.add_argument_group("--dialect keithley2600")
     bench.add_argument("--matrix-port", type=int, default=0, help="the matrix's port (0: any)")
@@ -96,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
             ) from None
 
         return serve_keithley(args, address, lambda text: say(args, text))
+    if args.dialect in DIALECTS:
+        transport = DIALECTS[args.dialect][0]
+        if (transport == "serial") != (address is None):
+            raise ValueError(f"--dialect {args.dialect} needs --{transport}")
     options = {
         key: value
         for key, value in (("rows", args.rows), ("cols", args.cols), ("seed", args.seed))
@@ -123,7 +135,12 @@ def run(args: argparse.Namespace) -> int:
         say(args, f"serving {service.xbar.identity} on {where}")
 
     try:
-        if address is None:
+        if args.dialect in DIALECTS:
+            module, func = DIALECTS[args.dialect][1].split(":")
+            serve = getattr(importlib.import_module(module), func)
+            where = {} if address is None else {"address": address}
+            serve(service, stop, announce, faults, **where)
+        elif address is None:
             from memristor_hil.emulator.service.serial import serve_serial
 
             serve_serial(service, stop, announce, faults)

@@ -1,7 +1,7 @@
 """What the SMU + switching-matrix backend and its emulation share: the wiring map and the
 binary number blocks of TSP's ``printbuffer``.
 
-The bench (docs/instruments-smu.md): a Keithley 2600B source-measure unit drives a crossbar
+The bench (docs/instruments.md): a Keithley 2600B source-measure unit drives a crossbar
 through a Keithley 707B switching matrix. Two matrix rows carry the instrument: the *force*
 row (SMU channel A HI) and the *ground* row (SMU LO). Every crossbar line (word lines =
 crossbar rows, bit lines = crossbar columns) is wired to a matrix column. Cell ``(r, c)`` is

@@ -1,0 +1,514 @@
+"""ArC1Crossbar: Arc Instruments' ArC ONE over its serial link, as a Crossbar.
+
+ArC ONE speaks newline-terminated ASCII on a serial port (921600 baud, 8 data bits, even
+parity, 1 stop bit). A command is a job number on its own line followed by its arguments,
+one per line; replies are raw little-endian float32 resistances (ohm), or a line for the
+initialisation handshake. Word lines and bit lines count from 1. The commands this driver
+sends (facts from the vendor's published control software; see docs/instruments.md):
+
+====================  ============================================  =========================
+job and arguments     what the instrument does                      reply
+====================  ============================================  =========================
+``00``                reset the microcontroller (safe state)         none
+``0`` c w b m s p V   configure: read cycles, words, bits, read      ``1\\n`` when accepted
+                      mode, session mode, sneak-path mode, Vread
+``01`` m V            read mode and read voltage                     none
+``02`` w b            select (close) one crosspoint                  none
+``04`` V pw           pulse the selected crosspoint                  none
+``2 2`` W B n, n x    read n crosspoints (masked read)              n float32
+(w b)
+``2 1`` W B           read every crosspoint, word-major              W*B float32
+``999``               firmware version                               2 x uint16
+====================  ============================================  =========================
+
+A batch becomes one write: per entry a select and its pulse train (``02`` then ``04`` per
+pulse); the read-back, when asked for, is one masked read of the batch's cells. ArC ONE's link
+has neither checksums nor sequence numbers, so a pulse is never re-sent (it could be applied
+twice); only reads, which change nothing, are retried after a timeout or a garbled reply.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import weakref
+from typing import Any
+
+import numpy as np
+import serial
+
+from memristor_hil.crossbar import Crossbar
+from memristor_hil.errors import (
+    ConnectionLostError,
+    CrossbarError,
+    CrossbarTimeoutError,
+    DeviceError,
+    InvalidBatchError,
+    ProtocolError,
+    SafetyLimitError,
+)
+from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
+from memristor_hil.url_options import query_options
+
+__all__ = [
+    "ARC1_LIMITS",
+    "ArC1Crossbar",
+    "encode_batch",
+    "encode_masked_read",
+    "open_arc1",
+]
+
+#: The largest array ArC ONE addresses (32 word lines x 32 bit lines).
+MAX_LINES = 32
+#: What the instrument itself can do (vendor GUI bounds: +-12 V, 90 ns .. 10 s pulses).
+ARC1_LIMITS = SafetyLimits(v_min=-12.0, v_max=12.0, width_min=90e-9, width_max=10.0)
+#: The default limits: the project's conservative defaults, inside the instrument's range.
+DEFAULT_LIMITS = SafetyLimits(v_min=-1.5, v_max=1.5, width_min=90e-9, width_max=1e-3)
+#: Read modes (job ``01``): 0 classic, 1 TIA, 2 TIA 4-point (V > 0), 3 TIA 4-point (V < 0).
+READ_MODES = (0, 1, 2, 3)
+#: Most pulses one batch may send (each is a 3-line ``04`` command on the wire).
+MAX_BATCH_PULSES = 1_000_000
+_FLOAT = np.dtype("<f4")
+
+
+def _number(value: float) -> bytes:
+    """A float as the instrument reads it: Python's shortest round-trip text (``1e-06``)."""
+    return repr(float(value)).encode()
+
+
+def _line_table(largest: int) -> tuple[np.ndarray, np.ndarray]:
+    """``b"0\\n"``, ``b"1\\n"``, ... ``b"<largest>\\n"`` as an object array, and their
+    lengths (cached)."""
+    global _LINES, _LINE_LENGTHS
+    if len(_LINES) <= largest:
+        _LINES = np.array([b"%d\n" % i for i in range(max(largest + 1, 64))], dtype=object)
+        _LINE_LENGTHS = np.array([len(line) for line in _LINES], dtype=np.int64)
+    return _LINES, _LINE_LENGTHS
+
+
+_LINES = np.array([], dtype=object)
+_LINE_LENGTHS = np.array([], dtype=np.int64)
+
+
+def encode_batch(
+    batch: PulseBatch, words: np.ndarray, bits: np.ndarray
+) -> tuple[bytes, np.ndarray]:
+    """The bytes of a batch: per entry with pulses, ``02 w b`` then ``04 V pw`` per pulse.
+
+    Entries keep their batch order (a cell named twice is selected twice); an entry with no
+    pulses is not sent. ``words`` and ``bits`` are the 1-based lines of each entry. Returns the
+    bytes and where each entry's part ends in them (for writing entry by entry).
+    """
+    keep = np.flatnonzero(batch.pulses)
+    if keep.size == 0:
+        return b"", np.empty(0, dtype=np.int64)
+    counts = batch.pulses[keep]
+    w, b = words[keep], bits[keep]
+    lines, lengths = _line_table(int(max(w.max(), b.max())))
+    pieces = np.empty((len(keep), 4), dtype=object)
+    pieces[:, 0] = b"02\n"
+    pieces[:, 1] = lines[w]
+    pieces[:, 2] = lines[b]
+    if np.ndim(batch.voltage) == 0 and np.ndim(batch.width) == 0:
+        train = _train(float(batch.voltage), float(batch.width))
+        train_lengths = len(train) * counts
+        if counts.min() == counts.max():
+            pieces[:, 3] = train * int(counts[0])
+        else:
+            pieces[:, 3] = [train * c for c in counts.tolist()]
+    else:
+        voltage = np.broadcast_to(batch.voltage, (len(batch),))[keep].tolist()
+        width = np.broadcast_to(batch.width, (len(batch),))[keep].tolist()
+        trains = zip(voltage, width, counts.tolist(), strict=True)
+        pieces[:, 3] = [_train(v, pw) * c for v, pw, c in trains]
+        train_lengths = np.array([len(t) for t in pieces[:, 3].tolist()], dtype=np.int64)
+    ends = np.cumsum(3 + lengths[w] + lengths[b] + train_lengths)
+    return b"".join(pieces.ravel().tolist()), ends
+
+
+def _train(voltage: float, width: float) -> bytes:
+    """One ``04`` pulse command."""
+    return b"04\n" + _number(voltage) + b"\n" + _number(width) + b"\n"
+
+
+def encode_masked_read(nwords: int, nbits: int, words: np.ndarray, bits: np.ndarray) -> bytes:
+    """A masked read of the cells ``(words[i], bits[i])`` (1-based): one float32 each."""
+    head = b"2\n2\n%d\n%d\n%d\n" % (nwords, nbits, len(words))
+    if len(words) == 0:
+        return head
+    lines, _ = _line_table(int(max(words.max(), bits.max())))
+    pairs = np.empty((len(words), 2), dtype=object)
+    pairs[:, 0] = lines[words]
+    pairs[:, 1] = lines[bits]
+    return head + b"".join(pairs.ravel().tolist())
+
+
+class ArC1Crossbar(Crossbar):
+    """Arc Instruments' ArC ONE on a serial port.
+
+    Crossbar row ``r`` is word line ``r + 1``, column ``c`` is bit line ``c + 1``.
+
+    Parameters
+    ----------
+    port : str
+        The serial device (``/dev/ttyACM0``, ``COM5``) or a pyserial URL.
+    rows, cols : int
+        Word and bit lines of the array in use (1..32 each). Default 32 x 32.
+    vread : float
+        Read voltage in volt (|vread| <= 12). Default 0.5 V, the vendor's default.
+    read_mode : int
+        0 classic, 1 TIA, 2 TIA 4-point (default; 3 is chosen for a negative vread).
+    read_cycles : int
+        Averaging cycles per read. Default 50.
+    sneak_path : int
+        Inactive lines: 0 at Vread/3, 1 at Vread/2 (default), 2 floating.
+    timeout : float
+        Seconds to wait for a reply. Default 2.
+    retries : int
+        Re-sends of a *read* after a timeout or garbled reply (pulses are never re-sent).
+    limits : SafetyLimits, optional
+        Safety limits; must lie inside the instrument's (:data:`ARC1_LIMITS`).
+    reset_delay : float
+        Seconds to wait after the ``00`` reset at connect (the board reboots). Default 1.
+    write_delay : float
+        Pause between writes within a batch (the vendor library uses 1 ms; shorter risks
+        dropped bytes on the real board). Default 1e-3.
+    baudrate : int
+        Default 921600.
+    """
+
+    def __init__(
+        self,
+        port: str,
+        *,
+        rows: int = MAX_LINES,
+        cols: int = MAX_LINES,
+        vread: float = 0.5,
+        read_mode: int = 2,
+        read_cycles: int = 50,
+        sneak_path: int = 1,
+        timeout: float = 2.0,
+        retries: int = 2,
+        limits: SafetyLimits | None = None,
+        reset_delay: float = 1.0,
+        write_delay: float = 1e-3,
+        baudrate: int = 921_600,
+    ) -> None:
+        if not (1 <= rows <= MAX_LINES and 1 <= cols <= MAX_LINES):
+            raise ValueError(f"ArC ONE addresses 1..32 word and bit lines, got {rows}x{cols}")
+        if not abs(vread) <= 12.0 or vread == 0:
+            raise ValueError(f"vread={vread} V must be non-zero and within +-12 V")
+        if read_mode not in READ_MODES or sneak_path not in (0, 1, 2):
+            raise ValueError(f"read_mode must be in {READ_MODES} and sneak_path in 0..2")
+        if not 1 <= read_cycles <= 1000:
+            raise ValueError(f"read_cycles={read_cycles} must be in 1..1000")
+        if not timeout > 0 or not 0 <= retries <= 100:
+            raise ValueError("timeout must be positive and retries in 0..100")
+        if read_mode == 2 and vread < 0:
+            read_mode = 3
+        limits = limits or DEFAULT_LIMITS
+        _check_inside(limits, ARC1_LIMITS)
+        self._port_name = port
+        self._settings = (read_cycles, rows, cols, read_mode, 0, sneak_path, float(vread))
+        self.vread = float(vread)
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.write_delay = float(write_delay)
+        self.reset_delay = float(reset_delay)
+        self.stats = {"writes": 0, "bytes_out": 0, "bytes_in": 0, "retries": 0}
+        self._serial = _open_port(port, int(baudrate))
+        try:
+            self._initialise()
+            version = self._firmware_version()
+        except BaseException:
+            self._close_port()
+            raise
+        super().__init__(
+            (rows, cols),
+            limits=limits,
+            identity=f"Arc Instruments,ArC ONE,{rows}x{cols},firmware {version}",
+        )
+        # the board is reset (its safe state) on close, or at interpreter exit if never closed
+        self._finalizer = weakref.finalize(self, _reset_and_close, self._serial)
+
+    # ------------------------------------------------------------------ link
+    def _write(self, data: bytes) -> None:
+        try:
+            self._serial.write(data)
+        except (OSError, serial.SerialException) as exc:
+            raise ConnectionLostError(f"{self._port_name}: write failed: {exc}") from None
+        self.stats["writes"] += 1
+        self.stats["bytes_out"] += len(data)
+
+    def _read_exact(self, size: int) -> bytes:
+        """Exactly ``size`` bytes, or :class:`CrossbarTimeoutError` after ``timeout``."""
+        deadline = time.monotonic() + self.timeout
+        data = bytearray()
+        while len(data) < size:
+            if time.monotonic() > deadline:
+                raise CrossbarTimeoutError(
+                    f"{self._port_name}: {len(data)} of {size} reply bytes within {self.timeout} s"
+                )
+            try:
+                data += self._serial.read(size - len(data))
+            except (OSError, serial.SerialException) as exc:
+                raise ConnectionLostError(f"{self._port_name}: read failed: {exc}") from None
+        self.stats["bytes_in"] += size
+        return bytes(data)
+
+    def _read_line(self, limit: int = 32) -> bytes:
+        deadline = time.monotonic() + self.timeout
+        line = bytearray()
+        while not line.endswith(b"\n"):
+            if time.monotonic() > deadline or len(line) > limit:
+                raise CrossbarTimeoutError(
+                    f"{self._port_name}: no reply line within {self.timeout} s "
+                    f"(got {bytes(line)!r})"
+                )
+            try:
+                line += self._serial.read(1)
+            except (OSError, serial.SerialException) as exc:
+                raise ConnectionLostError(f"{self._port_name}: read failed: {exc}") from None
+        return bytes(line)
+
+    def _drain(self) -> None:
+        """Discard late bytes of a reply we gave up on, so the next reply starts clean."""
+        try:
+            time.sleep(min(0.05, self.timeout))
+            self._serial.reset_input_buffer()
+        except (OSError, serial.SerialException):
+            pass
+
+    def _floats(self, request: bytes, count: int) -> np.ndarray:
+        """Send a read request and decode ``count`` resistances, retrying (reads only)."""
+        failure: CrossbarError | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats["retries"] += 1
+                self._drain()
+            self._write(request)
+            try:
+                values = np.frombuffer(self._read_exact(4 * count), dtype=_FLOAT)
+            except CrossbarTimeoutError as exc:
+                failure = exc
+                continue
+            if count and not (np.all(np.isfinite(values)) and values.min() > 0):
+                failure = ProtocolError(
+                    f"{self._port_name}: garbled reply: resistances must be positive and finite"
+                )
+                continue
+            return values.astype(np.float64)
+        assert failure is not None
+        raise type(failure)(f"{failure} (after {self.retries + 1} attempt(s))")
+
+    def _initialise(self) -> None:
+        """Reset and configure the board; configuring is idempotent, so a lost answer is
+        retried (nothing is pulsed)."""
+        cycles, words, bits, mode, session, sneak, vread = self._settings
+        configure = (
+            b"0\n%d\n%d\n%d\n%d\n%d\n%d\n" % (cycles, words, bits, mode, session, sneak)
+            + _number(vread)
+            + b"\n"
+        )
+        for attempt in range(self.retries + 1):
+            self._write(b"00\n")
+            time.sleep(self.reset_delay)
+            self._drain()
+            self._write(configure)
+            try:
+                answer = self._read_line().strip()
+            except CrossbarTimeoutError:
+                if attempt == self.retries:
+                    raise
+                self.stats["retries"] += 1
+                continue
+            if answer != b"1":
+                raise DeviceError(
+                    f"{self._port_name}: ArC ONE did not confirm its configuration "
+                    f"({words}x{bits}, read mode {mode}, Vread {vread} V): answered {answer!r}"
+                )
+            break
+        self._write(b"01\n%d\n" % mode + _number(vread) + b"\n")
+
+    def _firmware_version(self) -> str:
+        for attempt in range(self.retries + 1):
+            self._write(b"999\n")
+            try:
+                major, minor = np.frombuffer(self._read_exact(4), dtype="<u2")
+            except CrossbarTimeoutError:
+                if attempt == self.retries:
+                    raise
+                self.stats["retries"] += 1
+                self._drain()
+                continue
+            return f"{major}.{minor}"
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ Crossbar hooks
+    def _lines(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows, cols = np.divmod(flat, self.shape[1])
+        return rows + 1, cols + 1
+
+    def _apply(self, batch: PulseBatch, cells: Cells, read_back: bool) -> np.ndarray | None:
+        if batch.total_pulses > MAX_BATCH_PULSES:
+            raise InvalidBatchError(
+                f"{batch.total_pulses} pulses in one batch exceed ArC ONE's limit of "
+                f"{MAX_BATCH_PULSES} (each is one command on the serial link); split the batch"
+            )
+        words, bits = self._lines(cells.flat)
+        data, ends = encode_batch(batch, words, bits)
+        try:
+            if self.write_delay > 0:
+                start = 0
+                for end in ends.tolist():
+                    self._write(data[start:end])
+                    start = end
+                    time.sleep(self.write_delay)
+            elif data:
+                self._write(data)
+            if not read_back:
+                return None
+            return self._floats(encode_masked_read(*self.shape, words, bits), len(words))
+        except CrossbarError:
+            self._safe_quietly()
+            raise
+
+    def _read(self, flat: np.ndarray) -> np.ndarray:
+        words, bits = self._lines(flat)
+        return self._floats(encode_masked_read(*self.shape, words, bits), len(flat))
+
+    def _read_all(self) -> np.ndarray:
+        rows, cols = self.shape
+        request = b"2\n1\n%d\n%d\n" % (rows, cols)
+        return self._floats(request, rows * cols).reshape(rows, cols)
+
+    def _safe_quietly(self) -> None:
+        """Reset the board (its safe state); it is configured again before the next use."""
+        try:
+            self._write(b"00\n")
+        except CrossbarError:
+            return
+        self._drain()
+        try:
+            time.sleep(self.reset_delay)
+            self._initialise()
+        except CrossbarError:
+            pass
+
+    def _close_port(self) -> None:
+        try:
+            self._serial.close()
+        except (OSError, serial.SerialException):
+            pass
+
+    def _close(self) -> None:
+        self._finalizer()
+
+
+def _reset_and_close(port: serial.SerialBase) -> None:
+    """Send the reset (ArC ONE's safe state) and release the port; never raises."""
+    try:
+        port.write(b"00\n")
+        port.flush()
+    except Exception:  # noqa: BLE001 - a port that is gone has nothing left to make safe
+        pass
+    try:
+        port.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _open_port(port: str, baudrate: int) -> serial.SerialBase:
+    """The port at ArC ONE's line settings (8E1).
+
+    A Linux pseudo-terminal (the emulated instrument) has no line settings, and re-applying
+    even parity to one that was configured before fails with EINVAL; there, and only there,
+    the port is opened without them.
+    """
+    settings = {
+        "baudrate": baudrate,
+        "bytesize": serial.EIGHTBITS,
+        "parity": serial.PARITY_EVEN,
+        "stopbits": serial.STOPBITS_ONE,
+        "timeout": 0.05,
+        "write_timeout": 5.0,
+    }
+    try:
+        try:
+            return serial.serial_for_url(port, **settings)
+        except Exception:  # termios.error is not an OSError
+            if not os.path.realpath(port).startswith("/dev/pts/"):
+                raise
+            settings["parity"] = serial.PARITY_NONE
+            return serial.serial_for_url(port, **settings)
+    except Exception as exc:  # noqa: BLE001 - SerialException, OSError, termios.error, ValueError
+        raise ConnectionLostError(f"cannot open ArC ONE port {port!r}: {exc}") from None
+
+
+def _check_inside(limits: SafetyLimits, outer: SafetyLimits) -> None:
+    if not (
+        outer.v_min <= limits.v_min
+        and limits.v_max <= outer.v_max
+        and outer.width_min <= limits.width_min
+        and limits.width_max <= outer.width_max
+    ):
+        raise SafetyLimitError(
+            f"limits {limits} lie outside what the instrument can do: voltage "
+            f"{outer.v_min}..{outer.v_max} V, width {outer.width_min}..{outer.width_max} s"
+        )
+
+
+_LIMIT_OPTIONS = ("v_min", "v_max", "width_min", "width_max", "max_pulses")
+
+
+def limits_from_options(options: dict[str, Any], default: SafetyLimits) -> SafetyLimits:
+    """``default`` with any of ``v_min``, ``v_max``, ``width_min``, ``width_max``,
+    ``max_pulses`` from URL options replaced (removed from ``options``)."""
+    given = {key: options.pop(key) for key in _LIMIT_OPTIONS if key in options}
+    if not given:
+        return default
+    values = dict(zip(SafetyLimits.field_names(), default.as_tuple(), strict=True))
+    for key, value in given.items():
+        values[key] = int(value) if key == "max_pulses" else float(value)
+    return SafetyLimits(**values)  # type: ignore[arg-type]
+
+
+def open_arc1(url: str, **overrides: Any) -> ArC1Crossbar:
+    """Open ``arc1://PORT[?rows=R&cols=C&vread=V&...]``.
+
+    ``PORT`` is a device path (``arc1:///dev/ttyACM0``) or name (``arc1://COM5``). Options:
+    ``rows``, ``cols``, ``vread``, ``read_mode``, ``read_cycles``, ``sneak_path``, ``timeout``,
+    ``retries``, ``reset_delay``, ``write_delay``, ``baudrate``; safety limits ``v_min``,
+    ``v_max``, ``width_min``, ``width_max``, ``max_pulses`` (inside the instrument's own).
+    """
+    rest = url.split("://", 1)[1]
+    port, _, query = rest.partition("?")
+    if not port:
+        raise ValueError(f"{url!r} names no serial port: arc1:///dev/ttyACM0 or arc1://COM5")
+    _, options = query_options("x://?" + query)
+    options = {**options, **overrides}
+    limits = options.pop("limits", None)
+    try:
+        if limits is None:
+            limits = limits_from_options(options, DEFAULT_LIMITS)
+        kwargs: dict[str, Any] = {}
+        for key, kind in (
+            ("rows", int),
+            ("cols", int),
+            ("vread", float),
+            ("read_mode", int),
+            ("read_cycles", int),
+            ("sneak_path", int),
+            ("timeout", float),
+            ("retries", int),
+            ("reset_delay", float),
+            ("write_delay", float),
+            ("baudrate", int),
+        ):
+            if key in options:
+                kwargs[key] = kind(options.pop(key))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bad option in {url!r}: {exc}") from None
+    if options:
+        raise ValueError(f"unknown arc1:// options {sorted(options)}")
+    return ArC1Crossbar(port, limits=limits, **kwargs)

@@ -1,0 +1,283 @@
+"""The emulator service speaking ArC ONE's serial command set (``emulate --dialect arc1``).
+
+The same power-law devices as every other service dialect, behind the ASCII commands that
+:mod:`memristor_hil.drivers.arc1` sends (see its table). The pulses of consecutive ``02``
+selects and ``04`` pulses are collected and applied together as one batch when the next
+command of any other kind arrives, in the order they came; an emulator's state is seen only
+through reads, so this is what an instrument that pulses at once would show, and it applies
+the same batch as ``apply`` on the in-process emulator (the same noise draws, bit for bit).
+
+Nothing from the wire can crash the service or grow its memory: a line longer than
+:data:`MAX_LINE` bytes, an unknown job or a bad number drops the command being parsed (and is
+logged); an address outside the configured array reads as NaN and is never pulsed.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from memristor_hil.errors import CrossbarError
+from memristor_hil.pulses import PulseBatch
+
+from .core import CrossbarService
+from .faults import Faults
+from .serial import open_raw_pty, write_all
+from .stop import StopFlag
+
+__all__ = ["ArC1Dialect", "serve_arc1"]
+
+#: The longest line accepted (a number); anything longer is discarded up to its newline.
+MAX_LINE = 64
+#: The most cells one masked read may name.
+MAX_MASKED = 1 << 20
+#: Firmware version reported to ``999``.
+FIRMWARE = (2, 0)
+_READ_SIZE = 1 << 16
+_NAN32 = np.float32(np.nan).tobytes()
+
+
+class _Dropped(Exception):
+    """The command being parsed is malformed and is dropped."""
+
+
+class ArC1Dialect:
+    """Turns ArC ONE command bytes into replies, against a :class:`CrossbarService`'s devices.
+
+    Feed it bytes as they arrive with :meth:`feed`; it returns the reply bytes that became due.
+    """
+
+    def __init__(self, service: CrossbarService) -> None:
+        self.service = service
+        self.xbar = service.xbar
+        self.words = 0
+        self.bits = 0
+        self.vread = 0.5
+        self._line = bytearray()
+        self._overlong = False
+        self._parser = self._commands()
+        next(self._parser)
+        self._out = bytearray()
+        # pending pulses: (flat cell, pulses, voltage, width), applied at the next other command
+        self._pending: list[list] = []
+        self._selected: int | None = None
+        self._new_entry = True
+
+    # ------------------------------------------------------------------ bytes in, bytes out
+    def feed(self, data: bytes) -> bytes:
+        """Consume ``data``; return the replies it completed."""
+        for byte_line in self._lines(data):
+            self._parser.send(byte_line)
+        out, self._out = bytes(self._out), bytearray()
+        return out
+
+    def _lines(self, data: bytes) -> Iterator[bytes]:
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                self._line += data[start:]
+                if len(self._line) > MAX_LINE:
+                    self._overlong = True
+                    self._line.clear()
+                return
+            self._line += data[start:end]
+            start = end + 1
+            line = bytes(self._line).strip(b"\r ")
+            self._line.clear()
+            if self._overlong or len(line) > MAX_LINE:
+                self._overlong = False
+                yield b"\x00"  # a token no command accepts: drops the command in progress
+            else:
+                yield line
+
+    # ------------------------------------------------------------------ command parser
+    def _commands(self) -> Iterator[None]:
+        """A coroutine: receives one line at a time, runs each command when complete."""
+        while True:
+            job = yield
+            try:
+                if job != b"02" and job != b"04":
+                    self._flush()
+                if job == b"00":
+                    self._reset()
+                elif job == b"0":
+                    args = []
+                    for _ in range(7):
+                        args.append((yield))
+                    self._configure(args)
+                elif job == b"01":
+                    _mode, vread = (yield), (yield)
+                    self.vread = _float(vread)
+                elif job == b"02":
+                    w, b = (yield), (yield)
+                    self._selected = self._cell(w, b)
+                    self._new_entry = True
+                elif job == b"04":
+                    voltage, width = _float((yield)), _float((yield))
+                    self._pulse(voltage, width)
+                elif job == b"1":
+                    w, b = (yield), (yield)
+                    self._out += self._read_cell(self._cell(w, b))
+                elif job == b"3":
+                    w, b, voltage, width = (yield), (yield), (yield), (yield)
+                    self._selected = self._cell(w, b)
+                    self._new_entry = True
+                    self._pulse(_float(voltage), _float(width))
+                    self._flush()
+                    self._out += self._read_cell(self._cell(w, b))
+                elif job == b"2":
+                    mode, _w, _b = _int((yield)), (yield), (yield)
+                    if mode == 1:
+                        self._read_all()
+                    elif mode == 2:
+                        count = _int((yield))
+                        if not 0 <= count <= MAX_MASKED:
+                            raise _Dropped(f"masked read of {count} cells")
+                        for _ in range(count):
+                            w, b = (yield), (yield)
+                            self._out += self._read_cell(self._cell(w, b))
+                    else:
+                        raise _Dropped(f"read mode {mode}")
+                elif job == b"999":
+                    self._out += np.array(FIRMWARE, dtype="<u2").tobytes()
+                elif job:
+                    raise _Dropped(f"unknown job {job[:16]!r}")
+            except _Dropped as exc:
+                self.service._say(f"arc1: dropped a command: {exc}")
+
+    # ------------------------------------------------------------------ commands
+    def _reset(self) -> None:
+        self._selected = None
+        self.service.safe()
+
+    def _configure(self, args: list[bytes]) -> None:
+        cycles, words, bits, mode, session, sneak = (_int(a) for a in args[:6])
+        vread = _float(args[6])
+        rows, cols = self.xbar.shape
+        ok = (
+            1 <= words <= min(32, rows)
+            and 1 <= bits <= min(32, cols)
+            and mode in (0, 1, 2, 3)
+            and session in (0, 1, 2, 3)
+            and sneak in (0, 1, 2)
+            and 1 <= cycles
+            and 0 < abs(vread) <= 12
+        )
+        if ok:
+            self.words, self.bits, self.vread = words, bits, vread
+        self._out += b"1\n" if ok else b"0\n"
+
+    def _cell(self, w: bytes, b: bytes) -> int | None:
+        """The flat index of word ``w``, bit ``b`` (1-based), or None outside the array."""
+        word, bit = _int(w), _int(b)
+        if 1 <= word <= self.words and 1 <= bit <= self.bits:
+            return (word - 1) * self.xbar.shape[1] + (bit - 1)
+        return None
+
+    def _pulse(self, voltage: float, width: float) -> None:
+        cell = self._selected
+        if cell is None:
+            raise _Dropped("pulse with no device selected, or outside the configured array")
+        last = self._pending[-1] if self._pending else None
+        if not self._new_entry and last is not None and last[2:] == [voltage, width]:
+            last[1] += 1  # the same device's pulse train goes on
+        else:
+            self._pending.append([cell, 1, voltage, width])
+        self._new_entry = False
+        if len(self._pending) > MAX_MASKED:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Apply the pending pulses as one batch, in the order they arrived."""
+        pending, self._pending = self._pending, []
+        self._new_entry = True
+        if not pending:
+            return
+        cells = np.array([p[0] for p in pending], dtype=np.int64)
+        counts = np.array([p[1] for p in pending], dtype=np.int64)
+        voltages = np.array([p[2] for p in pending])
+        widths = np.array([p[3] for p in pending])
+        rows, cols = np.divmod(cells, self.xbar.shape[1])
+        voltage = float(voltages[0]) if np.all(voltages == voltages[0]) else voltages
+        width = float(widths[0]) if np.all(widths == widths[0]) else widths
+        pulses = int(counts[0]) if np.all(counts == counts[0]) else counts
+        try:
+            self.xbar.apply(PulseBatch(rows, cols, pulses, voltage, width))
+        except CrossbarError as exc:
+            self.service._say(f"arc1: pulses refused: {exc}")
+            return
+        self.service.note_change()
+
+    def _read_cell(self, cell: int | None) -> bytes:
+        if cell is None:
+            return _NAN32
+        rows, cols = divmod(cell, self.xbar.shape[1])
+        value = self.xbar.read(np.array([rows]), np.array([cols]))
+        return value.astype("<f4").tobytes()
+
+    def _read_all(self) -> None:
+        if not self.words:
+            raise _Dropped("read-all before the array was configured")
+        block = self.xbar.read_region(0, 0, self.words, self.bits)
+        self._out += block.astype("<f4").tobytes()
+
+    def close(self) -> None:
+        """Apply any pulses still pending (the service is stopping)."""
+        self._flush()
+
+
+def _int(token: bytes) -> int:
+    try:
+        return int(token)
+    except ValueError:
+        raise _Dropped(f"not an integer: {token[:16]!r}") from None
+
+
+def _float(token: bytes) -> float:
+    try:
+        value = float(token)
+    except ValueError:
+        raise _Dropped(f"not a number: {token[:16]!r}") from None
+    if not np.isfinite(value):
+        raise _Dropped(f"not a finite number: {token[:16]!r}")
+    return value
+
+
+def serve_arc1(
+    service: CrossbarService,
+    stop: StopFlag,
+    announce: Callable[[str], None],
+    faults: Faults | None = None,
+) -> None:
+    """Serve ArC ONE's command set on a new pseudo-terminal until ``stop`` is set."""
+    faults = faults or Faults()
+    dialect = ArC1Dialect(service)
+    master, slave = open_raw_pty()
+    selector = selectors.DefaultSelector()
+    selector.register(master, selectors.EVENT_READ)
+    selector.register(stop, selectors.EVENT_READ)
+    try:
+        announce(os.ttyname(slave))
+        while not stop.is_set:
+            for key, _ in selector.select(service.seconds_to_next_save()):
+                if key.fileobj != master:
+                    continue
+                try:
+                    data = os.read(master, _READ_SIZE)
+                except BlockingIOError:
+                    continue
+                reply = dialect.feed(faults.damage(data))
+                if reply:
+                    out = faults.outgoing(reply)
+                    if out:
+                        write_all(master, slave, out)
+            service.tick()
+    finally:
+        dialect.close()
+        selector.close()
+        os.close(master)
+        os.close(slave)

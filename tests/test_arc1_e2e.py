@@ -1,0 +1,165 @@
+"""arc1:// end to end: ArC1Crossbar -> a real pseudo-terminal -> ``memristor-hil emulate
+--serial --dialect arc1`` in its own process, against the in-process emulator.
+
+ArC ONE answers resistances as float32, so a float64 emulator's readings arrive rounded to
+float32 (compared exactly after that rounding); a float32 emulator's arrive exactly."""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from test_cli_bench import cli
+from test_hil_mpes import URL as MPES_URL
+from test_hil_mpes import in_process, mpes_run
+from workloads import EMULATOR_URL, assert_bitwise_equal, workload
+
+from memristor_hil import PulseBatch, open_crossbar
+from memristor_hil.lab.recording import RecordingCrossbar
+from memristor_hil.testing import EmulatorService
+
+FAST = "reset_delay=0&write_delay=0&timeout=1"
+
+
+def arc1_url(service, rows, cols, extra=""):
+    return f"arc1://{service.where}?rows={rows}&cols={cols}&{FAST}{extra}"
+
+
+def pulsing_workload(steps, seed, rows, cols):
+    """service_process.workload with every entry pulsed at least once: ArC ONE sends nothing
+    for an entry without pulses, so the emulated instrument draws no noise for it."""
+    for batch, read_back in workload(steps, seed, rows, cols):
+        pulses = np.maximum(batch.pulses, 1)
+        yield PulseBatch(batch.rows, batch.cols, pulses, batch.voltage, batch.width), read_back
+
+
+def run(xbar, steps=40, seed=0):
+    seen = []
+    for batch, read_back in pulsing_workload(steps, seed, *xbar.shape):
+        result = xbar.apply(batch, read_back=read_back)
+        if read_back:
+            seen.append(result)
+    seen.append(xbar.read_all())
+    return seen
+
+
+def as_float32(results):
+    return [r.astype(np.float32).astype(np.float64) for r in results]
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        [],
+        ["--drop-reply", "0.1", "--latency", "0.001", "--fault-seed", "4"],
+    ],
+    ids=["clean", "dropped-replies"],
+)
+def test_a_seeded_workload_matches_the_in_process_emulator_bit_for_bit(faults):
+    service = EmulatorService("--serial", "--dialect", "arc1", *faults, url=EMULATOR_URL)
+    try:
+        with open_crossbar(arc1_url(service, 12, 10, "&retries=5"), record=False) as xbar:
+            got = run(xbar)
+            retries = xbar.stats["retries"]
+        service.stop()  # prints which faults it injected
+    finally:
+        service.kill()
+    with open_crossbar(EMULATOR_URL) as local:
+        want = as_float32(run(local))
+    assert_bitwise_equal(got, want)
+    if faults:
+        assert retries > 0 and "dropped replies" in service.stderr, service.stderr
+    assert "dropped a command" not in service.stderr, service.stderr  # never out of step
+
+
+def test_malformed_input_never_crashes_the_service_or_touches_a_device():
+    service = EmulatorService("--serial", "--dialect", "arc1", url=EMULATOR_URL)
+    try:
+        fd = os.open(service.where, os.O_RDWR | os.O_NOCTTY)
+        junk = [
+            b"7\nfoo\n",  # unknown job
+            b"x" * 5000 + b"\n",  # an overlong line
+            b"0\n50\n99\n99\n2\n0\n1\n0.5\n",  # a configuration the array cannot take
+            b"02\n99\n99\n04\n0.1\n1e-06\n",  # a pulse outside the array
+            b"04\nnan\n1e-06\n",  # not a finite voltage
+            b"2\n2\n32\n32\n99999999999\n",  # a masked read of too many cells
+            bytes(range(256)),
+        ]
+        for chunk in junk:
+            os.write(fd, chunk)
+        os.close(fd)
+        with open_crossbar(arc1_url(service, 12, 10), record=False) as xbar:
+            got = xbar.read_all()
+        assert service.proc.poll() is None
+    finally:
+        service.kill()
+    with open_crossbar(EMULATOR_URL) as local:
+        want = local.read_all()
+    assert got.tobytes() == want.astype(np.float32).astype(np.float64).tobytes()
+    assert "dropped a command" in service.stderr
+
+
+def test_seeded_mpes_run_through_arc1_has_the_in_process_weights():
+    url = f"{MPES_URL}&dtype=float32"  # float32 devices: ArC ONE's float32 replies are exact
+    service = EmulatorService("--serial", "--dialect", "arc1", url=url)
+    try:
+        with open_crossbar(arc1_url(service, 10, 20), record=False) as xbar:
+            weights, devices = mpes_run(xbar)
+            assert xbar.stats["writes"] > 20  # it really went through the instrument's link
+    finally:
+        service.kill()
+    want_weights, want_devices = in_process(url)
+    assert not np.array_equal(want_weights[0], want_weights[-1])  # it learned something
+    assert weights.tobytes() == want_weights.tobytes()
+    assert devices.tobytes() == want_devices.astype(np.float64).tobytes()
+
+
+def test_info_characterize_fit_on_arc1_and_recording_by_default(tmp_path):
+    url6x5 = "emulator://?rows=6&cols=5&seed=9&sigma=0.15"
+    service = EmulatorService("--serial", "--dialect", "arc1", url=url6x5)
+    try:
+        url = arc1_url(service, 6, 5)
+        code, out, err = cli("info", url, cwd=tmp_path)
+        assert code == 0, err
+        assert "ArC ONE,6x5,firmware 2.0" in out and "6 x 5 (30 cells)" in out
+        code, out, err = cli(
+            "characterize", url, "--cells", "0:4,1:5", "--pulses", "2000", "--reads", "20",
+            "--record", "a.sqlite", cwd=tmp_path,
+        )  # fmt: skip
+        assert code == 0, err
+        code, out, err = cli("fit", "a.sqlite", cwd=tmp_path)
+        assert code == 0, err
+        assert "fitted 16 of 16 devices" in out
+        with open_crossbar(url) as xbar:  # a hardware scheme: recorded unless told otherwise
+            assert isinstance(xbar, RecordingCrossbar)
+            xbar.apply(PulseBatch([0], [0]), read_back=True)
+            assert xbar.record.path.parent == tmp_path / "records"
+    finally:
+        service.kill()
+
+
+def test_the_board_is_reset_at_interpreter_exit_when_never_closed(tmp_path):
+    service = EmulatorService("--serial", "--dialect", "arc1", url=EMULATOR_URL)
+    try:
+        script = (
+            "from memristor_hil import PulseBatch, open_crossbar\n"
+            f"x = open_crossbar({arc1_url(service, 12, 10)!r}, record=False)\n"
+            "x.apply(PulseBatch([0], [0]))\n"  # ... and exit without closing
+        )
+        before = service.stderr.count("outputs safe")
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        deadline = time.monotonic() + 10
+        while service.stderr.count("outputs safe") <= before + 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # one reset at connect, one at exit
+        assert service.stderr.count("outputs safe") == before + 2
+    finally:
+        service.kill()
+
+
+def test_a_dialect_is_refused_on_the_wrong_transport(tmp_path):
+    code, _, err = cli("emulate", "--tcp", "127.0.0.1:0", "--dialect", "arc1", cwd=tmp_path)
+    assert code == 2 and "--dialect arc1 needs --serial" in err
