@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--allow-remote", action="store_true", help="allow --tcp on a non-loopback address"
     )
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"emulator URL (default {DEFAULT_URL})")
+    parser.add_argument("--url", default=DEFAULT_URL, help="emulator URL")
     parser.add_argument("--rows", type=int, help="rows (overrides the URL)")
     parser.add_argument("--cols", type=int, help="columns (overrides the URL)")
     parser.add_argument("--seed", type=int, help="device seed (overrides the URL)")

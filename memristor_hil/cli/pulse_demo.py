@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Apply SET pulses to every cell of a crossbar in growing batches, read the "
         "resistances back after each batch, print a table and write a plot of R(n).",
     )
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"crossbar URL (default {DEFAULT_URL})")
+    parser.add_argument("--url", default=DEFAULT_URL, help="crossbar URL")
     parser.add_argument("--pulses", type=int, default=10_000, help="total pulses per cell")
     parser.add_argument("--steps", type=int, default=30, help="number of batches (log-spaced)")
     parser.add_argument(

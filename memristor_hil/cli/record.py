@@ -33,9 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "time span and the first and last events of a record.",
     )
     show.add_argument("record", type=Path, help="the record file (.sqlite)")
-    show.add_argument(
-        "--events", type=int, default=5, help="events to list at each end (default 5)"
-    )
+    show.add_argument("--events", type=int, default=5, help="events to list at each end")
     show.set_defaults(run=run_show)
     export = actions.add_parser(
         "export",
@@ -50,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     export.add_argument("record", type=Path, help="the record file (.sqlite)")
-    export.add_argument("--format", choices=("csv", "npz"), default="csv", help="default csv")
+    export.add_argument("--format", choices=("csv", "npz"), default="csv", help="output format")
     export.add_argument("--out", type=Path, help="output file (default RECORD with .csv/.npz)")
     export.set_defaults(run=run_export)
 
