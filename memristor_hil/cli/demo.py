@@ -146,12 +146,15 @@ class _variant_crossbar:
         if args.crossbar is None:
             return None
         from memristor_hil import open_crossbar
+        from memristor_hil.backends import hardware_schemes
+        from memristor_hil.lab.record_policy import default_record_path, take_record_option
+        from memristor_hil.lab.recording import RecordingCrossbar
 
         n = args.neurons
         need = (args.layout[0] + len(VARIANTS) * n, args.layout[1] + 2 * n)
-        xbar = open_crossbar(args.crossbar, default_shape=need)
-        row, col = self.cell
-        if row + n > xbar.shape[0] or col + 2 * n > xbar.shape[1]:
+        url, record = take_record_option(args.crossbar, None)
+        xbar = open_crossbar(url, record=False, default_shape=need)
+        if need[0] > xbar.shape[0] or need[1] > xbar.shape[1]:  # checked before any variant
             xbar.close()
             raise ValueError(
                 f"{args.crossbar} is a {xbar.shape[0]}x{xbar.shape[1]} crossbar; the demo gives "
@@ -160,23 +163,35 @@ class _variant_crossbar:
                 f"{args.layout[1]}), so it needs {need[0]}x{need[1]}: serve a larger crossbar, "
                 "use fewer --neurons or move --layout"
             )
-        record = getattr(xbar, "record", None)
-        if record is not None:
-            record.update_parameters(
-                command="demo",
-                rule=self.name,
-                mpes={
+        scheme = url.partition("://")[0].lower()
+        if record is None:  # as open_crossbar: hardware schemes record by default
+            record = scheme in hardware_schemes()
+        if record is True:
+            record = default_record_path(scheme)
+        elif record is not False:  # a path: one record per variant beside it
+            path = Path(record)
+            record = path.with_name(f"{path.stem}-{self.name}{path.suffix}")
+        if record is not False:
+            parameters = {
+                "command": "demo",
+                "rule": self.name,
+                "mpes": {
                     **self.settings,
                     "variability": args.sigma,
                     "seed": args.seed,
                     "layout": list(self.cell),
                 },
-                task="x^2",
-                seconds=args.seconds,
-                neurons=args.neurons,
-                network_seed=args.seed,
-            )
-            print(f"{self.name}: recording to {record.path}")
+                "task": "x^2",
+                "seconds": args.seconds,
+                "neurons": args.neurons,
+                "network_seed": args.seed,
+            }
+            try:
+                xbar = RecordingCrossbar(xbar, record, url=url, parameters=parameters)
+            except BaseException:
+                xbar.close()
+                raise
+            print(f"{self.name}: recording to {record}")
         self.xbar = xbar
         return xbar
 
