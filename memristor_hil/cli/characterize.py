@@ -5,14 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from memristor_hil import open_crossbar
-from memristor_hil.lab.characterize import CELLS_HELP, characterize, parse_cells, read_schedule
-from memristor_hil.lab.record_policy import default_record_path, take_record_option
-from memristor_hil.lab.recording import RecordingCrossbar
-
-from ._progress import ProgressBar
+from memristor_hil.lab.characterize import CELLS_HELP
 
 ORDER = 30
 
@@ -54,6 +47,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from memristor_hil import open_crossbar
+    from memristor_hil.lab.characterize import characterize, parse_cells, read_schedule
+    from memristor_hil.lab.record_policy import default_record_path, take_record_option
+    from memristor_hil.lab.recording import RecordingCrossbar
+
+    from ._progress import ProgressBar
+
     schedule = read_schedule(args.pulses, args.read_every, args.reads)  # bad numbers: fail early
     url, path = take_record_option(args.url, args.record)
     if path in (None, True, False):  # characterize always records

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._progress import ProgressBar
-
 ORDER = 40
 
 
@@ -54,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     plot_path = args.plot or args.record.with_name(args.record.stem + "-fit.png")
     from memristor_hil.lab.fitting import fit_record  # scipy: only when fitting
     from memristor_hil.lab.record import Record
+
+    from ._progress import ProgressBar
 
     with Record.open(args.record) as record:
         print(f"{record.identity}: {record.shape[0]}x{record.shape[1]} crossbar, {len(record)} "
