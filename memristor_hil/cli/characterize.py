@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from memristor_hil.lab.characterize import CELLS_HELP
+from memristor_hil.lab.cell_spec import CELLS_HELP
 
 ORDER = 30
 

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from memristor_hil.lab.cell_spec import CELLS_HELP
+
 ORDER = 60
 _COLUMNS = ("event", "kind", "time", "row", "col", "pulses", "voltage", "width", "resistance")
 
@@ -57,8 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--cells",
         default="all",
-        help="only these cells: 'all', blocks ROWS,COLS with half-open ranges ('0:8,0:16'), "
-        "single cells ('3,5') and lists of them ('0,0;3,1:3')",
+        help=f"only these cells: {CELLS_HELP}",
     )
     export.set_defaults(run=run_export)
 
