@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -154,6 +155,7 @@ class Record:
         self._writable = writable
         self._meta = self._load_meta()
         self._codec = ReadingCodec(self.shape[0] * self.shape[1])
+        self._checkpointer: _Checkpointer | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -207,6 +209,9 @@ class Record:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={synchronous}")
+            # Checkpoints (copying the WAL into the database, with an fsync) run in a
+            # background thread instead of inside whichever commit crosses the threshold.
+            db.execute("PRAGMA wal_autocheckpoint=0")
             rows, cols = (int(x) for x in shape)
             meta = {
                 "format": FORMAT,
@@ -229,7 +234,9 @@ class Record:
         except BaseException:
             db.close()
             raise
-        return cls(path, db, writable=True)
+        record = cls(path, db, writable=True)
+        record._checkpointer = _Checkpointer(path)
+        return record
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Record:
@@ -265,6 +272,9 @@ class Record:
 
     def close(self) -> None:
         """Close the file. Safe to call twice."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         self._db.close()
 
     def __enter__(self) -> Record:
@@ -381,6 +391,8 @@ class Record:
             self._codec.discard()
             raise
         self._codec.commit()
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
         return int(cur.lastrowid) - 1
 
     def log_read(
@@ -528,3 +540,50 @@ class Record:
         readings = self.readings()
         mask = readings.cells == row * cols + col
         return readings.pulses[mask], readings.resistance[mask]
+
+
+class _Checkpointer:
+    """Copies a record's WAL into its database file from a background thread.
+
+    The writer turns SQLite's automatic checkpoint off, so no commit stalls for the copy and
+    its fsync; this thread runs a PASSIVE checkpoint (which never blocks the writer) every
+    ``every`` commits, or at least once a second while commits arrive. A checkpoint only moves
+    data that is already committed, so what survives a kill is unchanged.
+    """
+
+    def __init__(self, path: Path, every: int = 256) -> None:
+        self._path = path
+        self._every = every
+        self._count = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="record-checkpoint", daemon=True)
+        self._thread.start()
+
+    def committed(self) -> None:
+        """Count one commit; wake the thread every ``every`` commits."""
+        self._count += 1
+        if self._count % self._every == 0:
+            self._wake.set()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            seen = 0
+            while not self._stopping:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                if self._count != seen:
+                    seen = self._count
+                    try:
+                        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    except sqlite3.Error:
+                        pass  # busy or closing: the next round (or the writer's close) does it
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        """Stop the thread (the writer's close then checkpoints what is left)."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
