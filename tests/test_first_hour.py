@@ -204,3 +204,14 @@ def test_help_exits_cleanly(argv, capsys):
         main(argv)
     assert exit_info.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_a_missing_or_bad_parameter_file_says_it_is_the_parameter_file(tmp_path, capsys):
+    missing = tmp_path / "nope.json"
+    assert main(["info", f"emulator://?rows=2&cols=2&params={missing}"]) == 2
+    err = capsys.readouterr().err
+    assert "no such parameter file" in err and "nope.json" in err
+    bad = tmp_path / "bad.json"
+    bad.write_text("not json")
+    assert main(["info", f"emulator://?rows=2&cols=2&params={bad}"]) == 2
+    assert "is not a parameter file" in capsys.readouterr().err
