@@ -4,17 +4,23 @@ Workload ``standin`` (default): the shape of a 100x100 mPES step without Nengo: 
 applies one batch of ~5000 cells (ascending, as mPES sends them) with read-back to a 100x200
 emulator (each weight is a pair of devices). Workload ``mpes``: a 100x100 mPES network, when
 ``memristor_hil.mPES`` is installed. Variants run interleaved, several rounds, and the median
-per-step time of each is printed with its ratio to the plain run, all from this one run.
+per-step time of each is printed with its ratio to the plain run, all from this one run
+(minimum over rounds: the machine's load only adds time; the median beside it). The record's
+bytes per step are printed beside the format-1 size (float64 read-back plus a plain cell
+bitmap, what records held before readings were delta-coded), and ``--export`` times
+``memristor-hil record export`` (CSV) of the last recorded run.
 
     python benchmarks/bench_record.py                       # short (a few seconds)
     python benchmarks/bench_record.py --steps 2000 --rounds 5
-    python benchmarks/bench_record.py --workload mpes --sim-time 1.0
+    python benchmarks/bench_record.py --workload mpes --sim-time 1.0 --export
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -72,6 +78,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="steps per round (standin)")
     parser.add_argument("--sim-time", type=float, default=0.5, help="simulated s per round (mpes)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant")
+    parser.add_argument("--export", action="store_true", help="time a CSV export of the record")
     args = parser.parse_args()
     if args.workload == "mpes":
         try:
@@ -81,6 +88,8 @@ def main() -> None:
     variants = ["plain", "record-normal", "record-full"]
     times: dict[str, list[float]] = {v: [] for v in variants}
     sizes: dict[str, int] = {}
+    format1: dict[str, int] = {}
+    export_line = ""
     counter = [0]
     with tempfile.TemporaryDirectory(dir=".") as folder:
         if args.workload == "standin":
@@ -94,6 +103,7 @@ def main() -> None:
                         times[name].append(run_standin(xbar, batches))
                         if name != "plain":
                             sizes[name] = xbar.record.path.stat().st_size
+                            last = xbar.record.path
         else:
             run_mpes(open_crossbar(MPES_URL), 0.05)  # warm up (compiles the kernels)
             print(f"mpes workload: 100x100 mPES network, {args.sim_time} s simulated at "
@@ -104,16 +114,47 @@ def main() -> None:
                         times[name].append(run_mpes(xbar, args.sim_time))
                         if name != "plain":
                             sizes[name] = xbar.record.path.stat().st_size
-    plain = statistics.median(times["plain"])
+                            last = xbar.record.path
+        for name in sizes:
+            format1[name] = format1_bytes(last)
+        if args.export:
+            export_line = time_export(last)
+    plain = min(times["plain"])
     unit = "step" if args.workload == "standin" else "simulated s"
     steps = args.steps if args.workload == "standin" else int(round(args.sim_time / 1e-3))
-    print(
-        f"{'variant':<16} {'ms per ' + unit:>18} {'ratio to plain':>15} {'record bytes/step':>18}"
-    )
+    print(f"{'variant':<16} {'min ms per ' + unit:>22} {'ratio to plain':>15} "
+          f"{'(median)':>9} {'bytes/step':>11} {'format-1 bytes/step':>20}")  # fmt: skip
+    median_plain = statistics.median(times["plain"])
     for name in variants:
-        t = statistics.median(times[name])
-        size = f"{sizes[name] / steps:>18.0f}" if name in sizes else f"{'-':>18}"
-        print(f"{name:<16} {t * 1e3:>18.3f} {t / plain:>15.2f} {size}")
+        t = min(times[name])
+        ratio = f"{statistics.median(times[name]) / median_plain:>9.2f}"
+        size = f"{sizes[name] / steps:>11.0f}" if name in sizes else f"{'-':>11}"
+        old = f"{format1[name] / steps:>20.0f}" if name in format1 else f"{'-':>20}"
+        print(f"{name:<16} {t * 1e3:>22.3f} {t / plain:>15.2f} {ratio} {size} {old}")
+    if export_line:
+        print(export_line)
+
+
+def format1_bytes(path: Path) -> int:
+    """What the record's events took in format 1: float64 readings, plain cell bitmaps."""
+    from memristor_hil.lab.record import Record
+
+    with Record.open(path) as record:
+        total = 0
+        for (n,) in record._db.execute("SELECT ncells FROM events"):
+            total += 8 * n + (record.shape[0] * record.shape[1] + 7) // 8
+    return total
+
+
+def time_export(path: Path) -> str:
+    """Wall time of exporting the record to CSV with the command line, as a user would."""
+    out = path.with_suffix(".csv")
+    command = [str(Path(sys.executable).with_name("memristor-hil")), "record", "export"]
+    start = time.perf_counter()
+    subprocess.run([*command, str(path), "--out", str(out)], check=True, capture_output=True)
+    took = time.perf_counter() - start
+    return (f"export of the last record ({path.stat().st_size / 1e6:.1f} MB) to CSV: "
+            f"{took:.1f} s wall, {out.stat().st_size / 1e6:.0f} MB written")  # fmt: skip
 
 
 if __name__ == "__main__":

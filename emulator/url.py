@@ -28,6 +28,21 @@ _KNOWN = (
 )
 
 
+def _parameter_file(path: Path) -> dict[str, Any]:
+    """The JSON of a ``params=FILE`` parameter file, with errors that say what the file is."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"params={path}: no such parameter file (write one with 'memristor-hil fit RECORD')"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"params={path} is not a parameter file (JSON): {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"params={path} is not a parameter file: expected a JSON object")
+    return data
+
+
 def model_from_options(options: dict[str, Any]) -> PowerLaw:
     """A PowerLaw from URL-style options; ``params=FILE`` loads a parameter file first.
 
@@ -36,7 +51,7 @@ def model_from_options(options: dict[str, Any]) -> PowerLaw:
     """
     fields: dict[str, Any] = {}
     if options.get("params"):
-        data = json.loads(Path(options["params"]).read_text())
+        data = _parameter_file(Path(options["params"]))
         fields.update(data.get("model", data))
     for name in _FLOAT_OPTIONS:
         if name in options:

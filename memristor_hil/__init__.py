@@ -3,8 +3,8 @@
 The public names: :class:`PowerLaw` (device model), :class:`PulseBatch` and
 :class:`SafetyLimits` (what is sent), :class:`Crossbar` (the device abstraction layer every
 backend implements), :func:`open_crossbar` (a URL picks the backend), the exceptions, and
-:class:`mPES` with :class:`Layout` (the Nengo learning rule; imported on first use, so
-``import memristor_hil`` imports neither Nengo nor numba).
+:class:`mPES` with :class:`Layout` (the Nengo learning rule). Everything but the exceptions
+is imported on first use, so ``import memristor_hil`` imports neither numpy, Nengo nor numba.
 
 The packages, one layer each (``docs/architecture.md`` draws how they connect):
 ``memristor_hil.learning`` (the Nengo rule), ``memristor_hil.lab`` (records, characterize,
@@ -13,10 +13,8 @@ codec), ``memristor_hil.drivers`` (hardware backends), ``memristor_hil.emulator`
 in-process emulator and the emulator service), ``memristor_hil.cli`` (the command line).
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .backends import open_crossbar, register_scheme
-from .crossbar import Crossbar
 from .errors import (
     AddressError,
     ConnectionLostError,
@@ -29,8 +27,13 @@ from .errors import (
     SafetyLimitError,
     UnsupportedError,
 )
-from .powerlaw import DeviceParameters, PowerLaw, Variability
-from .pulses import PulseBatch, SafetyLimits
+
+if TYPE_CHECKING:  # the lazy names, for type checkers and editors
+    from .backends import open_crossbar, register_scheme
+    from .crossbar import Crossbar
+    from .learning import Layout, mPES
+    from .powerlaw import DeviceParameters, PowerLaw, Variability
+    from .pulses import PulseBatch, SafetyLimits
 
 __version__ = "0.1.0"
 
@@ -57,12 +60,24 @@ __all__ = [
     "register_scheme",
 ]
 
-#: Names imported on first use (they import Nengo and numba).
-_LAZY = {"mPES": "memristor_hil.learning", "Layout": "memristor_hil.learning"}
+#: Names imported on first use: the device layer imports numpy, the learning rule Nengo and
+#: numba, so ``import memristor_hil`` (and the command line's start) imports neither.
+_LAZY = {
+    "open_crossbar": "memristor_hil.backends",
+    "register_scheme": "memristor_hil.backends",
+    "Crossbar": "memristor_hil.crossbar",
+    "DeviceParameters": "memristor_hil.powerlaw",
+    "PowerLaw": "memristor_hil.powerlaw",
+    "Variability": "memristor_hil.powerlaw",
+    "PulseBatch": "memristor_hil.pulses",
+    "SafetyLimits": "memristor_hil.pulses",
+    "mPES": "memristor_hil.learning",
+    "Layout": "memristor_hil.learning",
+}
 
 
 def __getattr__(name: str) -> Any:
-    """Import the Nengo learning rule (and register its builder) only when asked for."""
+    """Import a public name's module (numpy, or Nengo for the rule) only when it is asked for."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'memristor_hil' has no attribute {name!r}")

@@ -28,7 +28,7 @@ def arc1_url(service, rows, cols, extra=""):
 
 
 def pulsing_workload(steps, seed, rows, cols):
-    """service_process.workload with every entry pulsed at least once: ArC ONE sends nothing
+    """workloads.workload with every entry pulsed at least once: ArC ONE sends nothing
     for an entry without pulses, so the emulated instrument draws no noise for it."""
     for batch, read_back in workload(steps, seed, rows, cols):
         pulses = np.maximum(batch.pulses, 1)

@@ -15,6 +15,8 @@ import sys
 
 from memristor_hil.errors import CrossbarError
 
+from ._help import HelpFormatter
+
 __all__ = ["main"]
 
 
@@ -37,7 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _subcommand_modules():
         module.register(sub)
+    _use_formatter(parser)
     return parser
+
+
+def _use_formatter(parser: argparse.ArgumentParser) -> None:
+    """Every (sub)command's help keeps its examples as written and shows every default."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _use_formatter(child)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,46 +1,51 @@
-"""A small text progress bar for long bench work, on stderr."""
+"""Progress bars for long bench work, on stderr, drawn by tqdm.
+
+tqdm (rather than rich) because it is one small pure-Python package with no dependencies of
+its own, its ``tqdm.auto`` draws a widget in Jupyter and a text bar elsewhere, and it already
+handles what a hand-written bar got wrong: terminal width, pipes and log files (refreshed at
+most every ``mininterval`` seconds there instead of every step), and unknown totals.
+"""
 
 from __future__ import annotations
 
 import sys
-import time
-from typing import TextIO
+from typing import Any, TextIO
+
+
+def progress_bar(
+    total: float | None, label: str, unit: str = "it", stream: TextIO | None = None, **kw: Any
+) -> Any:
+    """A tqdm bar on stderr (a widget in a notebook); slower refresh when not on a terminal."""
+    from tqdm.auto import tqdm
+
+    stream = stream or sys.stderr
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    options = {"mininterval": 0.2 if tty else 5.0, "dynamic_ncols": tty, "leave": True}
+    return tqdm(total=total, desc=label, unit=unit, file=stream, **{**options, **kw})
 
 
 class ProgressBar:
-    """``progress(done, total)`` callback drawing ``label [#####.....] 50% 5/10 ETA 3s``.
+    """A ``progress(done, total)`` callback (as ``characterize`` and ``fit`` call it) over tqdm.
 
-    On a terminal the bar redraws in place; otherwise (logs, pipes) it prints a line at every
-    tenth of the work, so a log still shows progress without thousands of lines.
+    The bar opens on the first call and closes when ``done`` reaches ``total``.
     """
 
     def __init__(self, label: str, unit: str = "", stream: TextIO | None = None) -> None:
         self.label = label
-        self.unit = unit
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self._start = time.monotonic()
-        self._last_tenth = -1
-        self._total = 0
+        self.unit = unit.strip() or "it"
+        self.stream = stream
+        self._bar: Any = None
 
     def __call__(self, done: int, total: int) -> None:
-        if total != self._total or done < 0:
-            self._total, self._start, self._last_tenth = total, time.monotonic(), -1
-        fraction = done / total if total else 1.0
-        elapsed = time.monotonic() - self._start
-        eta = elapsed / fraction - elapsed if fraction > 0 else float("inf")
-        width = 30
-        filled = int(round(width * fraction))
-        text = (
-            f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {100 * fraction:3.0f}% "
-            f"{done}/{total}{self.unit} "
-            + (f"ETA {eta:.0f}s" if done < total else f"in {elapsed:.1f}s")
-        )
-        if self.tty:
-            end = "\n" if done >= total else ""
-            print(f"\r{text}", end=end, file=self.stream, flush=True)
-            return
-        tenth = int(fraction * 10)
-        if tenth != self._last_tenth:
-            self._last_tenth = tenth
-            print(text, file=self.stream, flush=True)
+        if self._bar is None or self._bar.total != total:
+            self.close()
+            self._bar = progress_bar(total, self.label, self.unit, self.stream)
+        self._bar.update(done - self._bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        """Close the bar (safe to call twice)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

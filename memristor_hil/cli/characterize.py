@@ -5,14 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from memristor_hil import open_crossbar
-from memristor_hil.lab.characterize import CELLS_HELP, characterize, parse_cells, read_schedule
-from memristor_hil.lab.record_policy import default_record_path, take_record_option
-from memristor_hil.lab.recording import RecordingCrossbar
-
-from ._progress import ProgressBar
+from memristor_hil.lab.cell_spec import CELLS_HELP
 
 ORDER = 30
 
@@ -32,21 +25,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("url", help="crossbar URL: emulator://?..., serial://PORT, visa://RESOURCE")
-    parser.add_argument("--cells", default="all", help=f"which cells (default all): {CELLS_HELP}")
-    parser.add_argument(
-        "--pulses", type=int, default=100_000, help="SET pulses per cell in total (default 100000)"
-    )
+    parser.add_argument("--cells", default="all", help=f"which cells: {CELLS_HELP}")
+    parser.add_argument("--pulses", type=int, default=100_000, help="SET pulses per cell in total")
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--read-every", type=int, metavar="K", help="read every K pulses")
     when.add_argument(
         "--reads",
         type=int,
         default=60,
-        help="without --read-every: this many log-spaced reads (default 60), which pins a power "
+        help="without --read-every: this many log-spaced reads, which pins a power "
         "law with few reads",
     )
-    parser.add_argument("--voltage", type=float, default=0.1, help="pulse voltage, V (default 0.1)")
-    parser.add_argument("--width", type=float, default=1e-6, help="pulse width, s (default 1e-6)")
+    parser.add_argument("--voltage", type=float, default=0.1, help="pulse voltage, V")
+    parser.add_argument("--width", type=float, default=1e-6, help="pulse width, s")
     parser.add_argument(
         "--record",
         type=Path,
@@ -56,6 +47,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from memristor_hil import open_crossbar
+    from memristor_hil.lab.characterize import characterize, parse_cells, read_schedule
+    from memristor_hil.lab.record_policy import default_record_path, take_record_option
+    from memristor_hil.lab.recording import RecordingCrossbar
+
+    from ._progress import ProgressBar
+
     schedule = read_schedule(args.pulses, args.read_every, args.reads)  # bad numbers: fail early
     url, path = take_record_option(args.url, args.record)
     if path in (None, True, False):  # characterize always records
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             reads=args.reads,
             voltage=args.voltage,
             width=args.width,
-            progress=ProgressBar("pulses", unit=" per cell"),
+            progress=ProgressBar("pulses per cell", unit="pulse"),
         )
     r = result.resistance
     print(f"{'pulses':>10} {'median R (ohm)':>15} {'min R':>12} {'max R':>12}")

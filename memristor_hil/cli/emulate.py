@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--matrix-port", type=int, default=0, help="the matrix's port (0: any)")
     bench.add_argument("--map", type=Path, help="wiring map file (default: rows, then columns)")
     bench.add_argument("--forbid", default="", help="matrix channels that refuse to close")
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"emulator URL (default {DEFAULT_URL})")
+    parser.add_argument("--url", default=DEFAULT_URL, help="emulator URL")
     parser.add_argument("--rows", type=int, help="rows (overrides the URL)")
     parser.add_argument("--cols", type=int, help="columns (overrides the URL)")
     parser.add_argument("--seed", type=int, help="device seed (overrides the URL)")

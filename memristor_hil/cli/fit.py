@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._progress import ProgressBar
-
 ORDER = 40
 
 
@@ -39,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--r0",
         type=_r0,
         default="auto",
-        help="'auto' (default): fit R0 unless the readings cannot determine it, then fix it at "
+        help="'auto': fit R0 unless the readings cannot determine it, then fix it at "
         "200 ohm and say so; 'free': always fit it; or a value in ohm to fix it at",
     )
     parser.add_argument(
@@ -55,10 +53,12 @@ def run(args: argparse.Namespace) -> int:
     from memristor_hil.lab.fitting import fit_record  # scipy: only when fitting
     from memristor_hil.lab.record import Record
 
+    from ._progress import ProgressBar
+
     with Record.open(args.record) as record:
         print(f"{record.identity}: {record.shape[0]}x{record.shape[1]} crossbar, {len(record)} "
               "events")  # fmt: skip
-        result = fit_record(record, r0=args.r0, progress=ProgressBar("fitting", unit=" devices"))
+        result = fit_record(record, r0=args.r0, progress=ProgressBar("fitting", unit="device"))
     summary = result.summary()
     print(f"fitted {int(result.ok.sum())} of {result.cells.size} devices at "
           f"{result.voltage:g} V")  # fmt: skip

@@ -6,8 +6,6 @@ import argparse
 import json
 from dataclasses import asdict
 
-from memristor_hil import open_crossbar
-
 ORDER = 20
 
 
@@ -28,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from memristor_hil import open_crossbar
+
     with open_crossbar(args.url, record=False) as xbar:
         info = {
             "url": args.url,

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
-from memristor_hil.lab.record import Event, Record
+from memristor_hil.lab.cell_spec import CELLS_HELP
 
 ORDER = 60
 _COLUMNS = ("event", "kind", "time", "row", "col", "pulses", "voltage", "width", "resistance")
@@ -33,9 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "time span and the first and last events of a record.",
     )
     show.add_argument("record", type=Path, help="the record file (.sqlite)")
-    show.add_argument(
-        "--events", type=int, default=5, help="events to list at each end (default 5)"
-    )
+    show.add_argument("--events", type=int, default=5, help="events to list at each end")
     show.set_defaults(run=run_show)
     export = actions.add_parser(
         "export",
@@ -46,12 +42,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "batch without read-back). NPZ holds the same columns as arrays (NaN/-1 for empty) "
         "plus 'meta' (JSON text), readable with numpy.load(..., allow_pickle=False).",
         epilog="examples:\n  memristor-hil record export run.sqlite --format csv\n"
-        "  memristor-hil record export run.sqlite --format npz --out run.npz",
+        "  memristor-hil record export run.sqlite --format npz --out run.npz\n"
+        "  memristor-hil record export run.sqlite --events 0:100 --cells '0:4,0:8'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     export.add_argument("record", type=Path, help="the record file (.sqlite)")
-    export.add_argument("--format", choices=("csv", "npz"), default="csv", help="default csv")
+    export.add_argument("--format", choices=("csv", "npz"), default="csv", help="output format")
     export.add_argument("--out", type=Path, help="output file (default RECORD with .csv/.npz)")
+    export.add_argument(
+        "--events",
+        metavar="START:STOP",
+        default=":",
+        help="only these events (indices as 'record show' lists them, half-open; either end "
+        "may be left out, ':' is all)",
+    )
+    export.add_argument(
+        "--cells",
+        default="all",
+        help=f"only these cells: {CELLS_HELP}",
+    )
     export.set_defaults(run=run_export)
 
 
@@ -59,7 +68,9 @@ def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
-def _describe(event: Event) -> str:
+def _describe(event: Any) -> str:
+    import numpy as np
+
     text = f"#{event.index:<6} {event.kind:<5} {_when(event.time)} {event.cells.size:>6} cells"
     if event.kind == "apply":
         volts = np.unique(event.voltage)
@@ -77,6 +88,8 @@ def _describe(event: Event) -> str:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from memristor_hil.lab.record import Record
+
     with Record.open(args.record) as record:
         counts = record.counts()
         span = record.time_span()
@@ -104,65 +117,41 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _columns(event: Event) -> dict[str, np.ndarray]:
-    size = event.cells.size
-    empty = np.full(size, np.nan)
-    apply = event.kind == "apply"
-    return {
-        "event": np.full(size, event.index),
-        "time": np.full(size, event.time),
-        "row": event.rows,
-        "col": event.cols,
-        "pulses": event.pulses if apply else np.full(size, -1),
-        "voltage": event.voltage if apply else empty,
-        "width": event.width if apply else empty,
-        "resistance": empty if event.resistance is None else event.resistance,
-    }
-
-
 def run_export(args: argparse.Namespace) -> int:
+    from memristor_hil.lab import record_export
+    from memristor_hil.lab.characterize import parse_cells
+    from memristor_hil.lab.record import Record
+
+    from ._progress import progress_bar
+
     out = args.out or args.record.with_suffix(f".{args.format}")
     if out.resolve() == args.record.resolve():
         raise ValueError(f"--out {out} would overwrite the record itself; choose another file")
-    rows = 0
+    start, stop = record_export.parse_events(args.events)
     with Record.open(args.record) as record:
-        if args.format == "csv":
-            with open(out, "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow([*_COLUMNS, "error"])
-                for event in record.events():
-                    c = _columns(event)
-                    for i in range(event.cells.size):
-                        writer.writerow([
-                            event.index, event.kind, repr(event.time), int(c["row"][i]),
-                            int(c["col"][i]),
-                            "" if event.kind == "read" else int(c["pulses"][i]),
-                            "" if event.kind == "read" else repr(float(c["voltage"][i])),
-                            "" if event.kind == "read" else repr(float(c["width"][i])),
-                            "" if event.resistance is None else repr(float(c["resistance"][i])),
-                            event.error or "",
-                        ])  # fmt: skip
-                    rows += event.cells.size
-        else:
-            parts: dict[str, list[np.ndarray]] = {k: [] for k in _COLUMNS if k != "kind"}
-            kinds, errors = [], []
-            for event in record.events():
-                for key, value in _columns(event).items():
-                    parts[key].append(value)
-                kinds.append(np.full(event.cells.size, event.kind == "apply"))
-                errors.append(np.full(event.cells.size, event.error is not None))
-                rows += event.cells.size
-            arrays = {k: np.concatenate(v) if v else np.empty(0) for k, v in parts.items()}
-            arrays["is_apply"] = np.concatenate(kinds) if kinds else np.empty(0, bool)
-            arrays["failed"] = np.concatenate(errors) if errors else np.empty(0, bool)
-            meta = {
-                "identity": record.identity,
-                "shape": list(record.shape),
-                "url": record.url,
-                "parameters": record.parameters,
-                "created": record.created,
-            }
-            with open(out, "wb") as f:
-                np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
-    print(f"wrote {rows} rows ({args.format}) to {out}")
+        mask = None
+        if args.cells != "all":
+            import numpy as np
+
+            rows, cols = parse_cells(args.cells, record.shape)
+            mask = np.zeros(record.shape[0] * record.shape[1], dtype=bool)
+            mask[rows * record.shape[1] + cols] = True
+        selection = record_export.Selection(start, stop, mask)
+        events, expected = record_export.estimate(record, selection)
+        per_row = (
+            record_export.CSV_BYTES_PER_ROW
+            if args.format == "csv"
+            else record_export.NPZ_BYTES_PER_ROW
+        )
+        about = "about " if mask is not None else ""
+        print(
+            f"exporting {events} events, {about}{expected:,} rows to {out}: expect about "
+            f"{expected * per_row / 1e6:,.0f} MB"
+            + (" (before compression; built in memory)" if args.format == "npz" else "")
+        )
+        write = record_export.export_csv if args.format == "csv" else record_export.export_npz
+        with progress_bar(expected, "exporting", unit="row", unit_scale=True) as bar:
+            rows_written = write(record, out, selection, bar.update)
+    size = out.stat().st_size
+    print(f"wrote {rows_written:,} rows ({args.format}, {size / 1e6:,.1f} MB) to {out}")
     return 0

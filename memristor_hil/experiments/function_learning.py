@@ -22,12 +22,14 @@ import numpy as np
 __all__ = [
     "PES_LEARNING_RATE",
     "Result",
+    "Verdict",
     "build_network",
     "compare",
     "plot_results",
     "print_table",
     "run",
     "standard_rules",
+    "verdict",
 ]
 
 #: PES's learning rate in the comparisons: the best of 1e-5, 3e-5 and 1e-4 (Nengo's default)
@@ -52,6 +54,8 @@ class Result:
     testing: np.ndarray = field(repr=False)
     weights_t: np.ndarray = field(repr=False)
     weights: np.ndarray = field(repr=False)
+    #: The input x (after the stimulus), sampled with ``t``; None for results made elsewhere.
+    input: np.ndarray | None = field(default=None, repr=False)
 
 
 def build_network(
@@ -114,6 +118,7 @@ def build_network(
         gate = nengo.Node(lambda t: 0.0 if learning(t) else 1.0, label="inhibit error")
         nengo.Connection(gate, error.neurons, transform=-20 * np.ones((n_error, 1)), synapse=None)
         probes = {
+            "input": nengo.Probe(stim, synapse=None),
             "output": nengo.Probe(post, synapse=0.01),
             "target": nengo.Probe(target, synapse=0.01),
             "weights": nengo.Probe(conn, "weights", sample_every=weights_every),
@@ -138,37 +143,46 @@ def run(
     """Build and run one rule on one task, showing progress, and score the test periods."""
     net, probes = build_network(rule_type, function, stimulus, learning, **network)
     with nengo.Simulator(net, progress_bar=False) as sim:
+        bar = _progress(f"{task} {rule_name}", seconds) if progress else None
         start = time.perf_counter()
         done = 0.0
         while done < seconds - 1e-9:
             step = min(chunk, seconds - done)
             sim.run(step)
             done += step
-            if progress:
-                _report(task, rule_name, done - step, done, seconds, time.perf_counter() - start)
+            if bar is not None:
+                bar.update(step)
         wall = time.perf_counter() - start
-        if progress and sys.stderr.isatty():
-            print(file=sys.stderr)
+        if bar is not None:
+            bar.close()
         t = sim.trange()
         output = sim.data[probes["output"]]
         target = sim.data[probes["target"]]
+        x = sim.data[probes["input"]]
         weights_t = sim.trange(sample_every=probes["weights"].sample_every)
         weights = sim.data[probes["weights"]]
     weights = weights.reshape(len(weights), -1)[:, net.picked_weights]
     testing = np.array([not learning(ti) for ti in t])
     mse, rho = score(output[testing], target[testing])
-    return Result(rule_name, task, mse, rho, wall, t, output, target, testing, weights_t, weights)
+    return Result(
+        rule_name, task, mse, rho, wall, t, output, target, testing, weights_t, weights, x
+    )
 
 
-def _report(
-    task: str, rule: str, before: float, done: float, seconds: float, elapsed: float
-) -> None:
-    """Progress on stderr: one updating line on a terminal, every ~10% otherwise."""
-    line = f"  {task:<10} {rule:<12} {done:6.1f}/{seconds:g} s simulated, {elapsed:5.1f} s wall"
-    if sys.stderr.isatty():
-        print("\r" + line, end="", file=sys.stderr, flush=True)
-    elif int(10 * done / seconds + 1e-9) > int(10 * before / seconds + 1e-9):
-        print(line, file=sys.stderr, flush=True)
+def _progress(label: str, seconds: float) -> Any:
+    """A tqdm bar over simulated seconds, on stderr (a widget in a notebook)."""
+    from tqdm.auto import tqdm
+
+    tty = sys.stderr.isatty()
+    return tqdm(
+        total=seconds,
+        desc=f"  {label}",
+        unit="s sim",
+        file=sys.stderr,
+        mininterval=0.2 if tty else 5.0,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:g} s simulated "
+        "[{elapsed}<{remaining}]",
+    )
 
 
 def score(output: np.ndarray, target: np.ndarray) -> tuple[float, float]:
@@ -225,49 +239,173 @@ def compare(
     ]
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a rule learned, judged against what no learning at all would score.
+
+    Attributes
+    ----------
+    learned : bool
+        The test MSE is below half the target's variance: the output explains more than half
+        of the target's variation in the test period.
+    explained : float
+        ``1 - MSE / variance``: 1 is perfect, 0 is no better than the best constant output,
+        negative is worse than it.
+    variance : float
+        The target's variance over the test period: the MSE of the best constant output.
+    zero_mse : float
+        The MSE of an output stuck at zero (what an untrained connection gives).
+    """
+
+    learned: bool
+    explained: float
+    variance: float
+    zero_mse: float
+
+    @property
+    def text(self) -> str:
+        """``"learned"`` or ``"did not learn"``, with the share of variance explained."""
+        word = "learned" if self.learned else "did not learn"
+        return f"{word} ({100 * self.explained:.0f}% of the target's variance explained)"
+
+
+#: A rule learned when its test MSE is below this fraction of the target's variance.
+LEARNED_BELOW = 0.5
+
+
+def verdict(result: Result) -> Verdict:
+    """Judge one result against the baselines of its own test period (see :class:`Verdict`)."""
+    target = result.target[result.testing]
+    variance = float(np.mean((target - target.mean(axis=0)) ** 2))
+    zero_mse = float(np.mean(target**2))
+    explained = 1.0 - result.mse / variance if variance > 0 else float("-inf")
+    return Verdict(result.mse < LEARNED_BELOW * variance, explained, variance, zero_mse)
+
+
 def print_table(results: Sequence[Result]) -> None:
-    """Print test-period MSE and Spearman rho of each rule, with mPES/PES ratios."""
+    """Print each rule's test-period MSE, Spearman rho and verdict, then mPES against PES.
+
+    A rule "learned" when its test MSE is below half the target's variance (the MSE of the
+    best constant output); the MSE of an all-zero output is printed beside it. mPES is
+    compared with PES only when both learned: a ratio of two failures means nothing.
+    """
     width = max(5, *(len(r.rule) for r in results))
-    print(f"{'task':<10} {'rule':<{width}} {'test MSE':>10} {'Spearman':>9} {'wall s':>7}")
+    print(f"{'task':<10} {'rule':<{width}} {'test MSE':>10} {'Spearman':>9} {'wall s':>7}  verdict")
     by_task: dict[str, dict[str, Result]] = {}
+    verdicts = {id(r): verdict(r) for r in results}
     for r in results:
         by_task.setdefault(r.task, {})[r.rule] = r
-        print(f"{r.task:<10} {r.rule:<{width}} {r.mse:>10.5f} {r.spearman:>9.4f} {r.wall:>7.1f}")
+        print(
+            f"{r.task:<10} {r.rule:<{width}} {r.mse:>10.5f} {r.spearman:>9.4f} {r.wall:>7.1f}  "
+            f"{verdicts[id(r)].text}"
+        )
     for task, rules in by_task.items():
+        first = verdicts[id(next(iter(rules.values())))]
+        print(
+            f"{task}: baselines over the test period: a constant output scores MSE "
+            f"{first.variance:.5f} (the target's variance), an all-zero output {first.zero_mse:.5f}"
+        )
         pes = rules.get("PES")
         if pes is None:
             continue
         for name, r in rules.items():
-            if name != "PES":
-                ratio = r.mse / pes.mse
-                verdict = "within" if ratio <= 2 else "NOT within"
-                print(f"{task}: {name} test MSE / PES test MSE = {ratio:.2f} ({verdict} 2x)")
+            if name == "PES":
+                continue
+            ratio = r.mse / pes.mse
+            head = f"{task}: {name} test MSE / PES test MSE = {ratio:.2f}"
+            if not verdicts[id(r)].learned:
+                print(f"{head} ({name} did not learn: no comparison)")
+            elif not verdicts[id(pes)].learned:
+                print(f"{head} (PES did not learn: no comparison)")
+            else:
+                print(f"{head} ({'within' if ratio <= 2 else 'NOT within'} 2x)")
 
 
 def plot_results(results: Sequence[Result], path: Path, title: str) -> None:
-    """Write a PNG: decoded output against target, and sampled weights over time, per rule."""
+    """Write a PNG with one row per rule: the run over time, the test period against the input,
+    and a summary of the learned weights.
+
+    Left: input x, target f(x) and decoded output against time, testing periods shaded.
+    Middle: the test period's output against x with the target curve (for a multi-dimensional
+    input: output against target, with the diagonal). Right: the distribution of the sampled
+    weights over time (median, 25-75 % and 5-95 % bands) and three of them.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(len(results), 2, figsize=(13, 2.8 * len(results)), squeeze=False)
-    for (ax_out, ax_w), r in zip(axes, results, strict=True):
-        ax_out.plot(r.t, r.target, color="black", lw=1, label="target")
-        ax_out.plot(r.t, r.output, color="tab:red", lw=0.8, alpha=0.8, label="decoded output")
-        _shade_testing(ax_out, r.t, r.testing)
-        ax_out.set_title(f"{r.task}, {r.rule}: test MSE {r.mse:.4f}, Spearman {r.spearman:.3f}")
-        ax_out.set_xlabel("time (s)")
-        ax_out.legend(loc="upper right", fontsize=7)
-        ax_w.plot(r.weights_t, r.weights, lw=0.6, alpha=0.6)
+    fig, axes = plt.subplots(
+        len(results),
+        3,
+        figsize=(15, 3.3 * len(results)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [2.2, 1, 1.6]},
+    )
+    for (ax_t, ax_x, ax_w), r in zip(axes, results, strict=True):
+        judged = verdict(r)
+        if r.input is not None:
+            ax_t.plot(r.t, r.input, color="0.55", lw=0.8, ls="--", label="input x")
+        ax_t.plot(r.t, r.target, color="black", lw=1.1, label="target f(x)")
+        ax_t.plot(r.t, r.output, color="tab:red", lw=0.8, alpha=0.85, label="decoded output")
+        _shade_testing(ax_t, r.t, r.testing)
+        ax_t.set_title(f"{r.rule}: test MSE {r.mse:.4f}, Spearman {r.spearman:.3f}, {judged.text}",
+                       fontsize=9)  # fmt: skip
+        ax_t.set_xlabel("time (s)")
+        ax_t.set_ylabel("value (decoded, unitless)")
+        ax_t.legend(loc="lower left", fontsize=7, ncol=3)
+        _plot_against_input(ax_x, r)
+        _plot_weight_summary(ax_w, r)
         _shade_testing(ax_w, r.t, r.testing)
-        ax_w.set_title(f"{r.task}, {r.rule}: {r.weights.shape[1]} sampled weights")
-        ax_w.set_xlabel("time (s)")
-    fig.suptitle(title + " (shaded: testing, error inhibited)")
+    fig.suptitle(
+        f"{title}. Shaded: testing (error inhibited). Weights: mPES's scale is set by its gain "
+        "and device conductances, PES's by its learning rate, so the scales differ.",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _plot_against_input(ax: Any, r: Result) -> None:
+    """Test-period output against x (1-D input) or against the target (otherwise)."""
+    test = r.testing
+    output = r.output[test, 0]
+    target = r.target[test, 0]
+    one_d = r.input is not None and r.input.shape[1] == 1
+    if one_d:
+        x = r.input[test, 0]
+        order = np.argsort(x)
+        ax.plot(x, output, ".", ms=1.5, color="tab:red", alpha=0.4, label="decoded output")
+        ax.plot(x[order], target[order], color="black", lw=1.2, label="target f(x)")
+        ax.set_xlabel("input x")
+        ax.set_ylabel("value (unitless)")
+    else:
+        ax.plot(target, output, ".", ms=1.5, color="tab:red", alpha=0.4, label="decoded output")
+        lo, hi = float(target.min()), float(target.max())
+        ax.plot([lo, hi], [lo, hi], color="black", lw=1.2, label="perfect (output = target)")
+        ax.set_xlabel("target")
+        ax.set_ylabel("decoded output")
+    ax.set_title("test period: output against " + ("x" if one_d else "target"), fontsize=9)
+    ax.legend(loc="upper left", fontsize=7, markerscale=6)
+
+
+def _plot_weight_summary(ax: Any, r: Result) -> None:
+    """Median, 25-75 % and 5-95 % bands of the sampled weights over time, and three of them."""
+    w = r.weights
+    p5, p25, p50, p75, p95 = np.percentile(w, [5, 25, 50, 75, 95], axis=1)
+    ax.fill_between(r.weights_t, p5, p95, color="tab:blue", alpha=0.15, label="5-95 %")
+    ax.fill_between(r.weights_t, p25, p75, color="tab:blue", alpha=0.35, label="25-75 %")
+    ax.plot(r.weights_t, p50, color="tab:blue", lw=1.5, label="median")
+    for i, k in enumerate(np.linspace(0, w.shape[1] - 1, 3).astype(int)):
+        ax.plot(
+            r.weights_t, w[:, k], color="0.3", lw=0.7, label="3 sample weights" if i == 0 else None
+        )
+    ax.set_title(f"{w.shape[1]} sampled weights (pre neuron to post neuron)", fontsize=9)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("weight (input current per Hz)")
+    ax.legend(loc="upper left", fontsize=7, ncol=2)
 
 
 def _shade_testing(ax: Any, t: np.ndarray, testing: np.ndarray) -> None:

@@ -17,15 +17,11 @@ import numpy as np
 
 from ..crossbar import Crossbar
 from ..pulses import PulseBatch
+from .cell_spec import CELLS_HELP
 
 __all__ = ["Characterization", "characterize", "parse_cells", "read_schedule"]
 
 _RANGE = re.compile(r"^\s*(\d*)\s*(?::\s*(\d*)\s*)?$")
-CELLS_HELP = (
-    "'all'; or blocks ROWS,COLS separated by ';', where ROWS and COLS are a number or a "
-    "half-open range START:STOP (e.g. '0:4,0:8' is rows 0-3 x cols 0-7, '2,5' one cell, "
-    "'0,0;3,1:3' three cells, ':,0' all of column 0)"
-)
 
 
 def parse_cells(spec: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

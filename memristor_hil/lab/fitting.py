@@ -299,7 +299,9 @@ class FitResult:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig, axes = plt.subplots(1, 4, figsize=(16, 4), gridspec_kw={"width_ratios": [2, 1, 1, 1]})
+        fig, axes = plt.subplots(
+            1, 4, figsize=(17, 4.6), gridspec_kw={"width_ratios": [2.2, 1, 1, 1]}
+        )
         ax = axes[0]
         shown = np.flatnonzero(self.ok)[:: max(1, int(self.ok.sum()) // max_devices)][:max_devices]
         colours = plt.cm.viridis(np.linspace(0, 1, max(len(shown), 1)))
@@ -307,27 +309,43 @@ class FitResult:
             pulses, r = self.data[int(self.cells[i])]
             v = {k: self.values[k][i] for k in ("r0", "r1", "a", "n0")}
             m = np.geomspace(1, max(pulses.max(), 1), 200)
-            ax.plot(pulses + 1, r, "o", ms=2.5, color=colour, alpha=0.7)
-            ax.plot(m, v["r0"] + v["r1"] * (v["n0"] + m - 1) ** v["a"], "-", lw=1, color=colour)
+            ax.plot(pulses + 1, r / 1e6, "o", ms=2.5, color=colour, alpha=0.7)
+            curve = v["r0"] + v["r1"] * (v["n0"] + m - 1) ** v["a"]
+            ax.plot(m, curve / 1e6, "-", lw=1, color=colour)
+        ax.plot([], [], "o", ms=3, color="0.4", label="readings")
+        ax.plot([], [], "-", color="0.4", label="fitted R0 + R1 (n0 + m)^a")
+        ax.legend(loc="lower left", fontsize=8)
         ax.set_xscale("log")
-        ax.set_xlabel("pulses in the record + 1")
-        ax.set_ylabel("resistance (ohm)")
-        ax.set_title(f"R(n): {len(shown)} of {int(self.ok.sum())} devices (dots) and fits")
+        ax.set_xlabel("pulses in the record + 1 (m + 1)")
+        ax.set_ylabel("resistance (megaohm)")
+        ax.set_title(
+            f"R(m): {len(shown)} of {int(self.ok.sum())} devices, one colour per device",
+            fontsize=9,
+        )
         summary = self.summary()
         for ax, name, label in zip(
-            axes[1:], ("r0", "r1", "a"), ("R0 (ohm)", "R1 (ohm)", "a"), strict=True
+            axes[1:], ("r0", "r1", "a"), ("R0 (ohm)", "R1 (ohm)", "a (exponent)"), strict=True
         ):
             v = self.values[name][self.ok]
             ax.hist(v, bins=max(5, min(40, v.size // 4)), color="tab:blue", alpha=0.8)
             s = summary[name]
             fixed = name == "r0" and self.r0_fixed is not None
+            ax.axvline(s["median"], color="black", lw=1, ls="--", label="median")
             ax.set_title(
-                f"{label}: fixed"
+                f"{label}: fixed at {self.r0_fixed:g} ohm"
                 if fixed
-                else f"{label}: median {s['median']:.3g}, sigma {s['sigma']:.3f}",
+                else f"{label}: median {s['median']:.3g}\nrelative sigma (sd / |median|) "
+                f"{s['sigma']:.3f}",
                 fontsize=9,
             )
             ax.set_xlabel(label)
+            ax.set_ylabel("devices")
+            ax.legend(loc="upper right", fontsize=8)
+        fig.suptitle(
+            f"Power-law fit of {int(self.ok.sum())} devices at {self.voltage:g} V "
+            "(histograms: device-to-device spread)",
+            fontsize=10,
+        )
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)

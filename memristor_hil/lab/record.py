@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,10 +30,13 @@ from typing import Any
 import numpy as np
 
 from ..pulses import SafetyLimits
+from .record_codec import ReadingCodec, RecordError, narrow, pack, pack_cells, unpack, unpack_cells
 
-__all__ = ["Event", "Readings", "Record", "RecordError"]
+__all__ = ["Event", "Readings", "Record", "RecordError", "pack", "unpack"]
 
-FORMAT = 1
+#: Format 2 delta-codes readings (record_codec.py); format 1 files are still read.
+FORMAT = 2
+_READABLE = (1, 2)
 _SYNCHRONOUS = ("NORMAL", "FULL")
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,10 +55,6 @@ CREATE TABLE events (
     error TEXT
 );
 """
-
-
-class RecordError(ValueError):
-    """A record file is missing, not a record, or of an unknown format."""
 
 
 @dataclass(frozen=True)
@@ -127,90 +126,6 @@ class Readings:
         }
 
 
-# Blob format: one type code byte, then the array's little-endian bytes; a leading "z" means
-# the rest is a zlib stream of such a blob. Only these plain numeric types exist, so a blob can
-# never hold an object (there is nothing to unpickle or evaluate).
-_CODES = {
-    b"b": np.dtype("<i1"),
-    b"h": np.dtype("<i2"),
-    b"i": np.dtype("<i4"),
-    b"q": np.dtype("<i8"),
-    b"B": np.dtype("<u1"),
-    b"f": np.dtype("<f4"),
-    b"d": np.dtype("<f8"),
-}
-_TYPES = {dtype: code for code, dtype in _CODES.items()}
-
-
-def pack(array: np.ndarray, compress: bool = False) -> bytes:
-    """A 1-D numeric array as a type byte plus its little-endian bytes (zlib with ``compress``).
-
-    Measured (benchmarks/bench_record.py): zlib on float64 resistances costs about 1.6 ms per
-    5000 values and saves about 15 %, and ``np.save`` headers cost about 35 us each, so readings
-    are stored as plain bytes; cell lists are encoded compactly instead (:func:`_pack_cells`).
-    """
-    array = np.asarray(array)
-    dtype = array.dtype.newbyteorder("<")
-    code = _TYPES.get(dtype)
-    if code is None or array.ndim != 1:
-        raise ValueError(
-            f"records store 1-D int8/16/32/64, uint8, float32 or float64 arrays, not {dtype}"
-        )
-    data = code + array.astype(dtype, copy=False).tobytes()
-    return b"z" + zlib.compress(data, 1) if compress else data
-
-
-def unpack(blob: bytes) -> np.ndarray:
-    """Inverse of :func:`pack` (a new, writable array)."""
-    if blob[:1] == b"z":
-        blob = zlib.decompress(blob[1:])
-    dtype = _CODES.get(bytes(blob[:1]))
-    if dtype is None or (len(blob) - 1) % dtype.itemsize:
-        raise RecordError(f"damaged array in record (type byte {bytes(blob[:1])!r})")
-    return np.frombuffer(blob, dtype=dtype, offset=1).astype(dtype.newbyteorder("="))
-
-
-def _narrow(values: np.ndarray) -> np.ndarray:
-    """Integers in the narrowest signed type that holds them."""
-    if values.size == 0:
-        return values.astype(np.int8)
-    lo, hi = int(values.min()), int(values.max())
-    for dtype in (np.int8, np.int16, np.int32):
-        info = np.iinfo(dtype)
-        if info.min <= lo and hi <= info.max:
-            return values.astype(dtype)
-    return values.astype(np.int64)
-
-
-def _pack_cells(flat: np.ndarray, ascending: bool | None = None) -> tuple[str, bytes]:
-    """Cells as a bitmap (strictly ascending and dense) or as differences (anything else)."""
-    flat = np.asarray(flat, dtype=np.int64)
-    if ascending is None:
-        ascending = bool(flat.size == 0 or np.all(flat[1:] > flat[:-1]))
-    # A bitmap needs last/8 bytes; differences need at least one byte per cell.
-    if ascending and flat.size and flat[-1] // 8 + 1 < flat.size:
-        mask = np.zeros(int(flat[-1]) + 1, dtype=bool)
-        mask[flat] = True
-        return "bitmap", pack(np.packbits(mask))
-    return "diff", pack(_narrow(np.diff(flat, prepend=0)))
-
-
-def _unpack_cells(encoding: str, blob: bytes) -> np.ndarray:
-    if encoding == "bitmap":
-        return np.flatnonzero(np.unpackbits(unpack(blob))).astype(np.int64)
-    return np.cumsum(unpack(blob), dtype=np.int64)
-
-
-def _pack_resistance(resistance: np.ndarray | None) -> bytes | None:
-    """Readings exactly as the crossbar gave them: float32 stays float32 (half the bytes)."""
-    if resistance is None:
-        return None
-    array = np.asarray(resistance).reshape(-1)
-    if array.dtype != np.float32:
-        array = array.astype(np.float64, copy=False)
-    return pack(array)
-
-
 def _pack_value(value: float | np.ndarray) -> bytes:
     array = np.asarray(value, dtype=np.float64).reshape(-1)
     return pack(array, compress=array.size > 1)
@@ -239,6 +154,8 @@ class Record:
         self._db = connection
         self._writable = writable
         self._meta = self._load_meta()
+        self._codec = ReadingCodec(self.shape[0] * self.shape[1])
+        self._checkpointer: _Checkpointer | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -292,6 +209,9 @@ class Record:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={synchronous}")
+            # Checkpoints (copying the WAL into the database, with an fsync) run in a
+            # background thread instead of inside whichever commit crosses the threshold.
+            db.execute("PRAGMA wal_autocheckpoint=0")
             rows, cols = (int(x) for x in shape)
             meta = {
                 "format": FORMAT,
@@ -314,7 +234,9 @@ class Record:
         except BaseException:
             db.close()
             raise
-        return cls(path, db, writable=True)
+        record = cls(path, db, writable=True)
+        record._checkpointer = _Checkpointer(path)
+        return record
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Record:
@@ -344,12 +266,15 @@ class Record:
         except sqlite3.DatabaseError as exc:
             raise RecordError(str(exc)) from None
         meta = {key: json.loads(value) for key, value in rows}
-        if meta.get("format") != FORMAT:
+        if meta.get("format") not in _READABLE:
             raise RecordError(f"unknown record format {meta.get('format')!r}")
         return meta
 
     def close(self) -> None:
         """Close the file. Safe to call twice."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         self._db.close()
 
     def __enter__(self) -> Record:
@@ -430,23 +355,44 @@ class Record:
         ``ascending`` says the cells strictly ascend (computed when not given).
         """
         self._check_writable()
-        encoding, cell_blob = _pack_cells(cells, ascending)
-        cur = self._db.execute(
+        flat = np.asarray(cells, dtype=np.int64).reshape(-1)
+        encoding, cell_blob = pack_cells(flat, ascending)
+        return self._insert(
             "INSERT INTO events (kind, time, duration, ncells, cells_encoding, cells, pulses, "
             "voltage, width, resistance, error) VALUES ('apply', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 started,
                 duration,
-                len(cells),
+                flat.size,
                 encoding,
                 cell_blob,
-                pack(_narrow(np.asarray(pulses, dtype=np.int64).reshape(-1))),
+                pack(narrow(np.asarray(pulses, dtype=np.int64).reshape(-1))),
                 _pack_value(voltage),
                 _pack_value(width),
-                _pack_resistance(resistance),
-                error,
             ),
+            flat,
+            resistance,
+            error,
         )
+
+    def _insert(
+        self,
+        sql: str,
+        values: tuple,
+        flat: np.ndarray,
+        resistance: np.ndarray | None,
+        error: str | None,
+    ) -> int:
+        """Commit one event; the reading codec moves on only once the event is in the file."""
+        blob = None if resistance is None else self._codec.encode(flat, resistance)
+        try:
+            cur = self._db.execute(sql, (*values, blob, error))
+        except BaseException:
+            self._codec.discard()
+            raise
+        self._codec.commit()
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
         return int(cur.lastrowid) - 1
 
     def log_read(
@@ -460,21 +406,16 @@ class Record:
     ) -> int:
         """Commit one read; returns its event index."""
         self._check_writable()
-        encoding, cell_blob = _pack_cells(cells)
-        cur = self._db.execute(
+        flat = np.asarray(cells, dtype=np.int64).reshape(-1)
+        encoding, cell_blob = pack_cells(flat)
+        return self._insert(
             "INSERT INTO events (kind, time, duration, ncells, cells_encoding, cells, resistance, "
             "error) VALUES ('read', ?, ?, ?, ?, ?, ?, ?)",
-            (
-                started,
-                duration,
-                len(cells),
-                encoding,
-                cell_blob,
-                _pack_resistance(resistance),
-                error,
-            ),
+            (started, duration, flat.size, encoding, cell_blob),
+            flat,
+            resistance,
+            error,
         )
-        return int(cur.lastrowid) - 1
 
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:
@@ -507,9 +448,20 @@ class Record:
         kind : {"apply", "read"}, optional
             Only events of this kind.
         start, stop : int, optional
-            Only events with ``start <= index < stop`` (read from the file, nothing else is
-            decoded: cheap on long records).
+            Only events with ``start <= index < stop``. Readings are delta-coded against each
+            cell's earlier readings, so the readings of the events before ``start`` are
+            decoded too (nothing else of them is).
         """
+        if kind is not None and kind not in ("apply", "read"):
+            raise ValueError(f"kind={kind!r} must be 'apply' or 'read'")
+        codec = ReadingCodec(self.shape[0] * self.shape[1])
+        if start > 0 and self._meta.get("format") != 1:
+            for encoding, cells, res in self._db.execute(
+                "SELECT cells_encoding, cells, resistance FROM events WHERE id <= ? AND "
+                "resistance IS NOT NULL ORDER BY id",
+                (int(start),),
+            ):
+                codec.decode(unpack_cells(encoding, cells), res)
         query = (
             "SELECT id, kind, time, duration, ncells, cells_encoding, cells, pulses, voltage, "
             "width, resistance, error FROM events WHERE id > ?"
@@ -518,16 +470,15 @@ class Record:
         if stop is not None:
             query += " AND id <= ?"
             args.append(int(stop))
-        if kind is not None:
-            if kind not in ("apply", "read"):
-                raise ValueError(f"kind={kind!r} must be 'apply' or 'read'")
-            query += " AND kind = ?"
-            args.append(kind)
         ncols = self.shape[1]
         for row in self._db.execute(query + " ORDER BY id", args):
             index, kind_, started, duration, ncells, encoding, cells = row[:7]
             pulses, voltage, width, res, err = row[7:]
-            flat = _unpack_cells(encoding, cells)
+            if kind is not None and kind_ != kind:
+                if res is not None:  # keep the reading codec in step
+                    codec.decode(unpack_cells(encoding, cells), res)
+                continue
+            flat = unpack_cells(encoding, cells)
             rows, cols = np.divmod(flat, ncols)
             yield Event(
                 index=int(index) - 1,
@@ -540,7 +491,7 @@ class Record:
                 pulses=_expand(pulses, ncells, np.int64),
                 voltage=_expand(voltage, ncells, np.float64),
                 width=_expand(width, ncells, np.float64),
-                resistance=None if res is None else unpack(res),
+                resistance=None if res is None else codec.decode(flat, res),
                 error=err,
             )
 
@@ -589,3 +540,50 @@ class Record:
         readings = self.readings()
         mask = readings.cells == row * cols + col
         return readings.pulses[mask], readings.resistance[mask]
+
+
+class _Checkpointer:
+    """Copies a record's WAL into its database file from a background thread.
+
+    The writer turns SQLite's automatic checkpoint off, so no commit stalls for the copy and
+    its fsync; this thread runs a PASSIVE checkpoint (which never blocks the writer) every
+    ``every`` commits, or at least once a second while commits arrive. A checkpoint only moves
+    data that is already committed, so what survives a kill is unchanged.
+    """
+
+    def __init__(self, path: Path, every: int = 256) -> None:
+        self._path = path
+        self._every = every
+        self._count = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="record-checkpoint", daemon=True)
+        self._thread.start()
+
+    def committed(self) -> None:
+        """Count one commit; wake the thread every ``every`` commits."""
+        self._count += 1
+        if self._count % self._every == 0:
+            self._wake.set()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            seen = 0
+            while not self._stopping:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                if self._count != seen:
+                    seen = self._count
+                    try:
+                        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    except sqlite3.Error:
+                        pass  # busy or closing: the next round (or the writer's close) does it
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        """Stop the thread (the writer's close then checkpoints what is left)."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
