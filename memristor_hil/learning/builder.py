@@ -250,6 +250,7 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
         pulse_interval=mpes.pulse_interval,
         policy=mpes.pulses,
         levels=mpes.max_pulses,
+        seed=int(seed),
     )
     op.add_connection(
         part, acts, local_error, threshold_sig, pos_sig, neg_sig, weights, pulses, state

@@ -69,6 +69,9 @@ class ConnectionPart:
         Pulse-count policy (see :class:`~memristor_hil.mPES`).
     levels : int
         With "scaled" and "stochastic", the most pulses per device per interval.
+    seed : int
+        Seed of the "stochastic" policy's random stream (the rule's ``seed``, else the
+        connection's build seed).
     """
 
     origins: tuple[int, int, int, int]
@@ -78,6 +81,7 @@ class ConnectionPart:
     pulse_interval: float | None
     policy: str
     levels: int
+    seed: int = 0
 
 
 class SimmPES(Operator):
@@ -187,9 +191,12 @@ class SimmPES(Operator):
         # must find the devices as they were built.
         self.use.rewind()
         self.use.close_with(signals)  # sim.close() releases signals: close what we opened
-        # The stochastic policy's own generator, seeded from the simulator's rng (which a
-        # reset re-creates, so runs reproduce; two simulators never share a stream).
-        generator = np.random.default_rng(rng.randint(2**31))
+        # The stochastic policy's own generator (two simulators never share a stream), seeded
+        # from the connections' build seeds. Not from ``rng``: what the simulator's rng holds
+        # when this op's make_step runs depends on how many ops drew from it before, and
+        # Nengo's step order varies between builds of one network, so two builds would not
+        # reproduce each other. A reset re-creates the generator: runs reproduce.
+        generator = np.random.default_rng([part.seed for part in self.parts])
         runners = [
             _PartRunner(
                 part,

@@ -111,7 +111,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         interval. ``"scaled"`` (the published variant): ``ceil(max_pulses * |Delta| /
         running max |Delta|)`` pulses, at least one. ``"stochastic"``: that count's expected
         value rounded stochastically, so small updates are often 0 pulses and the expected
-        change follows PES's ``e_i * a_j`` (seeded by the simulator, so runs reproduce).
+        change follows PES's ``e_i * a_j`` (seeded by ``seed``, so runs and rebuilds reproduce).
     max_pulses : int, optional
         The most pulses per device per pulse interval with ``"scaled"`` and
         ``"stochastic"``. Default 100.
@@ -132,7 +132,8 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         Device-to-device spread of the default emulator (shorthand for
         ``model=PowerLaw(variability=...)``).
     seed : int, optional
-        Seed of the default emulator's devices. Default: the connection's build seed.
+        Seed of the default emulator's devices and of the ``"stochastic"`` policy's random
+        stream. Default: the connection's build seed.
     crossbar : str or Crossbar, optional
         Where the devices live: a URL (``"emulator://?seed=1"``, ``"serial://..."``,
         ``"visa://..."``) or an open :class:`~memristor_hil.Crossbar`. Default: an in-process
