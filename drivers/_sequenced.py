@@ -45,6 +45,9 @@ class Link(Protocol):
     def receive(self, timeout: float) -> bytes | None:
         """The next reply message; None for a damaged one; raises LinkTimeout or OSError."""
 
+    def drain(self) -> None:
+        """Discard whatever input is pending (called once, before the first command)."""
+
     def reopen(self) -> None:
         """Close and open the transport again (raises OSError if it cannot)."""
 
@@ -90,13 +93,15 @@ class SequencedCrossbar(Crossbar):
         self._reopen = False
         self.stats = {"commands": 0, "retries": 0, "reopens": 0}
         try:
+            link.drain()  # stale bytes (a previous client's replies, line noise) are not ours
             info = wire.decode_info(self._call(Op.IDENTIFY))
             if info.version != wire.PROTOCOL_VERSION:
                 raise ProtocolError(
                     f"{name} speaks protocol version {info.version}; this driver speaks "
                     f"version {wire.PROTOCOL_VERSION}"
                 )
-            self._seq = info.last_seq
+            # never reuse a number in this session: IDENTIFY itself used one already
+            self._seq = max(self._seq, info.last_seq)
             if limits is not None:
                 body = wire.encode_limits(info.rows, info.cols, limits)
                 info = wire.decode_info(self._call(Op.CONFIGURE, body))
@@ -184,6 +189,7 @@ class SequencedCrossbar(Crossbar):
         self.stats["commands"] += 1
         failure = "no reply"
         link_down = False
+        damaged = False
         for attempt in range(retries + 1):
             if attempt:
                 self.stats["retries"] += 1
@@ -193,9 +199,12 @@ class SequencedCrossbar(Crossbar):
                     self._link.reopen()
                     self._reopen = False
                 self._link.send(op, message)
-                reply = self._await(seq)
+                # after a re-send for a damaged reply, more damage notices are most likely
+                # the rest of the same damaged bytes: wait for the reply (or the timeout)
+                reply = self._await(seq, op, ignore_damage=damaged)
             except LinkTimeout:
                 failure, link_down = f"no reply within {self._timeout} s", False
+                damaged = False
                 self._reopen = self._link.reopen_after_timeout
                 continue
             except OSError as exc:
@@ -203,7 +212,8 @@ class SequencedCrossbar(Crossbar):
                 self._reopen = True
                 time.sleep(min(0.02 * 2**attempt, 0.5))
                 continue
-            if reply is None:
+            damaged = reply is None
+            if damaged:
                 failure, link_down = "damaged reply", False
                 continue
             if reply.status != Status.OK:
@@ -216,8 +226,9 @@ class SequencedCrossbar(Crossbar):
             raise ConnectionLostError(f"{self._name}: {tries}")
         raise CrossbarTimeoutError(f"{self._name}: {tries}")
 
-    def _await(self, seq: int) -> wire.Reply | None:
-        """The reply to ``seq``; None when the device or the link saw a damaged frame."""
+    def _await(self, seq: int, op: Op, ignore_damage: bool = False) -> wire.Reply | None:
+        """The reply to ``seq`` and ``op``; None when the device or the link saw a damaged
+        frame (unless ``ignore_damage``: then only the reply or the timeout ends the wait)."""
         deadline = time.monotonic() + self._timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -225,16 +236,22 @@ class SequencedCrossbar(Crossbar):
                 raise LinkTimeout
             message = self._link.receive(remaining)
             if message is None:
+                if ignore_damage:
+                    continue
                 return None
             try:
                 reply = wire.decode_reply(message)
             except wire.WireError:
+                if ignore_damage:
+                    continue
                 return None
             if reply.status == Status.FRAME and reply.seq == 0:
+                if ignore_damage:
+                    continue
                 return None  # the device saw a damaged frame: send again
-            if reply.seq == seq:
+            if reply.seq == seq and reply.op == op:
                 return reply
-            # a late reply to an earlier attempt or command: skip it
+            # a late reply to an earlier attempt or command (or another client's): skip it
 
 
 def _chunks(flat: np.ndarray) -> list[np.ndarray]:

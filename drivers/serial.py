@@ -20,6 +20,9 @@ __all__ = ["SerialCrossbar", "open_serial"]
 
 _POLL = 0.05
 _CHUNK = 1 << 16
+#: Draining stale input at open: stop after this much quiet, or after this long in all.
+_DRAIN_QUIET = 0.02
+_DRAIN_MAX = 0.5
 
 
 class _SerialLink:
@@ -77,6 +80,20 @@ class _SerialLink:
             chunks.append(data)
             got += len(data)
         return b"".join(chunks)
+
+    def drain(self) -> None:
+        """Read and drop pending input until the line has been quiet for a moment."""
+        fd = getattr(self._serial, "fd", None)
+        deadline = time.monotonic() + _DRAIN_MAX
+        while time.monotonic() < deadline:
+            if fd is None:
+                time.sleep(_DRAIN_QUIET)
+                if not self._serial.in_waiting:
+                    break
+                self._serial.read(self._serial.in_waiting)
+            elif not select.select([fd], [], [], _DRAIN_QUIET)[0] or not os.read(fd, _CHUNK):
+                break
+        self._decoder.clear()
 
     def reopen(self) -> None:
         self.close()

@@ -59,6 +59,9 @@ class _VisaLink:
             return None  # out of step: the caller sends again after reopening
         return block_message(data)
 
+    def drain(self) -> None:
+        """Nothing to drain: each open is a fresh connection (or VISA session)."""
+
     def reopen(self) -> None:
         self.close()
         self._open()

@@ -3,6 +3,7 @@
 
 import os
 import threading
+import time
 import tty
 
 import numpy as np
@@ -23,14 +24,21 @@ class ScriptedDevice:
     (a reply message, a tuple of them, or None: the reply is lost). Records every message it
     received."""
 
-    def __init__(self, script: list[tuple[bytes, bytes | tuple | None]]) -> None:
+    def __init__(self, script: list[tuple[bytes, bytes | tuple | None]], pending=b"") -> None:
         self.script = list(script)
         self.received: list[bytes] = []
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
         self.port = os.ttyname(self.slave)
+        if pending:  # bytes arriving while the driver opens the port (pyserial flushes older)
+            threading.Thread(target=self._chatter, args=(pending,), daemon=True).start()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
+
+    def _chatter(self, data: bytes, times: int = 15, interval: float = 0.01) -> None:
+        for _ in range(times):
+            os.write(self.master, data)
+            time.sleep(interval)
 
     def _serve(self) -> None:
         decoder = FrameDecoder()
@@ -47,12 +55,21 @@ class ScriptedDevice:
                     return  # the test sees the difference in `received`
                 replies = (reply,) if isinstance(reply, bytes) else reply or ()
                 for message in replies:
-                    os.write(self.master, encode_frame(message))
+                    raw = message.raw if isinstance(message, Raw) else encode_frame(message)
+                    os.write(self.master, raw)
 
     def close(self) -> None:
         self._thread.join(5)
         os.close(self.master)
         os.close(self.slave)
+
+
+class Raw(bytes):
+    """Bytes a scripted device writes as they are (not framed): damaged frames, noise."""
+
+    @property
+    def raw(self) -> bytes:
+        return bytes(self)
 
 
 def request(seq, op, body=b""):
@@ -122,3 +139,50 @@ def test_a_device_speaking_another_protocol_version_is_refused():
             SerialCrossbar(device.port, timeout=0.5)
     finally:
         device.close()
+
+
+def test_no_sequence_number_is_reused_and_a_reply_must_echo_the_opcode():
+    """A device whose last sequence is 0: IDENTIFY is sequence 1, so the first command must be
+    2; a late IDENTIFY reply (sequence 1) and a reply with the right sequence but another opcode
+    (a killed client's READ_ALL) must not be taken for the APPLY's."""
+    fresh = wire.DeviceInfo(2, 3, SafetyLimits(), "acme", last_seq=0)
+    identify = reply(1, Op.IDENTIFY, wire.encode_info(fresh))
+    body = bytes.fromhex("01 01 01 00 00 00  05 00 00 00  02") + np.array([0.1, 1e-6]).tobytes()
+    wrong_op = reply(2, Op.READ_ALL, wire.encode_resistances(np.zeros(6)))
+    script = [
+        (request(1, Op.IDENTIFY), None),  # answered late: after the driver's timeout
+        (request(1, Op.IDENTIFY), (identify, identify)),
+        (request(2, Op.APPLY, body), (identify, wrong_op, reply(2, Op.APPLY, R[:1].tobytes()))),
+        (request(3, Op.SAFE), reply(3, Op.SAFE)),
+    ]
+    device = ScriptedDevice(script)
+    try:
+        with SerialCrossbar(device.port, timeout=0.3, retries=2) as xbar:
+            got = xbar.apply(PulseBatch([1], [2], pulses=2), read_back=True)
+            assert got.tobytes() == R[:1].tobytes()
+            assert xbar.stats["retries"] == 1  # the lost IDENTIFY only
+    finally:
+        device.close()
+    assert device.received == [message for message, _ in script]
+
+
+def test_a_damaged_reply_costs_one_resend_not_two():
+    """A reply whose CRC fails makes the decoder report more than one fault (the frame, then its
+    remaining bytes): the driver re-sends once, and waits for that reply."""
+    damaged = bytearray(encode_frame(reply(42, Op.READ_ALL, wire.encode_resistances(R))))
+    damaged[-3] ^= 0xFF
+    good = reply(42, Op.READ_ALL, wire.encode_resistances(np.arange(6.0)))
+    script = [
+        (request(1, Op.IDENTIFY), reply(1, Op.IDENTIFY, wire.encode_info(INFO))),
+        (request(42, Op.READ_ALL), Raw(bytes(damaged) + b"\x5a\x00junk")),
+        (request(42, Op.READ_ALL), good),
+        (request(43, Op.SAFE), reply(43, Op.SAFE)),
+    ]
+    device = ScriptedDevice(script)
+    try:
+        with SerialCrossbar(device.port, timeout=0.5, retries=3) as xbar:
+            assert xbar.read_all().tobytes() == np.arange(6.0).tobytes()
+            assert xbar.stats["retries"] == 1
+    finally:
+        device.close()
+    assert device.received == [message for message, _ in script]
