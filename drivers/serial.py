@@ -53,6 +53,8 @@ class _SerialLink:
         while True:
             for event in decoder.events():
                 return None if isinstance(event, FrameFault) else event
+            for event in decoder.expire():  # a partial frame nobody will complete
+                return None if isinstance(event, FrameFault) else event
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LinkTimeout

@@ -155,6 +155,36 @@ def test_malformed_frames_get_error_replies_and_change_nothing(services):
         assert code < 0 and message
 
 
+def test_a_partial_frame_costs_the_idle_timeout_not_the_link(services):
+    """Issue 9 item 2: a valid header announcing more bytes than ever arrive (a client killed
+    mid-write) used to swallow every later request. The service drops it after the documented
+    idle timeout, answers FRAME, and serves the next client at once."""
+    from memristor_hil.protocol.framing import FRAME_IDLE_TIMEOUT
+
+    service = services("--serial")
+    port = serial.serial_for_url(service.where, timeout=0.05)
+    port.write(encode_frame(b"\x00" * 5000)[:200])  # killed mid-write
+    decoder = FrameDecoder()
+    t0 = time.monotonic()
+    replies: list[wire.Reply] = []
+    while not replies and time.monotonic() - t0 < 5:
+        decoder.feed(port.read(64))
+        replies += [wire.decode_reply(m) for m in decoder.events() if isinstance(m, bytes)]
+    elapsed = time.monotonic() - t0
+    assert [r.status for r in replies] == [Status.FRAME]
+    assert FRAME_IDLE_TIMEOUT * 0.9 <= elapsed < FRAME_IDLE_TIMEOUT + 1.0
+    # a request right behind a partial frame is found by the hunt once the frame expires
+    port.write(encode_frame(b"\x00" * 5000)[:200] + encode_frame(wire.encode_request(7, Op.SAFE)))
+    replies = []
+    while len(replies) < 2 and time.monotonic() - t0 < 10:
+        decoder.feed(port.read(64))
+        replies += [wire.decode_reply(m) for m in decoder.events() if isinstance(m, bytes)]
+    assert [(r.status, r.op) for r in replies] == [(Status.FRAME, 0), (Status.OK, Op.SAFE)]
+    port.close()
+    with connect(service, "serial", timeout=1, retries=0) as xbar:
+        assert xbar.shape == (12, 10)
+
+
 def test_malformed_scpi_gets_errors_and_changes_nothing(services):
     service = services("--tcp", "127.0.0.1:0")
     with open_crossbar(EMULATOR_URL) as fresh:

@@ -254,3 +254,17 @@ def test_scpi_oversized_input_is_refused_without_buffering():
 def test_random_bytes_never_crash_the_scpi_parser(data):
     for event in scpi_events(data + b"\n*OPC?\n"):
         assert isinstance(event, (scpi.TextCommand, scpi.BlockCommand, scpi.ScpiFault))
+
+
+def test_a_partial_frame_expires_after_the_idle_timeout_and_the_hunt_goes_on():
+    decoder = FrameDecoder(idle_timeout=0.2)
+    bogus = encode_frame(b"x" * 1000)[:30]  # a valid header announcing 1000 bytes, cut short
+    real = wire.encode_request(5, Op.READ_ALL)
+    decoder.feed(bogus + encode_frame(real), now=10.0)
+    assert list(decoder.events()) == []  # waiting for the 1000 bytes
+    assert decoder.idle_deadline() == pytest.approx(10.2)
+    assert list(decoder.expire(now=10.1)) == []  # not idle long enough
+    events = list(decoder.expire(now=10.25))
+    assert [type(e) for e in events] == [FrameFault, bytes]
+    assert events[0].discarded == len(bogus) and events[1] == real
+    assert decoder.buffered == 0 and decoder.idle_deadline() is None
