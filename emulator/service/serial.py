@@ -40,7 +40,7 @@ def serve_serial(
     attrs[3] &= ~termios.ECHO
     termios.tcsetattr(slave, termios.TCSANOW, attrs)
     os.set_blocking(master, False)
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(service.max_message)
     selector = selectors.DefaultSelector()
     selector.register(master, selectors.EVENT_READ)
     selector.register(stop, selectors.EVENT_READ)
