@@ -24,7 +24,6 @@ from memristor_hil.errors import (
     CrossbarError,
     CrossbarTimeoutError,
     DeviceError,
-    InvalidBatchError,
     ProtocolError,
 )
 from memristor_hil.protocol import messages as wire
@@ -104,6 +103,7 @@ class SequencedCrossbar(Crossbar):
         self._reopen = False
         self._unfinished: _SplitApply | None = None
         self.stats = {"commands": 0, "retries": 0, "reopens": 0, "split_parts": 0, "reclaims": 0}
+        claimed = False
         try:
             link.drain()  # stale bytes (a previous client's replies, line noise) are not ours
             try:
@@ -123,6 +123,7 @@ class SequencedCrossbar(Crossbar):
                 )
             mode = wire.Claim.TAKE_OVER if takeover else wire.Claim.CLAIM
             info = wire.decode_info(self._call(Op.CLAIM, bytes([mode])))
+            claimed = True
             # never reuse a number in this session: IDENTIFY and CLAIM used some already
             self._seq = max(self._seq, info.last_seq)
             self._bounds(info)
@@ -130,6 +131,8 @@ class SequencedCrossbar(Crossbar):
                 body = wire.encode_limits(info.rows, info.cols, limits)
                 info = wire.decode_info(self._call(Op.CONFIGURE, body))
         except BaseException:
+            if claimed:  # e.g. CONFIGURE refused: leave the device as free as we found it
+                self._release_quietly()
             link.close()
             raise
         self.device_info = info
@@ -266,10 +269,7 @@ class SequencedCrossbar(Crossbar):
         try:
             self._safe_quietly()
             if self._unfinished is None:  # else keep the claim: another host must take over
-                try:
-                    self._call(Op.CLAIM, bytes([wire.Claim.RELEASE]), retries=0)
-                except CrossbarError:
-                    pass
+                self._release_quietly()
         finally:
             self._link.close()
 
@@ -289,6 +289,12 @@ class SequencedCrossbar(Crossbar):
         """Ask for the safe output state; a device that cannot be reached is left as it is."""
         try:
             self._call(Op.SAFE, retries=0)
+        except CrossbarError:
+            pass
+
+    def _release_quietly(self) -> None:
+        try:
+            self._call(Op.CLAIM, bytes([wire.Claim.RELEASE]), retries=0)
         except CrossbarError:
             pass
 

@@ -129,10 +129,16 @@ def test_malformed_frames_get_error_replies_and_change_nothing(services):
 
     with open_crossbar(EMULATOR_URL) as fresh:
         before = fresh.read_all()
+    me = 0x7E57
+    claimed = exchange(encode_frame(wire.encode_request(1, Op.CLAIM, b"\x00", me)))
+    assert [r.status for r in claimed] == [Status.OK]
     apply_out_of_range = wire.encode_request(
-        1, Op.APPLY, struct.pack("<BBII", 0, 1, 1, 9999) + b"\x05" + struct.pack("<dd", 0.1, 1e-6)
+        1,
+        Op.APPLY,
+        struct.pack("<BBII", 0, 1, 1, 9999) + b"\x05" + struct.pack("<dd", 0.1, 1e-6),
+        me,
     )
-    good = encode_frame(wire.encode_request(2, Op.APPLY, b""))
+    good = encode_frame(wire.encode_request(2, Op.APPLY, b"", me))
     damaged = bytearray(encode_frame(wire.encode_request(3, Op.READ_ALL)))
     damaged[-6] ^= 0xFF
     cases = [
@@ -148,6 +154,8 @@ def test_malformed_frames_get_error_replies_and_change_nothing(services):
         assert replies, f"no reply to {data!r}"
         assert all(r.status != Status.OK for r in replies)
         assert replies[0].status == status, (data, replies)
+    released = exchange(encode_frame(wire.encode_request(9, Op.CLAIM, b"\x02", me)))
+    assert [r.status for r in released] == [Status.OK]
     port.close()
     with connect(service, "serial", timeout=5) as xbar:
         assert xbar.read_all().tobytes() == before.tobytes()
