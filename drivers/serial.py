@@ -125,6 +125,9 @@ class SerialCrossbar(SequencedCrossbar):
         Re-sends of a command (same sequence number, so never applied twice). Default 3.
     limits : SafetyLimits, optional
         Narrower safety limits to configure on the device; by default the device's.
+    takeover : bool
+        Take control of a device another host holds (only when that host has died; URL
+        option ``takeover=1``). Default False: such a device is refused with a DeviceError.
 
     Raises
     ------
@@ -147,6 +150,7 @@ class SerialCrossbar(SequencedCrossbar):
         timeout: float = 1.0,
         retries: int = 3,
         limits: SafetyLimits | None = None,
+        takeover: bool = False,
     ) -> None:
         from memristor_hil.errors import ConnectionLostError
 
@@ -154,7 +158,9 @@ class SerialCrossbar(SequencedCrossbar):
             link = _SerialLink(port, int(baudrate))
         except OSError as exc:
             raise ConnectionLostError(f"cannot open serial port {port!r}: {exc}") from None
-        super().__init__(link, port, timeout=timeout, retries=retries, limits=limits)
+        super().__init__(
+            link, port, timeout=timeout, retries=retries, limits=limits, takeover=takeover
+        )
 
 
 def open_serial(url: str, **overrides: Any) -> SerialCrossbar:
@@ -168,13 +174,14 @@ def open_serial(url: str, **overrides: Any) -> SerialCrossbar:
     if "?" in port:
         base, _, _query = port.partition("?")
         _, query = query_options("x://?" + _query)
-        for key in ("timeout", "retries", "baudrate"):
+        for key in ("timeout", "retries", "baudrate", "takeover"):
             if key in query:
                 options[key] = query.pop(key)
         rest = "&".join(f"{k}={v}" if v else k for k, v in query.items())
         port = base + ("?" + rest if rest else "")
     options.update(overrides)
     limits = options.pop("limits", None)
+    takeover = str(options.pop("takeover", "0")).lower() in ("1", "true", "yes")
     try:
         kwargs = {
             "timeout": float(options.pop("timeout", 1.0)),
@@ -185,4 +192,4 @@ def open_serial(url: str, **overrides: Any) -> SerialCrossbar:
         raise ValueError(f"bad option in {url!r}: {exc}") from None
     if options:
         raise ValueError(f"unknown serial:// options {sorted(options)}")
-    return SerialCrossbar(port, limits=limits, **kwargs)
+    return SerialCrossbar(port, limits=limits, takeover=takeover, **kwargs)

@@ -141,3 +141,42 @@ def assert_bitwise_equal(got: list[np.ndarray], want: list[np.ndarray]) -> None:
 
 def state_file(tmp: Path) -> Path:
     return tmp / "xbar-state.npz"
+
+
+#: The reference firmware's host build, with sanitizers (built by ``firmware_binary``).
+FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
+
+
+def firmware_binary() -> Path:
+    """The sanitizer (ASan + UBSan) build of the firmware's host program, built if needed."""
+    binary = FIRMWARE_DIR / "build" / "xbar-host-asan"
+    subprocess.run(["make", "-s", "-C", str(FIRMWARE_DIR), "asan"], check=True, timeout=600)
+    return binary
+
+
+class FirmwareProcess(ServiceProcess):
+    """The C firmware serving a pseudo-terminal: the same interface as :class:`ServiceProcess`.
+
+    Accepts the service's options that the firmware has (``--max-message 512``,
+    ``--corrupt=0.01``, ...); ``--serial`` is implied and ``--url`` ignored (the firmware models
+    nominal devices: compare it with ``reference_model.ReferenceCrossbar``).
+    """
+
+    def __init__(self, *args: str, url: str = EMULATOR_URL) -> None:
+        argv: list[str] = []
+        for arg in args:
+            if arg == "--serial":
+                continue
+            argv += arg.split("=", 1) if arg.startswith("--") and "=" in arg else [arg]
+        self.args = argv
+        self._stderr = tempfile.TemporaryFile()
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:abort_on_error=1")
+        self.proc = subprocess.Popen(
+            [str(firmware_binary()), *argv], stdout=subprocess.PIPE, stderr=self._stderr, env=env
+        )
+        self.where = self._first_line(timeout=60)
+
+    def assert_clean(self) -> None:
+        """No sanitizer report in the firmware's stderr."""
+        text = self.stderr
+        assert "Sanitizer" not in text and "runtime error" not in text, text

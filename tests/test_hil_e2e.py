@@ -17,11 +17,16 @@ import serial
 from memristor_hil.drivers import SerialCrossbar, VisaCrossbar
 from memristor_hil.drivers.serial import open_serial
 from memristor_hil.drivers.visa import open_visa
+from reference_model import ReferenceCrossbar
 from service_process import (
+    COLS,
     EMULATOR_URL,
+    ROWS,
+    FirmwareProcess,
     ServiceProcess,
     assert_bitwise_equal,
     run_workload,
+    workload,
 )
 
 from memristor_hil import (
@@ -42,19 +47,33 @@ from memristor_hil.protocol.scpi import encode_command, read_block
 STEPS = 120
 
 
+#: "serial" and "visa" reach the Python service; "firmware" is the serial driver against the
+#: reference C firmware (firmware/, its sanitizer build), in the same test functions.
+SERIAL_BACKENDS = ["serial", "firmware"]
+ALL_BACKENDS = ["serial", "visa", "firmware"]
+
+
 @pytest.fixture
 def services():
-    """Start services with ``services(*args)``; all are killed when the test ends."""
+    """Start services with ``services(*args)`` (``firmware=True``: the C firmware); all are
+    killed when the test ends, and the firmware's sanitizers must have found nothing."""
     started: list[ServiceProcess] = []
 
-    def start(*args: str, url: str = EMULATOR_URL) -> ServiceProcess:
-        service = ServiceProcess(*args, url=url)
+    def start(*args: str, url: str = EMULATOR_URL, firmware: bool = False) -> ServiceProcess:
+        service = (FirmwareProcess if firmware else ServiceProcess)(*args, url=url)
         started.append(service)
         return service
 
     yield start
     for service in started:
         service.kill()
+    for service in started:
+        if isinstance(service, FirmwareProcess):
+            service.assert_clean()
+
+
+def start_backend(services, transport: str, *args: str, port: int = 0) -> ServiceProcess:
+    return services(*transport_args(transport, port), *args, firmware=transport == "firmware")
 
 
 @pytest.fixture(scope="module")
@@ -64,34 +83,52 @@ def in_process() -> list[np.ndarray]:
         return run_workload(xbar, STEPS)
 
 
+@pytest.fixture(scope="module")
+def reference() -> list[np.ndarray]:
+    """What the workload gives on the firmware's model, in Python (the same libm pow)."""
+    return run_workload(ReferenceCrossbar(ROWS, COLS), STEPS)
+
+
+def expected(transport: str, in_process, reference) -> list[np.ndarray]:
+    return reference if transport == "firmware" else in_process
+
+
 def connect(service: ServiceProcess, transport: str, **options):
     """The driver itself (open_crossbar may wrap it, e.g. to record; see test_urls_open_drivers)."""
-    if transport == "serial":
+    if transport in ("serial", "firmware"):
         return SerialCrossbar(service.where, **options)
     return VisaCrossbar(service.visa_url.split("://", 1)[1], **options)
 
 
 def transport_args(transport: str, port: int = 0) -> list[str]:
-    return ["--serial"] if transport == "serial" else ["--tcp", f"127.0.0.1:{port}"]
+    if transport in ("serial", "firmware"):
+        return ["--serial"]
+    return ["--tcp", f"127.0.0.1:{port}"]
 
 
-@pytest.mark.parametrize("transport", ["serial", "visa"])
-def test_workload_through_the_service_equals_the_in_process_run(services, in_process, transport):
-    service = services(*transport_args(transport))
+@pytest.mark.parametrize("transport", ALL_BACKENDS)
+def test_workload_through_the_service_equals_the_in_process_run(
+    services, in_process, reference, transport
+):
+    service = start_backend(services, transport)
     with connect(service, transport, timeout=5) as xbar:
-        assert isinstance(xbar, SerialCrossbar if transport == "serial" else VisaCrossbar)
+        assert isinstance(xbar, VisaCrossbar if transport == "visa" else SerialCrossbar)
         assert xbar.shape == (12, 10)
-        assert "EmulatedCrossbar" in xbar.identity
+        assert ("xbar-firmware" if transport == "firmware" else "EmulatedCrossbar") in (
+            xbar.identity
+        )
         got = run_workload(xbar, STEPS)
         assert xbar.stats["retries"] == 0
-    assert_bitwise_equal(got, in_process)
+    assert_bitwise_equal(got, expected(transport, in_process, reference))
     assert "outputs safe" in service.stderr  # close() left the outputs safe
 
 
-@pytest.mark.parametrize("transport", ["serial", "visa"])
-def test_injected_faults_do_not_change_the_final_state(services, in_process, transport):
-    service = services(
-        *transport_args(transport),
+@pytest.mark.parametrize("transport", ALL_BACKENDS)
+def test_injected_faults_do_not_change_the_final_state(services, in_process, reference, transport):
+    in_process = expected(transport, in_process, reference)
+    service = start_backend(
+        services,
+        transport,
         "--corrupt=0.01",
         "--drop-reply=0.01",
         "--drop-byte=0.01",
@@ -109,8 +146,11 @@ def test_injected_faults_do_not_change_the_final_state(services, in_process, tra
     assert "faults injected" in service.stderr
 
 
-def test_malformed_frames_get_error_replies_and_change_nothing(services):
-    service = services("--serial")
+@pytest.mark.parametrize("transport", SERIAL_BACKENDS)
+def test_malformed_frames_get_error_replies_and_change_nothing(services, transport):
+    service = start_backend(services, transport)
+    with connect(service, "serial", timeout=5) as xbar:
+        before = xbar.read_all()
     port = serial.serial_for_url(service.where, timeout=2)
     decoder = FrameDecoder()
 
@@ -127,8 +167,6 @@ def test_malformed_frames_get_error_replies_and_change_nothing(services):
                     break
         return replies
 
-    with open_crossbar(EMULATOR_URL) as fresh:
-        before = fresh.read_all()
     me = 0x7E57
     claimed = exchange(encode_frame(wire.encode_request(1, Op.CLAIM, b"\x00", me)))
     assert [r.status for r in claimed] == [Status.OK]
@@ -163,13 +201,14 @@ def test_malformed_frames_get_error_replies_and_change_nothing(services):
         assert code < 0 and message
 
 
-def test_a_partial_frame_costs_the_idle_timeout_not_the_link(services):
+@pytest.mark.parametrize("transport", SERIAL_BACKENDS)
+def test_a_partial_frame_costs_the_idle_timeout_not_the_link(services, transport):
     """Issue 9 item 2: a valid header announcing more bytes than ever arrive (a client killed
     mid-write) used to swallow every later request. The service drops it after the documented
     idle timeout, answers FRAME, and serves the next client at once."""
     from memristor_hil.protocol.framing import FRAME_IDLE_TIMEOUT
 
-    service = services("--serial")
+    service = start_backend(services, transport)
     port = serial.serial_for_url(service.where, timeout=0.05)
     port.write(encode_frame(b"\x00" * 5000)[:200])  # killed mid-write
     decoder = FrameDecoder()
@@ -270,8 +309,9 @@ def test_a_crash_loses_at_most_the_last_save_interval(services, tmp_path):
         assert xbar.read_all().tobytes() == expected.tobytes()
 
 
-def test_driver_errors_are_clear(services, tmp_path):
-    service = services("--serial")
+@pytest.mark.parametrize("transport", SERIAL_BACKENDS)
+def test_driver_errors_are_clear(services, tmp_path, transport):
+    service = start_backend(services, transport)
     with connect(service, "serial", timeout=5) as xbar:
         sent = xbar.stats["commands"]
         with pytest.raises(SafetyLimitError):
@@ -343,3 +383,92 @@ def test_emulate_refuses_non_loopback_without_allow_remote(tmp_path):
     )
     assert result.returncode == 2
     assert re.search(r"not a loopback address.*--allow-remote", result.stderr)
+
+
+@pytest.mark.parametrize("transport", ALL_BACKENDS)
+def test_two_hosts_are_never_merged_and_a_dead_host_can_be_taken_over(services, transport):
+    """Issue 9 item 4: the second host is refused with a clear error; after it takes over, the
+    first host's batches are refused; so both never believe their batch was applied."""
+    service = start_backend(services, transport)
+    first = connect(service, transport, timeout=2)
+    try:
+        with pytest.raises(DeviceError, match=r"controlled by another host .* since"):
+            connect(service, transport, timeout=2)
+        with connect(service, transport, timeout=2, takeover=True) as second:
+            before = second.read_all()
+            with pytest.raises(DeviceError, match="controlled by another host") as refused:
+                first.apply(PulseBatch([0], [0], pulses=100), read_back=True)
+            assert refused.value.status == Status.BUSY
+            assert second.read_all().tobytes() == before.tobytes()  # nothing was applied
+            after = second.apply(PulseBatch([0], [0], pulses=100), read_back=True)
+            assert after[0] < before[0, 0]
+    finally:
+        first.close()
+    with connect(service, transport, timeout=2) as third:  # released on close: free again
+        assert third.read_all()[0, 0] == after[0]
+
+
+@pytest.mark.parametrize("transport", ALL_BACKENDS)
+def test_a_device_with_small_bounds_gets_split_batches_with_the_same_result(
+    services, in_process, reference, transport
+):
+    """256-byte messages and 16 cells per command: every batch of more than a few cells is sent
+    as several sequenced APPLY parts (and read back in pieces); the result is the same."""
+    service = start_backend(services, transport, "--max-message=256", "--max-cells=16")
+    with connect(service, transport, timeout=5) as xbar:
+        assert (xbar.device_info.max_message, xbar.device_info.max_cells) == (256, 16)
+        got = run_workload(xbar, STEPS)
+        parts = xbar.stats["split_parts"]
+    multi = sum(len(batch) > 16 for batch, _ in workload(STEPS, 0, ROWS, COLS))
+    assert parts > 2 * multi > 0
+    assert_bitwise_equal(got, expected(transport, in_process, reference))
+
+
+HOST_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from memristor_hil.drivers import SerialCrossbar
+from service_process import workload
+with SerialCrossbar({port!r}, timeout=5) as xbar:
+    for step, (batch, read_back) in enumerate(workload({steps})):
+        xbar.apply(batch, read_back=read_back)
+        print(step, flush=True)
+"""
+
+
+@pytest.mark.parametrize("transport", SERIAL_BACKENDS)
+def test_a_host_killed_mid_workload_leaves_a_consistent_device(services, transport):
+    """kill -9 of the controlling host: the device holds the state after some whole number of
+    batches; a new host must take over (the claim outlives the dead host), and finishing the
+    workload from there gives exactly the uninterrupted result."""
+    import subprocess
+    import sys
+
+    service = start_backend(services, transport)
+    model = ReferenceCrossbar(ROWS, COLS) if transport == "firmware" else None
+    states = []
+    with model or open_crossbar(EMULATOR_URL) as local:
+        states.append(local.read_all())
+        for batch, read_back in workload(STEPS):
+            local.apply(batch, read_back=read_back)
+            states.append(local.read_all())
+    tests = os.path.dirname(__file__)
+    script = HOST_SCRIPT.format(tests=tests, port=service.where, steps=STEPS)
+    host = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        for _ in range(STEPS // 3):
+            assert host.stdout.readline(), "the host stopped early"
+    finally:
+        host.kill()  # SIGKILL: no close, no release, maybe mid-batch
+        host.wait(10)
+        host.stdout.close()
+    with pytest.raises(DeviceError, match="controlled by another host"):
+        connect(service, "serial", timeout=2)
+    with connect(service, "serial", timeout=2, takeover=True) as xbar:
+        now = xbar.read_all()
+        done = [k for k, state in enumerate(states) if state.tobytes() == now.tobytes()]
+        assert done and done[0] >= STEPS // 3, "the device holds a state no prefix produced"
+        k = done[0]
+        if transport == "firmware":  # the model has no noise: a fresh run from state k
+            tail = run_workload(xbar, STEPS, start=k)
+            assert tail[-1].tobytes() == states[-1].tobytes()
