@@ -472,3 +472,50 @@ def test_a_host_killed_mid_workload_leaves_a_consistent_device(services, transpo
         if transport == "firmware":  # the model has no noise: a fresh run from state k
             tail = run_workload(xbar, STEPS, start=k)
             assert tail[-1].tobytes() == states[-1].tobytes()
+
+
+def test_a_split_apply_cut_by_a_crash_is_resumed_without_applying_any_part_twice(
+    services, tmp_path
+):
+    """The device dies between the parts of a split batch: the error says which parts are
+    applied; after a restart (from its state file, on the same port) resume_apply() sends the
+    rest with their original sequence numbers, and the result equals one whole apply."""
+    import threading
+
+    state = tmp_path / "state.npz"
+    bounds = ("--max-message=256", "--max-cells=16")
+    first = services("--tcp", "127.0.0.1:0", "--state", str(state), "--save-interval=0",
+                     "--latency=0.05", *bounds)  # fmt: skip
+    rng = np.random.default_rng(5)
+    flat = rng.choice(ROWS * COLS, 100, replace=False)
+    batch = PulseBatch.from_flat(flat, COLS, pulses=rng.integers(1, 50, 100),
+                                 voltage=rng.uniform(0.05, 0.3, 100))  # fmt: skip
+    with open_crossbar(EMULATOR_URL) as local:
+        want = local.apply(batch, read_back=True)
+        want_all = local.read_all()
+    xbar = connect(first, "visa", timeout=0.3, retries=1)
+    try:
+        caught: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                xbar.apply(batch, read_back=True)
+            except CrossbarError as exc:
+                caught.append(exc)
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        time.sleep(0.25)  # a few parts in
+        first.stop(signal.SIGKILL)
+        worker.join(30)
+        assert caught, "the apply should have failed with the device gone"
+        assert re.search(r"parts 1\.\.\d+ of \d+ are applied.*resume_apply", str(caught[0]))
+        with pytest.raises(CrossbarError, match="unfinished"):
+            xbar.apply(batch)
+        services("--tcp", f"127.0.0.1:{first.port}", "--state", str(state), *bounds)
+        got = xbar.resume_apply()
+        assert xbar.stats["reclaims"] >= 1  # the restarted device forgot the claim
+        np.testing.assert_array_equal(got, want)
+        assert xbar.read_all().tobytes() == want_all.tobytes()
+    finally:
+        xbar.close()
