@@ -10,6 +10,7 @@ import signal
 import socket
 import struct
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -519,3 +520,96 @@ def test_a_split_apply_cut_by_a_crash_is_resumed_without_applying_any_part_twice
         assert xbar.read_all().tobytes() == want_all.tobytes()
     finally:
         xbar.close()
+
+
+def _apply_body(cells, pulses=5, volts=0.1, width=1e-6, flags=0x01, size=1, bitmap=None):
+    """A hand-built APPLY body (so it can be wrong on purpose)."""
+    count = len(cells) if bitmap is None else bitmap[2]
+    head = struct.pack("<BBI", flags | (0x02 if bitmap else 0), size, count)
+    where = (
+        struct.pack("<II", *bitmap[:2]) + bitmap[3]
+        if bitmap
+        else struct.pack(f"<{len(cells)}I", *cells)
+    )
+    return head + where + pulses.to_bytes(size, "little") + struct.pack("<dd", volts, width)
+
+
+@pytest.mark.parametrize("transport", SERIAL_BACKENDS)
+def test_conformance_table_every_bad_request_gets_its_status_and_changes_nothing(
+    services, transport
+):
+    """The same bytes get the same status from the Python service and the C firmware, in the
+    order of checks of docs/protocol.md 1.1; none of them changes the devices."""
+    service = start_backend(services, transport, "--max-message=256", "--max-cells=40")
+    me, other = 0x600D, 0xBAD
+    with connect(service, "serial", timeout=5) as xbar:
+        before = xbar.read_all()
+    port = serial.serial_for_url(service.where, timeout=2)
+    decoder = FrameDecoder()
+
+    def ask(message: bytes) -> wire.Reply:
+        port.write(message if message[:2] == b"\xa5\x5a" else encode_frame(message))
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            decoder.feed(port.read(max(1, port.in_waiting)))
+            for event in decoder.events():
+                if isinstance(event, bytes):
+                    return wire.decode_reply(event)
+        raise AssertionError(f"no reply to {message.hex()}")
+
+    def req(seq, op, body=b"", session=me):
+        return wire.encode_request(seq, op, body, session)
+
+    limits = SafetyLimits()
+    empty_apply = req(10, Op.APPLY, _apply_body([]))
+    cases = [
+        (b"\x01\x00\x00\x00\x04", Status.MALFORMED),  # shorter than a header
+        (req(1, 0x7F), Status.UNKNOWN_COMMAND),
+        (req(1, Op.IDENTIFY, b"x"), Status.MALFORMED),
+        (req(2, Op.CLAIM, b"\x05"), Status.MALFORMED),
+        (req(3, Op.CLAIM, b"\x00", 0), Status.MALFORMED),
+        (req(3, Op.CLAIM, b"\x00"), Status.OK),
+        (req(4, Op.CLAIM, b"\x00", other), Status.BUSY),
+        (req(0, Op.APPLY, _apply_body([1])), Status.MALFORMED),  # sequence 0
+        (req(5, Op.APPLY, _apply_body([1]), other), Status.BUSY),
+        (req(5, Op.APPLY, _apply_body([999])[:-3]), Status.MALFORMED),  # truncated first
+        (req(5, Op.APPLY, _apply_body([999])), Status.OUT_OF_RANGE),
+        (req(5, Op.APPLY, _apply_body([], bitmap=(0, 3, 2, b"\x0b"))), Status.MALFORMED),  # pad
+        (req(5, Op.APPLY, _apply_body([], bitmap=(118, 4, 1, b"\x08"))), Status.OUT_OF_RANGE),
+        (req(5, Op.APPLY, _apply_body([1], volts=0.0)), Status.SAFETY),
+        (req(5, Op.APPLY, _apply_body([1], volts=5.0)), Status.SAFETY),
+        (req(5, Op.APPLY, _apply_body([1], pulses=70000, size=4)), Status.SAFETY),
+        (req(5, Op.APPLY, _apply_body([1], flags=0x41)), Status.MALFORMED),
+        (req(5, Op.APPLY, _apply_body(list(range(41)))), Status.TOO_LARGE),  # > max_cells
+        (req(5, Op.APPLY, _apply_body(list(range(31)))), Status.TOO_LARGE),  # reply > 256 B
+        (req(6, Op.READ, struct.pack("<II", 2, 1)), Status.MALFORMED),
+        (req(6, Op.READ, wire.encode_cells(np.array([120]))), Status.OUT_OF_RANGE),
+        (req(6, Op.READ, wire.encode_cells(np.array([], int))), Status.OK),
+        (req(6, Op.READ_REGION, wire.encode_region(11, 0, 2, 1)), Status.OUT_OF_RANGE),
+        (req(6, Op.READ_REGION, wire.encode_region(12, 10, 0, 0)), Status.OK),
+        (req(6, Op.READ_ALL), Status.TOO_LARGE),  # 120 cells > 40
+        (req(7, Op.CONFIGURE, wire.encode_limits(12, 10, SafetyLimits(v_max=9))), Status.SAFETY),
+        (req(7, Op.CONFIGURE, wire.encode_limits(3, 10, limits)), Status.OUT_OF_RANGE),
+        (req(7, Op.CONFIGURE, wire.encode_limits(12, 10, limits) + b"\x00"), Status.MALFORMED),
+        (empty_apply, Status.OK),  # an empty batch: sequenced, changes nothing
+        (empty_apply, Status.OK),  # its retry: answered from the window
+        (req(10, Op.APPLY, _apply_body([1])), Status.SEQUENCE),  # same number, other bytes
+        (req(8, Op.APPLY, _apply_body([1])), Status.SEQUENCE),  # older than the last
+        (req(11, Op.SAFE), Status.OK),
+    ]
+    got = []
+    for message, status in cases:
+        reply = ask(message)
+        got.append((message.hex(), reply.status))
+        assert reply.status == status, (message.hex(), reply, status)
+        if len(message) >= 9 and status != Status.MALFORMED or reply.seq:
+            assert reply.session == int.from_bytes(message[5:9], "little")
+    # a frame header announcing 300 bytes (> max_message 256) is refused, hunted away: FRAME
+    head = b"\xa5\x5a" + struct.pack("<I", 300)
+    frame = ask(head + struct.pack("<I", zlib.crc32(head)))
+    assert (frame.status, frame.seq, frame.session) == (Status.FRAME, 0, 0)
+    assert ask(req(13, Op.CLAIM, b"\x02")).status == Status.OK
+    port.close()
+    with connect(service, "serial", timeout=5) as xbar:
+        assert xbar.read_all().tobytes() == before.tobytes()
+        assert xbar.device_info.last_seq == 10
