@@ -20,6 +20,9 @@ __all__ = ["SerialCrossbar", "open_serial"]
 
 _POLL = 0.05
 _CHUNK = 1 << 16
+#: Draining stale input at open: stop after this much quiet, or after this long in all.
+_DRAIN_QUIET = 0.02
+_DRAIN_MAX = 0.5
 
 
 class _SerialLink:
@@ -50,6 +53,8 @@ class _SerialLink:
         while True:
             for event in decoder.events():
                 return None if isinstance(event, FrameFault) else event
+            for event in decoder.expire():  # a partial frame nobody will complete
+                return None if isinstance(event, FrameFault) else event
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LinkTimeout
@@ -77,6 +82,20 @@ class _SerialLink:
             chunks.append(data)
             got += len(data)
         return b"".join(chunks)
+
+    def drain(self) -> None:
+        """Read and drop pending input until the line has been quiet for a moment."""
+        fd = getattr(self._serial, "fd", None)
+        deadline = time.monotonic() + _DRAIN_MAX
+        while time.monotonic() < deadline:
+            if fd is None:
+                time.sleep(_DRAIN_QUIET)
+                if not self._serial.in_waiting:
+                    break
+                self._serial.read(self._serial.in_waiting)
+            elif not select.select([fd], [], [], _DRAIN_QUIET)[0] or not os.read(fd, _CHUNK):
+                break
+        self._decoder.clear()
 
     def reopen(self) -> None:
         self.close()
@@ -106,6 +125,9 @@ class SerialCrossbar(SequencedCrossbar):
         Re-sends of a command (same sequence number, so never applied twice). Default 3.
     limits : SafetyLimits, optional
         Narrower safety limits to configure on the device; by default the device's.
+    takeover : bool
+        Take control of a device another host holds (only when that host has died; URL
+        option ``takeover=1``). Default False: such a device is refused with a DeviceError.
 
     Raises
     ------
@@ -128,6 +150,7 @@ class SerialCrossbar(SequencedCrossbar):
         timeout: float = 1.0,
         retries: int = 3,
         limits: SafetyLimits | None = None,
+        takeover: bool = False,
     ) -> None:
         from memristor_hil.errors import ConnectionLostError
 
@@ -135,7 +158,9 @@ class SerialCrossbar(SequencedCrossbar):
             link = _SerialLink(port, int(baudrate))
         except OSError as exc:
             raise ConnectionLostError(f"cannot open serial port {port!r}: {exc}") from None
-        super().__init__(link, port, timeout=timeout, retries=retries, limits=limits)
+        super().__init__(
+            link, port, timeout=timeout, retries=retries, limits=limits, takeover=takeover
+        )
 
 
 def open_serial(url: str, **overrides: Any) -> SerialCrossbar:
@@ -149,13 +174,14 @@ def open_serial(url: str, **overrides: Any) -> SerialCrossbar:
     if "?" in port:
         base, _, _query = port.partition("?")
         _, query = query_options("x://?" + _query)
-        for key in ("timeout", "retries", "baudrate"):
+        for key in ("timeout", "retries", "baudrate", "takeover"):
             if key in query:
                 options[key] = query.pop(key)
         rest = "&".join(f"{k}={v}" if v else k for k, v in query.items())
         port = base + ("?" + rest if rest else "")
     options.update(overrides)
     limits = options.pop("limits", None)
+    takeover = str(options.pop("takeover", "0")).lower() in ("1", "true", "yes")
     try:
         kwargs = {
             "timeout": float(options.pop("timeout", 1.0)),
@@ -166,4 +192,4 @@ def open_serial(url: str, **overrides: Any) -> SerialCrossbar:
         raise ValueError(f"bad option in {url!r}: {exc}") from None
     if options:
         raise ValueError(f"unknown serial:// options {sorted(options)}")
-    return SerialCrossbar(port, limits=limits, **kwargs)
+    return SerialCrossbar(port, limits=limits, takeover=takeover, **kwargs)

@@ -59,6 +59,9 @@ class _VisaLink:
             return None  # out of step: the caller sends again after reopening
         return block_message(data)
 
+    def drain(self) -> None:
+        """Nothing to drain: each open is a fresh connection (or VISA session)."""
+
     def reopen(self) -> None:
         self.close()
         self._open()
@@ -89,6 +92,9 @@ class VisaCrossbar(SequencedCrossbar):
         Re-sends of a command (same sequence number, so never applied twice). Default 3.
     limits : SafetyLimits, optional
         Narrower safety limits to configure on the device; by default the device's.
+    takeover : bool
+        Take control of a device another host holds (only when that host has died; URL
+        option ``takeover=1``). Default False: such a device is refused with a DeviceError.
     """
 
     def __init__(
@@ -99,12 +105,15 @@ class VisaCrossbar(SequencedCrossbar):
         timeout: float = 1.0,
         retries: int = 3,
         limits: SafetyLimits | None = None,
+        takeover: bool = False,
     ) -> None:
         try:
             link = _VisaLink(resource, backend, timeout)
         except OSError as exc:
             raise ConnectionLostError(str(exc)) from None
-        super().__init__(link, resource, timeout=timeout, retries=retries, limits=limits)
+        super().__init__(
+            link, resource, timeout=timeout, retries=retries, limits=limits, takeover=takeover
+        )
 
 
 def open_visa(url: str, **overrides: Any) -> VisaCrossbar:
@@ -116,6 +125,7 @@ def open_visa(url: str, **overrides: Any) -> VisaCrossbar:
         _, options = query_options("x://?" + query)
     options.update(overrides)
     limits = options.pop("limits", None)
+    takeover = str(options.pop("takeover", "0")).lower() in ("1", "true", "yes")
     try:
         kwargs = {
             "timeout": float(options.pop("timeout", 1.0)),
@@ -126,4 +136,4 @@ def open_visa(url: str, **overrides: Any) -> VisaCrossbar:
         raise ValueError(f"bad option in {url!r}: {exc}") from None
     if options:
         raise ValueError(f"unknown visa:// options {sorted(options)}")
-    return VisaCrossbar(resource, limits=limits, **kwargs)
+    return VisaCrossbar(resource, limits=limits, takeover=takeover, **kwargs)

@@ -37,7 +37,14 @@ class UnsupportedError(CrossbarError, NotImplementedError):
 
 
 class DeviceError(CrossbarError):
-    """The device (or emulator service) reported an error; the message is the device's."""
+    """The device (or emulator service) reported an error; the message is the device's.
+
+    ``status`` is the wire protocol's reply status when the error came from a reply.
+    """
+
+    def __init__(self, message: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ProtocolError(CrossbarError):

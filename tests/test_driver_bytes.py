@@ -2,7 +2,9 @@
 ``expected_protocol``): a scripted device answers on a real pseudo-terminal."""
 
 import os
+import struct
 import threading
+import time
 import tty
 
 import numpy as np
@@ -23,14 +25,21 @@ class ScriptedDevice:
     (a reply message, a tuple of them, or None: the reply is lost). Records every message it
     received."""
 
-    def __init__(self, script: list[tuple[bytes, bytes | tuple | None]]) -> None:
+    def __init__(self, script: list[tuple[bytes, bytes | tuple | None]], pending=b"") -> None:
         self.script = list(script)
         self.received: list[bytes] = []
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
         self.port = os.ttyname(self.slave)
+        if pending:  # bytes arriving while the driver opens the port (pyserial flushes older)
+            threading.Thread(target=self._chatter, args=(pending,), daemon=True).start()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
+
+    def _chatter(self, data: bytes, times: int = 15, interval: float = 0.01) -> None:
+        for _ in range(times):
+            os.write(self.master, data)
+            time.sleep(interval)
 
     def _serve(self) -> None:
         decoder = FrameDecoder()
@@ -41,13 +50,22 @@ class ScriptedDevice:
                 return
             decoder.feed(data)
             for message in decoder.events():
+                # the driver's session is random: compare without it, and echo it in replies
+                session = message[5:9]
+                message = message[:5] + bytes(4) + message[9:]
                 self.received.append(message)
                 expected, reply = self.script.pop(0)
                 if message != expected:
                     return  # the test sees the difference in `received`
                 replies = (reply,) if isinstance(reply, bytes) else reply or ()
                 for message in replies:
-                    os.write(self.master, encode_frame(message))
+                    if isinstance(message, Raw):
+                        raw = message.raw
+                    else:
+                        if message[6:10] == bytes(4):  # else: another client's reply
+                            message = message[:6] + session + message[10:]
+                        raw = encode_frame(message)
+                    os.write(self.master, raw)
 
     def close(self) -> None:
         self._thread.join(5)
@@ -55,12 +73,37 @@ class ScriptedDevice:
         os.close(self.slave)
 
 
+class Raw(bytes):
+    """Bytes a scripted device writes as they are (not framed): damaged frames, noise."""
+
+    @property
+    def raw(self) -> bytes:
+        return bytes(self)
+
+
 def request(seq, op, body=b""):
     return wire.encode_request(seq, op, body)
 
 
-def reply(seq, op, body=b"", status=Status.OK):
-    return wire.encode_reply(seq, op, status, body)
+def reply(seq, op, body=b"", status=Status.OK, session=0):
+    return wire.encode_reply(seq, op, status, body, session)
+
+
+def opening(info, seq=1):
+    """IDENTIFY and CLAIM, as the driver opens a device."""
+    body = wire.encode_info(info)
+    return [
+        (request(seq, Op.IDENTIFY), reply(seq, Op.IDENTIFY, body)),
+        (request(seq + 1, Op.CLAIM, b"\x00"), reply(seq + 1, Op.CLAIM, body)),
+    ]
+
+
+def closing(seq):
+    """SAFE and the claim's RELEASE, as the driver closes."""
+    return [
+        (request(seq, Op.SAFE), reply(seq, Op.SAFE)),
+        (request(seq + 1, Op.CLAIM, b"\x02"), reply(seq + 1, Op.CLAIM, b"")),
+    ]
 
 
 def test_driver_bytes_and_a_retry_with_the_same_sequence_number():
@@ -73,12 +116,12 @@ def test_driver_bytes_and_a_retry_with_the_same_sequence_number():
         "8d ed b5 a0 f7 c6 b0 3e"  # 1e-6 s
     )
     script = [
-        (request(1, Op.IDENTIFY), reply(1, Op.IDENTIFY, wire.encode_info(INFO))),
+        *opening(INFO),
         (request(42, Op.APPLY, apply_body), None),  # the reply is lost ...
         (request(42, Op.APPLY, apply_body), reply(42, Op.APPLY, wire.encode_resistances(R))),
         (request(43, Op.READ_REGION, bytes.fromhex("01000000 00000000 01000000 02000000")),
          reply(43, Op.READ_REGION, wire.encode_resistances(R))),
-        (request(44, Op.SAFE), reply(44, Op.SAFE)),
+        *closing(44),
     ]  # fmt: skip
     device = ScriptedDevice(script)
     try:
@@ -93,32 +136,93 @@ def test_driver_bytes_and_a_retry_with_the_same_sequence_number():
     assert device.received == [message for message, _ in script]  # ... so it is sent again
 
 
-def test_a_stale_reply_is_skipped_and_device_errors_carry_the_device_text():
-    stale = reply(7, Op.APPLY, wire.encode_resistances(R[:1]))
+def test_another_sessions_reply_is_skipped_and_device_errors_carry_the_device_text():
+    """A killed client's reply with the very sequence number and opcode awaited, but its own
+    session, is not this client's answer."""
+    theirs = reply(8, Op.READ_ALL, wire.encode_resistances(np.zeros(6)), session=0xDEAD)
     error = reply(8, Op.READ_ALL, wire.encode_error("row driver 1 over temperature"), Status.DEVICE)
     info = wire.DeviceInfo(2, 3, SafetyLimits(), "acme", last_seq=7)
-    script = [
-        (request(1, Op.IDENTIFY), (stale, reply(1, Op.IDENTIFY, wire.encode_info(info)))),
-        (request(8, Op.READ_ALL), error),
-        (request(9, Op.SAFE), reply(9, Op.SAFE)),
-    ]
+    script = [*opening(info), (request(8, Op.READ_ALL), (theirs, error)), *closing(9)]
     device = ScriptedDevice(script)
     try:
         with SerialCrossbar(device.port, timeout=0.5, retries=1) as xbar:
-            with pytest.raises(DeviceError, match="row driver 1 over temperature"):
+            with pytest.raises(DeviceError, match="row driver 1 over temperature") as caught:
                 xbar.read_all()
+            assert caught.value.status == Status.DEVICE
     finally:
         device.close()
     assert device.received == [message for message, _ in script]
 
 
 def test_a_device_speaking_another_protocol_version_is_refused():
-    info = wire.DeviceInfo(2, 3, SafetyLimits(), "acme,future", version=2)
+    info = wire.DeviceInfo(2, 3, SafetyLimits(), "acme,future", version=3)
     device = ScriptedDevice(
         [(request(1, Op.IDENTIFY), reply(1, Op.IDENTIFY, wire.encode_info(info)))]
     )
     try:
-        with pytest.raises(ProtocolError, match="version 2"):
+        with pytest.raises(ProtocolError, match="version 3"):
             SerialCrossbar(device.port, timeout=0.5)
     finally:
         device.close()
+
+
+def test_a_version_1_device_is_refused_clearly():
+    """A version-1 device answers the 9-byte IDENTIFY with MALFORMED, in its 6-byte header."""
+    text = b"IDENTIFY takes no body, got 4 bytes"
+    v1_reply = struct.pack("<IBBH", 1, Op.IDENTIFY, Status.MALFORMED, len(text)) + text
+    device = ScriptedDevice([(request(1, Op.IDENTIFY), Raw(encode_frame(v1_reply)))])
+    try:
+        with pytest.raises(ProtocolError, match="protocol version 1"):
+            SerialCrossbar(device.port, timeout=0.5, retries=0)
+    finally:
+        device.close()
+
+
+def test_no_sequence_number_is_reused_and_a_reply_must_echo_the_opcode():
+    """A device whose last sequence is 0: IDENTIFY and CLAIM are sequences 1 and 2, so the first
+    command must be 3; late IDENTIFY replies, a reply with the right sequence but another opcode
+    and one from another session must not be taken for the APPLY's."""
+    fresh = wire.DeviceInfo(2, 3, SafetyLimits(), "acme", last_seq=0)
+    identify = reply(1, Op.IDENTIFY, wire.encode_info(fresh))
+    body = bytes.fromhex("01 01 01 00 00 00  05 00 00 00  02") + np.array([0.1, 1e-6]).tobytes()
+    wrong_op = reply(3, Op.READ_ALL, wire.encode_resistances(np.zeros(6)))
+    theirs = reply(3, Op.APPLY, R[1:].tobytes(), session=7)
+    script = [
+        (request(1, Op.IDENTIFY), None),  # answered late: after the driver's timeout
+        (request(1, Op.IDENTIFY), (identify, identify)),
+        (request(2, Op.CLAIM, b"\x00"), reply(2, Op.CLAIM, wire.encode_info(fresh))),
+        (request(3, Op.APPLY, body),
+         (identify, wrong_op, theirs, reply(3, Op.APPLY, R[:1].tobytes()))),
+        *closing(4),
+    ]  # fmt: skip
+    device = ScriptedDevice(script)
+    try:
+        with SerialCrossbar(device.port, timeout=0.3, retries=2) as xbar:
+            got = xbar.apply(PulseBatch([1], [2], pulses=2), read_back=True)
+            assert got.tobytes() == R[:1].tobytes()
+            assert xbar.stats["retries"] == 1  # the lost IDENTIFY only
+    finally:
+        device.close()
+    assert device.received == [message for message, _ in script]
+
+
+def test_a_damaged_reply_costs_one_resend_not_two():
+    """A reply whose CRC fails makes the decoder report more than one fault (the frame, then its
+    remaining bytes): the driver re-sends once, and waits for that reply."""
+    damaged = bytearray(encode_frame(reply(42, Op.READ_ALL, wire.encode_resistances(R))))
+    damaged[-3] ^= 0xFF
+    good = reply(42, Op.READ_ALL, wire.encode_resistances(np.arange(6.0)))
+    script = [
+        *opening(INFO),
+        (request(42, Op.READ_ALL), Raw(bytes(damaged) + b"\x5a\x00junk")),
+        (request(42, Op.READ_ALL), good),
+        *closing(43),
+    ]
+    device = ScriptedDevice(script)
+    try:
+        with SerialCrossbar(device.port, timeout=0.5, retries=3) as xbar:
+            assert xbar.read_all().tobytes() == np.arange(6.0).tobytes()
+            assert xbar.stats["retries"] == 1
+    finally:
+        device.close()
+    assert device.received == [message for message, _ in script]

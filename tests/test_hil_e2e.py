@@ -10,6 +10,7 @@ import signal
 import socket
 import struct
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -17,10 +18,15 @@ import serial
 from memristor_hil.drivers import SerialCrossbar, VisaCrossbar
 from memristor_hil.drivers.serial import open_serial
 from memristor_hil.drivers.visa import open_visa
+from reference_model import ReferenceCrossbar
 from workloads import (
+    COLS,
     EMULATOR_URL,
+    ROWS,
+    FirmwareProcess,
     assert_bitwise_equal,
     run_workload,
+    workload,
 )
 
 from memristor_hil import (
@@ -42,14 +48,35 @@ from memristor_hil.testing import EmulatorService
 STEPS = 120
 
 
+#: "serial" and "visa" reach the Python service; "firmware" is the serial driver against the
+#: reference C firmware (firmware/, its sanitizer build), in the same test functions.
+SERIAL_BACKENDS = ["serial", "firmware"]
+ALL_BACKENDS = ["serial", "visa", "firmware"]
+
+
 @pytest.fixture
 def services(crossbar_service_factory):
-    """Start services with ``services(*args)`` (the plugin stops them when the test ends)."""
+    """Start services with ``services(*args)`` (``firmware=True``: the C firmware); the plugin
+    stops the Python services, and the firmware is killed when the test ends and its
+    sanitizers must have found nothing."""
+    firmwares: list[FirmwareProcess] = []
 
-    def start(*args: str, url: str = EMULATOR_URL) -> EmulatorService:
-        return crossbar_service_factory(*args, url=url)
+    def start(*args: str, url: str = EMULATOR_URL, firmware: bool = False) -> EmulatorService:
+        if not firmware:
+            return crossbar_service_factory(*args, url=url)
+        service = FirmwareProcess(*args, url=url)
+        firmwares.append(service)
+        return service
 
-    return start
+    yield start
+    for service in firmwares:
+        service.kill()
+    for service in firmwares:
+        service.assert_clean()
+
+
+def start_backend(services, transport: str, *args: str, port: int = 0) -> EmulatorService:
+    return services(*transport_args(transport, port), *args, firmware=transport == "firmware")
 
 
 @pytest.fixture(scope="module")
@@ -59,34 +86,52 @@ def in_process() -> list[np.ndarray]:
         return run_workload(xbar, STEPS)
 
 
+@pytest.fixture(scope="module")
+def reference() -> list[np.ndarray]:
+    """What the workload gives on the firmware's model, in Python (the same libm pow)."""
+    return run_workload(ReferenceCrossbar(ROWS, COLS), STEPS)
+
+
+def expected(transport: str, in_process, reference) -> list[np.ndarray]:
+    return reference if transport == "firmware" else in_process
+
+
 def connect(service: EmulatorService, transport: str, **options):
     """The driver itself (open_crossbar may wrap it, e.g. to record; see test_urls_open_drivers)."""
-    if transport == "serial":
+    if transport in ("serial", "firmware"):
         return SerialCrossbar(service.where, **options)
     return VisaCrossbar(service.visa_url.split("://", 1)[1], **options)
 
 
 def transport_args(transport: str, port: int = 0) -> list[str]:
-    return ["--serial"] if transport == "serial" else ["--tcp", f"127.0.0.1:{port}"]
+    if transport in ("serial", "firmware"):
+        return ["--serial"]
+    return ["--tcp", f"127.0.0.1:{port}"]
 
 
-@pytest.mark.parametrize("transport", ["serial", "visa"])
-def test_workload_through_the_service_equals_the_in_process_run(services, in_process, transport):
-    service = services(*transport_args(transport))
+@pytest.mark.parametrize("transport", ALL_BACKENDS)
+def test_workload_through_the_service_equals_the_in_process_run(
+    services, in_process, reference, transport
+):
+    service = start_backend(services, transport)
     with connect(service, transport, timeout=5) as xbar:
-        assert isinstance(xbar, SerialCrossbar if transport == "serial" else VisaCrossbar)
+        assert isinstance(xbar, VisaCrossbar if transport == "visa" else SerialCrossbar)
         assert xbar.shape == (12, 10)
-        assert "EmulatedCrossbar" in xbar.identity
+        assert ("xbar-firmware" if transport == "firmware" else "EmulatedCrossbar") in (
+            xbar.identity
+        )
         got = run_workload(xbar, STEPS)
         assert xbar.stats["retries"] == 0
-    assert_bitwise_equal(got, in_process)
+    assert_bitwise_equal(got, expected(transport, in_process, reference))
     assert "outputs safe" in service.stderr  # close() left the outputs safe
 
 
-@pytest.mark.parametrize("transport", ["serial", "visa"])
-def test_injected_faults_do_not_change_the_final_state(services, in_process, transport):
-    service = services(
-        *transport_args(transport),
+@pytest.mark.parametrize("transport", ALL_BACKENDS)
+def test_injected_faults_do_not_change_the_final_state(services, in_process, reference, transport):
+    in_process = expected(transport, in_process, reference)
+    service = start_backend(
+        services,
+        transport,
         "--corrupt=0.01",
         "--drop-reply=0.01",
         "--drop-byte=0.01",
@@ -104,8 +149,11 @@ def test_injected_faults_do_not_change_the_final_state(services, in_process, tra
     assert "faults injected" in service.stderr
 
 
-def test_malformed_frames_get_error_replies_and_change_nothing(services):
-    service = services("--serial")
+@pytest.mark.parametrize("transport", SERIAL_BACKENDS)
+def test_malformed_frames_get_error_replies_and_change_nothing(services, transport):
+    service = start_backend(services, transport)
+    with connect(service, "serial", timeout=5) as xbar:
+        before = xbar.read_all()
     port = serial.serial_for_url(service.where, timeout=2)
     decoder = FrameDecoder()
 
@@ -122,12 +170,16 @@ def test_malformed_frames_get_error_replies_and_change_nothing(services):
                     break
         return replies
 
-    with open_crossbar(EMULATOR_URL) as fresh:
-        before = fresh.read_all()
+    me = 0x7E57
+    claimed = exchange(encode_frame(wire.encode_request(1, Op.CLAIM, b"\x00", me)))
+    assert [r.status for r in claimed] == [Status.OK]
     apply_out_of_range = wire.encode_request(
-        1, Op.APPLY, struct.pack("<BBII", 0, 1, 1, 9999) + b"\x05" + struct.pack("<dd", 0.1, 1e-6)
+        1,
+        Op.APPLY,
+        struct.pack("<BBII", 0, 1, 1, 9999) + b"\x05" + struct.pack("<dd", 0.1, 1e-6),
+        me,
     )
-    good = encode_frame(wire.encode_request(2, Op.APPLY, b""))
+    good = encode_frame(wire.encode_request(2, Op.APPLY, b"", me))
     damaged = bytearray(encode_frame(wire.encode_request(3, Op.READ_ALL)))
     damaged[-6] ^= 0xFF
     cases = [
@@ -143,11 +195,44 @@ def test_malformed_frames_get_error_replies_and_change_nothing(services):
         assert replies, f"no reply to {data!r}"
         assert all(r.status != Status.OK for r in replies)
         assert replies[0].status == status, (data, replies)
+    released = exchange(encode_frame(wire.encode_request(9, Op.CLAIM, b"\x02", me)))
+    assert [r.status for r in released] == [Status.OK]
     port.close()
     with connect(service, "serial", timeout=5) as xbar:
         assert xbar.read_all().tobytes() == before.tobytes()
         code, message = xbar.next_error()
         assert code < 0 and message
+
+
+@pytest.mark.parametrize("transport", SERIAL_BACKENDS)
+def test_a_partial_frame_costs_the_idle_timeout_not_the_link(services, transport):
+    """Issue 9 item 2: a valid header announcing more bytes than ever arrive (a client killed
+    mid-write) used to swallow every later request. The service drops it after the documented
+    idle timeout, answers FRAME, and serves the next client at once."""
+    from memristor_hil.protocol.framing import FRAME_IDLE_TIMEOUT
+
+    service = start_backend(services, transport)
+    port = serial.serial_for_url(service.where, timeout=0.05)
+    port.write(encode_frame(b"\x00" * 5000)[:200])  # killed mid-write
+    decoder = FrameDecoder()
+    t0 = time.monotonic()
+    replies: list[wire.Reply] = []
+    while not replies and time.monotonic() - t0 < 5:
+        decoder.feed(port.read(64))
+        replies += [wire.decode_reply(m) for m in decoder.events() if isinstance(m, bytes)]
+    elapsed = time.monotonic() - t0
+    assert [r.status for r in replies] == [Status.FRAME]
+    assert FRAME_IDLE_TIMEOUT * 0.9 <= elapsed < FRAME_IDLE_TIMEOUT + 1.0
+    # a request right behind a partial frame is found by the hunt once the frame expires
+    port.write(encode_frame(b"\x00" * 5000)[:200] + encode_frame(wire.encode_request(7, Op.SAFE)))
+    replies = []
+    while len(replies) < 2 and time.monotonic() - t0 < 10:
+        decoder.feed(port.read(64))
+        replies += [wire.decode_reply(m) for m in decoder.events() if isinstance(m, bytes)]
+    assert [(r.status, r.op) for r in replies] == [(Status.FRAME, 0), (Status.OK, Op.SAFE)]
+    port.close()
+    with connect(service, "serial", timeout=1, retries=0) as xbar:
+        assert xbar.shape == (12, 10)
 
 
 def test_malformed_scpi_gets_errors_and_changes_nothing(services):
@@ -227,8 +312,9 @@ def test_a_crash_loses_at_most_the_last_save_interval(services, tmp_path):
         assert xbar.read_all().tobytes() == expected.tobytes()
 
 
-def test_driver_errors_are_clear(services, tmp_path):
-    service = services("--serial")
+@pytest.mark.parametrize("transport", SERIAL_BACKENDS)
+def test_driver_errors_are_clear(services, tmp_path, transport):
+    service = start_backend(services, transport)
     with connect(service, "serial", timeout=5) as xbar:
         sent = xbar.stats["commands"]
         with pytest.raises(SafetyLimitError):
@@ -300,3 +386,232 @@ def test_emulate_refuses_non_loopback_without_allow_remote(tmp_path):
     )
     assert result.returncode == 2
     assert re.search(r"not a loopback address.*--allow-remote", result.stderr)
+
+
+@pytest.mark.parametrize("transport", ALL_BACKENDS)
+def test_two_hosts_are_never_merged_and_a_dead_host_can_be_taken_over(services, transport):
+    """Issue 9 item 4: the second host is refused with a clear error; after it takes over, the
+    first host's batches are refused; so both never believe their batch was applied."""
+    service = start_backend(services, transport)
+    first = connect(service, transport, timeout=2)
+    try:
+        with pytest.raises(DeviceError, match=r"controlled by another host .* since"):
+            connect(service, transport, timeout=2)
+        with connect(service, transport, timeout=2, takeover=True) as second:
+            before = second.read_all()
+            with pytest.raises(DeviceError, match="controlled by another host") as refused:
+                first.apply(PulseBatch([0], [0], pulses=100), read_back=True)
+            assert refused.value.status == Status.BUSY
+            assert second.read_all().tobytes() == before.tobytes()  # nothing was applied
+            after = second.apply(PulseBatch([0], [0], pulses=100), read_back=True)
+            assert after[0] < before[0, 0]
+    finally:
+        first.close()
+    with connect(service, transport, timeout=2) as third:  # released on close: free again
+        assert third.read_all()[0, 0] == after[0]
+
+
+@pytest.mark.parametrize("transport", ALL_BACKENDS)
+def test_a_device_with_small_bounds_gets_split_batches_with_the_same_result(
+    services, in_process, reference, transport
+):
+    """256-byte messages and 16 cells per command: every batch of more than a few cells is sent
+    as several sequenced APPLY parts (and read back in pieces); the result is the same."""
+    service = start_backend(services, transport, "--max-message=256", "--max-cells=16")
+    with connect(service, transport, timeout=5) as xbar:
+        assert (xbar.device_info.max_message, xbar.device_info.max_cells) == (256, 16)
+        got = run_workload(xbar, STEPS)
+        parts = xbar.stats["split_parts"]
+    multi = sum(len(batch) > 16 for batch, _ in workload(STEPS, 0, ROWS, COLS))
+    assert parts > 2 * multi > 0
+    assert_bitwise_equal(got, expected(transport, in_process, reference))
+
+
+HOST_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from memristor_hil.drivers import SerialCrossbar
+from workloads import workload
+with SerialCrossbar({port!r}, timeout=5) as xbar:
+    for step, (batch, read_back) in enumerate(workload({steps})):
+        xbar.apply(batch, read_back=read_back)
+        print(step, flush=True)
+"""
+
+
+@pytest.mark.parametrize("transport", SERIAL_BACKENDS)
+def test_a_host_killed_mid_workload_leaves_a_consistent_device(services, transport):
+    """kill -9 of the controlling host: the device holds the state after some whole number of
+    batches; a new host must take over (the claim outlives the dead host), and finishing the
+    workload from there gives exactly the uninterrupted result."""
+    import subprocess
+    import sys
+
+    service = start_backend(services, transport)
+    model = ReferenceCrossbar(ROWS, COLS) if transport == "firmware" else None
+    states = []
+    with model or open_crossbar(EMULATOR_URL) as local:
+        states.append(local.read_all())
+        for batch, read_back in workload(STEPS):
+            local.apply(batch, read_back=read_back)
+            states.append(local.read_all())
+    tests = os.path.dirname(__file__)
+    script = HOST_SCRIPT.format(tests=tests, port=service.where, steps=STEPS)
+    host = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        for _ in range(STEPS // 3):
+            assert host.stdout.readline(), "the host stopped early"
+    finally:
+        host.kill()  # SIGKILL: no close, no release, maybe mid-batch
+        host.wait(10)
+        host.stdout.close()
+    with pytest.raises(DeviceError, match="controlled by another host"):
+        connect(service, "serial", timeout=2)
+    with connect(service, "serial", timeout=2, takeover=True) as xbar:
+        now = xbar.read_all()
+        done = [k for k, state in enumerate(states) if state.tobytes() == now.tobytes()]
+        assert done and done[0] >= STEPS // 3, "the device holds a state no prefix produced"
+        k = done[0]
+        if transport == "firmware":  # the model has no noise: a fresh run from state k
+            tail = run_workload(xbar, STEPS, start=k)
+            assert tail[-1].tobytes() == states[-1].tobytes()
+
+
+def test_a_split_apply_cut_by_a_crash_is_resumed_without_applying_any_part_twice(
+    services, tmp_path
+):
+    """The device dies between the parts of a split batch: the error says which parts are
+    applied; after a restart (from its state file, on the same port) resume_apply() sends the
+    rest with their original sequence numbers, and the result equals one whole apply."""
+    import threading
+
+    state = tmp_path / "state.npz"
+    bounds = ("--max-message=256", "--max-cells=16")
+    first = services("--tcp", "127.0.0.1:0", "--state", str(state), "--save-interval=0",
+                     "--latency=0.05", *bounds)  # fmt: skip
+    rng = np.random.default_rng(5)
+    flat = rng.choice(ROWS * COLS, 100, replace=False)
+    batch = PulseBatch.from_flat(flat, COLS, pulses=rng.integers(1, 50, 100),
+                                 voltage=rng.uniform(0.05, 0.3, 100))  # fmt: skip
+    with open_crossbar(EMULATOR_URL) as local:
+        want = local.apply(batch, read_back=True)
+        want_all = local.read_all()
+    xbar = connect(first, "visa", timeout=0.3, retries=1)
+    try:
+        caught: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                xbar.apply(batch, read_back=True)
+            except CrossbarError as exc:
+                caught.append(exc)
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        time.sleep(0.25)  # a few parts in
+        first.stop(signal.SIGKILL)
+        worker.join(30)
+        assert caught, "the apply should have failed with the device gone"
+        assert re.search(r"parts 1\.\.\d+ of \d+ are applied.*resume_apply", str(caught[0]))
+        with pytest.raises(CrossbarError, match="unfinished"):
+            xbar.apply(batch)
+        services("--tcp", f"127.0.0.1:{first.port}", "--state", str(state), *bounds)
+        got = xbar.resume_apply()
+        assert xbar.stats["reclaims"] >= 1  # the restarted device forgot the claim
+        np.testing.assert_array_equal(got, want)
+        assert xbar.read_all().tobytes() == want_all.tobytes()
+    finally:
+        xbar.close()
+
+
+def _apply_body(cells, pulses=5, volts=0.1, width=1e-6, flags=0x01, size=1, bitmap=None):
+    """A hand-built APPLY body (so it can be wrong on purpose)."""
+    count = len(cells) if bitmap is None else bitmap[2]
+    head = struct.pack("<BBI", flags | (0x02 if bitmap else 0), size, count)
+    where = (
+        struct.pack("<II", *bitmap[:2]) + bitmap[3]
+        if bitmap
+        else struct.pack(f"<{len(cells)}I", *cells)
+    )
+    return head + where + pulses.to_bytes(size, "little") + struct.pack("<dd", volts, width)
+
+
+@pytest.mark.parametrize("transport", SERIAL_BACKENDS)
+def test_conformance_table_every_bad_request_gets_its_status_and_changes_nothing(
+    services, transport
+):
+    """The same bytes get the same status from the Python service and the C firmware, in the
+    order of checks of docs/protocol.md 1.1; none of them changes the devices."""
+    service = start_backend(services, transport, "--max-message=256", "--max-cells=40")
+    me, other = 0x600D, 0xBAD
+    with connect(service, "serial", timeout=5) as xbar:
+        before = xbar.read_all()
+    port = serial.serial_for_url(service.where, timeout=2)
+    decoder = FrameDecoder()
+
+    def ask(message: bytes) -> wire.Reply:
+        port.write(message if message[:2] == b"\xa5\x5a" else encode_frame(message))
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            decoder.feed(port.read(max(1, port.in_waiting)))
+            for event in decoder.events():
+                if isinstance(event, bytes):
+                    return wire.decode_reply(event)
+        raise AssertionError(f"no reply to {message.hex()}")
+
+    def req(seq, op, body=b"", session=me):
+        return wire.encode_request(seq, op, body, session)
+
+    limits = SafetyLimits()
+    empty_apply = req(10, Op.APPLY, _apply_body([]))
+    cases = [
+        (b"\x01\x00\x00\x00\x04", Status.MALFORMED),  # shorter than a header
+        (req(1, 0x7F), Status.UNKNOWN_COMMAND),
+        (req(1, Op.IDENTIFY, b"x"), Status.MALFORMED),
+        (req(2, Op.CLAIM, b"\x05"), Status.MALFORMED),
+        (req(3, Op.CLAIM, b"\x00", 0), Status.MALFORMED),
+        (req(3, Op.CLAIM, b"\x00"), Status.OK),
+        (req(4, Op.CLAIM, b"\x00", other), Status.BUSY),
+        (req(0, Op.APPLY, _apply_body([1])), Status.MALFORMED),  # sequence 0
+        (req(5, Op.APPLY, _apply_body([1]), other), Status.BUSY),
+        (req(5, Op.APPLY, _apply_body([999])[:-3]), Status.MALFORMED),  # truncated first
+        (req(5, Op.APPLY, _apply_body([999])), Status.OUT_OF_RANGE),
+        (req(5, Op.APPLY, _apply_body([], bitmap=(0, 3, 2, b"\x0b"))), Status.MALFORMED),  # pad
+        (req(5, Op.APPLY, _apply_body([], bitmap=(118, 4, 1, b"\x08"))), Status.OUT_OF_RANGE),
+        (req(5, Op.APPLY, _apply_body([1], volts=0.0)), Status.SAFETY),
+        (req(5, Op.APPLY, _apply_body([1], volts=5.0)), Status.SAFETY),
+        (req(5, Op.APPLY, _apply_body([1], pulses=70000, size=4)), Status.SAFETY),
+        (req(5, Op.APPLY, _apply_body([1], flags=0x41)), Status.MALFORMED),
+        (req(5, Op.APPLY, _apply_body(list(range(41)))), Status.TOO_LARGE),  # > max_cells
+        (req(5, Op.APPLY, _apply_body(list(range(31)))), Status.TOO_LARGE),  # reply > 256 B
+        (req(6, Op.READ, struct.pack("<II", 2, 1)), Status.MALFORMED),
+        (req(6, Op.READ, wire.encode_cells(np.array([120]))), Status.OUT_OF_RANGE),
+        (req(6, Op.READ, wire.encode_cells(np.array([], int))), Status.OK),
+        (req(6, Op.READ_REGION, wire.encode_region(11, 0, 2, 1)), Status.OUT_OF_RANGE),
+        (req(6, Op.READ_REGION, wire.encode_region(12, 10, 0, 0)), Status.OK),
+        (req(6, Op.READ_ALL), Status.TOO_LARGE),  # 120 cells > 40
+        (req(7, Op.CONFIGURE, wire.encode_limits(12, 10, SafetyLimits(v_max=9))), Status.SAFETY),
+        (req(7, Op.CONFIGURE, wire.encode_limits(3, 10, limits)), Status.OUT_OF_RANGE),
+        (req(7, Op.CONFIGURE, wire.encode_limits(12, 10, limits) + b"\x00"), Status.MALFORMED),
+        (empty_apply, Status.OK),  # an empty batch: sequenced, changes nothing
+        (empty_apply, Status.OK),  # its retry: answered from the window
+        (req(10, Op.APPLY, _apply_body([1])), Status.SEQUENCE),  # same number, other bytes
+        (req(8, Op.APPLY, _apply_body([1])), Status.SEQUENCE),  # older than the last
+        (req(11, Op.SAFE), Status.OK),
+    ]
+    got = []
+    for message, status in cases:
+        reply = ask(message)
+        got.append((message.hex(), reply.status))
+        assert reply.status == status, (message.hex(), reply, status)
+        if len(message) >= 9 and status != Status.MALFORMED or reply.seq:
+            assert reply.session == int.from_bytes(message[5:9], "little")
+    # a frame header announcing 300 bytes (> max_message 256) is refused, hunted away: FRAME
+    head = b"\xa5\x5a" + struct.pack("<I", 300)
+    frame = ask(head + struct.pack("<I", zlib.crc32(head)))
+    assert (frame.status, frame.seq, frame.session) == (Status.FRAME, 0, 0)
+    assert ask(req(13, Op.CLAIM, b"\x02")).status == Status.OK
+    port.close()
+    with connect(service, "serial", timeout=5) as xbar:
+        assert xbar.read_all().tobytes() == before.tobytes()
+        assert xbar.device_info.last_seq == 10

@@ -17,15 +17,26 @@ from memristor_hil.protocol.messages import Op, Status
 SHAPE = (5, 7)
 
 
-def make_service(**kwargs) -> CrossbarService:
+#: The session of the host these tests play.
+SESSION = 0x5E55
+
+
+def make_service(claim: bool = True, **kwargs) -> CrossbarService:
     xbar = EmulatedCrossbar(*SHAPE, seed=11)
-    return CrossbarService(xbar, log=False, **kwargs)
+    service = CrossbarService(xbar, log=False, **kwargs)
+    if claim:
+        assert wire.decode_reply(service.handle(claim_message(SESSION))).status == Status.OK
+    return service
+
+
+def claim_message(session: int, mode=wire.Claim.CLAIM, seq: int = 1000) -> bytes:
+    return wire.encode_request(seq, Op.CLAIM, bytes([mode]), session)
 
 
 def apply_message(seq: int, cells, pulses=3, read_back=True) -> bytes:
     batch = PulseBatch.from_flat(cells, SHAPE[1], pulses)
     body = wire.encode_batch(batch, batch.locate(SHAPE, SafetyLimits()), read_back)
-    return wire.encode_request(seq, Op.APPLY, body)
+    return wire.encode_request(seq, Op.APPLY, body, SESSION)
 
 
 def snapshot(service: CrossbarService) -> bytes:
@@ -74,16 +85,18 @@ def test_configure_narrows_limits_and_refuses_wider_ones():
     service = make_service()
     narrow = SafetyLimits(v_max=0.5)
     reply = wire.decode_reply(
-        service.handle(wire.encode_request(1, Op.CONFIGURE, wire.encode_limits(*SHAPE, narrow)))
+        service.handle(
+            wire.encode_request(1, Op.CONFIGURE, wire.encode_limits(*SHAPE, narrow), SESSION)
+        )
     )
     assert reply.status == Status.OK and wire.decode_info(reply.body).limits == narrow
     batch = PulseBatch([0], [0], voltage=0.8)
     body = wire.encode_batch(batch, batch.locate(SHAPE, SafetyLimits()), False)
     state = snapshot(service)
-    reply = wire.decode_reply(service.handle(wire.encode_request(2, Op.APPLY, body)))
+    reply = wire.decode_reply(service.handle(wire.encode_request(2, Op.APPLY, body, SESSION)))
     assert reply.status == Status.SAFETY and snapshot(service) == state
     wide = wire.encode_limits(*SHAPE, SafetyLimits(v_max=3.0))
-    reply = wire.decode_reply(service.handle(wire.encode_request(3, Op.CONFIGURE, wide)))
+    reply = wire.decode_reply(service.handle(wire.encode_request(3, Op.CONFIGURE, wide, SESSION)))
     assert reply.status == Status.SAFETY and service.limits == narrow
 
 
@@ -185,3 +198,105 @@ def test_only_loopback_addresses_without_allow_remote():
     assert parse_address("0.0.0.0:5025", allow_remote=True) == ("0.0.0.0", 5025)
     with pytest.raises(ValueError, match="HOST:PORT"):
         parse_address("localhost")
+
+
+def status_of(reply: bytes) -> int:
+    return wire.decode_reply(reply).status
+
+
+def test_one_controlling_host_takeover_and_release():
+    """Issue 9 item 4: a second host's state-changing commands are refused (BUSY, with a text
+    saying who holds the device and since when) until it takes over; then the first host's are
+    refused, so the two never both believe their batch was applied."""
+    service = make_service()
+    other = 0xB0B
+    batch = apply_message(1, [3])
+    theirs = batch[:5] + other.to_bytes(4, "little") + batch[9:]
+    state = snapshot(service)
+    refused = wire.decode_reply(service.handle(theirs))
+    assert refused.status == Status.BUSY and refused.session == other
+    assert "controlled by another host" in wire.decode_error(refused.body)
+    assert "since" in wire.decode_error(refused.body)
+    assert status_of(service.handle(claim_message(other))) == Status.BUSY
+    assert snapshot(service) == state
+    assert service.next_error()[0] == -240
+    # reads and SAFE stay open to anyone
+    assert status_of(service.handle(wire.encode_request(5, Op.READ_ALL, b"", other))) == Status.OK
+    # the other host takes over (the first died): now the first is refused
+    taken = wire.decode_reply(service.handle(claim_message(other, wire.Claim.TAKE_OVER)))
+    assert taken.status == Status.OK and wire.decode_info(taken.body).owner == other
+    assert status_of(service.handle(apply_message(2, [4]))) == Status.BUSY
+    assert status_of(service.handle(theirs)) == Status.OK
+    # release: only by the owner; then anyone may claim
+    assert status_of(service.handle(claim_message(SESSION, wire.Claim.RELEASE))) == Status.BUSY
+    assert status_of(service.handle(claim_message(other, wire.Claim.RELEASE))) == Status.OK
+    assert service.info().owner == 0
+    assert status_of(service.handle(claim_message(SESSION))) == Status.OK
+    assert status_of(service.handle(wire.encode_request(9, Op.CLAIM, b"\x00", 0))) == (
+        Status.MALFORMED
+    )
+
+
+def test_a_retry_from_a_host_that_was_taken_over_is_still_answered_from_the_window():
+    service = make_service()
+    message = apply_message(1, [0, 1])
+    first = service.handle(message)
+    service.handle(claim_message(0xB0B, wire.Claim.TAKE_OVER))
+    assert service.handle(message) == first  # it WAS applied: say so, don't say BUSY
+
+
+def test_sequence_rules_failed_commands_sequence_zero_and_stale_numbers():
+    service = make_service()
+    many = PulseBatch.from_flat([0], SHAPE[1], 70_000)  # above max_pulses: SAFETY
+    body = wire.encode_batch(many, many.locate(SHAPE, SafetyLimits(max_pulses=10**6)), True)
+    bad = wire.encode_request(5, Op.APPLY, body, SESSION)
+    assert status_of(service.handle(bad)) == Status.SAFETY
+    assert service.info().last_seq == 0 and not service._done  # failures enter no window
+    assert status_of(service.handle(apply_message(0, [0]))) == Status.MALFORMED
+    assert status_of(service.handle(apply_message(10, [0]))) == Status.OK
+    assert status_of(service.handle(apply_message(7, [1]))) == Status.SEQUENCE  # older
+    assert status_of(service.handle(apply_message(11, [1]))) == Status.OK
+    # a valid frame shorter than a header: MALFORMED, sequence and session 0
+    short = wire.decode_reply(service.handle(b"\x01\x00"))
+    assert (short.status, short.seq, short.op, short.session) == (Status.MALFORMED, 0, 0, 0)
+
+
+def test_empty_requests_are_valid_and_change_nothing():
+    service = make_service()
+    state = snapshot(service)
+    empty = PulseBatch.from_flat([], SHAPE[1])
+    body = wire.encode_batch(empty, empty.locate(SHAPE, SafetyLimits()), True)
+    reply = wire.decode_reply(service.handle(wire.encode_request(1, Op.APPLY, body, SESSION)))
+    assert (reply.status, reply.body) == (Status.OK, b"")
+    assert service.info().last_seq == 1  # an empty APPLY is a sequenced command like any
+    for op, req in ((Op.READ, wire.encode_cells(np.array([], int))),
+                    (Op.READ_REGION, wire.encode_region(2, 3, 0, 4))):  # fmt: skip
+        reply = wire.decode_reply(service.handle(wire.encode_request(2, op, req)))
+        assert (reply.status, reply.body) == (Status.OK, b"")
+    assert snapshot(service) == state
+
+
+def test_device_bounds_are_reported_and_enforced():
+    service = make_service(max_message=512, max_cells=40)
+    info = service.info()
+    assert (info.max_message, info.max_cells, info.hardware_limits) == (512, 40, SafetyLimits())
+    assert status_of(service.handle(apply_message(1, list(range(35))))) == Status.OK
+    too_many = apply_message(2, list(range(35)) * 2)  # 70 cells > 40
+    assert status_of(service.handle(too_many)) == Status.TOO_LARGE
+    read = wire.encode_request(3, Op.READ_ALL)  # 35 cells: fits 512 bytes (10 + 280)
+    assert status_of(service.handle(read)) == Status.OK
+    big = wire.encode_request(4, Op.READ, wire.encode_cells(np.zeros(70, int)))
+    assert status_of(service.handle(big)) == Status.TOO_LARGE
+    assert status_of(service.handle(b"\x00" * 600)) == Status.TOO_LARGE
+    with pytest.raises(ValueError, match="max_message"):
+        make_service(max_message=100)
+
+
+def test_configure_may_restore_the_hardware_limits_but_never_exceed_them():
+    service = make_service()
+    narrow = wire.encode_limits(*SHAPE, SafetyLimits(v_max=0.5))
+    full = wire.encode_limits(*SHAPE, SafetyLimits())
+    assert status_of(service.handle(wire.encode_request(1, Op.CONFIGURE, narrow, SESSION))) == 0
+    reply = wire.decode_reply(service.handle(wire.encode_request(2, Op.CONFIGURE, full, SESSION)))
+    info = wire.decode_info(reply.body)
+    assert reply.status == Status.OK and info.limits == info.hardware_limits == SafetyLimits()

@@ -1,5 +1,6 @@
 """The wire codec in process: messages, batches, serial frames and SCPI blocks."""
 
+import dataclasses
 import struct
 import zlib
 
@@ -36,13 +37,13 @@ def assert_same_batch(a: PulseBatch, b: PulseBatch) -> None:
 def test_protocol_doc_example_bytes():
     batch = PulseBatch([0, 0], [0, 5], pulses=10)
     body = wire.encode_batch(batch, batch.locate((4, 8), SafetyLimits()), True)
-    message = wire.encode_request(2, Op.APPLY, body)
+    message = wire.encode_request(2, Op.APPLY, body, session=0x1234ABCD)
     assert message.hex(" ") == (
-        "02 00 00 00 04 01 01 02 00 00 00 00 00 00 00 05 00 00 00 0a "
+        "02 00 00 00 04 cd ab 34 12 01 01 02 00 00 00 00 00 00 00 05 00 00 00 0a "
         "9a 99 99 99 99 99 b9 3f 8d ed b5 a0 f7 c6 b0 3e"
     )
-    frame = encode_frame(wire.encode_request(1, Op.IDENTIFY))
-    assert frame[:6] == b"\xa5\x5a\x05\x00\x00\x00"
+    frame = encode_frame(wire.encode_request(1, Op.IDENTIFY, session=0x1234ABCD))
+    assert frame[:6] == b"\xa5\x5a\x09\x00\x00\x00"
     assert frame[6:10] == struct.pack("<I", zlib.crc32(frame[:6]))
 
 
@@ -88,8 +89,14 @@ def test_resistances_round_trip_bit_for_bit():
 
 def test_info_and_limits_round_trip():
     limits = SafetyLimits(-1.2, 1.1, 2e-8, 5e-4, 1000, 2e-4)
-    info = wire.DeviceInfo(12, 34, limits, "acme,xbar,7,1.0", last_seq=99)
+    info = wire.DeviceInfo(
+        12, 34, limits, "acme,xbar,7,1.0", last_seq=99, hardware_limits=SafetyLimits(),
+        max_message=4096, max_cells=512, window=4, owner=0xCAFE,
+    )  # fmt: skip
     assert wire.decode_info(wire.encode_info(info)) == info
+    too_small = wire.encode_info(dataclasses.replace(info, max_message=100))
+    with pytest.raises(wire.WireError, match="bounds"):
+        wire.decode_info(too_small)
     rows, cols, back, end = wire.decode_limits(wire.encode_limits(3, 4, limits))
     assert (rows, cols, back, end) == (3, 4, limits, 52)
 
@@ -102,7 +109,19 @@ def test_info_and_limits_round_trip():
         (struct.pack("<BBI", 0, 3, 0) + b"\x01" + b"\0" * 16, Status.MALFORMED),
         (struct.pack("<BBI", 0, 1, wire.MAX_CELLS + 1), Status.TOO_LARGE),
         (struct.pack("<BBII", 0, 1, 1, 54) + b"\x01" + b"\0" * 16, Status.OUT_OF_RANGE),
-        (struct.pack("<BBIII", 2, 1, 1, 50, 10) + b"\xff\x03", Status.OUT_OF_RANGE),
+        (
+            struct.pack("<BBIII", 2, 1, 10, 50, 10)
+            + b"\xff\x03\x01"
+            + struct.pack("<dd", 0.1, 1e-6),
+            Status.OUT_OF_RANGE,
+        ),
+        # the layout is checked before the addresses: truncated AND out of range is MALFORMED
+        (struct.pack("<BBIII", 2, 1, 10, 50, 10) + b"\xff\x03", Status.MALFORMED),
+        # bitmap padding bits beyond the span must be 0
+        (
+            struct.pack("<BBIII", 2, 1, 2, 0, 2) + b"\x07\x01" + struct.pack("<dd", 0.1, 1e-6),
+            Status.MALFORMED,
+        ),
         (struct.pack("<BBII", 0, 1, 2, 0), Status.MALFORMED),  # truncated cell list
     ],
 )
@@ -254,3 +273,17 @@ def test_scpi_oversized_input_is_refused_without_buffering():
 def test_random_bytes_never_crash_the_scpi_parser(data):
     for event in scpi_events(data + b"\n*OPC?\n"):
         assert isinstance(event, (scpi.TextCommand, scpi.BlockCommand, scpi.ScpiFault))
+
+
+def test_a_partial_frame_expires_after_the_idle_timeout_and_the_hunt_goes_on():
+    decoder = FrameDecoder(idle_timeout=0.2)
+    bogus = encode_frame(b"x" * 1000)[:30]  # a valid header announcing 1000 bytes, cut short
+    real = wire.encode_request(5, Op.READ_ALL)
+    decoder.feed(bogus + encode_frame(real), now=10.0)
+    assert list(decoder.events()) == []  # waiting for the 1000 bytes
+    assert decoder.idle_deadline() == pytest.approx(10.2)
+    assert list(decoder.expire(now=10.1)) == []  # not idle long enough
+    events = list(decoder.expire(now=10.25))
+    assert [type(e) for e in events] == [FrameFault, bytes]
+    assert events[0].discarded == len(bogus) and events[1] == real
+    assert decoder.buffered == 0 and decoder.idle_deadline() is None

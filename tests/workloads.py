@@ -8,12 +8,14 @@ between the in-process emulator and the service.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from memristor_hil import Crossbar, PulseBatch
+from memristor_hil.testing import EmulatorService
 
 #: The emulated crossbar every end-to-end test uses: device variability and per-pulse noise on,
 #: so that any difference in batch order or noise draws between the paths shows up.
@@ -68,3 +70,47 @@ def assert_bitwise_equal(got: list[np.ndarray], want: list[np.ndarray]) -> None:
 
 def state_file(tmp: Path) -> Path:
     return tmp / "xbar-state.npz"
+
+
+#: The reference firmware's host build, with sanitizers (built by ``firmware_binary``).
+FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
+
+
+def firmware_binary() -> Path:
+    """The sanitizer (ASan + UBSan) build of the firmware's host program, built if needed."""
+    binary = FIRMWARE_DIR / "build" / "xbar-host-asan"
+    subprocess.run(["make", "-s", "-C", str(FIRMWARE_DIR), "asan"], check=True, timeout=600)
+    return binary
+
+
+class FirmwareProcess(EmulatorService):
+    """The C firmware serving a pseudo-terminal, driven like the plugin's EmulatorService.
+
+    Accepts the service's options that the firmware has (``--max-message 512``,
+    ``--corrupt=0.01``, ...); ``--serial`` is implied and ``--url`` ignored (the firmware models
+    nominal devices: compare it with ``reference_model.ReferenceCrossbar``).
+    """
+
+    def __init__(self, *args: str, url: str = EMULATOR_URL) -> None:
+        argv: list[str] = []
+        for arg in args:
+            if arg == "--serial":
+                continue
+            argv += arg.split("=", 1) if arg.startswith("--") and "=" in arg else [arg]
+        super().__init__(*argv, url=url, env={"ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1"})
+
+    def _launch(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(firmware_binary()), *self.args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=self._env,
+            start_new_session=True,
+        )
+        self.where = self._first_line(timeout=60)
+
+    def assert_clean(self) -> None:
+        """No sanitizer report in the firmware's stderr."""
+        text = self.log
+        assert "Sanitizer" not in text and "runtime error" not in text, text

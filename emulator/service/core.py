@@ -39,6 +39,7 @@ SCPI_CODES = {
     Status.SEQUENCE: -200,
     Status.DEVICE: -200,
     Status.TOO_LARGE: -223,
+    Status.BUSY: -240,
 }
 #: Errors kept for ERROR / SYST:ERR? queries; the oldest is dropped beyond this.
 ERROR_QUEUE = 32
@@ -67,6 +68,11 @@ class CrossbarService:
         one is always kept, whatever its size).
     window_bytes : int
         Bound on the bytes of remembered replies.
+    max_message : int
+        Largest message this device accepts or sends (reported at IDENTIFY); a host splits
+        larger commands.
+    max_cells : int
+        Most cells one command may name (reported at IDENTIFY).
     """
 
     def __init__(
@@ -77,8 +83,21 @@ class CrossbarService:
         save_interval: float = 1.0,
         window: int = 16,
         window_bytes: int = 64 << 20,
+        max_message: int = wire.MAX_MESSAGE,
+        max_cells: int = wire.MAX_CELLS,
         log: bool = True,
     ) -> None:
+        if not wire.MIN_MESSAGE <= int(max_message) <= wire.MAX_MESSAGE:
+            raise ValueError(
+                f"max_message={max_message} must be in {wire.MIN_MESSAGE}..{wire.MAX_MESSAGE}"
+            )
+        if not 1 <= int(max_cells) <= wire.MAX_CELLS:
+            raise ValueError(f"max_cells={max_cells} must be in 1..{wire.MAX_CELLS}")
+        self.max_message = int(max_message)
+        self.max_cells = int(max_cells)
+        #: The controlling host's session (0: none), when it claimed, when it was last heard.
+        self.owner = 0
+        self._owner_since = self._owner_seen = time.monotonic()
         self.xbar = xbar
         self.limits: SafetyLimits = xbar.limits
         self.state_path = Path(state_path) if state_path is not None else None
@@ -163,38 +182,66 @@ class CrossbarService:
 
     # ------------------------------------------------------------------ commands
     def handle(self, message: bytes) -> bytes:
-        """The reply message for one request message. Never raises."""
+        """The reply message for one request message. Never raises.
+
+        Checks run in the order of docs/protocol.md, "Order of checks": size, header, opcode,
+        then for sequenced commands sequence 0, the window (a retry is answered from it), the
+        session, a re-used or stale sequence number; then the body, addresses, limits.
+        """
+        if len(message) > self.max_message:
+            return self._error(
+                0, 0, Status.TOO_LARGE, f"message of {len(message)} bytes exceeds this device's "
+                f"bound of {self.max_message}",
+            )  # fmt: skip
         try:
             request = wire.decode_request(message)
         except WireError as exc:
             return self._error(0, 0, exc.status, str(exc))
-        seq, op = request.seq, request.op
+        seq, op, session = request.seq, request.op, request.session
+        if op not in _KNOWN_OPS:
+            return self._error(
+                seq, op, Status.UNKNOWN_COMMAND, f"unknown opcode 0x{op:02x}", session
+            )
         digest = b""
         if op in wire.SEQUENCED:
+            if seq == 0:
+                return self._error(
+                    seq, op, Status.MALFORMED, "sequence 0 is not allowed on a sequenced command",
+                    session,
+                )  # fmt: skip
             digest = hashlib.blake2b(message, digest_size=16).digest()
             done = self._done.get(seq)
+            if done is not None and done.digest == digest:
+                return done.reply  # a retry: executed once, answered again
+            if session == 0 or session != self.owner:
+                return self._error(seq, op, Status.BUSY, self._busy_text(), session)
             if done is not None:
-                if done.digest == digest:
-                    return done.reply
                 return self._error(
-                    seq,
-                    op,
-                    Status.SEQUENCE,
-                    f"sequence number {seq} was already used for a different command",
-                )
+                    seq, op, Status.SEQUENCE,
+                    f"sequence number {seq} was already used for a different command", session,
+                )  # fmt: skip
+            if self.last_seq and not 0 < (seq - self.last_seq) % (1 << 32) < 1 << 31:
+                return self._error(
+                    seq, op, Status.SEQUENCE,
+                    f"sequence number {seq} is older than the last executed ({self.last_seq})",
+                    session,
+                )  # fmt: skip
+            self._owner_seen = time.monotonic()
         try:
-            body = self._execute(op, request.body)
+            body = self._execute(op, request.body, session)
         except WireError as exc:
-            return self._error(seq, op, exc.status, str(exc))
+            return self._error(seq, op, exc.status, str(exc), session)
         except SafetyLimitError as exc:
-            return self._error(seq, op, Status.SAFETY, str(exc))
+            return self._error(seq, op, Status.SAFETY, str(exc), session)
         except AddressError as exc:
-            return self._error(seq, op, Status.OUT_OF_RANGE, str(exc))
+            return self._error(seq, op, Status.OUT_OF_RANGE, str(exc), session)
         except InvalidBatchError as exc:
-            return self._error(seq, op, Status.DEVICE, str(exc))
+            return self._error(seq, op, Status.DEVICE, str(exc), session)
         except Exception as exc:  # noqa: BLE001 - a bug must not take the service down
-            return self._error(seq, op, Status.DEVICE, f"internal error: {exc!r}")
-        reply = wire.encode_reply(seq, op, Status.OK, body)
+            return self._error(seq, op, Status.DEVICE, f"internal error: {exc!r}", session)
+        reply = wire.encode_reply(seq, op, Status.OK, body, session)
+        if len(reply) > self.max_message:  # a bug (the checks bound every reply): never send
+            return self._error(seq, op, Status.DEVICE, "reply exceeds the message bound", session)
         if op in wire.SEQUENCED:
             self._remember(seq, digest, reply)
             self.last_seq = seq
@@ -202,6 +249,38 @@ class CrossbarService:
             if self.save_interval <= 0:
                 self.save()  # before the reply: an acknowledged command is never lost
         return reply
+
+    def _busy_text(self) -> str:
+        if self.owner == 0:
+            return "crossbar is not claimed by any host: send CLAIM first"
+        now = time.monotonic()
+        return (
+            f"crossbar is controlled by another host (session {self.owner:08x}) since "
+            f"{now - self._owner_since:.1f} s ago, last command {now - self._owner_seen:.1f} s "
+            "ago; if that host has died, take over (takeover=True)"
+        )
+
+    def _claim(self, body: bytes, session: int) -> None:
+        if len(body) != 1 or body[0] not in tuple(wire.Claim):
+            raise WireError("CLAIM takes one mode byte: 0 claim, 1 take over, 2 release")
+        if session == 0:
+            raise WireError("CLAIM needs a non-zero session in the header")
+        mode = wire.Claim(body[0])
+        now = time.monotonic()
+        if mode == wire.Claim.RELEASE:
+            if self.owner != session:
+                raise WireError(self._busy_text(), Status.BUSY)
+            self.owner = 0
+            self._say(f"released by session {session:08x}")
+            return
+        if self.owner not in (0, session) and mode != wire.Claim.TAKE_OVER:
+            raise WireError(self._busy_text(), Status.BUSY)
+        if self.owner != session:
+            before = f" (taken over from session {self.owner:08x})" if self.owner else ""
+            self._say(f"claimed by session {session:08x}{before}")
+            self.owner = session
+            self._owner_since = now
+        self._owner_seen = now
 
     def frame_fault(self, reason: str) -> bytes:
         """The reply to a frame or block that failed its check (sequence number unknown: 0)."""
@@ -230,22 +309,32 @@ class CrossbarService:
         self._say("outputs safe")
 
     def info(self) -> wire.DeviceInfo:
+        """What IDENTIFY reports: shape, limits in force and hardware limits, bounds, owner."""
         rows, cols = self.xbar.shape
-        return wire.DeviceInfo(rows, cols, self.limits, self.xbar.identity, self.last_seq)
+        return wire.DeviceInfo(
+            rows, cols, self.limits, self.xbar.identity, self.last_seq,
+            hardware_limits=self.xbar.limits, max_message=self.max_message,
+            max_cells=self.max_cells, window=self.window, owner=self.owner,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ internals
-    def _execute(self, op: int, body: bytes) -> bytes:
+    def _execute(self, op: int, body: bytes, session: int) -> bytes:
         xbar = self.xbar
         rows, cols = xbar.shape
         if op == Op.APPLY:
-            decoded = wire.decode_batch(body, rows, cols)
+            decoded = wire.decode_batch(body, rows, cols, self.max_cells)
+            if decoded.read_back:
+                self._check_reply_size(len(decoded.flat))
+            if not len(decoded.flat):
+                return b""  # an empty batch: nothing to pulse, outputs unchanged
             if self.limits != xbar.limits:  # the configured limits (the device checks its own)
                 decoded.batch.locate(xbar.shape, self.limits)
             self.outputs_safe = False
             result = xbar.apply(decoded.batch, read_back=decoded.read_back)
             return b"" if result is None else wire.encode_resistances(result)
         if op == Op.READ:
-            flat = wire.decode_cells(body)
+            flat = wire.decode_cells(body, self.max_cells)
+            self._check_reply_size(len(flat))
             if len(flat) and int(flat.max()) >= rows * cols:
                 raise WireError(
                     f"cell index {int(flat.max())} is outside the {rows}x{cols} crossbar",
@@ -254,11 +343,19 @@ class CrossbarService:
             return wire.encode_resistances(xbar.read(*np.divmod(flat, cols)))
         if op == Op.READ_REGION:
             row, col, nrows, ncols = wire.decode_region(body)
-            if nrows * ncols > wire.MAX_CELLS:
+            if nrows * ncols > self.max_cells:
                 raise WireError("region larger than the per-command bound", Status.TOO_LARGE)
+            self._check_reply_size(nrows * ncols)
+            if nrows * ncols == 0:
+                if row > rows or col > cols:
+                    raise WireError("empty region outside the crossbar", Status.OUT_OF_RANGE)
+                return b""
             return wire.encode_resistances(xbar.read_region(row, col, nrows, ncols))
         if op == Op.READ_ALL:
             _expect_empty(body, "READ_ALL")
+            if rows * cols > self.max_cells:
+                raise WireError("the array is larger than the per-command bound", Status.TOO_LARGE)
+            self._check_reply_size(rows * cols)
             return wire.encode_resistances(xbar.read_all())
         if op == Op.IDENTIFY:
             _expect_empty(body, "IDENTIFY")
@@ -299,11 +396,24 @@ class CrossbarService:
             _expect_empty(body, "RESET")
             self.reset()
             return b""
+        if op == Op.CLAIM:
+            self._claim(body, session)
+            return wire.encode_info(self.info())
         raise WireError(f"unknown opcode 0x{op:02x}", Status.UNKNOWN_COMMAND)
 
-    def _error(self, seq: int, op: int, status: Status, message: str) -> bytes:
+    def _check_reply_size(self, count: int) -> None:
+        if wire.REPLY_HEADER + 8 * count > self.max_message:
+            raise WireError(
+                f"a reply of {count} resistances exceeds this device's message bound of "
+                f"{self.max_message} bytes",
+                Status.TOO_LARGE,
+            )
+
+    def _error(self, seq: int, op: int, status: Status, message: str, session: int = 0) -> bytes:
         self.queue_error(SCPI_CODES.get(status, -200), message)
-        return wire.encode_reply(seq, op, status, wire.encode_error(message))
+        room = self.max_message - wire.REPLY_HEADER - 2
+        text = message.encode("utf-8")[:room].decode("utf-8", "ignore")
+        return wire.encode_reply(seq, op, status, wire.encode_error(text), session)
 
     def _remember(self, seq: int, digest: bytes, reply: bytes) -> None:
         old = self._done.pop(seq, None)
@@ -320,6 +430,9 @@ class CrossbarService:
     def _say(self, text: str) -> None:
         if self._log:
             print(f"memristor-hil emulate: {text}", file=sys.stderr, flush=True)
+
+
+_KNOWN_OPS = frozenset(int(op) for op in Op)
 
 
 def _expect_empty(body: bytes, name: str) -> None:

@@ -8,7 +8,7 @@ import selectors
 import termios
 import time
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from memristor_hil.protocol.framing import FrameDecoder, FrameFault, encode_frame
 
@@ -35,14 +35,15 @@ def serve_serial(
     """
     faults = faults or Faults()
     master, slave = open_raw_pty()
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(service.max_message)
     selector = selectors.DefaultSelector()
     selector.register(master, selectors.EVENT_READ)
     selector.register(stop, selectors.EVENT_READ)
     try:
         announce(os.ttyname(slave))
         while not stop.is_set:
-            for key, _ in selector.select(service.seconds_to_next_save()):
+            ready = selector.select(_wait(service.seconds_to_next_save(), decoder))
+            for key, _ in ready:
                 if key.fileobj != master:
                     continue
                 try:
@@ -50,14 +51,9 @@ def serve_serial(
                 except BlockingIOError:
                     continue
                 decoder.feed(faults.damage(data))
-                for event in decoder.events():
-                    if isinstance(event, FrameFault):
-                        reply = service.frame_fault(f"{event.reason} ({event.discarded} bytes)")
-                    else:
-                        reply = service.handle(event)
-                    out = faults.outgoing(encode_frame(reply))
-                    if out:
-                        write_all(master, slave, out)
+                _answer(service, decoder.events(), decoder, master, slave, faults)
+            if not ready:
+                _answer(service, decoder.expire(), decoder, master, slave, faults)
             service.tick()
     finally:
         selector.close()
@@ -74,6 +70,47 @@ def open_raw_pty() -> tuple[int, int]:
     termios.tcsetattr(slave, termios.TCSANOW, attrs)
     os.set_blocking(master, False)
     return master, slave
+
+
+def _wait(save_in: float | None, decoder: FrameDecoder) -> float | None:
+    """How long to wait for input: until the next save, or until a partial frame expires."""
+    deadline = decoder.idle_deadline()
+    if deadline is None:
+        return save_in
+    expire_in = max(0.0, deadline - time.monotonic()) + 0.001
+    return expire_in if save_in is None else min(save_in, expire_in)
+
+
+def _answer(
+    service: CrossbarService,
+    events: Iterable[bytes | FrameFault],
+    decoder: FrameDecoder,
+    master: int,
+    slave: int,
+    faults: Faults,
+) -> None:
+    """Reply to each message; a run of faults gets ONE FRAME reply (docs/protocol.md 3.1),
+    sent before the next message's reply, or once no partial frame is left to wait for."""
+    dropped = 0
+    reasons: list[str] = []
+
+    def send(reply: bytes) -> None:
+        out = faults.outgoing(encode_frame(reply))
+        if out:
+            write_all(master, slave, out)
+
+    for event in events:
+        if isinstance(event, FrameFault):
+            dropped += event.discarded
+            if event.reason not in reasons:
+                reasons.append(event.reason)
+            continue
+        if dropped:
+            send(service.frame_fault(f"{'; '.join(reasons)} ({dropped} bytes dropped)"))
+            dropped, reasons = 0, []
+        send(service.handle(event))
+    if dropped:
+        send(service.frame_fault(f"{'; '.join(reasons)} ({dropped} bytes dropped)"))
 
 
 def write_all(master: int, slave: int, data: bytes) -> None:

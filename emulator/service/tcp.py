@@ -65,6 +65,7 @@ def scpi_reply(service: CrossbarService, event: TextCommand | BlockCommand | Scp
                 message[4],
                 Status.MALFORMED,
                 wire.encode_error(f"{event.header} carries opcode 0x{message[4]:02x}"),
+                int.from_bytes(message[5:9], "little"),
             )
             service.queue_error(-104, f"{event.header} carries the wrong opcode")
             return encode_reply_block(reply)

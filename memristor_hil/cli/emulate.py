@@ -64,6 +64,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="save a changed state this often (0: after every change, before replying)",
     )
+    parser.add_argument(
+        "--max-message",
+        type=int,
+        metavar="BYTES",
+        help="largest message this device takes or sends, reported at IDENTIFY (a host splits "
+        "larger batches; default: the protocol's bound)",
+    )
+    parser.add_argument(
+        "--max-cells", type=int, metavar="N", help="most cells per command, reported at IDENTIFY"
+    )
     faults = parser.add_argument_group("fault injection (for tests)")
     faults.add_argument("--corrupt", type=float, default=0.0, help="P(a transfer has a bad byte)")
     faults.add_argument("--drop-byte", type=float, default=0.0, help="P(a transfer loses a byte)")
@@ -114,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
         if value is not None
     }
     service_options = {"save_interval": args.save_interval, "log": not args.quiet}
+    for key in ("max_message", "max_cells"):
+        if getattr(args, key) is not None:
+            service_options[key] = getattr(args, key)
     if args.save_interval < 0:
         raise ValueError(f"--save-interval must be >= 0, got {args.save_interval}")
     if args.state is not None and args.state.exists():

@@ -14,19 +14,31 @@ frame, never the link.
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .messages import MAX_MESSAGE
 
-__all__ = ["HEADER_SIZE", "SYNC", "FrameDecoder", "FrameFault", "encode_frame"]
+__all__ = [
+    "FRAME_IDLE_TIMEOUT",
+    "HEADER_SIZE",
+    "SYNC",
+    "FrameDecoder",
+    "FrameFault",
+    "encode_frame",
+]
 
 SYNC = b"\xa5\x5a"
 _LENGTH = struct.Struct("<I")
 _CRC = struct.Struct("<I")
 HEADER_SIZE = len(SYNC) + _LENGTH.size + _CRC.size
 TRAILER_SIZE = _CRC.size
+#: Seconds of silence after which a receiver drops the partial frame it holds and hunts again
+#: (docs/protocol.md, "Receive timeout"). A sender never pauses inside a frame for longer than
+#: a quarter of this.
+FRAME_IDLE_TIMEOUT = 0.2
 
 
 def encode_frame(message: bytes) -> bytes:
@@ -58,15 +70,51 @@ class FrameDecoder:
     Feed it bytes with :meth:`feed`; iterate :meth:`events` for complete messages (``bytes``)
     and :class:`FrameFault` records. Memory is bounded: a frame longer than ``max_message`` is
     rejected by its header, so the buffer never holds more than one maximal frame plus one read.
+
+    A frame cut short (a sender killed mid-write, a cable pulled), or a false header that passed
+    its CRC, would otherwise hold the receiver until its announced length arrives: when no byte
+    has arrived for ``idle_timeout`` seconds, :meth:`expire` drops the partial frame one byte at
+    a time, hunting for any complete frame behind it, so the receiver is free again.
     """
 
-    def __init__(self, max_message: int = MAX_MESSAGE) -> None:
+    def __init__(
+        self, max_message: int = MAX_MESSAGE, idle_timeout: float = FRAME_IDLE_TIMEOUT
+    ) -> None:
         self.max_message = max_message
+        self.idle_timeout = float(idle_timeout)
         self._buf = bytearray()
+        self._last = time.monotonic()
 
-    def feed(self, data: bytes) -> None:
-        """Append received bytes."""
-        self._buf += data
+    def feed(self, data: bytes, now: float | None = None) -> None:
+        """Append received bytes (``now``: when they arrived, by ``time.monotonic``)."""
+        if data:
+            self._buf += data
+            self._last = time.monotonic() if now is None else now
+
+    def idle_deadline(self) -> float | None:
+        """When the partial frame held will expire (``time.monotonic``); None if none is held."""
+        return self._last + self.idle_timeout if self._buf else None
+
+    def expire(self, now: float | None = None) -> Iterator[bytes | FrameFault]:
+        """If the partial frame has been idle for ``idle_timeout``, drop it and hunt through the
+        rest; yields what that finds (messages, and one fault for all the bytes dropped)."""
+        now = time.monotonic() if now is None else now
+        if not self._buf or now - self._last < self.idle_timeout:
+            return
+        dropped = 0
+        while self._buf:
+            del self._buf[:1]
+            dropped += 1
+            for event in self.events():
+                if isinstance(event, FrameFault):
+                    dropped += event.discarded
+                    continue
+                if dropped:
+                    yield FrameFault("partial frame expired (input idle)", dropped)
+                    dropped = 0
+                yield event
+        if dropped:
+            yield FrameFault("partial frame expired (input idle)", dropped)
 
     def clear(self) -> None:
         """Forget any partial frame (after a reconnect)."""

@@ -2,8 +2,10 @@
 
 A *message* is the transport-independent unit (``docs/protocol.md`` is the specification):
 
-- request: ``seq u32 | opcode u8 | body``
-- reply:   ``seq u32 | opcode u8 | status u8 | body``
+- request: ``seq u32 | opcode u8 | session u32 | body``
+- reply:   ``seq u32 | opcode u8 | status u8 | session u32 | body``
+
+(protocol version 2: the session is the controlling host's claim, echoed in every reply).
 
 All integers are little-endian, floats IEEE 754 binary64 (so resistances round-trip exactly).
 The serial framing (:mod:`.framing`) and the SCPI binary blocks (:mod:`.scpi`) carry these
@@ -26,7 +28,11 @@ __all__ = [
     "MAX_CELLS",
     "MAX_MESSAGE",
     "MAX_TEXT",
+    "MIN_MESSAGE",
     "PROTOCOL_VERSION",
+    "REPLY_HEADER",
+    "REQUEST_HEADER",
+    "Claim",
     "DeviceInfo",
     "Op",
     "Reply",
@@ -46,6 +52,7 @@ __all__ = [
     "decode_reply",
     "decode_request",
     "decode_resistances",
+    "reply_status",
     "encode_batch",
     "encode_cells",
     "encode_error",
@@ -59,18 +66,26 @@ __all__ = [
     "encode_resistances",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 #: Most cells one command may name or one reply may carry (2**20: a 1024 x 1024 crossbar).
+#: A device reports its own, smaller bound at IDENTIFY (``DeviceInfo.max_cells``).
 MAX_CELLS = 1 << 20
-#: Largest message, in bytes: a full per-cell batch of MAX_CELLS cells fits.
-MAX_MESSAGE = 10 + MAX_CELLS * (4 + 4 + 8 + 8) + 64
+#: Largest message, in bytes: a full per-cell batch of MAX_CELLS cells fits. A device reports
+#: its own, smaller bound at IDENTIFY (``DeviceInfo.max_message``).
+MAX_MESSAGE = 14 + MAX_CELLS * (4 + 4 + 8 + 8) + 64
+#: The smallest ``max_message`` a device may report: an IDENTIFY reply with a short identity.
+MIN_MESSAGE = 256
 #: Longest identity or error text, in bytes of UTF-8.
 MAX_TEXT = 1024
 
-_REQUEST = struct.Struct("<IB")
-_REPLY = struct.Struct("<IBB")
+_REQUEST = struct.Struct("<IBI")
+_REPLY = struct.Struct("<IBBI")
+#: Bytes before the body of a request and of a reply.
+REQUEST_HEADER = _REQUEST.size
+REPLY_HEADER = _REPLY.size
 _LIMITS = struct.Struct("<ddddId")
 _INFO = struct.Struct("<HIII")
+_BOUNDS = struct.Struct("<IIHI")
 _BATCH_HEAD = struct.Struct("<BBI")
 _WINDOW = struct.Struct("<II")
 _REGION = struct.Struct("<IIII")
@@ -100,6 +115,15 @@ class Op(IntEnum):
     READ_ALL = 0x07
     ERROR = 0x08
     SAFE = 0x09
+    CLAIM = 0x0A
+
+
+class Claim(IntEnum):
+    """The CLAIM command's mode byte."""
+
+    CLAIM = 0  # become the controlling host, unless another session is
+    TAKE_OVER = 1  # become the controlling host even if another session is (it died)
+    RELEASE = 2  # stop being the controlling host
 
 
 #: Commands that change device state: their replies are cached by sequence number.
@@ -118,6 +142,7 @@ class Status(IntEnum):
     SEQUENCE = 6  # a sequence number reused for a different command
     DEVICE = 7  # the device could not execute the command
     TOO_LARGE = 8  # a length or count above the protocol's bounds
+    BUSY = 9  # the crossbar is controlled by another host (session)
 
 
 class WireError(ProtocolError):
@@ -135,6 +160,7 @@ class Request:
     seq: int
     op: int
     body: bytes
+    session: int = 0
 
 
 @dataclass(frozen=True)
@@ -145,11 +171,18 @@ class Reply:
     op: int
     status: int
     body: bytes
+    session: int = 0
 
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    """What IDENTIFY and CONFIGURE report: shape, limits, identity, last sequence number."""
+    """What IDENTIFY, CLAIM and CONFIGURE report.
+
+    ``limits`` are the limits in force (CONFIGURE may narrow them), ``hardware_limits`` the
+    device's own (default: the same); ``max_message``, ``max_cells`` and ``window`` are the
+    device's bounds (largest message, cells per command, remembered sequenced commands);
+    ``owner`` is the session of the controlling host (0: none).
+    """
 
     rows: int
     cols: int
@@ -157,35 +190,58 @@ class DeviceInfo:
     identity: str
     last_seq: int = 0
     version: int = PROTOCOL_VERSION
+    hardware_limits: SafetyLimits | None = None
+    max_message: int = MAX_MESSAGE
+    max_cells: int = MAX_CELLS
+    window: int = 16
+    owner: int = 0
+
+    @property
+    def hardware(self) -> SafetyLimits:
+        """The hardware limits (the limits in force when the device did not say)."""
+        return self.hardware_limits or self.limits
 
 
 # ---------------------------------------------------------------------- envelopes
-def encode_request(seq: int, op: int, body: bytes = b"") -> bytes:
-    """``seq u32 | opcode u8 | body``."""
-    return _REQUEST.pack(seq & 0xFFFFFFFF, op) + body
+def encode_request(seq: int, op: int, body: bytes = b"", session: int = 0) -> bytes:
+    """``seq u32 | opcode u8 | session u32 | body``."""
+    return _REQUEST.pack(seq & 0xFFFFFFFF, op, session & 0xFFFFFFFF) + body
 
 
 def decode_request(message: bytes) -> Request:
     """Split a request message; raises :class:`WireError` if it is too short or too long."""
     _check_size(message)
     if len(message) < _REQUEST.size:
-        raise WireError(f"request of {len(message)} bytes is shorter than its 5-byte header")
-    seq, op = _REQUEST.unpack_from(message)
-    return Request(seq, op, bytes(message[_REQUEST.size :]))
+        raise WireError(
+            f"request of {len(message)} bytes is shorter than its {_REQUEST.size}-byte header"
+        )
+    seq, op, session = _REQUEST.unpack_from(message)
+    return Request(seq, op, bytes(message[_REQUEST.size :]), session)
 
 
-def encode_reply(seq: int, op: int, status: int = Status.OK, body: bytes = b"") -> bytes:
-    """``seq u32 | opcode u8 | status u8 | body``."""
-    return _REPLY.pack(seq & 0xFFFFFFFF, op & 0xFF, status) + body
+def encode_reply(
+    seq: int, op: int, status: int = Status.OK, body: bytes = b"", session: int = 0
+) -> bytes:
+    """``seq u32 | opcode u8 | status u8 | session u32 | body``."""
+    return _REPLY.pack(seq & 0xFFFFFFFF, op & 0xFF, status, session & 0xFFFFFFFF) + body
 
 
 def decode_reply(message: bytes) -> Reply:
     """Split a reply message; raises :class:`WireError` if it is too short or too long."""
     _check_size(message)
     if len(message) < _REPLY.size:
-        raise WireError(f"reply of {len(message)} bytes is shorter than its 6-byte header")
-    seq, op, status = _REPLY.unpack_from(message)
-    return Reply(seq, op, status, bytes(message[_REPLY.size :]))
+        raise WireError(
+            f"reply of {len(message)} bytes is shorter than its {_REPLY.size}-byte header"
+        )
+    seq, op, status, session = _REPLY.unpack_from(message)
+    return Reply(seq, op, status, bytes(message[_REPLY.size :]), session)
+
+
+def reply_status(message: bytes) -> tuple[int, int, int] | None:
+    """``(seq, op, status)`` of a reply of any protocol version (they share these 6 bytes)."""
+    if len(message) < 6:
+        return None
+    return struct.unpack_from("<IBB", message)
 
 
 def _check_size(message: bytes) -> None:
@@ -259,25 +315,41 @@ def decode_limits(body: bytes, offset: int = 0) -> tuple[int, int, SafetyLimits,
 
 
 def encode_info(info: DeviceInfo) -> bytes:
-    """IDENTIFY/CONFIGURE reply body: ``version u16 | rows u32 | cols u32 | last_seq u32 |
-    limits | identity text``."""
+    """IDENTIFY/CLAIM/CONFIGURE reply body: ``version u16 | rows u32 | cols u32 | last_seq u32
+    | limits in force | hardware limits | max_message u32 | max_cells u32 | window u16 |
+    owner u32 | identity text``."""
     return (
         _INFO.pack(info.version, info.rows, info.cols, info.last_seq & 0xFFFFFFFF)
-        + encode_limits(info.rows, info.cols, info.limits)[_WINDOW.size :]
+        + _LIMITS.pack(*info.limits.as_tuple())
+        + _LIMITS.pack(*info.hardware.as_tuple())
+        + _BOUNDS.pack(info.max_message, info.max_cells, info.window, info.owner)
         + encode_text(info.identity)
     )
 
 
 def decode_info(body: bytes) -> DeviceInfo:
-    """A :class:`DeviceInfo` from an IDENTIFY or CONFIGURE reply."""
+    """A :class:`DeviceInfo` from an IDENTIFY, CLAIM or CONFIGURE reply."""
     version, rows, cols, last_seq = _unpack(_INFO, body, 0, "device info")
-    values = _unpack(_LIMITS, body, _INFO.size, "safety limits")
-    try:
-        limits = SafetyLimits.from_tuple(values)
-    except (TypeError, ValueError) as exc:
-        raise WireError(f"device reported invalid safety limits: {exc}") from None
-    identity, _ = decode_text(body, _INFO.size + _LIMITS.size)
-    return DeviceInfo(rows, cols, limits, identity, last_seq, version)
+    offset = _INFO.size
+    both = []
+    for what in ("safety limits", "hardware limits"):
+        values = _unpack(_LIMITS, body, offset, what)
+        offset += _LIMITS.size
+        try:
+            both.append(SafetyLimits.from_tuple(values))
+        except (TypeError, ValueError) as exc:
+            raise WireError(f"device reported invalid {what}: {exc}") from None
+    max_message, max_cells, window, owner = _unpack(_BOUNDS, body, offset, "bounds")
+    if not MIN_MESSAGE <= max_message <= MAX_MESSAGE or not 1 <= max_cells <= MAX_CELLS:
+        raise WireError(
+            f"device reported bounds outside the protocol's: max_message={max_message} (must be "
+            f"{MIN_MESSAGE}..{MAX_MESSAGE}), max_cells={max_cells} (1..{MAX_CELLS})"
+        )
+    identity, _ = decode_text(body, offset + _BOUNDS.size)
+    return DeviceInfo(
+        rows, cols, both[0], identity, last_seq, version, both[1], max_message, max_cells,
+        window, owner,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------- cells and results
@@ -286,10 +358,10 @@ def encode_cells(flat: np.ndarray) -> bytes:
     return _COUNT.pack(len(flat)) + np.asarray(flat, dtype="<u4").tobytes()
 
 
-def decode_cells(body: bytes) -> np.ndarray:
+def decode_cells(body: bytes, max_cells: int = MAX_CELLS) -> np.ndarray:
     """Row-major cell indices (int64) from a READ body."""
     (count,) = _unpack(_COUNT, body, 0, "cell count")
-    _check_count(count)
+    _check_count(count, max_cells)
     end = _COUNT.size + 4 * count
     if len(body) != end:
         raise WireError(f"READ names {count} cells but carries {len(body) - _COUNT.size} bytes")
@@ -370,46 +442,41 @@ class DecodedBatch:
     read_back: bool
 
 
-def decode_batch(body: bytes, rows: int, cols: int) -> DecodedBatch:
+def decode_batch(body: bytes, rows: int, cols: int, max_cells: int = MAX_CELLS) -> DecodedBatch:
     """Decode an APPLY body for a ``rows x cols`` crossbar.
+
+    The checks run in the order docs/protocol.md prescribes: the whole body's layout first
+    (MALFORMED; a count above ``max_cells`` is TOO_LARGE), then cell addresses (OUT_OF_RANGE);
+    the safety limits are the caller's (SAFETY).
 
     Raises
     ------
     WireError
-        For a malformed body (status MALFORMED), a count above MAX_CELLS (TOO_LARGE) or a cell
-        outside the crossbar (OUT_OF_RANGE).
+        For a malformed body (status MALFORMED), a count above ``max_cells`` (TOO_LARGE) or a
+        cell outside the crossbar (OUT_OF_RANGE).
     """
     flags, size, count = _unpack(_BATCH_HEAD, body, 0, "batch header")
     if flags & ~_KNOWN_FLAGS:
         raise WireError(f"unknown batch flags 0x{flags:02x}")
     if size not in _PULSE_DTYPES:
         raise WireError(f"pulse count size must be 1, 2 or 4 bytes, got {size}")
-    _check_count(count)
+    _check_count(count, max_cells)
     offset = _BATCH_HEAD.size
     cells_total = rows * cols
+    bitmap: tuple[int, int, bytes] | None = None
     if flags & _BITMAP:
         first, span = _unpack(_WINDOW, body, offset, "bitmap window")
         offset += _WINDOW.size
-        if span == 0 or first + span > cells_total:
-            raise WireError(
-                f"bitmap window {first}+{span} is outside the {rows}x{cols} crossbar",
-                Status.OUT_OF_RANGE,
-            )
+        if span == 0:
+            raise WireError("bitmap span must be at least 1")
+        if span > 8 * (len(body) - offset):
+            raise WireError(f"message truncated in its bitmap of {span} bits")
         nbytes = (span + 7) // 8
-        raw = _take(body, offset, nbytes, "bitmap")
+        bitmap = (first, span, _take(body, offset, nbytes, "bitmap"))
         offset += nbytes
-        bits = np.unpackbits(np.frombuffer(raw, np.uint8), count=span, bitorder="little")
-        flat = np.flatnonzero(bits.view(np.bool_)) + first
-        if len(flat) != count:
-            raise WireError(f"bitmap has {len(flat)} cells set but the header says {count}")
     else:
-        flat = np.frombuffer(_take(body, offset, 4 * count, "cell list"), "<u4").astype(np.int64)
+        cell_bytes = _take(body, offset, 4 * count, "cell list")
         offset += 4 * count
-        if count and int(flat.max()) >= cells_total:
-            raise WireError(
-                f"cell index {int(flat.max())} is outside the {rows}x{cols} crossbar",
-                Status.OUT_OF_RANGE,
-            )
     npulses = count if flags & _PER_CELL_PULSES else 1
     pulses = np.frombuffer(_take(body, offset, size * npulses, "pulse counts"), _PULSE_DTYPES[size])
     offset += size * npulses
@@ -421,6 +488,26 @@ def decode_batch(body: bytes, rows: int, cols: int) -> DecodedBatch:
         values.append(array if flags & flag else float(array[0]))
     if offset != len(body):
         raise WireError(f"APPLY body has {len(body) - offset} bytes after its last field")
+    if bitmap is not None:
+        first, span, raw = bitmap
+        if span % 8 and raw[-1] >> (span % 8):
+            raise WireError("bitmap padding bits (beyond the span) must be 0")
+        bits = np.unpackbits(np.frombuffer(raw, np.uint8), count=span, bitorder="little")
+        flat = np.flatnonzero(bits.view(np.bool_)) + first
+        if len(flat) != count:
+            raise WireError(f"bitmap has {len(flat)} cells set but the header says {count}")
+        if first + span > cells_total:
+            raise WireError(
+                f"bitmap window {first}+{span} is outside the {rows}x{cols} crossbar",
+                Status.OUT_OF_RANGE,
+            )
+    else:
+        flat = np.frombuffer(cell_bytes, "<u4").astype(np.int64)
+        if count and int(flat.max()) >= cells_total:
+            raise WireError(
+                f"cell index {int(flat.max())} is outside the {rows}x{cols} crossbar",
+                Status.OUT_OF_RANGE,
+            )
     pulse_arg: int | np.ndarray = (
         pulses.astype(np.int64) if flags & _PER_CELL_PULSES else int(pulses[0])
     )
@@ -433,10 +520,10 @@ def decode_batch(body: bytes, rows: int, cols: int) -> DecodedBatch:
 
 
 # ---------------------------------------------------------------------- helpers
-def _check_count(count: int) -> None:
-    if count > MAX_CELLS:
+def _check_count(count: int, max_cells: int = MAX_CELLS) -> None:
+    if count > max_cells:
         raise WireError(
-            f"count {count} exceeds the bound of {MAX_CELLS} cells per command", Status.TOO_LARGE
+            f"count {count} exceeds the bound of {max_cells} cells per command", Status.TOO_LARGE
         )
 
 

@@ -49,6 +49,7 @@ BINARY_COMMANDS: dict[Op, str] = {
     Op.READ_ALL: "XBAR:ALL?",
     Op.ERROR: "XBAR:ERR?",
     Op.SAFE: "XBAR:SAFE?",
+    Op.CLAIM: "XBAR:CLAIM?",
 }
 _HEADER_OPS = {header: op for op, header in BINARY_COMMANDS.items()}
 
