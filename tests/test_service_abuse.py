@@ -170,16 +170,20 @@ def test_a_client_that_never_reads_does_not_stall_the_others(services):
         )
         hog.sendall(request)
         time.sleep(0.5)  # the service has filled what the hog will not read
+        rss_before = peak_rss_mb(service.proc.pid)
         worst = 0.0
-        for _ in range(20):
+        for _ in range(100):
             t0 = time.monotonic()
             other.sendall(b"*IDN?\n")
             assert b"EmulatedCrossbar" in read_line(other)
             worst = max(worst, time.monotonic() - t0)
+        grown = peak_rss_mb(service.proc.pid) - rss_before
     finally:
         hog.close()
         other.close()
     assert worst < 1.0, f"a reading client waited {worst:.3f} s behind a non-reading one"
+    # the hog's unsent replies stay bounded (1 MiB and one reply), not one more per loop
+    assert grown < 30, f"the service grew by {grown:.0f} MB holding replies nobody reads"
 
 
 def test_idle_clients_are_closed_and_the_visa_driver_reopens_at_once(services):

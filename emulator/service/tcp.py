@@ -40,7 +40,8 @@ class TcpLimits:
         Unsent reply bytes at which a client's further commands wait (its input is left in
         the socket, so TCP slows the client down); a single reply may exceed it.
     total_output : int
-        The same bound on all clients' unsent replies together.
+        A bound on all clients' unsent replies together: beyond it only clients with no
+        unsent reply have their commands run.
     total_input : int
         Bytes of partly received commands buffered across clients; beyond it only the client
         with the most buffered (the nearest to a whole command) reads on.
@@ -221,7 +222,11 @@ class _TcpServer:
     def _has_room(self, client: _Client) -> bool:
         """Whether the client's replies (and all clients' together) leave room for more."""
         limits = self.limits
-        return len(client.out) < limits.client_output and self.queued_output < limits.total_output
+        if len(client.out) >= limits.client_output:
+            return False
+        # beyond the total, only clients that have read all their replies go on: those that
+        # do not read wait, and never hold up those that do
+        return self.queued_output < limits.total_output or not client.out
 
     def _may_read(self, client: _Client) -> bool:
         if not self._has_room(client):
@@ -248,7 +253,7 @@ class _TcpServer:
     def _run_commands(self) -> None:
         """Run each client's complete commands while its replies have room; round robin."""
         for client in list(self.clients.values()):
-            if client.unparsed and client.sock in self.clients:
+            if client.unparsed and client.sock in self.clients and self._has_room(client):
                 self._run_client(client)
 
     def _run_client(self, client: _Client) -> None:
