@@ -369,3 +369,50 @@ def test_interrupted_save_temporaries_are_removed_at_start(services, tmp_path):
     assert not any(path.exists() for path in leftovers)
     assert unrelated.exists()
     assert "left by a save that was interrupted" in second.stderr
+
+
+# ---------------------------------------------------------------------- pure pieces
+def test_scpi_header_patterns():
+    from memristor_hil.protocol.scpi_headers import HeaderPattern, HeaderTable
+
+    pattern = HeaderPattern("SYSTem:ERRor[:NEXT]?")
+    for header in ("SYST:ERR?", "system:error?", "SYST:ERROR:NEXT?", ":Syst:Err:Next?"):
+        assert pattern.matches(header), header
+    for header in ("SYST:ERR", "SYSTE:ERR?", "SYST:NEXT?", "ERR?", "SYST:ERR:NEXT:X?", "*ERR?"):
+        assert not pattern.matches(header), header
+    table = HeaderTable([("SYSTem:VERSion?", "version"), ("*IDN?", "idn")])
+    assert table.resolve("VERS?", path="SYST") == "version"
+    assert table.resolve("SYST:VERS?", path="SYST") == "version"  # the whole path repeated
+    assert table.resolve("*idn?", path="SYST") == "idn"
+    with pytest.raises(ValueError):
+        HeaderPattern("SYST:[ERR")
+
+
+def test_scpi_compound_lines_split_into_commands():
+    from memristor_hil.protocol import scpi as scpi_protocol
+
+    parser = scpi_protocol.ScpiParser()
+    parser.feed(b"*IDN?;:SYST:ERR?;VERS?\nOUTP OFF;*OPC?\n")
+    events = list(parser.events())
+    assert [(e.header, e.args, e.path, e.more) for e in events] == [
+        ("*IDN?", "", "", True),
+        ("SYST:ERR?", "", "", True),
+        ("VERS?", "", "SYST", False),
+        ("OUTP", "OFF", "", True),
+        ("*OPC?", "", "", False),
+    ]
+
+
+def test_emulate_help_states_the_limits():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "memristor_hil", "emulate", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for text in ("--max-clients", "default 64", "--idle-timeout", "--stall-timeout", "BUSY"):
+        assert text in out, text
