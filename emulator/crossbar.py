@@ -199,11 +199,11 @@ class EmulatedCrossbar(Crossbar):
         self._check_set_voltages(flat, voltage)  # raises before any state changes
         pulses = batch.pulses
         draws = self._draws(len(flat)) if self._model.noise > 0 else None
-        # Apply entry by entry in order of first appearance, so duplicates accumulate exactly.
-        remaining = np.arange(len(flat))
-        while remaining.size:
-            cells, first = np.unique(flat[remaining], return_index=True)
-            take = remaining[first]
+        # Round k applies the k-th entry naming each cell, so duplicates accumulate exactly and
+        # in order; the rounds are found in one sort (a cell named m times costs m rounds, not
+        # m passes over the whole batch).
+        for take in _occurrence_rounds(flat):
+            cells = flat[take]
             params = _gather(self.params, cells) if self.params.per_device else self.params
             self._n[cells] = self._model.after_pulses(
                 self._n[cells],
@@ -212,7 +212,6 @@ class EmulatedCrossbar(Crossbar):
                 params,
                 None if draws is None else draws[take],
             )
-            remaining = np.delete(remaining, first)
 
     def _read(self, flat: np.ndarray) -> np.ndarray:
         x = kernels.gather(self._n, flat, np.empty(len(flat), self._n.dtype))
@@ -355,6 +354,22 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _occurrence_rounds(flat: np.ndarray) -> list[np.ndarray]:
+    """Entry indices grouped by occurrence: round k holds each cell's k-th entry (once)."""
+    if not len(flat):
+        return []
+    order = np.argsort(flat, kind="stable")
+    ordered = flat[order]
+    new_cell = np.empty(len(flat), bool)
+    new_cell[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new_cell[1:])
+    starts = np.flatnonzero(new_cell)
+    rank = np.empty(len(flat), np.intp)
+    rank[order] = np.arange(len(flat)) - np.repeat(starts, np.diff(np.append(starts, len(flat))))
+    by_round = np.argsort(rank, kind="stable")
+    return np.split(by_round, np.cumsum(np.bincount(rank))[:-1])
 
 
 def _gather(params: DeviceParameters, cells: np.ndarray) -> DeviceParameters:

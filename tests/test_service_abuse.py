@@ -103,6 +103,26 @@ def test_ratio_cache_is_bounded_in_process():
         assert not xbar._ratio_cache
 
 
+def test_per_cell_voltages_with_repeated_cells_match_the_reference_entry_by_entry():
+    from memristor_hil.emulator import EmulatedCrossbar
+
+    from memristor_hil import PowerLaw
+
+    rng = np.random.default_rng(3)
+    xbar = EmulatedCrossbar(6, 5, PowerLaw(variability=0.15), seed=2)
+    flat = np.concatenate([rng.integers(0, 30, 40), np.full(25, 7)])  # cell 7 named 25+ times
+    rng.shuffle(flat)
+    pulses = rng.integers(0, 6, flat.size)
+    voltage = rng.uniform(0.05, 0.3, flat.size)
+    n = xbar.pulse_counts.reshape(-1)
+    for i, j in enumerate(flat):  # the numpy reference, one entry at a time, in order
+        p = xbar.params
+        params = type(p)(p.r0[[j]], p.r1[[j]], p.a[[j]])
+        n[j] = xbar.model.after_pulses(n[[j]], pulses[i], voltage[i], params)[0]
+    xbar.apply(PulseBatch.from_flat(flat, 5, pulses=pulses, voltage=voltage))
+    np.testing.assert_array_equal(xbar.pulse_counts.reshape(-1), n)
+
+
 # ---------------------------------------------------------------------- item 3: TCP clients
 def test_fifty_concurrent_clients_are_all_answered(services):
     service = services("--tcp", "127.0.0.1:0", "--quiet")
