@@ -4,13 +4,13 @@ client killed at random points; nothing may be lost or applied twice.
 Starts ``memristor-hil emulate --tcp`` with corrupted bytes, dropped bytes and dropped replies,
 then N client processes (``VisaCrossbar``, retrying with the same sequence number), each sending
 M batches at once with the others. Client 0 controls the crossbar: its batches pulse cells no
-other batch touches; it is killed with SIGKILL at random moments (``--kills`` times) and started
-again after the last batch it saw acknowledged. Clients 1..N-1 read M batches of cells each
-(observers: the protocol has one controlling host at a time, docs/protocol.md; several
-controllers on one sequence window are what issue 18's session claim settles). At the end the
-service's state is read back and every pulse batch's effect is counted in pulses (the model has
-no variability or noise and pulses are at the reference voltage, where ``n`` grows by exactly
-the pulse count), so each batch shows how many times it was applied:
+other batch touches; it is killed with SIGKILL at random moments while it pulses (``--kills``
+times) and started again after the last batch it saw acknowledged. Clients 1..N-1 read M batches
+of cells each: they observe, since the protocol has one controlling host at a time
+(docs/protocol.md; several controllers on one sequence window are what issue 18's session claim
+settles). At the end the service's state is read back and every pulse batch's effect is counted
+in pulses (the model has no variability or noise and pulses are at the reference voltage, where
+``n`` grows by exactly the pulse count), so each batch shows how many times it was applied:
 
 - acknowledged: batches (pulses or reads) whose reply reached a client;
 - lost: acknowledged batches found applied 0 times (must be 0);
@@ -107,6 +107,15 @@ def acknowledged(log: Path) -> dict[int, float]:
     return acks
 
 
+def wait_for_acks(log: Path, start: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Until the client started at batch ``start`` has had one acknowledged (or has exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(j >= start for j in acknowledged(log)):
+            return
+        time.sleep(0.01)
+
+
 def peak_rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -127,6 +136,13 @@ def main() -> int:
     parser.add_argument("--corrupt", type=float, default=0.01)
     parser.add_argument("--drop-byte", type=float, default=0.01)
     parser.add_argument("--drop-reply", type=float, default=0.02)
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.01,
+        help="seconds the service waits before each reply (after applying): a kill then often "
+        "lands between a batch applied and its acknowledgement",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if not (2 <= args.clients <= 64 and 1 <= args.batches <= 2000 and 0 <= args.kills <= 50):
@@ -144,6 +160,7 @@ def main() -> int:
         f"--drop-byte={args.drop_byte}",
         f"--drop-reply={args.drop_reply}",
         f"--fault-seed={args.seed}",
+        f"--latency={args.latency}",
     ]
     service, where = start_service(url, "--tcp", "127.0.0.1:0", *faults)
     host, port = where.rsplit(":", 1)
@@ -165,7 +182,9 @@ def main() -> int:
             in_flight: list[int] = []
             start0 = 0  # where client 0's current process started
             for _ in range(args.kills):
-                time.sleep(float(rng.uniform(0.3, 2.0)))
+                # once the (re)started client is pulsing, at a random moment of its stream
+                wait_for_acks(logs[0], start0, procs[0])
+                time.sleep(float(rng.uniform(0.0, 0.5)))
                 victim = procs[0]
                 if victim.poll() is not None:
                     break  # it finished before it could be killed again
@@ -214,7 +233,8 @@ def main() -> int:
     print(
         f"soak: {args.clients} clients x {args.batches} batches, client 0 killed "
         f"{len(in_flight)} time(s), faults corrupt={args.corrupt} drop-byte={args.drop_byte} "
-        f"drop-reply={args.drop_reply} (seed {args.seed}), {elapsed:.1f} s"
+        f"drop-reply={args.drop_reply} latency={args.latency} s (seed {args.seed}), "
+        f"{elapsed:.1f} s"
     )
     print(
         f"batches acknowledged       {total} ({pulse_acks} pulse batches of client 0, "
