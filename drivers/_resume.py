@@ -95,9 +95,14 @@ class ResumableCrossbar(SequencedCrossbar):
             if op in wire.SEQUENCED and self._unanswered is None:
                 self._unanswered = self._seq
             raise
-        except DeviceError:
+        except DeviceError as exc:
             if op in wire.SEQUENCED:
                 self._unanswered = None  # answered (refused): it is known what happened
+            if resend is not None and "SEQUENCE" in str(exc):
+                raise DeviceError(
+                    f"{exc}: the earlier command that got no answer (sequence {resend}) had been "
+                    "executed by the device, and this different one was not; send it again"
+                ) from None
             raise
         finally:
             if resend is not None:

@@ -38,7 +38,6 @@ class _VisaLink:
     """SCPI commands with binary blocks over a pyvisa message-based resource."""
 
     reopen_after_timeout = True  # a half-read block leaves the stream out of step
-    _pending: bytearray = bytearray()
 
     def __init__(self, resource: str, backend: str, timeout: float) -> None:
         self.resource = resource
@@ -88,7 +87,8 @@ class _VisaLink:
     # A peer that closed its socket is seen at once: pyvisa-py's read would wait out the whole
     # timeout on it. So with pyvisa-py's TCP socket sessions the driver waits for the bytes
     # itself, then reads only what has arrived; other backends read through pyvisa alone.
-    def _socket(self) -> socket.socket | None:
+    def _session(self) -> tuple[socket.socket, Any] | None:
+        """pyvisa-py's socket and session for this resource, or None (another backend)."""
         if fcntl is None:
             return None
         try:
@@ -96,19 +96,17 @@ class _VisaLink:
         except (AttributeError, KeyError, TypeError):
             return None
         sock = getattr(session, "interface", None)
-        pending = getattr(session, "_pending_buffer", None)
-        if not isinstance(sock, socket.socket) or not isinstance(pending, bytearray):
+        if not isinstance(sock, socket.socket) or not hasattr(session, "_pending_buffer"):
             return None
-        self._pending = pending
-        return sock
+        return sock, session
 
     def _read_exact(self, count: int, deadline: float) -> bytes:
-        sock = self._socket()
-        if sock is None:
+        found = self._session()
+        if found is None:
             return self._inst.read_bytes(count)
         out = bytearray()
         while len(out) < count:
-            available = self._await_bytes(sock, deadline)
+            available = self._await_bytes(*found, deadline)
             out += self._inst.read_bytes(min(count - len(out), available))
         return bytes(out)
 
@@ -121,12 +119,13 @@ class _VisaLink:
                 break
         return bytes(line)
 
-    def _await_bytes(self, sock: socket.socket, deadline: float) -> int:
+    def _await_bytes(self, sock: socket.socket, session: Any, deadline: float) -> int:
         """Bytes readable now (at least 1); OSError if the peer closed, LinkTimeout at the
         deadline."""
         while True:
-            if self._pending:
-                return len(self._pending)
+            buffered = len(session._pending_buffer)  # pyvisa-py replaces it on each read
+            if buffered:
+                return buffered
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LinkTimeout

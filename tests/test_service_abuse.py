@@ -25,7 +25,7 @@ from service_process import (
 )
 
 from memristor_hil import PulseBatch, open_crossbar
-from memristor_hil.errors import ConnectionLostError, CrossbarTimeoutError
+from memristor_hil.errors import ConnectionLostError, CrossbarTimeoutError, DeviceError
 from memristor_hil.protocol import messages as wire
 from memristor_hil.protocol.messages import Op
 from memristor_hil.protocol.scpi import encode_command
@@ -352,6 +352,32 @@ def test_reopen_on_a_new_port_after_kill_applies_the_interrupted_batch_once(
             os.close(hold[0])
             os.close(hold[1])
     assert_bitwise_equal(got, want)  # the interrupted batch was applied exactly once
+
+
+def test_a_different_batch_after_an_executed_unanswered_one_is_refused_clearly(services, tmp_path):
+    state = tmp_path / "state.npz"
+    first = services(
+        "--tcp", "127.0.0.1:0", "--state", str(state), "--save-interval=0", "--latency=1.0"
+    )
+    interrupted, different = PulseBatch([0], [0], pulses=7), PulseBatch([1], [1], pulses=3)
+    xbar = VisaCrossbar(_where(first, "visa"), timeout=3, retries=1)
+    try:
+        # applied and saved within ms; killed half-way through the 1 s before its reply
+        threading.Timer(0.5, first.stop, args=(signal.SIGKILL,)).start()
+        with pytest.raises((ConnectionLostError, CrossbarTimeoutError)):
+            xbar.apply(interrupted)  # applied and saved, then killed before the reply
+        second = services("--tcp", "127.0.0.1:0", "--state", str(state))
+        xbar.reopen(_where(second, "visa"))
+        with pytest.raises(DeviceError, match="had been executed"):
+            xbar.apply(different)
+        xbar.apply(different)  # now with a new sequence number
+        got = xbar.read_all()
+    finally:
+        xbar.close()
+    with open_crossbar(EMULATOR_URL) as ref:
+        ref.apply(interrupted)
+        ref.apply(different)
+        np.testing.assert_array_equal(got, ref.read_all())
 
 
 # ---------------------------------------------------------------------- failed apply: safe
