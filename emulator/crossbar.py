@@ -25,6 +25,9 @@ _EMPTY = np.empty(0)
 #: Bytes the per-voltage ``a / a(V)`` arrays of a crossbar with device variability may hold
 #: together (one array is rows x cols values; the least recently used is dropped first).
 RATIO_CACHE_BYTES = 32 << 20
+#: Per-cell-voltage batches naming a cell more often than this take one compiled pass instead
+#: of a NumPy round per repetition (results then agree with the NumPy reference to rounding).
+MAX_ROUNDS = 16
 
 
 class EmulatedCrossbar(Crossbar):
@@ -202,7 +205,26 @@ class EmulatedCrossbar(Crossbar):
         # Round k applies the k-th entry naming each cell, so duplicates accumulate exactly and
         # in order; the rounds are found in one sort (a cell named m times costs m rounds, not
         # m passes over the whole batch).
-        for take in _occurrence_rounds(flat):
+        rank = _occurrence_rank(flat)
+        if len(rank) and rank.max() >= MAX_ROUNDS and np.all(voltage > 0):
+            # a cell named many times: one compiled pass in batch order instead of a NumPy
+            # round per repetition (2^20 repetitions would hold the service for minutes)
+            model = self._model
+            ft = self._n.dtype
+            kernels.add_set_pulses_each_voltage(
+                self._n,
+                flat.view(np.uintp),
+                np.ascontiguousarray(pulses, dtype=ft),
+                self._n_min,
+                self.params.a,
+                model.a_slope,
+                model.v_ref,
+                np.ascontiguousarray(voltage, dtype=ft),
+                model.noise,
+                _EMPTY if draws is None else draws,
+            )
+            return
+        for take in _rounds(rank):
             cells = flat[take]
             params = _gather(self.params, cells) if self.params.per_device else self.params
             self._n[cells] = self._model.after_pulses(
@@ -356,18 +378,25 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
-def _occurrence_rounds(flat: np.ndarray) -> list[np.ndarray]:
-    """Entry indices grouped by occurrence: round k holds each cell's k-th entry (once)."""
+def _occurrence_rank(flat: np.ndarray) -> np.ndarray:
+    """For each entry, how many earlier entries name the same cell (0 for a first one)."""
+    rank = np.empty(len(flat), np.intp)
     if not len(flat):
-        return []
+        return rank
     order = np.argsort(flat, kind="stable")
     ordered = flat[order]
     new_cell = np.empty(len(flat), bool)
     new_cell[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=new_cell[1:])
     starts = np.flatnonzero(new_cell)
-    rank = np.empty(len(flat), np.intp)
     rank[order] = np.arange(len(flat)) - np.repeat(starts, np.diff(np.append(starts, len(flat))))
+    return rank
+
+
+def _rounds(rank: np.ndarray) -> list[np.ndarray]:
+    """Entry indices by round: round k holds the entries of rank k (each cell at most once)."""
+    if not len(rank):
+        return []
     by_round = np.argsort(rank, kind="stable")
     return np.split(by_round, np.cumsum(np.bincount(rank))[:-1])
 

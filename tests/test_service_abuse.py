@@ -123,6 +123,28 @@ def test_per_cell_voltages_with_repeated_cells_match_the_reference_entry_by_entr
     np.testing.assert_array_equal(xbar.pulse_counts.reshape(-1), n)
 
 
+@pytest.mark.parametrize("noise", [0.0, 0.05])
+def test_heavily_repeated_cells_take_the_compiled_pass_with_the_same_result(monkeypatch, noise):
+    from memristor_hil.emulator import EmulatedCrossbar
+    from memristor_hil.emulator import crossbar as emulated
+
+    from memristor_hil import PowerLaw
+
+    rng = np.random.default_rng(5)
+    flat = np.concatenate([rng.integers(0, 30, 50), np.full(40, 3), np.full(20, 11)])
+    rng.shuffle(flat)
+    batch = PulseBatch.from_flat(
+        flat, 5, pulses=rng.integers(0, 6, flat.size), voltage=rng.uniform(0.05, 0.3, flat.size)
+    )
+    states = []
+    for max_rounds in (10**9, 4):  # NumPy rounds, then the compiled pass
+        monkeypatch.setattr(emulated, "MAX_ROUNDS", max_rounds)
+        xbar = EmulatedCrossbar(6, 5, PowerLaw(variability=0.15, noise=noise), seed=2)
+        xbar.apply(batch)
+        states.append(xbar.pulse_counts)
+    np.testing.assert_allclose(states[1], states[0], rtol=1e-12)
+
+
 # ---------------------------------------------------------------------- item 3: TCP clients
 def test_fifty_concurrent_clients_are_all_answered(services):
     service = services("--tcp", "127.0.0.1:0", "--quiet")
