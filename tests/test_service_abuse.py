@@ -484,3 +484,15 @@ def test_emulate_help_states_the_limits():
     ).stdout
     for text in ("--max-clients", "default 64", "--idle-timeout", "--stall-timeout", "BUSY"):
         assert text in out, text
+    from memristor_hil.emulator.service.tcp import TcpLimits
+
+    limits = TcpLimits()  # the numbers the help states are the service's own
+    for text in (
+        f"default {limits.max_clients})",
+        f"(default {limits.idle_timeout:g})",
+        f"(default {limits.stall_timeout:g})",
+        f"{limits.client_output >> 20} MiB per client",
+        f"({limits.total_output >> 20} MiB in all)",
+        f"{limits.total_input >> 20} MiB across",
+    ):
+        assert text in " ".join(out.split()), text

@@ -53,7 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "bounded by 128 MiB across clients.",
     )
     tcp.add_argument(
-        "--max-clients", type=int, default=64, help="connections served at once (default 64)"
+        "--max-clients",
+        type=int,
+        default=64,
+        metavar="N",
+        help="connections served at once (default 64)",
     )
     tcp.add_argument(
         "--idle-timeout",
