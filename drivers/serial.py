@@ -14,7 +14,8 @@ from memristor_hil.protocol.messages import Op
 from memristor_hil.pulses import SafetyLimits
 from memristor_hil.url_options import query_options
 
-from ._sequenced import LinkTimeout, SequencedCrossbar
+from ._resume import ResumableCrossbar
+from ._sequenced import LinkTimeout
 
 __all__ = ["SerialCrossbar", "open_serial"]
 
@@ -37,12 +38,25 @@ class _SerialLink:
         self._serial = self._open()
 
     def _open(self) -> serial.SerialBase:
+        # exclusive: an advisory lock (flock) on a posix port, so that a second driver, or any
+        # program that asks for exclusive access, is refused instead of stealing replies
         try:
             return serial.serial_for_url(
-                self.port, baudrate=self.baudrate, timeout=_POLL, write_timeout=5.0
+                self.port, baudrate=self.baudrate, timeout=_POLL, write_timeout=5.0, exclusive=True
             )
         except ValueError as exc:  # pyserial's way of saying "bad port settings or URL"
             raise OSError(f"cannot open {self.port!r}: {exc}") from None
+        except serial.SerialException as exc:
+            if "exclusively lock" in str(exc):
+                raise OSError(
+                    f"port in use: {self.port} is held by another program (another driver, a "
+                    "terminal); close it there first"
+                ) from None
+            raise
+
+    def retarget(self, port: str) -> None:
+        """Use ``port`` from the next :meth:`reopen` on."""
+        self.port = port
 
     def send(self, op: Op, message: bytes) -> None:
         self._serial.write(encode_frame(message))
@@ -109,7 +123,7 @@ class _SerialLink:
             pass
 
 
-class SerialCrossbar(SequencedCrossbar):
+class SerialCrossbar(ResumableCrossbar):
     """A crossbar controller on a serial port, speaking the binary framing of docs/protocol.md.
 
     Parameters
@@ -132,9 +146,16 @@ class SerialCrossbar(SequencedCrossbar):
     Raises
     ------
     ConnectionLostError
-        If the port cannot be opened.
+        If the port cannot be opened, or another program holds it ("port in use": the port is
+        opened for exclusive access).
     CrossbarTimeoutError
         If the device does not answer its identify command.
+
+    Notes
+    -----
+    After a failure (the device restarted, possibly on another port), :meth:`reopen` with the
+    new port and repeat the call that failed: it is applied exactly once (see
+    :class:`~memristor_hil.drivers._resume.ResumableCrossbar`).
 
     Examples
     --------
@@ -161,6 +182,21 @@ class SerialCrossbar(SequencedCrossbar):
         super().__init__(
             link, port, timeout=timeout, retries=retries, limits=limits, takeover=takeover
         )
+
+    def reopen(self, port: str | None = None) -> None:
+        """Open the port again, or ``port`` instead, keeping the sequence state.
+
+        Use it when the device came back on another port (``/dev/ttyACM1``, a new
+        ``/dev/pts/N``); then repeat the call that failed, which is applied exactly once.
+
+        Raises
+        ------
+        ConnectionLostError
+            If the port cannot be opened or is in use.
+        DeviceError
+            If the device there is not a crossbar of this shape.
+        """
+        super().reopen(port)
 
 
 def open_serial(url: str, **overrides: Any) -> SerialCrossbar:

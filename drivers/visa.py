@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import select
+import socket
+import struct
+import time
 from typing import Any
 
 import pyvisa
@@ -14,9 +18,20 @@ from memristor_hil.protocol.scpi import block_message, encode_command, read_bloc
 from memristor_hil.pulses import SafetyLimits
 from memristor_hil.url_options import query_options
 
-from ._sequenced import LinkTimeout, SequencedCrossbar
+from ._resume import ResumableCrossbar
+
+try:  # posix: how many bytes a socket holds (the closed-peer check below)
+    import fcntl
+    import termios
+except ImportError:  # pragma: no cover - Windows: pyvisa's own read, which waits out a hang-up
+    fcntl = termios = None  # type: ignore[assignment]
+from ._sequenced import LinkTimeout
 
 __all__ = ["VisaCrossbar", "open_visa"]
+
+
+#: The line the emulator service sends a client over its connection limit before closing.
+_BUSY = b"BUSY:"
 
 
 class _VisaLink:
@@ -49,8 +64,18 @@ class _VisaLink:
             raise OSError(exc.description) from None
 
     def receive(self, timeout: float) -> bytes | None:
+        deadline = time.monotonic() + timeout
         try:
-            data = read_block(self._inst.read_bytes)
+            head = self._read_exact(2, deadline)
+            if head == _BUSY[:2]:
+                rest = self._read_line(deadline)
+                raise OSError((head + rest).decode("ascii", "replace").strip())
+            first = [head]
+
+            def read_exact(count: int) -> bytes:
+                return first.pop() if first else self._read_exact(count, deadline)
+
+            data = read_block(read_exact)
         except VisaIOError as exc:
             if exc.error_code == constants.StatusCode.error_timeout:
                 raise LinkTimeout from None
@@ -61,6 +86,64 @@ class _VisaLink:
 
     def drain(self) -> None:
         """Nothing to drain: each open is a fresh connection (or VISA session)."""
+
+    # A peer that closed its socket is seen at once: pyvisa-py's read would wait out the whole
+    # timeout on it. So with pyvisa-py's TCP socket sessions the driver waits for the bytes
+    # itself, then reads only what has arrived; other backends read through pyvisa alone.
+    def _session(self) -> tuple[socket.socket, Any] | None:
+        """pyvisa-py's socket and session for this resource, or None (another backend)."""
+        if fcntl is None:
+            return None
+        try:
+            session = self._inst.visalib.sessions[self._inst.session]
+        except (AttributeError, KeyError, TypeError):
+            return None
+        sock = getattr(session, "interface", None)
+        if not isinstance(sock, socket.socket) or not hasattr(session, "_pending_buffer"):
+            return None
+        return sock, session
+
+    def _read_exact(self, count: int, deadline: float) -> bytes:
+        found = self._session()
+        if found is None:
+            return self._inst.read_bytes(count)
+        out = bytearray()
+        while len(out) < count:
+            available = self._await_bytes(*found, deadline)
+            out += self._inst.read_bytes(min(count - len(out), available))
+        return bytes(out)
+
+    def _read_line(self, deadline: float) -> bytes:
+        line = bytearray()
+        while not line.endswith(b"\n") and len(line) < 1024:
+            try:
+                line += self._read_exact(1, deadline)
+            except (OSError, LinkTimeout):
+                break
+        return bytes(line)
+
+    def _await_bytes(self, sock: socket.socket, session: Any, deadline: float) -> int:
+        """Bytes readable now (at least 1); OSError if the peer closed, LinkTimeout at the
+        deadline."""
+        while True:
+            buffered = len(session._pending_buffer)  # pyvisa-py replaces it on each read
+            if buffered:
+                return buffered
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LinkTimeout
+            if select.select([sock], [], [], remaining)[0]:
+                try:  # how much is waiting, without copying it (0 when readable: hung up)
+                    waiting = struct.unpack("i", fcntl.ioctl(sock, termios.FIONREAD, b"\0" * 4))
+                except OSError as exc:
+                    raise OSError(f"{self.resource}: {exc.strerror or exc}") from None
+                if not waiting[0]:
+                    raise OSError(f"{self.resource}: the instrument closed the connection")
+                return waiting[0]
+
+    def retarget(self, resource: str) -> None:
+        """Use ``resource`` from the next :meth:`reopen` on."""
+        self.resource = resource
 
     def reopen(self) -> None:
         self.close()
@@ -75,7 +158,7 @@ class _VisaLink:
             self._inst = None
 
 
-class VisaCrossbar(SequencedCrossbar):
+class VisaCrossbar(ResumableCrossbar):
     """A crossbar controller behind a VISA resource, speaking SCPI (docs/protocol.md).
 
     Parameters
@@ -114,6 +197,22 @@ class VisaCrossbar(SequencedCrossbar):
         super().__init__(
             link, resource, timeout=timeout, retries=retries, limits=limits, takeover=takeover
         )
+
+    def reopen(self, resource: str | None = None) -> None:
+        """Open the resource again, or ``resource`` instead, keeping the sequence state.
+
+        Use it when the instrument came back at another address or port; then repeat the call
+        that failed, which is applied exactly once. (A connection the instrument closed is
+        noticed at once and reopened by the next command by itself.)
+
+        Raises
+        ------
+        ConnectionLostError
+            If the resource cannot be opened.
+        DeviceError
+            If the instrument there is not a crossbar of this shape.
+        """
+        super().reopen(resource)
 
 
 def open_visa(url: str, **overrides: Any) -> VisaCrossbar:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,16 @@ from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits, outside_error
 
 from . import kernels
 
-__all__ = ["EmulatedCrossbar"]
+__all__ = ["EmulatedCrossbar", "remove_interrupted_saves"]
 
 _STATE_FORMAT = 1
 _EMPTY = np.empty(0)
+#: Bytes the per-voltage ``a / a(V)`` arrays of a crossbar with device variability may hold
+#: together (one array is rows x cols values; the least recently used is dropped first).
+RATIO_CACHE_BYTES = 32 << 20
+#: Per-cell-voltage batches naming a cell more often than this take one compiled pass instead
+#: of a NumPy round per repetition (results then agree with the NumPy reference to rounding).
+MAX_ROUNDS = 16
 
 
 class EmulatedCrossbar(Crossbar):
@@ -92,8 +99,13 @@ class EmulatedCrossbar(Crossbar):
         return self._n.reshape(self.shape).copy()
 
     def _ratio(self, voltage: float) -> np.ndarray:
-        """``a / a(V)`` per device (single entry when shared); cached per voltage."""
-        ratio = self._ratio_cache.get(voltage)
+        """``a / a(V)`` per device (single entry when shared) for a batch at one voltage.
+
+        Cached per voltage, least recently used first out, within :data:`RATIO_CACHE_BYTES`
+        (at least the newest entry is kept): a stream of distinct voltages never grows memory.
+        """
+        cache = self._ratio_cache
+        ratio = cache.pop(voltage, None)
         if ratio is None:
             a_v = self._model.exponent(voltage, self.params)
             if np.any(a_v >= 0):
@@ -104,8 +116,29 @@ class EmulatedCrossbar(Crossbar):
             ratio = np.asarray(self.params.a / a_v, dtype=self._n.dtype)
             if voltage == self._model.v_ref:
                 ratio = np.ones(1, dtype=self._n.dtype)
-            self._ratio_cache[voltage] = ratio
+            while cache and (len(cache) + 1) * ratio.nbytes > RATIO_CACHE_BYTES:
+                del cache[next(iter(cache))]
+        cache[voltage] = ratio  # (re)inserted last: the most recently used
         return ratio
+
+    def _check_set_voltages(self, flat: np.ndarray, voltage: np.ndarray) -> None:
+        """Raise where a positive per-cell voltage gives ``a(V) >= 0`` on its own device.
+
+        Only the cells named are looked at, so the cost (time and memory) follows the batch,
+        never the crossbar times the number of distinct voltages.
+        """
+        positive = voltage > 0
+        if not np.any(positive):
+            return
+        params = _gather(self.params, flat[positive]) if self.params.per_device else self.params
+        a_v = self._model.exponent(voltage[positive], params)
+        bad = np.flatnonzero(a_v >= 0)
+        if bad.size:
+            v = float(voltage[positive][bad[0]])
+            raise InvalidBatchError(
+                f"the model's exponent a(V) is not negative at {v} V: "
+                "no SET is possible at that voltage"
+            )
 
     # ------------------------------------------------------------------ Crossbar hooks
     def _locate(self, rows: ArrayLike, cols: ArrayLike) -> Cells:
@@ -166,15 +199,33 @@ class EmulatedCrossbar(Crossbar):
                 "negative (RESET) voltages need a model with reset=True; this emulator's model "
                 "has only the SET branch"
             )
-        for v in np.unique(voltage[voltage > 0]):
-            self._ratio(float(v))  # raises, before any state changes, where a(V) >= 0
+        self._check_set_voltages(flat, voltage)  # raises before any state changes
         pulses = batch.pulses
         draws = self._draws(len(flat)) if self._model.noise > 0 else None
-        # Apply entry by entry in order of first appearance, so duplicates accumulate exactly.
-        remaining = np.arange(len(flat))
-        while remaining.size:
-            cells, first = np.unique(flat[remaining], return_index=True)
-            take = remaining[first]
+        # Round k applies the k-th entry naming each cell, so duplicates accumulate exactly and
+        # in order; the rounds are found in one sort (a cell named m times costs m rounds, not
+        # m passes over the whole batch).
+        rank = _occurrence_rank(flat)
+        if len(rank) and rank.max() >= MAX_ROUNDS and np.all(voltage > 0):
+            # a cell named many times: one compiled pass in batch order instead of a NumPy
+            # round per repetition (2^20 repetitions would hold the service for minutes)
+            model = self._model
+            ft = self._n.dtype
+            kernels.add_set_pulses_each_voltage(
+                self._n,
+                flat.view(np.uintp),
+                np.ascontiguousarray(pulses, dtype=ft),
+                self._n_min,
+                self.params.a,
+                model.a_slope,
+                model.v_ref,
+                np.ascontiguousarray(voltage, dtype=ft),
+                model.noise,
+                _EMPTY if draws is None else draws,
+            )
+            return
+        for take in _rounds(rank):
+            cells = flat[take]
             params = _gather(self.params, cells) if self.params.per_device else self.params
             self._n[cells] = self._model.after_pulses(
                 self._n[cells],
@@ -183,7 +234,6 @@ class EmulatedCrossbar(Crossbar):
                 params,
                 None if draws is None else draws[take],
             )
-            remaining = np.delete(remaining, first)
 
     def _read(self, flat: np.ndarray) -> np.ndarray:
         x = kernels.gather(self._n, flat, np.empty(len(flat), self._n.dtype))
@@ -290,9 +340,33 @@ class EmulatedCrossbar(Crossbar):
         return xbar
 
 
+def remove_interrupted_saves(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that saves of ``path`` left when they were killed midway.
+
+    :meth:`EmulatedCrossbar.save_state` writes ``.<name>.<random>.tmp`` beside ``path`` and
+    renames it over ``path``; a process killed between the two leaves the temporary behind.
+    Call this when nothing else is saving to ``path`` (a service does, at start). Returns the
+    files removed.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f"{_TMP_PREFIX}{glob_escape(path.name)}.*{_TMP_SUFFIX}"):
+        try:
+            tmp.unlink()
+        except OSError:
+            continue
+        removed.append(tmp)
+    return removed
+
+
+_TMP_PREFIX, _TMP_SUFFIX = ".", ".tmp"
+
+
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez`` into a temporary file beside ``path``, fsync, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f"{_TMP_PREFIX}{path.name}.", suffix=_TMP_SUFFIX
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -302,6 +376,29 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _occurrence_rank(flat: np.ndarray) -> np.ndarray:
+    """For each entry, how many earlier entries name the same cell (0 for a first one)."""
+    rank = np.empty(len(flat), np.intp)
+    if not len(flat):
+        return rank
+    order = np.argsort(flat, kind="stable")
+    ordered = flat[order]
+    new_cell = np.empty(len(flat), bool)
+    new_cell[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new_cell[1:])
+    starts = np.flatnonzero(new_cell)
+    rank[order] = np.arange(len(flat)) - np.repeat(starts, np.diff(np.append(starts, len(flat))))
+    return rank
+
+
+def _rounds(rank: np.ndarray) -> list[np.ndarray]:
+    """Entry indices by round: round k holds the entries of rank k (each cell at most once)."""
+    if not len(rank):
+        return []
+    by_round = np.argsort(rank, kind="stable")
+    return np.split(by_round, np.cumsum(np.bincount(rank))[:-1])
 
 
 def _gather(params: DeviceParameters, cells: np.ndarray) -> DeviceParameters:

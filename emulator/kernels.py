@@ -152,3 +152,30 @@ def resistance(
         np.power(x, gather(params.a, flat, np.empty(x.shape[0], params.a.dtype)), out=x)
         _affine_gather(x, params.r0, params.r1, flat)
     return x
+
+
+@njit(cache=True, nogil=True)
+def add_set_pulses_each_voltage(
+    n, flat, pulses, n_min, a, a_slope, v_ref, voltage, noise, draws
+):  # pragma: no cover - compiled
+    """SET pulses with a voltage per entry, applied in order (repeated cells accumulate).
+
+    Entry ``i``: ``r = a / a(V_i)`` with ``a(V) = a + a_slope * (V - v_ref)``, then
+    ``n <- (max(n, n_min)**r + k)**(1/r)``, as :meth:`PowerLaw.after_pulses`. ``a`` and
+    ``n_min`` are per device or single shared entries; ``draws`` as in :func:`add_set_pulses`.
+    """
+    per_device = a.shape[0] > 1
+    per_device_min = n_min.shape[0] > 1
+    with_noise = draws.shape[0] > 0
+    for i in range(flat.shape[0]):
+        j = flat[i]
+        k = 1.0 * pulses[i]
+        if with_noise:
+            k = max(k + noise * np.sqrt(k) * draws[i], 0.0)
+        a_j = a[j] if per_device else a[0]
+        e = a_j / (a_j + a_slope * (voltage[i] - v_ref))
+        x = n[j]
+        lo = n_min[j] if per_device_min else n_min[0]
+        if x < lo:
+            x = lo
+        n[j] = (x**e + k) ** (1.0 / e)

@@ -25,7 +25,8 @@ from memristor_hil.protocol import messages as wire
 from memristor_hil.protocol.messages import Op, Status, WireError
 from memristor_hil.pulses import SafetyLimits
 
-from ..crossbar import EmulatedCrossbar
+from ..crossbar import EmulatedCrossbar, remove_interrupted_saves
+from .status import StatusRegisters
 
 __all__ = ["SCPI_CODES", "CrossbarService"]
 
@@ -112,6 +113,10 @@ class CrossbarService:
         self._dirty = False
         self._last_save = time.monotonic()
         self._log = log
+        self.status = StatusRegisters()
+        if self.state_path is not None:
+            for tmp in remove_interrupted_saves(self.state_path):
+                self.say(f"removed {tmp.name}, left by a save that was interrupted")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -287,7 +292,8 @@ class CrossbarService:
         return self._error(0, 0, Status.FRAME, reason)
 
     def queue_error(self, code: int, message: str) -> None:
-        """Add an error to the queue read by ERROR and ``SYST:ERR?``."""
+        """Add an error to the queue read by ERROR and ``SYST:ERR?`` (and set its event bit)."""
+        self.status.record_error(code)
         if len(self.errors) >= ERROR_QUEUE:
             self.errors.pop()
             self.errors.append((-350, "Queue overflow"))
@@ -299,14 +305,21 @@ class CrossbarService:
         return self.errors.popleft() if self.errors else (0, "No error")
 
     def reset(self) -> None:
-        """Outputs to the safe state and the error queue cleared; devices keep their state."""
+        """The binary RESET command: outputs to the safe state and the error queue cleared;
+        devices keep their state. (SCPI's ``*RST`` only makes the outputs safe: IEEE 488.2
+        leaves the error queue to ``*CLS``, :meth:`clear_status`.)"""
         self.safe()
         self.errors.clear()
+
+    def clear_status(self) -> None:
+        """``*CLS``: the error queue and the event status register cleared."""
+        self.errors.clear()
+        self.status.clear()
 
     def safe(self) -> None:
         """Outputs to the safe state (an emulator has none to switch; it records the request)."""
         self.outputs_safe = True
-        self._say("outputs safe")
+        self.say("outputs safe")
 
     def info(self) -> wire.DeviceInfo:
         """What IDENTIFY reports: shape, limits in force and hardware limits, bounds, owner."""
@@ -383,7 +396,7 @@ class CrossbarService:
                     f"requested limits {limits} are wider than the device's {hw}", Status.SAFETY
                 )
             self.limits = limits
-            self._say(f"configured {limits}")
+            self.say(f"configured {limits}")
             return wire.encode_info(self.info())
         if op == Op.ERROR:
             _expect_empty(body, "ERROR")
@@ -427,9 +440,12 @@ class CrossbarService:
             _, dropped = self._done.popitem(last=False)
             self._done_bytes -= len(dropped.reply)
 
-    def _say(self, text: str) -> None:
+    def say(self, text: str) -> None:
+        """An event line on stderr (unless the service was made with ``log=False``)."""
         if self._log:
             print(f"memristor-hil emulate: {text}", file=sys.stderr, flush=True)
+
+    _say = say
 
 
 _KNOWN_OPS = frozenset(int(op) for op in Op)

@@ -5,28 +5,61 @@ from __future__ import annotations
 import ipaddress
 import selectors
 import socket
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from memristor_hil.protocol import messages as wire
-from memristor_hil.protocol.messages import Status
-from memristor_hil.protocol.scpi import (
-    BlockCommand,
-    ScpiFault,
-    ScpiParser,
-    TextCommand,
-    block_message,
-    encode_reply_block,
-)
+from memristor_hil.protocol.scpi import ScpiParser
 
 from .core import CrossbarService
 from .faults import Faults
+from .scpi_commands import CompoundReplies, scpi_reply
 from .stop import StopFlag
 
-__all__ = ["parse_address", "scpi_reply", "serve_tcp"]
+__all__ = ["TcpLimits", "parse_address", "scpi_reply", "serve_tcp"]
 
 _READ_SIZE = 1 << 20
-_SEND_TIMEOUT = 5.0
-_MAX_CLIENTS = 8
+#: How long a refused client's connection is drained before it is closed (so that the reason
+#: it was sent is not lost to a TCP reset).
+_REFUSAL_LINGER = 1.0
+
+
+@dataclass(frozen=True)
+class TcpLimits:
+    """What the TCP service holds per client and in all (docs/protocol.md, "Service limits").
+
+    Parameters
+    ----------
+    max_clients : int
+        Connections served at once; one more is told why and closed.
+    idle_timeout : float
+        Seconds without a byte from a client (and nothing owed to it) before it is closed.
+    stall_timeout : float
+        Seconds a client may leave replies unread, without reading any, before it is closed.
+    client_output : int
+        Unsent reply bytes at which a client's further commands wait (its input is left in
+        the socket, so TCP slows the client down); a single reply may exceed it.
+    total_output : int
+        A bound on all clients' unsent replies together: beyond it only clients with no
+        unsent reply have their commands run.
+    total_input : int
+        Bytes of partly received commands buffered across clients; beyond it only the client
+        with the most buffered (the nearest to a whole command) reads on.
+    """
+
+    max_clients: int = 64
+    idle_timeout: float = 300.0
+    stall_timeout: float = 30.0
+    client_output: int = 1 << 20
+    total_output: int = 64 << 20
+    total_input: int = 128 << 20
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_clients <= 4096:
+            raise ValueError(f"max_clients must be in 1..4096, got {self.max_clients}")
+        for name in ("idle_timeout", "stall_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
 
 def parse_address(text: str, allow_remote: bool = False) -> tuple[str, int]:
@@ -48,121 +81,246 @@ def parse_address(text: str, allow_remote: bool = False) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def scpi_reply(service: CrossbarService, event: TextCommand | BlockCommand | ScpiFault) -> bytes:
-    """What the service answers to one parsed SCPI event (empty: nothing, as SCPI wants)."""
-    if isinstance(event, ScpiFault):
-        service.queue_error(event.code, event.message)
-        if event.header.startswith("XBAR:") and event.is_query:
-            return encode_reply_block(wire.encode_reply(0, 0, Status.FRAME, b""))
-        return b""
-    if isinstance(event, BlockCommand):
-        message = block_message(event.data)
-        if message is None:
-            return encode_reply_block(service.frame_fault("block failed its CRC"))
-        if len(message) >= 5 and message[4] != event.op:
-            reply = wire.encode_reply(
-                int.from_bytes(message[:4], "little"),
-                message[4],
-                Status.MALFORMED,
-                wire.encode_error(f"{event.header} carries opcode 0x{message[4]:02x}"),
-                int.from_bytes(message[5:9], "little"),
-            )
-            service.queue_error(-104, f"{event.header} carries the wrong opcode")
-            return encode_reply_block(reply)
-        return encode_reply_block(service.handle(message))
-    header = event.header
-    if header in ("*IDN?",):
-        return service.xbar.identity.encode("ascii", "replace") + b"\n"
-    if header == "*RST":
-        service.reset()
-    elif header == "*CLS":
-        service.errors.clear()
-    elif header in ("SYST:ERR?", "SYSTEM:ERROR?", "SYST:ERR:NEXT?", "SYSTEM:ERROR:NEXT?"):
-        code, message = service.next_error()
-        text = message.replace('"', "'").encode("ascii", "replace")
-        return f"{code},".encode() + b'"' + text + b'"\n'
-    elif header in ("OUTP", "OUTPUT") and event.args.upper() in ("OFF", "0"):
-        service.safe()
-    elif header in ("OUTP?", "OUTPUT?"):
-        return b"0\n" if service.outputs_safe else b"1\n"
-    elif header in ("*OPC?",):
-        return b"1\n"
-    else:
-        service.queue_error(-113, f"undefined header {header!r}")
-    return b""
-
-
 def serve_tcp(
     service: CrossbarService,
     stop: StopFlag,
     address: tuple[str, int],
     announce: Callable[[str], None],
     faults: Faults | None = None,
+    limits: TcpLimits | None = None,
 ) -> None:
     """Serve SCPI on ``address`` until ``stop`` is set; ``announce`` gets ``HOST:PORT``.
 
-    Up to 8 clients at once, each with its own parser; commands run one at a time.
+    Up to ``limits.max_clients`` clients at once, each with its own parser and output buffer;
+    commands run one at a time, sockets never block (a client that does not read its replies
+    delays nobody else), and idle or stalled clients are closed (see :class:`TcpLimits`).
     """
-    faults = faults or Faults()
-    listener = socket.create_server(address, reuse_port=False)
-    listener.setblocking(False)
-    selector = selectors.DefaultSelector()
-    selector.register(listener, selectors.EVENT_READ)
-    selector.register(stop, selectors.EVENT_READ)
-    clients: dict[socket.socket, ScpiParser] = {}
-    try:
-        host, port = listener.getsockname()[:2]
-        announce(f"{host}:{port}")
-        while not stop.is_set:
-            for key, _ in selector.select(service.seconds_to_next_save()):
-                if key.fileobj is listener:
-                    conn, _ = listener.accept()
-                    if len(clients) >= _MAX_CLIENTS:
-                        conn.close()
-                        continue
-                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    conn.settimeout(_SEND_TIMEOUT)
-                    clients[conn] = ScpiParser()
-                    selector.register(conn, selectors.EVENT_READ)
-                elif key.fileobj in clients:
-                    _serve_client(key.fileobj, clients, selector, service, faults)
-            service.tick()
-    finally:
-        for conn in clients:
-            conn.close()
-        selector.close()
-        listener.close()
+    _TcpServer(service, stop, faults or Faults(), limits or TcpLimits()).run(address, announce)
 
 
-def _serve_client(
-    conn: socket.socket,
-    clients: dict[socket.socket, ScpiParser],
-    selector: selectors.BaseSelector,
-    service: CrossbarService,
-    faults: Faults,
-) -> None:
-    try:
-        data = conn.recv(_READ_SIZE)
-    except OSError:
-        data = b""
-    if not data:
-        selector.unregister(conn)
-        del clients[conn]
-        conn.close()
-        return
-    parser = clients[conn]
-    parser.feed(faults.damage(data))
-    for event in parser.events():
-        reply = scpi_reply(service, event)
-        if not reply:
-            continue
-        out = faults.outgoing(reply)
-        if not out:
-            continue
+@dataclass(eq=False)
+class _Client:
+    sock: socket.socket
+    name: str
+    now: float
+    parser: ScpiParser = field(default_factory=ScpiParser)
+    replies: CompoundReplies = field(default_factory=CompoundReplies)
+    out: bytearray = field(default_factory=bytearray)
+    unparsed: bool = False  # the parser may hold commands not yet run
+    mask: int = selectors.EVENT_READ
+
+    def __post_init__(self) -> None:
+        self.last_input = self.last_output = self.now
+
+
+class _TcpServer:
+    def __init__(
+        self, service: CrossbarService, stop: StopFlag, faults: Faults, limits: TcpLimits
+    ) -> None:
+        self.service = service
+        self.stop = stop
+        self.faults = faults
+        self.limits = limits
+        self.selector = selectors.DefaultSelector()
+        self.clients: dict[socket.socket, _Client] = {}
+        self.refused: dict[socket.socket, float] = {}  # draining until this deadline
+        self.queued_output = 0
+
+    def run(self, address: tuple[str, int], announce: Callable[[str], None]) -> None:
+        listener = socket.create_server(address, reuse_port=False, backlog=128)
+        listener.setblocking(False)
+        self.selector.register(listener, selectors.EVENT_READ)
+        self.selector.register(self.stop, selectors.EVENT_READ)
         try:
-            conn.sendall(out)
-        except OSError:  # the client went away or stopped reading: drop it
-            selector.unregister(conn)
-            del clients[conn]
-            conn.close()
+            host, port = listener.getsockname()[:2]
+            announce(f"{host}:{port}")
+            while not self.stop.is_set:
+                for key, events in self.selector.select(self._wait()):
+                    if key.fileobj is listener:
+                        self._accept(listener)
+                    elif key.fileobj in self.refused:
+                        self._drain_refused(key.fileobj)
+                    elif key.fileobj in self.clients:
+                        client = self.clients[key.fileobj]
+                        if events & selectors.EVENT_WRITE:
+                            self._flush(client)
+                        if events & selectors.EVENT_READ and client.sock in self.clients:
+                            self._receive(client)
+                self._run_commands()
+                self._sweep(time.monotonic())
+                self._update_interest()
+                self.service.tick()
+        finally:
+            for sock in [*self.clients, *self.refused]:
+                sock.close()
+            self.selector.close()
+            listener.close()
+
+    # ------------------------------------------------------------------ connections
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # out of file descriptors and the like: try again later
+                return
+            sock.setblocking(False)
+            name = f"{peer[0]}:{peer[1]}"
+            if len(self.clients) >= self.limits.max_clients:
+                self._refuse(sock, name)
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.clients[sock] = _Client(sock, name, time.monotonic())
+            self.selector.register(sock, selectors.EVENT_READ)
+
+    def _refuse(self, sock: socket.socket, name: str) -> None:
+        """Tell a client over the limit why, then close (after draining what it sent)."""
+        limit = self.limits.max_clients
+        reason = (
+            f"BUSY: this memristor-hil emulate serves at most {limit} clients at once and all "
+            "are connected; closing. Try again when one has disconnected.\n"
+        )
+        self.service.say(f"refused {name}: {limit} clients connected")
+        try:
+            sock.send(reason.encode())
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sock.close()
             return
+        if len(self.refused) >= self.limits.max_clients:  # bounded, like everything else
+            sock.close()
+            return
+        self.refused[sock] = time.monotonic() + _REFUSAL_LINGER
+        self.selector.register(sock, selectors.EVENT_READ)
+
+    def _drain_refused(self, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_refused(sock)
+
+    def _close_refused(self, sock: socket.socket) -> None:
+        self.selector.unregister(sock)
+        del self.refused[sock]
+        sock.close()
+
+    def _drop(self, client: _Client, why: str | None = None) -> None:
+        if why:
+            self.service.say(f"closed {client.name}: {why}")
+        if client.mask:
+            self.selector.unregister(client.sock)
+        del self.clients[client.sock]
+        self.queued_output -= len(client.out)
+        client.sock.close()
+
+    # ------------------------------------------------------------------ input
+    def _has_room(self, client: _Client) -> bool:
+        """Whether the client's replies (and all clients' together) leave room for more."""
+        limits = self.limits
+        if len(client.out) >= limits.client_output:
+            return False
+        # beyond the total, only clients that have read all their replies go on: those that
+        # do not read wait, and never hold up those that do
+        return self.queued_output < limits.total_output or not client.out
+
+    def _may_read(self, client: _Client) -> bool:
+        if not self._has_room(client):
+            return False
+        buffered = [c.parser.buffered for c in self.clients.values()]
+        if sum(buffered) < self.limits.total_input:
+            return True
+        return client.parser.buffered == max(buffered)
+
+    def _receive(self, client: _Client) -> None:
+        try:
+            data = client.sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(client)
+            return
+        client.last_input = time.monotonic()
+        client.parser.feed(self.faults.damage(data))
+        client.unparsed = True
+
+    def _run_commands(self) -> None:
+        """Run each client's complete commands while its replies have room; round robin."""
+        for client in list(self.clients.values()):
+            if client.unparsed and client.sock in self.clients and self._has_room(client):
+                self._run_client(client)
+
+    def _run_client(self, client: _Client) -> None:
+        events = client.parser.events()
+        for event in events:
+            reply = client.replies.reply(self.service, event)
+            out = self.faults.outgoing(reply) if reply else None
+            if out:
+                client.out += out
+                self.queued_output += len(out)
+            if not getattr(event, "more", False) and not self._has_room(client):
+                events.close()
+                break
+        else:
+            client.unparsed = False
+        self._flush(client)
+
+    # ------------------------------------------------------------------ output
+    def _flush(self, client: _Client) -> None:
+        if not client.out:
+            return
+        try:
+            sent = client.sock.send(client.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._drop(client, f"send failed ({exc.strerror or exc})")
+            return
+        if sent:
+            del client.out[:sent]
+            self.queued_output -= sent
+            client.last_output = time.monotonic()
+
+    def _update_interest(self) -> None:
+        for client in self.clients.values():
+            mask = selectors.EVENT_READ if self._may_read(client) else 0
+            if client.out:
+                mask |= selectors.EVENT_WRITE
+            if mask == client.mask:
+                continue
+            if not mask:  # waiting for room elsewhere: not watched until then
+                self.selector.unregister(client.sock)
+            elif not client.mask:
+                self.selector.register(client.sock, mask)
+            else:
+                self.selector.modify(client.sock, mask)
+            client.mask = mask
+
+    # ------------------------------------------------------------------ time
+    def _sweep(self, now: float) -> None:
+        limits = self.limits
+        for client in list(self.clients.values()):
+            if client.out:
+                if now - client.last_output > limits.stall_timeout:
+                    self._drop(client, f"read no reply for {limits.stall_timeout:g} s")
+            elif not client.unparsed and now - client.last_input > limits.idle_timeout:
+                self._drop(client, f"idle for {limits.idle_timeout:g} s")
+        for sock, deadline in list(self.refused.items()):
+            if now >= deadline:
+                self._close_refused(sock)
+
+    def _wait(self) -> float | None:
+        """How long the loop may sleep: until a save is due, the next timeout, or at once."""
+        if any(c.unparsed and self._has_room(c) for c in self.clients.values()):
+            return 0.0
+        waits = [self.service.seconds_to_next_save()]
+        if self.clients or self.refused:
+            waits.append(1.0)  # timeouts are checked at this granularity
+        waits = [w for w in waits if w is not None]
+        return min(waits) if waits else None

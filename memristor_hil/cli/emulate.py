@@ -74,6 +74,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-cells", type=int, metavar="N", help="most cells per command, reported at IDENTIFY"
     )
+    tcp = parser.add_argument_group(
+        "TCP service limits (docs/protocol.md, 'Service limits')",
+        "Each client has its own parser and output buffer and sockets never block, so a client "
+        "that does not read its replies delays nobody else. A client over --max-clients is "
+        "sent one line saying why ('BUSY: ...') and closed. Unsent replies of 1 MiB per client "
+        "(64 MiB in all) pause that client's further commands; partly received commands are "
+        "bounded by 128 MiB across clients.",
+    )
+    tcp.add_argument(
+        "--max-clients",
+        type=int,
+        default=64,
+        metavar="N",
+        help="connections served at once (default 64)",
+    )
+    tcp.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="close a client that sends nothing for this long (default 300)",
+    )
+    tcp.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="close a client that leaves its replies unread this long (default 30)",
+    )
     faults = parser.add_argument_group("fault injection (for tests)")
     faults.add_argument("--corrupt", type=float, default=0.0, help="P(a transfer has a bad byte)")
     faults.add_argument("--drop-byte", type=float, default=0.0, help="P(a transfer loses a byte)")
@@ -158,9 +187,10 @@ def run(args: argparse.Namespace) -> int:
 
             serve_serial(service, stop, announce, faults)
         else:
-            from memristor_hil.emulator.service.tcp import serve_tcp
+            from memristor_hil.emulator.service.tcp import TcpLimits, serve_tcp
 
-            serve_tcp(service, stop, address, announce, faults)
+            limits = TcpLimits(args.max_clients, args.idle_timeout, args.stall_timeout)
+            serve_tcp(service, stop, address, announce, faults, limits)
     finally:
         service.save()
         stop.close()

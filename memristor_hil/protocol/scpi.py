@@ -56,10 +56,18 @@ _HEADER_OPS = {header: op for op, header in BINARY_COMMANDS.items()}
 
 @dataclass(frozen=True)
 class TextCommand:
-    """A text line: normalised header (upper case, no leading colon) and its arguments."""
+    """A text command: normalised header (upper case, no leading colon) and its arguments.
+
+    ``path`` is the compound-message path the header may be relative to (SCPI: after
+    ``SYST:ERR?;`` a bare ``VERS?`` means ``SYST:VERS?``; empty for the first command), and
+    ``more`` says that another command of the same message follows (its reply is joined to
+    this one's with ``;``, and one newline ends them all).
+    """
 
     header: str
     args: str
+    path: str = ""
+    more: bool = False
 
     @property
     def is_query(self) -> bool:
@@ -149,8 +157,17 @@ class ScpiParser:
         """Append received bytes."""
         self._buf += data
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet parsed into events."""
+        return len(self._buf)
+
     def events(self) -> Iterator[TextCommand | BlockCommand | ScpiFault]:
-        """Yield every complete command or fault in the buffer; a partial command stays."""
+        """Yield every complete command or fault in the buffer; a partial command stays.
+
+        A text line may carry several commands separated by ``;`` (a compound message); each
+        is yielded as its own :class:`TextCommand`, all but the last with ``more=True``.
+        """
         buf = self._buf
         while buf:
             if self._skipping:
@@ -162,45 +179,33 @@ class ScpiParser:
                 self._skipping = False
                 continue
             space, newline = buf.find(b" ", 0, MAX_HEADER + 1), buf.find(b"\n", 0, MAX_HEADER + 1)
-            if space < 0 and newline < 0:
-                if len(buf) <= MAX_HEADER:
+            cut = newline if space < 0 or 0 <= newline < space else space
+            if cut >= 0 and cut == space and b";" not in buf[:cut]:
+                # a header then its argument: a binary block, or text up to the newline
+                if cut + 1 >= len(buf):
+                    return
+                if buf[cut + 1] == ord("#"):
+                    header = _normalise(bytes(buf[:cut]))
+                    if header is None:
+                        del buf[: cut + 1]
+                        self._skipping = True
+                        yield ScpiFault(-102, "syntax error: header is not printable ASCII")
+                        continue
+                    event = self._block(header, cut + 1)
+                    if event is None:
+                        return
+                    yield event
+                    continue
+            end = buf.find(b"\n", 0, MAX_LINE + 1)
+            if end < 0:
+                if len(buf) <= MAX_LINE:
                     return
                 self._skipping = True
-                yield ScpiFault(-112, f"program mnemonic longer than {MAX_HEADER} bytes")
+                yield ScpiFault(-109, f"line longer than {MAX_LINE} bytes")
                 continue
-            cut = newline if space < 0 or 0 <= newline < space else space
-            header = _normalise(bytes(buf[:cut]))
-            if header is None:
-                del buf[: cut + 1]
-                self._skipping = cut != newline
-                yield ScpiFault(-102, "syntax error: header is not printable ASCII")
-                continue
-            if cut == newline:
-                del buf[: cut + 1]
-                if header:
-                    yield TextCommand(header, "")
-                continue
-            if cut + 1 >= len(buf):
-                return
-            if buf[cut + 1] != ord("#"):
-                end = buf.find(b"\n", cut, cut + MAX_LINE)
-                if end < 0:
-                    if len(buf) - cut < MAX_LINE:
-                        return
-                    self._skipping = True
-                    yield ScpiFault(-109, f"line longer than {MAX_LINE} bytes", header)
-                    continue
-                args = bytes(buf[cut + 1 : end]).strip()
-                del buf[: end + 1]
-                if not all(32 <= c < 127 for c in args):
-                    yield ScpiFault(-102, "syntax error: argument is not printable ASCII", header)
-                    continue
-                yield TextCommand(header, args.decode("ascii"))
-                continue
-            event = self._block(header, cut + 1)
-            if event is None:
-                return
-            yield event
+            line = bytes(buf[:end])
+            del buf[: end + 1]
+            yield from _text_commands(line)
 
     def _block(self, header: str, start: int) -> BlockCommand | ScpiFault | None:
         """Parse a block starting at ``start`` (the ``#``); None while it is incomplete."""
@@ -237,6 +242,32 @@ class ScpiParser:
         if op is None:
             return ScpiFault(-113, f"undefined header {header!r}", header)
         return BlockCommand(header, op, data)
+
+
+def _text_commands(line: bytes) -> Iterator[TextCommand | ScpiFault]:
+    """The commands of one text line, split at ``;`` (IEEE 488.2 compound messages)."""
+    units = [unit.strip(b"\r\t ") for unit in line.split(b";")]
+    units = [unit for unit in units if unit]
+    path = ""
+    for i, unit in enumerate(units):
+        head, _, args = unit.partition(b" ")
+        header = _normalise(head)
+        if header is None:
+            yield ScpiFault(-102, "syntax error: header is not printable ASCII")
+            return
+        if len(header) > MAX_HEADER:
+            yield ScpiFault(-112, f"program mnemonic longer than {MAX_HEADER} bytes")
+            return
+        args = args.strip()
+        if not all(32 <= c < 127 for c in args):
+            yield ScpiFault(-102, "syntax error: argument is not printable ASCII", header)
+            return
+        absolute = head.startswith(b":")
+        more = i + 1 < len(units)
+        yield TextCommand(header, args.decode("ascii"), "" if absolute else path, more)
+        if ":" in header:
+            # SCPI: the next header without a leading colon is relative to this one's path
+            path = header.rpartition(":")[0]
 
 
 def _normalise(header: bytes) -> str | None:
