@@ -56,6 +56,7 @@ def _select_rows(local_error, threshold, order, rows_sel, positive):  # pragma: 
 @njit(cache=True, nogil=True)
 def select_pulses(  # pragma: no cover - compiled
     acts,
+    mask_threshold,
     local_error,
     threshold,
     order,
@@ -72,9 +73,14 @@ def select_pulses(  # pragma: no cover - compiled
 
     Parameters
     ----------
-    acts, local_error, threshold : 1-D float arrays
-        Filtered pre activities, per-post-neuron error, and threshold (1 or ``n_post``
-        entries).
+    acts : 1-D float array
+        What marks a pre neuron active: its filtered activity (the published mask) or its
+        spike output in this step.
+    mask_threshold : float
+        A pre neuron is active where ``acts[j] > mask_threshold`` (0.5 for filtered
+        activities, i.e. ``round(a_j) > 0``; 0 for spikes).
+    local_error, threshold : 1-D float arrays
+        Per-post-neuron error, and threshold (1 or ``n_post`` entries).
     order : int
         One of ``ORDER_*``.
     origins : int array ``[pos_row, pos_col, neg_row, neg_col]``
@@ -94,7 +100,7 @@ def select_pulses(  # pragma: no cover - compiled
     """
     n_active = 0
     for j in range(acts.shape[0]):
-        if acts[j] > 0.5:
+        if acts[j] > mask_threshold:
             active[n_active] = j
             n_active += 1
     if n_active == 0:
@@ -266,3 +272,70 @@ def store_cells(  # pragma: no cover - compiled
         x = np.float64(r_pos[i, j])
         y = np.float64(r_neg[i, j])
         weights[i, j] = c * (y - x) / (x * y)
+
+
+@njit(cache=True, nogil=True)
+def learning_rate_cells(  # pragma: no cover - compiled
+    acts,
+    local_error,
+    active,
+    n_active,
+    rows_sel,
+    positive,
+    n_rows,
+    origins,
+    alpha,
+    c,
+    r0,
+    r1,
+    inv_a,
+    levels,
+    r_pos,
+    r_neg,
+    rows_out,
+    cols_out,
+    counts_out,
+    polarity_out,
+    rng,
+):
+    """Pulse counts whose expected weight change is PES's ``alpha * |e_i| a_j``.
+
+    ``alpha`` is ``learning_rate * dt / n_pre`` (Nengo's PES). A SET pulse on a device at
+    resistance ``R`` (state ``n = ((R - r0) / r1) ** (1 / a)`` of the nominal model) changes
+    its weight by about ``c * dg/dn = c * -a (R - r0) / (n R**2)``, so the expected count is
+    ``alpha |e_i| a_j / (c dg/dn)``, rounded stochastically (``floor(x + u)``, ``u`` uniform
+    from ``rng``) and capped at ``levels``; cells with no pulse are left out of the batch.
+    ``a`` is passed as ``inv_a = 1 / a``. Returns the number of cells kept and the total
+    number of pulses.
+    """
+    a = 1.0 / inv_a
+    k = 0
+    total = 0
+    for r in range(n_rows):
+        i = rows_sel[r]
+        e = abs(local_error[i]) * alpha
+        if positive[r]:
+            row = origins[0] + np.int64(i)
+            col0 = origins[1]
+        else:
+            row = origins[2] + np.int64(i)
+            col0 = origins[3]
+        for t in range(n_active):
+            j = active[t]
+            big_r = np.float64(r_pos[i, j]) if positive[r] else np.float64(r_neg[i, j])
+            x = (big_r - r0) / r1
+            if x <= 0.0:  # at or below r0: no pulse can lower R further
+                continue
+            n = x**inv_a
+            per_pulse = c * (-a) * (big_r - r0) / (n * big_r * big_r)
+            expected = e * acts[j] / per_pulse
+            count = int(np.floor(expected + rng.random()))
+            if count > 0:
+                count = min(count, levels)
+                rows_out[k] = row
+                cols_out[k] = col0 + np.int64(j)
+                counts_out[k] = count
+                polarity_out[k] = positive[r]
+                total += count
+                k += 1
+    return k, total
