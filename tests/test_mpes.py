@@ -665,7 +665,7 @@ def test_learning_rate_matches_pes_weight_change_in_expectation():
         size, _total = kernels.learning_rate_cells(
             acts, local_error, active, n_active, rows_sel, positive, n_rows, origins,
             learning_rate * dt / n_pre, c, model.r0, model.r1, 1 / model.a, 100,
-            r_pos, r_neg, rows, cols, counts, polarity, rng,
+            r_pos, r_neg, rows, cols, counts, polarity, rng.random(n_rows * n_active),
         )  # fmt: skip
         np.add.at(mean_counts, (rows[:size], cols[:size]), counts[:size])
     mean_counts /= trials

@@ -216,13 +216,15 @@ def stochastic_cells(  # pragma: no cover - compiled
     cols_out,
     counts_out,
     polarity_out,
-    rng,
+    uniforms,
 ):
     """Pulse counts whose expectation is ``levels * |Delta| / running max``, zeros dropped.
 
-    Each count is ``floor(levels * |Delta_ij| / max + u)`` with ``u`` uniform in [0, 1) drawn
-    from ``rng`` (a ``numpy.random.Generator`` of the operator's own, so two simulators in one
-    thread do not share a stream), times ``per_step``; cells whose count is 0 are left out of the
+    Each count is ``floor(levels * |Delta_ij| / max + u)`` with ``u`` uniform in [0, 1): the
+    ``n_rows * n_active`` entries of ``uniforms``, one per candidate cell in order (drawn in
+    bulk by the caller from a ``numpy.random.Generator`` of the operator's own: the same
+    values, in the same order, as one ``rng.random()`` per cell, at a fraction of the cost),
+    times ``per_step``; cells whose count is 0 are left out of the
     batch. ``polarity_out`` records whether each kept cell is a positive device. Returns the
     number of cells kept and the total number of pulses.
     """
@@ -231,6 +233,7 @@ def stochastic_cells(  # pragma: no cover - compiled
     )
     k = 0
     total = 0
+    d = 0
     for r in range(n_rows):
         i = rows_sel[r]
         e = abs(local_error[i]) * scale
@@ -242,8 +245,8 @@ def stochastic_cells(  # pragma: no cover - compiled
             col0 = origins[3]
         for t in range(n_active):
             j = active[t]
-            u = rng.random()
-            count = int(np.floor(e * acts[j] + u))
+            count = int(np.floor(e * acts[j] + uniforms[d]))
+            d += 1
             if count > 0:
                 count = min(count, levels) * per_step
                 rows_out[k] = row
@@ -296,21 +299,22 @@ def learning_rate_cells(  # pragma: no cover - compiled
     cols_out,
     counts_out,
     polarity_out,
-    rng,
+    uniforms,
 ):
     """Pulse counts whose expected weight change is PES's ``alpha * |e_i| a_j``.
 
     ``alpha`` is ``learning_rate * dt / n_pre`` (Nengo's PES). A SET pulse on a device at
     resistance ``R`` (state ``n = ((R - r0) / r1) ** (1 / a)`` of the nominal model) changes
     its weight by about ``c * dg/dn = c * -a (R - r0) / (n R**2)``, so the expected count is
-    ``alpha |e_i| a_j / (c dg/dn)``, rounded stochastically (``floor(x + u)``, ``u`` uniform
-    from ``rng``) and capped at ``levels``; cells with no pulse are left out of the batch.
-    ``a`` is passed as ``inv_a = 1 / a``. Returns the number of cells kept and the total
-    number of pulses.
+    ``alpha |e_i| a_j / (c dg/dn)``, rounded stochastically (``floor(x + u)``, ``u`` the next
+    of ``uniforms``, one per candidate cell as in :func:`stochastic_cells`) and capped at
+    ``levels``; cells with no pulse are left out of the batch. ``a`` is passed as
+    ``inv_a = 1 / a``. Returns the number of cells kept and the total number of pulses.
     """
     a = 1.0 / inv_a
     k = 0
     total = 0
+    d = -1
     for r in range(n_rows):
         i = rows_sel[r]
         e = abs(local_error[i]) * alpha
@@ -322,6 +326,7 @@ def learning_rate_cells(  # pragma: no cover - compiled
             col0 = origins[3]
         for t in range(n_active):
             j = active[t]
+            d += 1
             big_r = np.float64(r_pos[i, j]) if positive[r] else np.float64(r_neg[i, j])
             x = (big_r - r0) / r1
             if x <= 0.0:  # at or below r0: no pulse can lower R further
@@ -329,7 +334,7 @@ def learning_rate_cells(  # pragma: no cover - compiled
             n = x**inv_a
             per_pulse = c * (-a) * (big_r - r0) / (n * big_r * big_r)
             expected = e * acts[j] / per_pulse
-            count = int(np.floor(expected + rng.random()))
+            count = int(np.floor(expected + uniforms[d]))
             if count > 0:
                 count = min(count, levels)
                 rows_out[k] = row

@@ -297,6 +297,8 @@ class _PartRunner:
         per_cell = self.scaled or self.stochastic
         self.counts = np.empty(n_post * n_pre if per_cell else 0, dtype=np.int64)
         self.polarity = np.empty(n_post * n_pre if self.stochastic else 0, dtype=np.bool_)
+        # one uniform per candidate cell, drawn in bulk each step (same stream as per-cell draws)
+        self.uniforms = np.empty(n_post * n_pre if self.stochastic else 0, dtype=np.float64)
         self.running_max = state[1:2]
         self.n_active = self.n_rows = 0
 
@@ -330,6 +332,9 @@ class _PartRunner:
         size = n_active * n_rows
         if size == 0:
             return 0, 0
+        if self.stochastic:
+            uniforms = self.uniforms[:size]
+            self.rng.random(out=uniforms)
         if self.by_rate:
             size, total = kernels.learning_rate_cells(
                 self.acts,
@@ -350,7 +355,7 @@ class _PartRunner:
                 self.cols,
                 self.counts,
                 self.polarity,
-                self.rng,
+                uniforms,
             )
             count: Any = self.counts[:size]
         elif self.stochastic:
@@ -370,7 +375,7 @@ class _PartRunner:
                 self.cols,
                 self.counts,
                 self.polarity,
-                self.rng,
+                uniforms,
             )
             count = self.counts[:size]
         elif self.scaled:
