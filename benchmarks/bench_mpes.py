@@ -11,7 +11,8 @@ Times are the CPU time of this process (``--clock cpu``, the default: on a machi
 other jobs it is far steadier than wall time, which ``--clock wall`` measures instead); the
 machine's load average is printed beside the table.
 
-``--policies`` adds the scaled and stochastic pulse policies (``max_pulses=100``) to the table;
+``--policies`` adds the scaled and stochastic pulse policies (``max_pulses=100``) and
+``learning_rate=1e-4`` to the table;
 ``--memory`` builds a 1000x1000 mPES model, prints its resident memory and checks with
 tracemalloc that 1000 steps allocate nothing that grows with the crossbar.
 
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         model = PowerLaw(dtype=dtypes[-1])
         for policy in ("scaled", "stochastic"):
             rules[policy] = {"model": model, "pulses": policy, "max_pulses": 100}
+        rules["lr=1e-4"] = {"model": model, "learning_rate": 1e-4}
     for kwargs in rules.values():
         wall_time(build(20, mPES(**kwargs)), 0.01)  # load the compiled kernels once
     print(
