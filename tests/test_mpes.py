@@ -654,7 +654,10 @@ def test_learning_rate_matches_pes_weight_change_in_expectation():
     rng = np.random.default_rng(0)
     xbar = EmulatedCrossbar(n_post, 2 * n_pre, model, seed=0)
     start = xbar.read_all()
-    r_pos, r_neg = start[:, :n_pre].copy(), start[:, n_pre:].copy()
+    per_pos, per_neg = (
+        kernels.pulse_weight_change(block, c, model.r0, model.r1, model.a)
+        for block in (start[:, :n_pre], start[:, n_pre:])
+    )
     n_active, n_rows = kernels.select_pulses(
         acts, 0.5, local_error, threshold, 0, origins, active, rows_sel, positive,
         rows, cols, np.empty(n_pre, np.int32), False,
@@ -664,8 +667,8 @@ def test_learning_rate_matches_pes_weight_change_in_expectation():
     for _ in range(trials):
         size, _total = kernels.learning_rate_cells(
             acts, local_error, active, n_active, rows_sel, positive, n_rows, origins,
-            learning_rate * dt / n_pre, c, model.r0, model.r1, 1 / model.a, 100,
-            r_pos, r_neg, rows, cols, counts, polarity, rng.random(n_rows * n_active),
+            learning_rate * dt / n_pre, 100, per_pos, per_neg,
+            rows, cols, counts, polarity, rng.random(n_rows * n_active),
         )  # fmt: skip
         np.add.at(mean_counts, (rows[:size], cols[:size]), counts[:size])
     mean_counts /= trials

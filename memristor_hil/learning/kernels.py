@@ -277,6 +277,44 @@ def store_cells(  # pragma: no cover - compiled
         weights[i, j] = c * (y - x) / (x * y)
 
 
+def pulse_weight_change(resistance, c, r0, r1, a):
+    """The weight change ``c * dg/dn`` of one SET pulse on devices at ``resistance`` (numpy).
+
+    The nominal model's state is ``n = ((R - r0) / r1) ** (1 / a)`` and ``dg/dn = -a (R - r0)
+    / (n R**2)``; a device at or below ``r0`` (no further change possible) gets ``inf``.
+    """
+    big_r = np.asarray(resistance, dtype=np.float64)
+    x = (big_r - r0) / r1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = c * (-a) * (big_r - r0) / (x ** (1.0 / a) * big_r * big_r)
+    return np.where(x > 0, out, np.inf)
+
+
+@njit(cache=True, nogil=True)
+def update_pulse_weight_change(  # pragma: no cover - compiled
+    rows, cols, polarity, size, origins, r_pos, r_neg, per_pos, per_neg, c, r0, r1, inv_a
+):
+    """:func:`pulse_weight_change` again for the cells just pulsed (after :func:`store_cells`)."""
+    a = 1.0 / inv_a
+    for k in range(size):
+        if polarity[k]:
+            i = np.uint64(np.int64(rows[k]) - origins[0])
+            j = np.uint64(np.int64(cols[k]) - origins[1])
+            big_r = np.float64(r_pos[i, j])
+        else:
+            i = np.uint64(np.int64(rows[k]) - origins[2])
+            j = np.uint64(np.int64(cols[k]) - origins[3])
+            big_r = np.float64(r_neg[i, j])
+        x = (big_r - r0) / r1
+        step = np.inf
+        if x > 0.0:
+            step = c * (-a) * (big_r - r0) / (x**inv_a * big_r * big_r)
+        if polarity[k]:
+            per_pos[i, j] = step
+        else:
+            per_neg[i, j] = step
+
+
 @njit(cache=True, nogil=True)
 def learning_rate_cells(  # pragma: no cover - compiled
     acts,
@@ -288,13 +326,9 @@ def learning_rate_cells(  # pragma: no cover - compiled
     n_rows,
     origins,
     alpha,
-    c,
-    r0,
-    r1,
-    inv_a,
     levels,
-    r_pos,
-    r_neg,
+    per_pos,
+    per_neg,
     rows_out,
     cols_out,
     counts_out,
@@ -303,15 +337,14 @@ def learning_rate_cells(  # pragma: no cover - compiled
 ):
     """Pulse counts whose expected weight change is PES's ``alpha * |e_i| a_j``.
 
-    ``alpha`` is ``learning_rate * dt / n_pre`` (Nengo's PES). A SET pulse on a device at
-    resistance ``R`` (state ``n = ((R - r0) / r1) ** (1 / a)`` of the nominal model) changes
-    its weight by about ``c * dg/dn = c * -a (R - r0) / (n R**2)``, so the expected count is
-    ``alpha |e_i| a_j / (c dg/dn)``, rounded stochastically (``floor(x + u)``, ``u`` the next
-    of ``uniforms``, one per candidate cell as in :func:`stochastic_cells`) and capped at
-    ``levels``; cells with no pulse are left out of the batch. ``a`` is passed as
-    ``inv_a = 1 / a``. Returns the number of cells kept and the total number of pulses.
+    ``alpha`` is ``learning_rate * dt / n_pre`` (Nengo's PES). ``per_pos``/``per_neg`` hold
+    each device's weight change per SET pulse (:func:`pulse_weight_change`, kept up to date
+    for the pulsed cells by :func:`update_pulse_weight_change`, so no power is evaluated
+    here), so the expected count is ``alpha |e_i| a_j / per_pulse``, rounded stochastically
+    (``floor(x + u)``, ``u`` the next of ``uniforms``, one per candidate cell as in
+    :func:`stochastic_cells`) and capped at ``levels``; cells with no pulse are left out of
+    the batch. Returns the number of cells kept and the total number of pulses.
     """
-    a = 1.0 / inv_a
     k = 0
     total = 0
     d = -1
@@ -327,12 +360,7 @@ def learning_rate_cells(  # pragma: no cover - compiled
         for t in range(n_active):
             j = active[t]
             d += 1
-            big_r = np.float64(r_pos[i, j]) if positive[r] else np.float64(r_neg[i, j])
-            x = (big_r - r0) / r1
-            if x <= 0.0:  # at or below r0: no pulse can lower R further
-                continue
-            n = x**inv_a
-            per_pulse = c * (-a) * (big_r - r0) / (n * big_r * big_r)
+            per_pulse = per_pos[i, j] if positive[r] else per_neg[i, j]
             expected = e * acts[j] / per_pulse
             count = int(np.floor(expected + uniforms[d]))
             if count > 0:

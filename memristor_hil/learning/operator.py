@@ -288,6 +288,9 @@ class _PartRunner:
             self.alpha = float(part.learning_rate) * dt / n_pre  # Nengo PES's scale
             r0, r1, a = part.nominal
             self.nominal = (float(r0), float(r1), 1.0 / float(a))
+            # each device's weight change per pulse, from the resistances as the run starts
+            self.per_pos = kernels.pulse_weight_change(r_pos, self.c, r0, r1, a)
+            self.per_neg = kernels.pulse_weight_change(r_neg, self.c, r0, r1, a)
         self.active = np.empty(n_pre, dtype=np.uint64)  # unsigned: no wraparound checks
         self.rows_sel = np.empty(n_post, dtype=np.uint64)
         self.positive = np.empty(n_post, dtype=np.bool_)
@@ -346,11 +349,9 @@ class _PartRunner:
                 n_rows,
                 self.origins,
                 self.alpha * per_step,
-                self.c,
-                *self.nominal,
                 self.levels,
-                self.r_pos,
-                self.r_neg,
+                self.per_pos,
+                self.per_neg,
                 self.rows,
                 self.cols,
                 self.counts,
@@ -418,6 +419,20 @@ class _PartRunner:
                 self.weights,
                 self.c,
             )
+            if self.by_rate:
+                kernels.update_pulse_weight_change(
+                    self.rows,
+                    self.cols,
+                    self.polarity,
+                    self.size,
+                    self.origins,
+                    self.r_pos,
+                    self.r_neg,
+                    self.per_pos,
+                    self.per_neg,
+                    self.c,
+                    *self.nominal,
+                )
         else:
             kernels.store(
                 self.rows_sel,
