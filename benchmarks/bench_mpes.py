@@ -7,17 +7,30 @@ mPES (in-process emulator), alternating, and the best of ``--repeats`` wall time
 ``sim.run`` (build excluded) is compared. The seed's per-device-object Node
 (``benchmarks/seed_node.py``) runs at 100x100 on a shorter run for the before/after.
 
+Times are the CPU time of this process (``--clock cpu``, the default: on a machine shared with
+other jobs it is far steadier than wall time, which ``--clock wall`` measures instead); the
+machine's load average is printed beside the table.
+
+``--policies`` adds the scaled and stochastic pulse policies (``max_pulses=100``) and
+``learning_rate=1e-4`` to the table;
+``--memory`` builds a 1000x1000 mPES model, prints its resident memory and checks with
+tracemalloc that 1000 steps allocate nothing that grows with the crossbar.
+
 Usage::
 
     python benchmarks/bench_mpes.py                    # 1 s simulated per run
     python benchmarks/bench_mpes.py --seconds 5 --repeats 3 --dtype float64
+    python benchmarks/bench_mpes.py --dtype float32 --policies --memory
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import nengo
@@ -46,12 +59,57 @@ def build(n: int, rule_type: nengo.learning_rules.LearningRuleType, seed: int = 
     return net
 
 
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+clock = CLOCKS["cpu"]
+
+
 def wall_time(net: nengo.Network, seconds: float) -> float:
-    """Seconds of wall time for ``sim.run(seconds)``, build excluded."""
+    """Seconds (of the chosen clock) for ``sim.run(seconds)``, build excluded."""
     with nengo.Simulator(net, progress_bar=False) as sim:
-        start = time.perf_counter()
+        start = clock()
         sim.run(seconds)
-        return time.perf_counter() - start
+        return clock() - start
+
+
+def _rss_mib() -> float:
+    """Current resident memory of this process, MiB (from /proc; peak where unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_report(n: int = 1000, steps: int = 1000) -> None:
+    """Resident memory of an ``n x n`` mPES model, and tracemalloc's growth over ``steps``."""
+    base = _rss_mib()
+    net = build(n, mPES())
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run_steps(100)  # scratch buffers reach their size
+        built = _rss_mib()
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        sim.run_steps(steps)
+        after = tracemalloc.take_snapshot()
+        current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    growth = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    crossbar_bytes = 2 * n * n * 4
+    print(
+        f"memory, {n}x{n} mPES (default model, float32 devices): resident {built:.0f} MiB "
+        f"({built - base:+.0f} MiB for the model and simulator); over {steps} steps "
+        f"tracemalloc: net growth {growth / 1024:.1f} KiB, peak traced {peak / 2**20:.2f} MiB "
+        f"(crossbar state: {crossbar_bytes / 2**20:.1f} MiB)"
+    )
+    top = sorted(after.compare_to(before, "lineno"), key=lambda s: -abs(s.size_diff))[:3]
+    for stat in top:
+        print(f"    {stat}")
+    verdict = "none" if abs(growth) < 0.01 * crossbar_bytes else "GROWS WITH THE CROSSBAR"
+    print(
+        f"    memory kept per step in proportion to the crossbar: {verdict}; largest transient "
+        f"within a step: {peak / 2**20:.2f} MiB (the read-back array apply() returns, one "
+        "float32 per pulsed cell)"
+    )
 
 
 def seed_node_time(n: int, seconds: float) -> float:
@@ -77,37 +135,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--node-seconds", type=float, default=0.3, help="simulated s for the seed Node (0: skip)"
     )
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu", help="what is timed")
+    parser.add_argument(
+        "--policies", action="store_true", help="also time the scaled and stochastic policies"
+    )
+    parser.add_argument(
+        "--memory", action="store_true", help="print a 1000x1000 model's memory (tracemalloc)"
+    )
     args = parser.parse_args(argv)
+    global clock
+    clock = CLOCKS[args.clock]
 
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
-    models = {dt: PowerLaw(dtype=dt) for dt in dtypes}
-    for model in models.values():
-        wall_time(build(20, mPES(model=model)), 0.01)  # load the compiled kernels once
+    rules = {dt: {"model": PowerLaw(dtype=dt)} for dt in dtypes}
+    if args.policies:
+        model = PowerLaw(dtype=dtypes[-1])
+        for policy in ("scaled", "stochastic"):
+            rules[policy] = {"model": model, "pulses": policy, "max_pulses": 100}
+        rules["lr=1e-4"] = {"model": model, "learning_rate": 1e-4}
+    for kwargs in rules.values():
+        wall_time(build(20, mPES(**kwargs)), 0.01)  # load the compiled kernels once
     print(
         f"nengo {nengo.__version__}, numpy {np.__version__}; {args.seconds} s simulated, "
-        f"dt = 1 ms, best of {args.repeats} alternating runs; mPES on the in-process emulator"
+        f"dt = 1 ms, best of {args.repeats} alternating runs, {args.clock} time; mPES on the "
+        f"in-process emulator ('scaled'/'stochastic': {dtypes[-1]} devices, max_pulses=100); "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     header = f"{'size':>11} {'PES ms/step':>12}"
-    for dt in dtypes:
-        header += f" {'mPES ' + dt:>14} {'ratio':>6}"
+    for name in rules:
+        label = "mPES " + name if name in dtypes else name
+        header += f" {label:>14} {'ratio':>6}"
     print(header)
     pes_100 = None
     for n in args.sizes:
-        times: dict[str, list[float]] = {"pes": [], **{dt: [] for dt in dtypes}}
+        times: dict[str, list[float]] = {"pes": [], **{name: [] for name in rules}}
         for repeat in range(args.repeats):
             times["pes"].append(wall_time(build(n, nengo.PES()), args.seconds))
-            for dt, model in models.items():
-                times[dt].append(wall_time(build(n, mPES(model=model)), args.seconds))
+            for name, kwargs in rules.items():
+                times[name].append(wall_time(build(n, mPES(**kwargs)), args.seconds))
             print(f"  {n}x{n}: run {repeat + 1}/{args.repeats} done", file=sys.stderr)
         steps = round(args.seconds / 0.001)
         pes = min(times["pes"])
         if n == 100:
             pes_100 = pes
         row = f"{n:>5}x{n:<5} {1e3 * pes / steps:>12.3f}"
-        for dt in dtypes:
-            mpes = min(times[dt])
+        for name in rules:
+            mpes = min(times[name])
             row += f" {1e3 * mpes / steps:>14.3f} {mpes / pes:>5.2f}x"
         print(row)
+    print(f"load average after the runs: {os.getloadavg()[0]:.1f}")
     if args.node_seconds > 0:
         node = seed_node_time(100, args.node_seconds)
         pes = pes_100 if pes_100 is not None else wall_time(build(100, nengo.PES()), 1.0)
@@ -117,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             f"seed per-device Node, 100x100: {node:.2f} s for {args.node_seconds} s simulated "
             f"= {per_s / (pes / pes_seconds):.1f}x PES"
         )
+    if args.memory:
+        memory_report()
     return 0
 
 

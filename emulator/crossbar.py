@@ -80,6 +80,13 @@ class EmulatedCrossbar(Crossbar):
         self._noise_rng = np.random.default_rng(noise_seed)
         self._n_min = self.params.n_min
         self._ratio_cache: dict[float, np.ndarray] = {}
+        # Scratch for the cell indices of a batch, reused from batch to batch: the indices
+        # never leave the crossbar, so a learning rule's step allocates nothing in proportion
+        # to its batch but the read-back it returns. Small batches use a small buffer; the
+        # first large one gets room for every cell at once (only a batch naming cells twice
+        # can need more), in 32-bit indices where the crossbar allows.
+        self._index_type = np.int32 if self.size < 2**31 else np.intp
+        self._flat_scratch = np.empty(4096, dtype=self._index_type)
 
     # ------------------------------------------------------------------ capabilities
     @property
@@ -150,7 +157,10 @@ class EmulatedCrossbar(Crossbar):
             return super()._locate(rows, cols)
         if cols.dtype.kind not in "iu":
             return super()._locate(rows, cols)
-        out = np.empty(rows.shape[0], dtype=np.intp)
+        size = rows.shape[0]
+        if self._flat_scratch.shape[0] < size:
+            self._flat_scratch = np.empty(max(size, self.size), self._index_type)
+        out = self._flat_scratch[:size]
         bad, ascending = kernels.flat_indices(rows, cols, self.shape[0], self.shape[1], out)
         if bad >= 0:
             raise outside_error(rows, cols, bad, self.shape)
@@ -172,7 +182,7 @@ class EmulatedCrossbar(Crossbar):
         # numba's negative-index wraparound on every access.
         kernels.add_set_pulses(
             self._n,
-            flat.view(np.uintp),
+            flat.view(np.uint32 if flat.dtype == np.int32 else np.uintp),
             batch.compact_pulses,
             self._n_min,
             ratio,

@@ -1,12 +1,16 @@
 """Compiled (numba) kernels for the per-device loops of the emulator, and the power law.
 
 Where the time goes (measured with ``benchmarks/bench_emulator.py`` on the 2-core x86 CI
-machine): a scalar ``pow`` costs 11-14 ns per device in numba or plain C, because llvmlite ships
-without Intel SVML and cannot vectorise it; NumPy's own AVX-512 ``np.power`` costs about 2.8 ns
-(float64) and 1.1 ns (float32) per element on contiguous data. So the per-device scatter
+machines): a scalar ``pow`` costs 11-14 ns per device in numba or plain C, because llvmlite ships
+without Intel SVML and cannot vectorise it; NumPy's ``np.power`` is vectorised only on AVX-512
+machines (about 2.8 ns float64, 1.1 ns float32 per element there) and costs 6-25 ns per float32
+element elsewhere (AVX2 machines: glibc's scalar ``powf``). So the per-device scatter
 (``n[cell] += k``) runs in a compiled loop that also writes each touched cell's new state into
-a contiguous buffer, and the power law runs over that buffer with NumPy. Small batches stay in
-the compiled loop, where NumPy's per-call overhead would dominate.
+a contiguous buffer, and the power law runs over that buffer: for float64 devices with NumPy,
+for float32 devices with :func:`power_law_f32`, a vectorisable ``x**a`` evaluated in float64
+arithmetic (within 3e-10 of the exact power before the final rounding to float32, so within
+one float32 ulp of a correctly rounded result), the same function for every batch size, so
+small and large batches and full reads agree bit for bit.
 
 The numpy reference for all of this is :class:`memristor_hil.powerlaw.PowerLaw`; the tests
 check these kernels against it.
@@ -19,13 +23,21 @@ from numba import njit
 
 from memristor_hil.powerlaw import DeviceParameters
 
-__all__ = ["SMALL_BATCH", "add_set_pulses", "flat_indices", "gather", "resistance"]
+__all__ = [
+    "SMALL_BATCH",
+    "add_set_pulses",
+    "flat_indices",
+    "gather",
+    "power_law_f32",
+    "resistance",
+]
 
 #: Below this many cells the power law is evaluated in the compiled loop; above it, NumPy's
 #: vectorised ``np.power`` is faster (benchmarks/bench_emulator.py shows both sides).
 SMALL_BATCH = 256
 
 _EMPTY = np.empty(0)
+_NO_CELLS = np.empty(0, dtype=np.intp)
 
 
 @njit(cache=True, nogil=True)
@@ -35,27 +47,25 @@ def flat_indices(rows, cols, nrows, ncols, out):  # pragma: no cover - compiled
     Returns ``(bad, ascending)``: the first out-of-range entry (-1 if none), and whether the
     indices are strictly ascending (then no cell is named twice).
     """
-    # One branch-free pass (no early exit, so LLVM can vectorise it); the first bad entry is
-    # looked up only when there is one.
+    # Branch-free passes without a loop-carried value (no early exit, no running "previous"),
+    # so LLVM vectorises both; the first bad entry is looked up only when there is one.
     n = rows.shape[0]
     bad = False
-    ascending = True
-    previous = np.int64(-1)
     for i in range(n):
-        r = rows[i]
-        c = cols[i]
+        r = np.int64(rows[i])
+        c = np.int64(cols[i])
         bad |= (r < 0) | (r >= nrows) | (c < 0) | (c >= ncols)
-        j = r * ncols + c
-        ascending &= j > previous
-        previous = j
-        out[i] = j
+        out[i] = r * ncols + c
     if bad:
         for i in range(n):
             r = rows[i]
             c = cols[i]
             if r < 0 or r >= nrows or c < 0 or c >= ncols:
                 return i, False
-    return -1, ascending
+    descents = 0
+    for i in range(1, n):
+        descents += out[i] <= out[i - 1]
+    return -1, descents == 0
 
 
 @njit(cache=True, nogil=True)
@@ -108,6 +118,100 @@ def _power_law_small(x, r0, r1, a):  # pragma: no cover - compiled
     return x
 
 
+# float32 x**a without libm: x = 2**e * m, ln m = 2 atanh(s) with s = (m - 1) / (m + 1) and
+# m in [sqrt(1/2), sqrt(2)) (|s| < 0.172, series to s**11: 3e-11), then 2**y = 2**k * e**f
+# with k = round(y), |f| <= ln(2) / 2 (Taylor to f**8: 2e-10). The bit manipulation goes
+# through integer views of small scratch buffers, so every loop is plain arithmetic that LLVM
+# vectorises (llvmlite has no SVML); error_model="numpy" drops the zero-division check that
+# would otherwise keep the division scalar.
+_CHUNK = 256
+_TWO52 = 4503599627370496.0  # 2**52: bits 0x4330... + i is the float 2**52 + i
+_TWO52_BITS = 0x4330000000000000
+_ROUND = 6755399441055744.0  # 1.5 * 2**52: y + _ROUND holds round(y) in its low bits
+_ROUND_BITS = 0x4338000000000000
+_LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
+_SQRT2 = 1.4142135623730951
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _pow_chunk(xi, start, count, a, ebits, mbits, z, q):  # pragma: no cover - compiled
+    """``q[i] * z[i] = x[start + i] ** a[i]`` for ``count`` entries (``z``: powers of 2)."""
+    ef = ebits.view(np.float64)
+    mf = mbits.view(np.float32)
+    zi = z.view(np.int64)
+    for i in range(count):
+        b = xi[start + i]
+        ebits[i] = _TWO52_BITS + ((b >> 23) & 0xFF)
+        mbits[i] = (b & 0x7FFFFF) | 0x3F800000
+    for i in range(count):
+        e = ef[i] - (_TWO52 + 127.0)
+        m = np.float64(mf[i])
+        high = m > _SQRT2
+        m = m * 0.5 if high else m
+        e = e + 1.0 if high else e
+        s = (m - 1.0) / (m + 1.0)
+        s2 = s * s
+        p = 1.0 / 11.0
+        p = p * s2 + 1.0 / 9.0
+        p = p * s2 + 1.0 / 7.0
+        p = p * s2 + 1.0 / 5.0
+        p = p * s2 + 1.0 / 3.0
+        p = p * s2 + 1.0
+        y = a[i] * (2.0 * _LOG2E * s * p + e)
+        rounded = y + _ROUND
+        f = (y - (rounded - _ROUND)) * _LN2
+        r = 1.0 / 40320.0
+        r = r * f + 1.0 / 5040.0
+        r = r * f + 1.0 / 720.0
+        r = r * f + 1.0 / 120.0
+        r = r * f + 1.0 / 24.0
+        r = r * f + 1.0 / 6.0
+        r = r * f + 0.5
+        r = r * f + 1.0
+        r = r * f + 1.0
+        z[i] = rounded
+        q[i] = r
+    for i in range(count):
+        zi[i] = (zi[i] - _ROUND_BITS + 1023) << 52
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def power_law_f32(x, r0, r1, a, flat):  # pragma: no cover - compiled
+    """In place, for float32 pulse counts ``x > 0``: ``x <- r0 + r1 * x**a`` (float64 inside).
+
+    ``r0``, ``r1``, ``a`` hold one shared entry or one per device; with per-device parameters
+    entry ``i`` is device ``flat[i]`` (or device ``i`` when ``flat`` is empty).
+    """
+    n = x.shape[0]
+    per_device = a.shape[0] > 1
+    gathered = flat.shape[0] > 0
+    xi = x.view(np.int32)
+    ebits = np.empty(_CHUNK, np.int64)
+    mbits = np.empty(_CHUNK, np.int32)
+    z = np.empty(_CHUNK, np.float64)
+    q = np.empty(_CHUNK, np.float64)
+    a_chunk = np.empty(_CHUNK, np.float64)
+    a_chunk[:] = a[0]
+    c0 = np.float64(r0[0])
+    c1 = np.float64(r1[0])
+    for start in range(0, n, _CHUNK):
+        count = min(_CHUNK, n - start)
+        if not per_device:
+            _pow_chunk(xi, start, count, a_chunk, ebits, mbits, z, q)
+            for i in range(count):
+                x[start + i] = c0 + c1 * (q[i] * z[i])
+        else:
+            for i in range(count):
+                j = np.int64(flat[start + i]) if gathered else np.int64(start + i)
+                a_chunk[i] = a[j]
+            _pow_chunk(xi, start, count, a_chunk, ebits, mbits, z, q)
+            for i in range(count):
+                j = np.int64(flat[start + i]) if gathered else np.int64(start + i)
+                x[start + i] = np.float64(r0[j]) + np.float64(r1[j]) * (q[i] * z[i])
+    return x
+
+
 @njit(cache=True, nogil=True)
 def _affine(x, r0, r1):  # pragma: no cover - compiled
     for i in range(x.shape[0]):
@@ -136,6 +240,8 @@ def resistance(
         With per-device parameters, the device index of each entry of ``x`` (default: ``x``
         covers every device in order).
     """
+    if x.dtype == np.float32:
+        return power_law_f32(x, params.r0, params.r1, params.a, _NO_CELLS if flat is None else flat)
     if not params.per_device:
         r0, r1, a = params.r0[0], params.r1[0], params.a[0]
         if x.shape[0] < SMALL_BATCH:

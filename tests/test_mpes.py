@@ -193,10 +193,10 @@ def test_stochastic_simulators_stepped_in_turn_reproduce_their_separate_runs():
         nets.append(net)
     alone = []
     for net in nets:
-        with nengo.Simulator(net, progress_bar=False) as sim:
+        with nengo.Simulator(net, progress_bar=False, optimize=False) as sim:
             sim.run_steps(300)
             alone.append((sim.data[net.p_pulses].copy(), sim.data[net.p_weights].copy()))
-    sims = [nengo.Simulator(net, progress_bar=False) for net in nets]
+    sims = [nengo.Simulator(net, progress_bar=False, optimize=False) for net in nets]
     try:
         for _ in range(300):
             for sim in sims:
@@ -630,3 +630,98 @@ def test_emulator_snapshot_restores_devices_and_noise():
     assert np.array_equal(xbar.apply(batch, read_back=True), first)  # same noise draws too
     with pytest.raises(ValueError, match="shape"):
         EmulatedCrossbar(2, 2).restore(snap)
+
+
+def test_learning_rate_matches_pes_weight_change_in_expectation():
+    """On a fixed activity pattern, the mean weight change of ``mPES(learning_rate=...)``'s
+    pulses equals Nengo PES's ``-learning_rate * dt / n_pre * e_i * a_j`` per cell."""
+    from memristor_hil.learning import kernels
+
+    n_post, n_pre, dt, learning_rate, gain = 4, 6, 0.001, 1e-4, 1e3
+    model = PowerLaw(dtype="float32")
+    c = gain / (1 / model.r0 - 1 / model.r1)
+    acts = np.array([0.0, 20.0, 80.0, 150.0, 0.2, 40.0])  # Hz, filtered
+    local_error = np.array([-0.3, 0.05, 0.0, 0.6])
+    threshold = np.array([1e-5])
+    origins = np.array([0, 0, 0, n_pre], dtype=np.int64)
+    active = np.empty(n_pre, np.uint64)
+    rows_sel = np.empty(n_post, np.uint64)
+    positive = np.empty(n_post, np.bool_)
+    rows = np.empty(n_post * n_pre, np.int32)
+    cols = np.empty(n_post * n_pre, np.int32)
+    counts = np.empty(n_post * n_pre, np.int64)
+    polarity = np.empty(n_post * n_pre, np.bool_)
+    rng = np.random.default_rng(0)
+    xbar = EmulatedCrossbar(n_post, 2 * n_pre, model, seed=0)
+    start = xbar.read_all()
+    per_pos, per_neg = (
+        kernels.pulse_weight_change(block, c, model.r0, model.r1, model.a)
+        for block in (start[:, :n_pre], start[:, n_pre:])
+    )
+    n_active, n_rows = kernels.select_pulses(
+        acts, 0.5, local_error, threshold, 0, origins, active, rows_sel, positive,
+        rows, cols, np.empty(n_pre, np.int32), False,
+    )  # fmt: skip
+    trials = 20000
+    mean_counts = np.zeros((n_post, 2 * n_pre))
+    for _ in range(trials):
+        size, _total = kernels.learning_rate_cells(
+            acts, local_error, active, n_active, rows_sel, positive, n_rows, origins,
+            learning_rate * dt / n_pre, 100, per_pos, per_neg,
+            rows, cols, counts, polarity, rng.random(n_rows * n_active),
+        )  # fmt: skip
+        np.add.at(mean_counts, (rows[:size], cols[:size]), counts[:size])
+    mean_counts /= trials
+    # the weight change of one pulse on each device, measured on the emulator
+    all_rows, all_cols = np.divmod(np.arange(2 * n_post * n_pre), 2 * n_pre)
+    xbar.apply(PulseBatch(all_rows, all_cols, 1, model.v_ref))
+    one = xbar.read_all().astype(float)
+    g = 1 / start.astype(float)
+    per_pulse = c * (1 / one - g)  # conductance gain of one pulse, times c
+    mean = (
+        mean_counts[:, :n_pre] * per_pulse[:, :n_pre]
+        - mean_counts[:, n_pre:] * per_pulse[:, n_pre:]
+    )
+    pes = -learning_rate * dt / n_pre * np.outer(local_error, acts)
+    selected = np.outer(np.abs(local_error) > 1e-5, acts > 0.5)  # mPES's mask
+    # a count is floor(x + u): its variance is at most its mean, so 4 standard errors bound
+    # the sampling noise; the 1% beyond it is the per-pulse slope taken at the current state
+    spread = np.sqrt(mean_counts / trials) * np.abs(per_pulse)
+    spread = np.maximum(spread[:, :n_pre], spread[:, n_pre:])
+    error = np.abs(mean - pes)[selected]
+    assert np.all(error <= 4 * spread[selected] + 0.01 * np.abs(pes[selected]))
+    assert np.all(mean[~selected] == 0)
+    chosen = np.concatenate([mean_counts[:, :n_pre][selected], mean_counts[:, n_pre:][selected]])
+    assert 0 < chosen[chosen > 0].min() < 0.5  # expectations below one pulse are kept too
+
+
+def test_spike_mask_selects_the_pre_neurons_that_spiked():
+    """mask="spikes" pulses only where a pre neuron spiked in this step; the published
+    filtered mask also pulses neurons that spiked recently."""
+    totals = {}
+    for mask in ("filtered", "spikes"):
+        net = channel_net(mPES(mask=mask))
+        with net:
+            p_spikes = nengo.Probe(net.pre.neurons, "output")
+            p_pos = nengo.Probe(net.conn.learning_rule, "pos_resistances")
+            p_neg = nengo.Probe(net.conn.learning_rule, "neg_resistances")
+            p_pulses = nengo.Probe(net.conn.learning_rule, "pulses")
+        with nengo.Simulator(net, progress_bar=False) as sim:
+            sim.run(0.3)
+        totals[mask] = sim.data[p_pulses].sum()
+        changed = (np.diff(sim.data[p_pos], axis=0) != 0) | (np.diff(sim.data[p_neg], axis=0) != 0)
+        touched_cols = changed.any(axis=1)  # (steps - 1, n_pre)
+        spiked = sim.data[p_spikes][1:] > 0
+        if mask == "spikes":
+            assert touched_cols.any()
+            assert not np.any(touched_cols & ~spiked)
+    assert 0 < totals["spikes"] < totals["filtered"]
+
+
+def test_learning_rate_and_mask_are_checked():
+    with pytest.raises(ValidationError, match="learning_rate"):
+        mPES(learning_rate=1e-4, pulses="scaled")
+    with pytest.raises(ValidationError, match="mask"):
+        mPES(mask="rates")
+    with pytest.raises(ValidationError):
+        mPES(learning_rate=-1.0)

@@ -195,7 +195,8 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
         xbar.limits.check_width(float(mpes.pulse_width))
         if voltage <= 0:
             raise CrossbarError(f"mPES pulses must be SET pulses (voltage > 0), got {voltage}")
-        if mpes.pulses != "one" and mpes.max_pulses > xbar.limits.max_pulses:
+        uses_levels = mpes.pulses != "one" or mpes.learning_rate is not None
+        if uses_levels and mpes.max_pulses > xbar.limits.max_pulses:
             raise CrossbarError(
                 f"max_pulses={mpes.max_pulses} exceeds the crossbar's limit of "
                 f"{xbar.limits.max_pulses} pulses per cell per batch"
@@ -225,7 +226,9 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     model.add_op(Reset(local_error))
     model.add_op(DotInc(encoders, error, local_error, tag="mPES:encode"))
 
-    acts = build_or_passthrough(model, mpes.pre_synapse, model.sig[conn.pre_obj]["out"])
+    pre_out = model.sig[conn.pre_obj]["out"]
+    acts = build_or_passthrough(model, mpes.pre_synapse, pre_out)
+    mask_source = pre_out if mpes.mask == "spikes" else acts
     pos_sig = Signal(r_pos, name="mPES:pos_resistances")
     neg_sig = Signal(r_neg, name="mPES:neg_resistances")
     threshold_sig = Signal(threshold, name="mPES:threshold", readonly=True)
@@ -248,12 +251,24 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
         gain=float(mpes.gain),
         conductance_scale=1.0 / (1.0 / device_model.r0 - 1.0 / device_model.r1),
         pulse_interval=mpes.pulse_interval,
-        policy=mpes.pulses,
+        policy="learning_rate" if mpes.learning_rate is not None else mpes.pulses,
         levels=mpes.max_pulses,
         seed=int(seed),
+        mask_threshold=0.0 if mpes.mask == "spikes" else 0.5,
+        learning_rate=mpes.learning_rate,
+        nominal=(float(device_model.r0), float(device_model.r1), float(device_model.a)),
     )
     op.add_connection(
-        part, acts, local_error, threshold_sig, pos_sig, neg_sig, weights, pulses, state
+        part,
+        acts,
+        local_error,
+        threshold_sig,
+        mask_source,
+        pos_sig,
+        neg_sig,
+        weights,
+        pulses,
+        state,
     )
 
     model.sig[rule]["error"] = error

@@ -56,6 +56,7 @@ def _select_rows(local_error, threshold, order, rows_sel, positive):  # pragma: 
 @njit(cache=True, nogil=True)
 def select_pulses(  # pragma: no cover - compiled
     acts,
+    mask_threshold,
     local_error,
     threshold,
     order,
@@ -72,9 +73,14 @@ def select_pulses(  # pragma: no cover - compiled
 
     Parameters
     ----------
-    acts, local_error, threshold : 1-D float arrays
-        Filtered pre activities, per-post-neuron error, and threshold (1 or ``n_post``
-        entries).
+    acts : 1-D float array
+        What marks a pre neuron active: its filtered activity (the published mask) or its
+        spike output in this step.
+    mask_threshold : float
+        A pre neuron is active where ``acts[j] > mask_threshold`` (0.5 for filtered
+        activities, i.e. ``round(a_j) > 0``; 0 for spikes).
+    local_error, threshold : 1-D float arrays
+        Per-post-neuron error, and threshold (1 or ``n_post`` entries).
     order : int
         One of ``ORDER_*``.
     origins : int array ``[pos_row, pos_col, neg_row, neg_col]``
@@ -94,7 +100,7 @@ def select_pulses(  # pragma: no cover - compiled
     """
     n_active = 0
     for j in range(acts.shape[0]):
-        if acts[j] > 0.5:
+        if acts[j] > mask_threshold:
             active[n_active] = j
             n_active += 1
     if n_active == 0:
@@ -210,13 +216,15 @@ def stochastic_cells(  # pragma: no cover - compiled
     cols_out,
     counts_out,
     polarity_out,
-    rng,
+    uniforms,
 ):
     """Pulse counts whose expectation is ``levels * |Delta| / running max``, zeros dropped.
 
-    Each count is ``floor(levels * |Delta_ij| / max + u)`` with ``u`` uniform in [0, 1) drawn
-    from ``rng`` (a ``numpy.random.Generator`` of the operator's own, so two simulators in one
-    thread do not share a stream), times ``per_step``; cells whose count is 0 are left out of the
+    Each count is ``floor(levels * |Delta_ij| / max + u)`` with ``u`` uniform in [0, 1): the
+    ``n_rows * n_active`` entries of ``uniforms``, one per candidate cell in order (drawn in
+    bulk by the caller from a ``numpy.random.Generator`` of the operator's own: the same
+    values, in the same order, as one ``rng.random()`` per cell, at a fraction of the cost),
+    times ``per_step``; cells whose count is 0 are left out of the
     batch. ``polarity_out`` records whether each kept cell is a positive device. Returns the
     number of cells kept and the total number of pulses.
     """
@@ -225,6 +233,7 @@ def stochastic_cells(  # pragma: no cover - compiled
     )
     k = 0
     total = 0
+    d = 0
     for r in range(n_rows):
         i = rows_sel[r]
         e = abs(local_error[i]) * scale
@@ -236,8 +245,8 @@ def stochastic_cells(  # pragma: no cover - compiled
             col0 = origins[3]
         for t in range(n_active):
             j = active[t]
-            u = rng.random()
-            count = int(np.floor(e * acts[j] + u))
+            count = int(np.floor(e * acts[j] + uniforms[d]))
+            d += 1
             if count > 0:
                 count = min(count, levels) * per_step
                 rows_out[k] = row
@@ -266,3 +275,100 @@ def store_cells(  # pragma: no cover - compiled
         x = np.float64(r_pos[i, j])
         y = np.float64(r_neg[i, j])
         weights[i, j] = c * (y - x) / (x * y)
+
+
+def pulse_weight_change(resistance, c, r0, r1, a):
+    """The weight change ``c * dg/dn`` of one SET pulse on devices at ``resistance`` (numpy).
+
+    The nominal model's state is ``n = ((R - r0) / r1) ** (1 / a)`` and ``dg/dn = -a (R - r0)
+    / (n R**2)``; a device at or below ``r0`` (no further change possible) gets ``inf``.
+    """
+    big_r = np.asarray(resistance, dtype=np.float64)
+    x = (big_r - r0) / r1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = c * (-a) * (big_r - r0) / (x ** (1.0 / a) * big_r * big_r)
+    return np.where(x > 0, out, np.inf)
+
+
+@njit(cache=True, nogil=True)
+def update_pulse_weight_change(  # pragma: no cover - compiled
+    rows, cols, polarity, size, origins, r_pos, r_neg, per_pos, per_neg, c, r0, r1, inv_a
+):
+    """:func:`pulse_weight_change` again for the cells just pulsed (after :func:`store_cells`)."""
+    a = 1.0 / inv_a
+    for k in range(size):
+        if polarity[k]:
+            i = np.uint64(np.int64(rows[k]) - origins[0])
+            j = np.uint64(np.int64(cols[k]) - origins[1])
+            big_r = np.float64(r_pos[i, j])
+        else:
+            i = np.uint64(np.int64(rows[k]) - origins[2])
+            j = np.uint64(np.int64(cols[k]) - origins[3])
+            big_r = np.float64(r_neg[i, j])
+        x = (big_r - r0) / r1
+        step = np.inf
+        if x > 0.0:
+            step = c * (-a) * (big_r - r0) / (x**inv_a * big_r * big_r)
+        if polarity[k]:
+            per_pos[i, j] = step
+        else:
+            per_neg[i, j] = step
+
+
+@njit(cache=True, nogil=True)
+def learning_rate_cells(  # pragma: no cover - compiled
+    acts,
+    local_error,
+    active,
+    n_active,
+    rows_sel,
+    positive,
+    n_rows,
+    origins,
+    alpha,
+    levels,
+    per_pos,
+    per_neg,
+    rows_out,
+    cols_out,
+    counts_out,
+    polarity_out,
+    uniforms,
+):
+    """Pulse counts whose expected weight change is PES's ``alpha * |e_i| a_j``.
+
+    ``alpha`` is ``learning_rate * dt / n_pre`` (Nengo's PES). ``per_pos``/``per_neg`` hold
+    each device's weight change per SET pulse (:func:`pulse_weight_change`, kept up to date
+    for the pulsed cells by :func:`update_pulse_weight_change`, so no power is evaluated
+    here), so the expected count is ``alpha |e_i| a_j / per_pulse``, rounded stochastically
+    (``floor(x + u)``, ``u`` the next of ``uniforms``, one per candidate cell as in
+    :func:`stochastic_cells`) and capped at ``levels``; cells with no pulse are left out of
+    the batch. Returns the number of cells kept and the total number of pulses.
+    """
+    k = 0
+    total = 0
+    d = -1
+    for r in range(n_rows):
+        i = rows_sel[r]
+        e = abs(local_error[i]) * alpha
+        if positive[r]:
+            row = origins[0] + np.int64(i)
+            col0 = origins[1]
+        else:
+            row = origins[2] + np.int64(i)
+            col0 = origins[3]
+        for t in range(n_active):
+            j = active[t]
+            d += 1
+            per_pulse = per_pos[i, j] if positive[r] else per_neg[i, j]
+            expected = e * acts[j] / per_pulse
+            count = int(np.floor(expected + uniforms[d]))
+            if count > 0:
+                count = min(count, levels)
+                rows_out[k] = row
+                cols_out[k] = col0 + np.int64(j)
+                counts_out[k] = count
+                polarity_out[k] = positive[r]
+                total += count
+                k += 1
+    return k, total

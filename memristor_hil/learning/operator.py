@@ -28,6 +28,7 @@ class ConnectionSignals(NamedTuple):
     pre_filtered: Signal
     local_error: Signal
     threshold: Signal
+    mask_source: Signal
     pos_resistances: Signal
     neg_resistances: Signal
     weights: Signal
@@ -45,7 +46,7 @@ class ConnectionSignals(NamedTuple):
         return list(self[_READS:])
 
 
-_READS = 3  # pre_filtered, local_error, threshold
+_READS = 4  # pre_filtered, local_error, threshold, mask_source
 _UPDATES = len(ConnectionSignals._fields) - _READS
 
 
@@ -65,13 +66,22 @@ class ConnectionPart:
         ``1 / (1/r0 - 1/r1)`` of the nominal model.
     pulse_interval : float or None
         Simulated seconds per pulse; None for one pulse per step.
-    policy : {"one", "scaled", "stochastic"}
-        Pulse-count policy (see :class:`~memristor_hil.mPES`).
+    policy : {"one", "scaled", "stochastic", "learning_rate"}
+        Pulse-count policy (see :class:`~memristor_hil.mPES`); "learning_rate" when the rule
+        has a ``learning_rate``.
     levels : int
-        With "scaled" and "stochastic", the most pulses per device per interval.
+        With "scaled", "stochastic" and "learning_rate", the most pulses per device per
+        interval.
+    mask_threshold : float
+        A pre neuron is active where its mask source exceeds this (0.5 for filtered
+        activities, 0 for spikes).
+    learning_rate : float or None
+        Nengo PES's learning rate, for the "learning_rate" policy.
+    nominal : tuple of float
+        ``(r0, r1, a)`` of the nominal device model (the "learning_rate" policy's pulse size).
     seed : int
-        Seed of the "stochastic" policy's random stream (the rule's ``seed``, else the
-        connection's build seed).
+        Seed of the random streams ("stochastic", "learning_rate"): the rule's ``seed``,
+        else the connection's build seed.
     """
 
     origins: tuple[int, int, int, int]
@@ -81,6 +91,9 @@ class ConnectionPart:
     pulse_interval: float | None
     policy: str
     levels: int
+    mask_threshold: float = 0.5
+    learning_rate: float | None = None
+    nominal: tuple[float, float, float] = (200.0, 2.3e8, -0.146)
     seed: int = 0
 
 
@@ -110,7 +123,7 @@ class SimmPES(Operator):
 
     1. sets ``[]``
     2. incs ``[]``
-    3. reads ``[pre_filtered, local_error, threshold]``
+    3. reads ``[pre_filtered, local_error, threshold, mask_source]``
     4. updates ``[pos_resistances, neg_resistances, weights, pulses, state]``
     """
 
@@ -133,6 +146,7 @@ class SimmPES(Operator):
         pre_filtered: Signal,
         local_error: Signal,
         threshold: Signal,
+        mask_source: Signal,
         pos_resistances: Signal,
         neg_resistances: Signal,
         weights: Signal,
@@ -151,6 +165,9 @@ class SimmPES(Operator):
             Error per post neuron, ``(n_post,)``.
         threshold : Signal
             Error threshold: ``(1,)`` or ``(n_post,)``.
+        mask_source : Signal
+            What marks a pre neuron active, ``(n_pre,)``: ``pre_filtered`` itself (the
+            published mask) or the pre neurons' spike output.
         pos_resistances, neg_resistances : Signal
             Resistances of the positive and negative devices, ``(n_post, n_pre)``, in ohm.
         weights : Signal
@@ -165,6 +182,7 @@ class SimmPES(Operator):
             pre_filtered,
             local_error,
             threshold,
+            mask_source,
             pos_resistances,
             neg_resistances,
             weights,
@@ -249,6 +267,7 @@ class _PartRunner:
         acts: np.ndarray,
         local_error: np.ndarray,
         threshold: np.ndarray,
+        mask_source: np.ndarray,
         r_pos: np.ndarray,
         r_neg: np.ndarray,
         weights: np.ndarray,
@@ -260,6 +279,7 @@ class _PartRunner:
         n_post, n_pre = weights.shape
         self.rng = rng
         self.acts, self.local_error, self.threshold = acts, local_error, threshold
+        self.mask_source, self.mask_threshold = mask_source, float(part.mask_threshold)
         self.r_pos, self.r_neg, self.weights = r_pos, r_neg, weights
         self.pulses, self.state = pulses, state
         self.origins = np.asarray(part.origins, dtype=np.int64)
@@ -268,7 +288,16 @@ class _PartRunner:
         self.interval_steps = None if part.pulse_interval is None else dt / part.pulse_interval
         self.levels = part.levels
         self.scaled = part.policy == "scaled"
-        self.stochastic = part.policy == "stochastic"
+        self.by_rate = part.policy == "learning_rate"
+        # cell-by-cell batches (zero counts dropped): stored through store_cells
+        self.stochastic = part.policy == "stochastic" or self.by_rate
+        if self.by_rate:
+            self.alpha = float(part.learning_rate) * dt / n_pre  # Nengo PES's scale
+            r0, r1, a = part.nominal
+            self.nominal = (float(r0), float(r1), 1.0 / float(a))
+            # each device's weight change per pulse, from the resistances as the run starts
+            self.per_pos = kernels.pulse_weight_change(r_pos, self.c, r0, r1, a)
+            self.per_neg = kernels.pulse_weight_change(r_neg, self.c, r0, r1, a)
         self.active = np.empty(n_pre, dtype=np.uint64)  # unsigned: no wraparound checks
         self.rows_sel = np.empty(n_post, dtype=np.uint64)
         self.positive = np.empty(n_post, dtype=np.bool_)
@@ -278,6 +307,8 @@ class _PartRunner:
         per_cell = self.scaled or self.stochastic
         self.counts = np.empty(n_post * n_pre if per_cell else 0, dtype=np.int64)
         self.polarity = np.empty(n_post * n_pre if self.stochastic else 0, dtype=np.bool_)
+        # one uniform per candidate cell, drawn in bulk each step (same stream as per-cell draws)
+        self.uniforms = np.empty(n_post * n_pre if self.stochastic else 0, dtype=np.float64)
         self.running_max = state[1:2]
         self.n_active = self.n_rows = 0
 
@@ -293,7 +324,8 @@ class _PartRunner:
             if per_step == 0:
                 return 0, 0
         n_active, n_rows = kernels.select_pulses(
-            self.acts,
+            self.mask_source,
+            self.mask_threshold,
             self.local_error,
             self.threshold,
             self.order,
@@ -311,6 +343,30 @@ class _PartRunner:
         if size == 0:
             return 0, 0
         if self.stochastic:
+            uniforms = self.uniforms[:size]
+            self.rng.random(out=uniforms)
+        if self.by_rate:
+            size, total = kernels.learning_rate_cells(
+                self.acts,
+                self.local_error,
+                self.active,
+                n_active,
+                self.rows_sel,
+                self.positive,
+                n_rows,
+                self.origins,
+                self.alpha * per_step,
+                self.levels,
+                self.per_pos,
+                self.per_neg,
+                self.rows,
+                self.cols,
+                self.counts,
+                self.polarity,
+                uniforms,
+            )
+            count: Any = self.counts[:size]
+        elif self.stochastic:
             size, total = kernels.stochastic_cells(
                 self.acts,
                 self.local_error,
@@ -327,9 +383,9 @@ class _PartRunner:
                 self.cols,
                 self.counts,
                 self.polarity,
-                self.rng,
+                uniforms,
             )
-            count: Any = self.counts[:size]
+            count = self.counts[:size]
         elif self.scaled:
             total = kernels.scaled_counts(
                 self.acts,
@@ -370,6 +426,20 @@ class _PartRunner:
                 self.weights,
                 self.c,
             )
+            if self.by_rate:
+                kernels.update_pulse_weight_change(
+                    self.rows,
+                    self.cols,
+                    self.polarity,
+                    self.size,
+                    self.origins,
+                    self.r_pos,
+                    self.r_neg,
+                    self.per_pos,
+                    self.per_neg,
+                    self.c,
+                    *self.nominal,
+                )
         else:
             kernels.store(
                 self.rows_sel,

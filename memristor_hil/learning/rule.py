@@ -21,6 +21,7 @@ from .layout import Layout
 __all__ = ["DEFAULT_CROSSBAR", "DEFAULT_MODEL", "mPES"]
 
 _POLICIES = ("one", "scaled", "stochastic")
+_MASKS = ("filtered", "spikes")
 
 #: The device model of the emulator mPES creates when given no crossbar: the published
 #: parameters, with states in single precision. That halves the cost of the power law, the
@@ -113,8 +114,18 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         value rounded stochastically, so small updates are often 0 pulses and the expected
         change follows PES's ``e_i * a_j`` (seeded by ``seed``, so runs and rebuilds reproduce).
     max_pulses : int, optional
-        The most pulses per device per pulse interval with ``"scaled"`` and
-        ``"stochastic"``. Default 100.
+        The most pulses per device per pulse interval with ``"scaled"``, ``"stochastic"``
+        and ``learning_rate``. Default 100.
+    learning_rate : float or None, optional
+        Nengo PES's learning rate: with it, each selected device gets the pulse count whose
+        expected weight change is PES's ``learning_rate * dt / n_pre * |e_i| a_j`` on the same
+        connection, from the device's current state (the nominal model's change per pulse at
+        the resistance read back), rounded stochastically (so an expected fraction of a pulse
+        is kept on average) and capped at ``max_pulses``. Replaces ``pulses``. Default None
+        (the ``pulses`` policy).
+    mask : {"filtered", "spikes"}, optional
+        Which pre neurons count as active: ``"filtered"`` (default, as published): filtered
+        activity ``round(a_j) > 0``; ``"spikes"``: the pre neurons that spiked in this step.
     pulse_interval : float or None, optional
         Seconds of simulated time per pulse while learning. Default 0.001: at ``dt = 1 ms``
         exactly one pulse per step, as published; with a smaller ``dt`` some steps apply no
@@ -191,6 +202,10 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
     )
     voltage = NumberParam("voltage", default=None, optional=True, readonly=True)
     pulse_width = NumberParam("pulse_width", low=0, low_open=True, default=1e-6, readonly=True)
+    learning_rate = NumberParam(
+        "learning_rate", low=0, low_open=True, default=None, optional=True, readonly=True
+    )
+    mask = Parameter("mask", default="filtered", readonly=True)
     model = _TypedParam("model", (PowerLaw,), default=None, optional=True)
     seed = IntParam("seed", low=0, default=None, optional=True, readonly=True)
     crossbar = _TypedParam("crossbar", (str, Crossbar), default=None, optional=True)
@@ -211,12 +226,23 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         seed: int | None = Default,
         crossbar: str | Crossbar | None = Default,
         layout: Layout = Default,
+        learning_rate: float | None = Default,
+        mask: str = Default,
         **model_fields: Any,
     ) -> None:
-        super().__init__(size_in="post_state")
+        super().__init__(learning_rate=learning_rate, size_in="post_state")
         if pulses is not Default and pulses not in _POLICIES:
             raise ValidationError(
                 f"must be one of {_POLICIES}, got {pulses!r}", attr="pulses", obj=self
+            )
+        if mask is not Default and mask not in _MASKS:
+            raise ValidationError(f"must be one of {_MASKS}, got {mask!r}", attr="mask", obj=self)
+        if pulses is not Default and learning_rate not in (Default, None):
+            raise ValidationError(
+                "give either learning_rate (pulse counts from PES's expected change) or a "
+                "pulses policy, not both",
+                attr="learning_rate",
+                obj=self,
             )
         self.pre_synapse = pre_synapse
         self.gain = gain
@@ -230,6 +256,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         self.seed = seed
         self.crossbar = crossbar
         self.layout = layout
+        self.mask = mask
 
     def _model(self, model: Any, variability: Any, fields: dict[str, Any]) -> PowerLaw | None | Any:
         """``model`` with ``variability`` and any PowerLaw fields applied on top."""
@@ -276,4 +303,6 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         "seed",
         "crossbar",
         "layout",
+        "learning_rate",
+        "mask",
     )
