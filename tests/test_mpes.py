@@ -193,10 +193,10 @@ def test_stochastic_simulators_stepped_in_turn_reproduce_their_separate_runs():
         nets.append(net)
     alone = []
     for net in nets:
-        with nengo.Simulator(net, progress_bar=False, optimize=False) as sim:
+        with nengo.Simulator(net, progress_bar=False) as sim:
             sim.run_steps(300)
             alone.append((sim.data[net.p_pulses].copy(), sim.data[net.p_weights].copy()))
-    sims = [nengo.Simulator(net, progress_bar=False, optimize=False) for net in nets]
+    sims = [nengo.Simulator(net, progress_bar=False) for net in nets]
     try:
         for _ in range(300):
             for sim in sims:
