@@ -4,7 +4,8 @@ The public names: :class:`PowerLaw` (device model), :class:`PulseBatch` and
 :class:`SafetyLimits` (what is sent), :class:`Crossbar` (the device abstraction layer every
 backend implements), :func:`open_crossbar` (a URL picks the backend), the exceptions, and
 :class:`mPES` with :class:`Layout` (the Nengo learning rule; imported on first use, so
-``import memristor_hil`` imports neither Nengo nor numba).
+``import memristor_hil`` imports neither Nengo nor numba), and :func:`sweep` (run a sweep of
+the published tasks on Dask; needs the ``[sweep]`` extra).
 
 The packages, one layer each (``docs/architecture.md`` draws how they connect):
 ``memristor_hil.learning`` (the Nengo rule), ``memristor_hil.lab`` (records, characterize,
@@ -55,10 +56,15 @@ __all__ = [
     "mPES",
     "open_crossbar",
     "register_scheme",
+    "sweep",
 ]
 
 #: Names imported on first use (they import Nengo and numba).
-_LAZY = {"mPES": "memristor_hil.learning", "Layout": "memristor_hil.learning"}
+_LAZY = {
+    "mPES": "memristor_hil.learning",
+    "Layout": "memristor_hil.learning",
+    "sweep": "memristor_hil.experiments.sweep",
+}
 
 
 def __getattr__(name: str) -> Any:
