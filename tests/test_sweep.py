@@ -102,7 +102,7 @@ def test_a_failing_run_is_a_row_with_its_traceback_and_the_sweep_goes_on(tmp_pat
         "rules": [{"rule": "PES"}, {"rule": "mPES"}],
         "devices": {"crossbar": ["emulator://?rows=12&cols=24", "emulator://?rows=2&cols=2"]},
     }
-    frame = sweep(plan, tmp_path, workers=1).set_index("label")
+    frame = sweep(plan, tmp_path, workers=0).set_index("label")
     assert len(frame) == 3
     failed = frame[frame["status"] == "failed"]
     assert len(failed) == 1 and failed["crossbar"].iloc[0].endswith("rows=2&cols=2")
@@ -191,16 +191,21 @@ def test_a_sweep_runs_on_a_separately_started_scheduler_and_worker(tmp_path):
         toml = _toml(
             tmp_path / "s.toml",
             'name = "remote"\nseeds = 2\ntasks = ["x1*x2"]\nneurons = [12]\nseconds = 0.4\n'
-            '[[rules]]\nrule = "PES"\n[[rules]]\nrule = "mPES"\n',
+            '[[rules]]\nrule = "PES"\n[[rules]]\nrule = "mPES"\n'
+            '[devices]\ncrossbar = ["emulator://", "emulator://?rows=2&cols=2"]\n',
         )
         out = tmp_path / "out"
-        assert main(["sweep", str(toml), "--out", str(out), "--scheduler", address]) == 0
+        # exit status 1: the runs on the too-small crossbar fail, the others finish
+        assert main(["sweep", str(toml), "--out", str(out), "--scheduler", address]) == 1
     finally:
         for proc in reversed(started):
             proc.terminate()
             proc.wait(timeout=30)
     frame = pd.read_parquet(out / "results.parquet")
-    assert len(frame) == 4 and (frame["status"] == "ok").all()
+    assert len(frame) == 6
+    failed = frame[frame["status"] == "failed"]
+    assert len(failed) == 2 and (failed["crossbar"] == "emulator://?rows=2&cols=2").all()
+    assert failed["traceback"].str.contains("BuildError").all()
     pids = {int(w.rsplit(":", 1)[1]) for w in frame["worker"]}
     assert os.getpid() not in pids and len(pids) == 1  # ran on the worker process
 
@@ -214,7 +219,7 @@ def test_hardware_runs_on_one_url_never_overlap_and_each_gets_fresh_cells(tmp_pa
             "seeds": 3,
             "tasks": ["x"],
             "neurons": [8],
-            "seconds": 0.3,
+            "seconds": 0.2,
             "rules": [{"rule": "mPES"}],
             "devices": {"crossbar": [service.visa_url]},
         }

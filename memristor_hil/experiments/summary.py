@@ -201,11 +201,7 @@ def write_summary(frame: Any, out: str | Path, title: str = "sweep") -> list[Pat
     out.mkdir(parents=True, exist_ok=True)
     table = summarize(frame)
     written = [out / "summary.md"]
-    written[0].write_text(
-        _markdown(table, frame, title)
-        if not table.empty
-        else f"# Sweep {title}: no finished runs\n"
-    )
+    written[0].write_text(_markdown(table, frame, title))
     if not table.empty:
         _plot_spread(frame, table, out / "mse_by_rule.png")
         written.append(out / "mse_by_rule.png")
