@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from service_process import ServiceProcess
 
+import memristor_hil
 from memristor_hil.cli import main
 from memristor_hil.experiments.plan import SweepPlan
 from memristor_hil.experiments.sweep import run_one, sweep
@@ -53,6 +54,7 @@ def test_plan_expands_every_axis_and_runs_pes_once_per_device_setting():
     assert len({r.run_id for r in runs}) == len(runs)
     assert {r.sigma for r in mpes} == {0.0, 0.15} and {r.sigma for r in pes} == {None}
     assert len(plan.limited(seeds=1, tasks=["x"]).runs()) == len(runs) // 4
+    assert memristor_hil.sweep is sweep  # the public entry point, imported on first use
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,7 @@ def summarize(frame: Any) -> Any:
         row = dict(zip(GROUP, key, strict=True))
         row.update(
             rule=group["rule"].iloc[0],
+            learning_rate=group["learning_rate"].iloc[0],
             seeds=len(group),
             failed=int(failed.get(key, 0)),
             mse_mean=float(mse.mean()),
@@ -62,6 +63,10 @@ def summarize(frame: Any) -> Any:
     table = pd.DataFrame(rows)
     if table.empty:
         return table
+    # PES first, by learning rate; then mPES by policy and settings
+    table = table.sort_values(
+        [*TASK, "rule", "learning_rate", "label", "settings"], na_position="last"
+    ).reset_index(drop=True)
     baseline = {}
     for key, group in table.groupby(TASK, dropna=False):
         pes = group[group["rule"] == "PES"]
@@ -99,7 +104,7 @@ def _markdown(table: Any, frame: Any, title: str) -> str:
         lines.append(
             f"| {r['task']} | {r['stimulus']} | {r['n_pre']}/{r['n_post']} | {r['seconds']:g} "
             f"| {r['label']} | {r['settings']} | {r['seeds']} "
-            f"| {r['mse_mean']:.4g} ± {r['mse_ci95']:.2g} | {r['mse_std']:.2g} "
+            f"| {r['mse_mean']:.4g} ± {_num(r['mse_ci95'])} | {_num(r['mse_std'])} "
             f"| {r['spearman']:.3f} | {r['pearson']:.3f} | {r['final_block_error']:.4g} "
             f"| {ratio} | {r['failed']} |"
         )
@@ -113,6 +118,10 @@ def _markdown(table: Any, frame: Any, title: str) -> str:
         lines.append("")
         lines.append("Tracebacks: the `traceback` column of `results.parquet`.")
     return "\n".join(lines) + "\n"
+
+
+def _num(value: float) -> str:
+    return "n/a" if np.isnan(value) else f"{value:.2g}"
 
 
 def _panel_title(key: tuple) -> str:
