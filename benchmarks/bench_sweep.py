@@ -71,7 +71,10 @@ def _start_cluster(folder: Path, workers: int) -> tuple[str, list[subprocess.Pop
             **quiet,
         )
     ]
+    deadline = time.monotonic() + 120
     while not file.exists():
+        if time.monotonic() > deadline or procs[0].poll() is not None:
+            raise RuntimeError("dask scheduler did not start")
         time.sleep(0.1)
     address = json.loads(file.read_text())["address"]
     procs.append(

@@ -237,3 +237,33 @@ def test_hardware_runs_on_one_url_never_overlap_and_each_gets_fresh_cells(tmp_pa
     assert len(refused) == 1 and "NoFreeCellsError" in refused["error"].iloc[0]
     assert "refusing to learn on pulsed cells" in refused["error"].iloc[0]
     assert len(list((tmp_path / "records").glob("*.sqlite"))) == 3
+
+
+def test_the_summary_gives_mean_ci_and_the_ratio_to_the_best_pes_rate(tmp_path):
+    from scipy.stats import t
+
+    from memristor_hil.experiments.summary import summarize, write_summary
+
+    base = {"task": "x", "stimulus": "sine", "n_pre": 10, "n_post": 10, "seconds": 1.0}
+    rows = []
+    for label, rule, rate, mses in [
+        ("PES 1e-05", "PES", 1e-5, [0.2, 0.4, 0.3]),
+        ("PES 0.0001", "PES", 1e-4, [0.1, 0.1, 0.1]),
+        ("mPES one", "mPES", None, [0.3, 0.2, 0.1]),
+    ]:
+        for seed, mse in enumerate(mses):
+            rows.append(
+                {**base, "label": label, "rule": rule, "learning_rate": rate, "seed": seed,
+                 "settings": "-", "status": "ok", "mse": mse, "spearman": 0.9, "pearson": 0.9,
+                 "block_errors": [2.0, 1.0], "final_block_error": 1.0, "pulses": 0.0,
+                 "wall_s": 1.0, "run_id": f"{label}{seed}", "error": None}
+            )  # fmt: skip
+    frame = pd.DataFrame(rows)
+    table = summarize(frame).set_index("label")
+    assert table.loc["PES 1e-05", "mse_mean"] == pytest.approx(0.3)
+    assert table.loc["PES 1e-05", "mse_ci95"] == pytest.approx(t.ppf(0.975, 2) * 0.1 / 3**0.5)
+    assert table.loc["mPES one", "ratio_to_pes"] == pytest.approx(2.0)  # 0.2 / best PES 0.1
+    assert (table["baseline"] == "PES 0.0001").all()
+    written = write_summary(frame, tmp_path)
+    assert [p.name for p in written] == ["summary.md", "mse_by_rule.png", "learning_curves.png"]
+    assert "1.00 (baseline)" in (tmp_path / "summary.md").read_text()
