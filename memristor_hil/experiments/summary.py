@@ -8,7 +8,7 @@ mean test MSE on it (the published comparison takes the best of several rates).
 
 Plots: ``mse_by_rule.png`` (each seed's test MSE per rule, with mean and 95% CI, one panel
 per task) and, for tasks with several testing blocks (paper 2), ``learning_curves.png``
-(mean total absolute error per testing block, with its 95% CI band, per rule).
+(mean total absolute error per testing block, with the seeds' range as a band, per rule).
 """
 
 from __future__ import annotations
@@ -169,6 +169,7 @@ def _plot_spread(frame: Any, table: Any, path: Path) -> None:
 
 def _plot_curves(frame: Any, path: Path) -> bool:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     ok = frame[frame["status"] == "ok"]
     ok = ok[ok["block_errors"].map(len) > 1]
@@ -177,21 +178,27 @@ def _plot_curves(frame: Any, path: Path) -> bool:
     panels = list(ok.groupby(TASK, dropna=False, sort=True))
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.6 * len(panels)), squeeze=False)
     for ax, (key, runs) in zip(axes.flat, panels, strict=True):
-        for (label, settings), group in runs.groupby(["label", "settings"], sort=True):
+        runs = runs.sort_values(["rule", "learning_rate", "label", "settings"], na_position="last")
+        for (label, settings), group in runs.groupby(["label", "settings"], sort=False):
             curves = np.array([list(b) for b in group["block_errors"]], dtype=float)
-            mean = curves.mean(axis=0)
             blocks = np.arange(1, curves.shape[1] + 1)
             name = label if settings == "-" else f"{label} ({settings})"
-            (line,) = ax.plot(blocks, mean, marker="o", ms=3, label=f"{name}, {len(curves)} seeds")
+            (line,) = ax.plot(
+                blocks, curves.mean(axis=0), marker="o", ms=3, label=f"{name}, {len(curves)} seeds"
+            )
             if len(curves) > 1:
-                half = np.array([_ci95(c) for c in curves.T])
-                ax.fill_between(blocks, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+                ax.fill_between(
+                    blocks, curves.min(axis=0), curves.max(axis=0), color=line.get_color(),
+                    alpha=0.15,
+                )  # fmt: skip
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("testing block")
         ax.set_ylabel("total absolute error")
         ax.set_title(_panel_title(key), fontsize=9)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    fig.suptitle("Error per testing block: mean over seeds, 95% CI band")
+    fig.suptitle("Error per testing block: mean over seeds (line), min to max (band)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
