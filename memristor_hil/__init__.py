@@ -3,8 +3,9 @@
 The public names: :class:`PowerLaw` (device model), :class:`PulseBatch` and
 :class:`SafetyLimits` (what is sent), :class:`Crossbar` (the device abstraction layer every
 backend implements), :func:`open_crossbar` (a URL picks the backend), the exceptions, and
-:class:`mPES` with :class:`Layout` (the Nengo learning rule). Everything but the exceptions
-is imported on first use, so ``import memristor_hil`` imports neither numpy, Nengo nor numba.
+:class:`mPES` with :class:`Layout` (the Nengo learning rule), and :func:`sweep` (run a sweep of
+the published tasks on Dask; needs the ``[sweep]`` extra). Everything but the exceptions is
+imported on first use, so ``import memristor_hil`` imports neither numpy, Nengo nor numba.
 
 The packages, one layer each (``docs/architecture.md`` draws how they connect):
 ``memristor_hil.learning`` (the Nengo rule), ``memristor_hil.lab`` (records, characterize,
@@ -58,6 +59,7 @@ __all__ = [
     "mPES",
     "open_crossbar",
     "register_scheme",
+    "sweep",
 ]
 
 #: Names imported on first use: the device layer imports numpy, the learning rule Nengo and
@@ -73,6 +75,7 @@ _LAZY = {
     "SafetyLimits": "memristor_hil.pulses",
     "mPES": "memristor_hil.learning",
     "Layout": "memristor_hil.learning",
+    "sweep": "memristor_hil.experiments.sweep",
 }
 
 

@@ -1,0 +1,386 @@
+"""The published learning tasks as data, and one run of one task as a function.
+
+A :class:`Task` says what to learn (a function of the input), on which network (pre and
+post neurons), for how long, and on which schedule: paper 1 learns for the first three
+quarters and tests in the last quarter; paper 2 alternates 2.5 s blocks of learning and
+testing (Tiotto et al. 2021 and the mPES paper; see ``docs/sweeps.md``). :func:`run_task`
+builds the network of :mod:`.function_learning` for one task, rule, device setting and seed,
+runs it and returns one flat row of metrics: the row a sweep writes to its table.
+
+Everything a run depends on is in its :class:`RunSpec`, and every random draw is seeded from
+it, so an emulator run repeats bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from hashlib import sha1
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "TASKS",
+    "RunSpec",
+    "Task",
+    "circular_convolution",
+    "run_task",
+    "versions",
+]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One published learning task.
+
+    Attributes
+    ----------
+    name : str
+        The name sweeps use (``"x^2"``, ``"x1*x2"``, ``"cconv2"``...).
+    function : callable
+        ``x -> f(x)``: the function of the input vector to learn.
+    dimensions : int
+        Input dimensions.
+    n_pre, n_post : int
+        Pre and post neurons of the learned neuron-to-neuron connection.
+    seconds : float
+        Simulated seconds at dt = 1 ms.
+    schedule : {"tail", "blocks"}
+        ``"tail"``: learn for the first 3/4, test (error inhibited) in the last 1/4 (paper 1).
+        ``"blocks"``: alternate ``block``-second periods of learning and testing (paper 2).
+    stimulus : {"sine", "white"}
+        The default input: sines of period 4 s (phase-shifted, incommensurate periods across
+        dimensions), or band-limited white noise.
+    block : float
+        Block length of the ``"blocks"`` schedule, in seconds.
+    paper : int
+        1 or 2.
+    """
+
+    name: str
+    function: Callable[[np.ndarray], Any]
+    dimensions: int
+    n_pre: int
+    n_post: int
+    seconds: float
+    schedule: str = "tail"
+    stimulus: str = "sine"
+    block: float = 2.5
+    paper: int = 1
+
+    def learning(self, seconds: float) -> Callable[[float], bool]:
+        """``t -> bool``: whether the error drives learning at time ``t`` of a run."""
+        if self.schedule == "tail":
+            until = 0.75 * seconds
+            return lambda t: t < until
+        block = self.block
+        return lambda t: int(t // block) % 2 == 0
+
+
+def circular_convolution(x: np.ndarray) -> np.ndarray:
+    """``a (*) b`` of the two halves ``a, b`` of ``x`` (circular convolution, via the FFT)."""
+    a, b = np.split(np.asarray(x, dtype=float), 2)
+    return np.real(np.fft.ifft(np.fft.fft(a) * np.fft.fft(b)))
+
+
+def _tasks() -> dict[str, Task]:
+    paper1 = [
+        Task("x", lambda x: x, 1, 100, 100, 30.0),
+        Task("x^2", lambda x: x**2, 1, 100, 100, 30.0),
+        Task("x^3", lambda x: x**3, 1, 100, 100, 30.0),
+        Task("sin(pi x)", lambda x: np.sin(np.pi * x), 1, 100, 100, 30.0),
+        Task("x1*x2", lambda x: x[0] * x[1], 2, 100, 100, 30.0),
+    ]
+    paper2 = [
+        Task("product", lambda x: x[0] * x[1], 2, 200, 200, 50.0, "blocks", paper=2),
+        Task(
+            "two-products",
+            lambda x: x[0] * x[1] + x[2] * x[3],
+            4,
+            400,
+            400,
+            100.0,
+            "blocks",
+            paper=2,
+        ),
+        Task(
+            "three-products",
+            lambda x: [x[0] * x[1], x[0] * x[2], x[1] * x[2]],
+            3,
+            300,
+            300,
+            100.0,
+            "blocks",
+            paper=2,
+        ),
+        Task("cconv2", circular_convolution, 4, 400, 400, 200.0, "blocks", paper=2),
+        Task("cconv3", circular_convolution, 6, 600, 300, 400.0, "blocks", paper=2),
+    ]
+    return {task.name: task for task in paper1 + paper2}
+
+
+#: The task library: paper 1 (``x``, ``x^2``, ``x^3``, ``sin(pi x)``, ``x1*x2``; 100/100
+#: neurons, 30 s, 3/4 learning) and paper 2 (``product`` = x1*x2 200/200 50 s,
+#: ``two-products`` = x1*x2 + x3*x4 400/400 100 s, ``three-products`` = [x1x2, x1x3, x2x3]
+#: 300/300 100 s, ``cconv2`` 400/400 200 s, ``cconv3`` 600/300 400 s; 2.5 s blocks).
+TASKS: dict[str, Task] = _tasks()
+
+#: Periods of the sine inputs, per input dimension, relative to 4 s: incommensurate, so that
+#: over a run the inputs cover their square (cube...) instead of one diagonal.
+_SINE_RATIOS = (1.0, 0.618, 0.786, 0.545, 0.899, 0.691)
+
+
+def _stimulus(kind: str, dimensions: int, seconds: float, seed: int) -> Any:
+    if kind == "sine":
+        ratios = np.array(_SINE_RATIOS[:dimensions])
+        phases = np.arange(dimensions, dtype=float)
+        return lambda t: np.sin(2 * np.pi * t / 4 * ratios + phases)
+    if kind == "white":
+        import nengo
+
+        return nengo.processes.WhiteSignal(period=seconds, high=5, rms=0.5, seed=seed)
+    raise ValueError(f"unknown stimulus {kind!r}: use 'sine' or 'white'")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one run depends on: a row of a sweep's plan.
+
+    ``rule`` is ``"PES"`` (uses ``learning_rate``) or ``"mPES"`` (uses ``pulses``,
+    ``max_pulses``, ``gain`` and the device settings ``sigma``, ``exponent``, ``dtype``,
+    ``noise`` and ``crossbar``). ``None`` means the task's or the rule's default.
+    """
+
+    task: str
+    rule: str
+    seed: int
+    stimulus: str | None = None
+    seconds: float | None = None
+    n_pre: int | None = None
+    n_post: int | None = None
+    learning_rate: float | None = None
+    pulses: str | None = None
+    max_pulses: int | None = None
+    gain: float | None = None
+    sigma: float | None = None
+    exponent: float | None = None
+    dtype: str | None = None
+    noise: float | None = None
+    crossbar: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; the library has {sorted(TASKS)}")
+        if self.rule not in ("PES", "mPES"):
+            raise ValueError(f"unknown rule {self.rule!r}: use 'PES' or 'mPES'")
+        if self.rule == "PES":
+            mpes_only = [
+                f.name
+                for f in fields(self)
+                if f.name in _MPES_FIELDS and getattr(self, f.name) is not None
+            ]
+            if mpes_only:
+                raise ValueError(f"PES takes no device settings, got {mpes_only}")
+        elif self.learning_rate is not None:
+            raise ValueError("mPES takes no learning_rate (its step is the device's)")
+
+    @property
+    def run_id(self) -> str:
+        """A stable 12-character id from every parameter (the key ``--resume`` matches)."""
+        text = json.dumps(asdict(self), sort_keys=True)
+        return sha1(text.encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        """The rule and its parameters in a few words, e.g. ``PES 1e-05`` or ``mPES one``."""
+        if self.rule == "PES":
+            rate = 1e-4 if self.learning_rate is None else self.learning_rate
+            return f"PES {rate:g}"
+        text = f"mPES {self.pulses or 'one'}"
+        if self.max_pulses is not None and (self.pulses or "one") != "one":
+            text += f"/{self.max_pulses}"
+        return text
+
+    @property
+    def settings(self) -> str:
+        """The device settings that are not defaults, e.g. ``sigma=0.15 gain=1000``."""
+        parts = [
+            f"{name}={getattr(self, name)}"
+            for name in ("sigma", "gain", "exponent", "dtype", "noise", "crossbar")
+            if getattr(self, name) is not None
+        ]
+        return " ".join(parts) or "-"
+
+    def resolved(self) -> dict[str, Any]:
+        """Task defaults filled in: stimulus, seconds, n_pre, n_post."""
+        task = TASKS[self.task]
+        return {
+            "stimulus": self.stimulus or task.stimulus,
+            "seconds": float(self.seconds if self.seconds is not None else task.seconds),
+            "n_pre": int(self.n_pre or task.n_pre),
+            "n_post": int(self.n_post or task.n_post),
+        }
+
+
+_MPES_FIELDS = {
+    "pulses",
+    "max_pulses",
+    "gain",
+    "sigma",
+    "exponent",
+    "dtype",
+    "noise",
+    "crossbar",
+}
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages a run's numbers depend on."""
+    out = {"python": platform.python_version()}
+    for name in ("memristor-hil", "nengo", "numpy", "numba", "scipy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def _rule(spec: RunSpec, crossbar: Any, layout: Any) -> Any:
+    import nengo
+
+    from memristor_hil import mPES
+
+    if spec.rule == "PES":
+        rate = spec.learning_rate
+        return nengo.PES() if rate is None else nengo.PES(learning_rate=rate)
+    kwargs: dict[str, Any] = {"seed": spec.seed}
+    for name in ("pulses", "max_pulses", "gain", "dtype", "noise"):
+        value = getattr(spec, name)
+        if value is not None:
+            kwargs[name] = value
+    if spec.exponent is not None:
+        kwargs["a"] = spec.exponent
+    if spec.sigma is not None:
+        kwargs["variability"] = spec.sigma
+    if crossbar is not None:
+        kwargs["crossbar"] = crossbar
+    if layout is not None:
+        kwargs["layout"] = layout
+    return mPES(**kwargs)
+
+
+@dataclass
+class _Traces:
+    """What a run's probes saw, reduced to what the metrics need."""
+
+    output: np.ndarray
+    target: np.ndarray
+    testing: np.ndarray
+    pulses: float
+    wall: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_task(spec: RunSpec, *, crossbar: Any = None, layout: Any = None) -> dict[str, Any]:
+    """Run one task with one rule and return its metrics as one flat row.
+
+    Parameters
+    ----------
+    spec : RunSpec
+        What to run.
+    crossbar : Crossbar, optional
+        An open crossbar for mPES (the sweep passes hardware crossbars it has placed);
+        default: ``spec.crossbar`` as a URL, or the rule's own in-process emulator.
+    layout : Layout, optional
+        Where on ``crossbar`` the devices go.
+
+    Returns
+    -------
+    dict
+        ``mse``, ``spearman``, ``pearson`` over the testing periods; ``block_errors``, the
+        total absolute error (summed over steps and output dimensions) of each testing block;
+        ``final_block_error``; ``pulses`` applied; ``sim_wall_s`` and ``sim_cpu_s``
+        (wall and CPU seconds to build and run; CPU time hardly depends on what else the
+        machine runs); the resolved task parameters.
+    """
+    import nengo
+
+    from memristor_hil.experiments.function_learning import build_network
+
+    task = TASKS[spec.task]
+    resolved = spec.resolved()
+    seconds = resolved["seconds"]
+    learning = task.learning(seconds)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    net, probes = build_network(
+        _rule(spec, crossbar if crossbar is not None else spec.crossbar, layout),
+        task.function,
+        _stimulus(resolved["stimulus"], task.dimensions, seconds, spec.seed),
+        learning,
+        dimensions=task.dimensions,
+        n_pre=resolved["n_pre"],
+        n_post=resolved["n_post"],
+        n_error=resolved["n_post"],
+        seed=spec.seed,
+        weights_every=seconds,
+        n_weights=1,
+    )
+    learned = next(c for c in net.all_connections if c.learning_rule_type is not None)
+    with net:
+        pulse_probe = nengo.Probe(learned.learning_rule, "pulses") if spec.rule == "mPES" else None
+    with nengo.Simulator(net, progress_bar=False, seed=spec.seed) as sim:
+        sim.run(seconds)
+        t = sim.trange()
+        output = sim.data[probes["output"]]
+        target = sim.data[probes["target"]]
+        pulses = float(np.sum(sim.data[pulse_probe])) if pulse_probe is not None else 0.0
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    testing = np.array([not learning(ti) for ti in t])
+    if not testing.any():
+        raise ValueError(f"{seconds:g} s leaves {spec.task} no testing period to score")
+    out, tgt = output[testing].reshape(-1), target[testing].reshape(-1)
+    blocks = _block_errors(np.abs(output - target), testing)
+    return {
+        **resolved,
+        "mse": _fsum((out - tgt) ** 2) / out.size,
+        "spearman": _pearson(_ranks(out), _ranks(tgt)),
+        "pearson": _pearson(out, tgt),
+        "block_errors": blocks,
+        "final_block_error": blocks[-1],
+        "pulses": pulses,
+        "sim_wall_s": wall,
+        "sim_cpu_s": cpu,
+    }
+
+
+# The metrics sum with math.fsum (exactly rounded), not numpy's SIMD sums, whose rounding
+# depends on how an array happens to be aligned in memory: the same run then gives the same
+# bits every time, in any process.
+
+
+def _fsum(x: np.ndarray) -> float:
+    return math.fsum(np.ravel(x).tolist())
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    dx, dy = x - _fsum(x) / x.size, y - _fsum(y) / y.size
+    denominator = math.sqrt(_fsum(dx * dx) * _fsum(dy * dy))
+    return _fsum(dx * dy) / denominator if denominator > 0 else float("nan")
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(x).astype(float)
+
+
+def _block_errors(abs_error: np.ndarray, testing: np.ndarray) -> list[float]:
+    """Sum of ``abs_error`` over each contiguous run of testing steps (and output dims)."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], testing.astype(int), [0]])))
+    return [_fsum(abs_error[a:b]) for a, b in zip(edges[::2], edges[1::2], strict=True)]
