@@ -118,17 +118,24 @@ def _scatter(signals: Any, sig: Any, value: tf.Tensor) -> None:
 
 
 class _Devices:
-    """One block of devices (positive or negative) of one connection, as TF constants."""
+    """One block of devices (positive or negative) of one connection, as TF constants.
+
+    The device arithmetic runs in float64 whatever the model's dtype, and its result is stored
+    in the resistance signals unrounded (when NengoDL's signals are float64): those signals
+    are the devices' only state, and rounding them to float32 at every pulse would make the
+    pulse count recovered from them drift by a float32 rounding per pulse (with float32
+    signals it does: about ``sqrt(pulses)`` half-ulps of R, still float32 noise).
+    """
 
     def __init__(self, xbar: Any, row: int, col: int, shape: tuple[int, int], voltage: float):
         model = xbar.model
         params = xbar.device_parameters
         rows, cols = xbar.shape
         ft = model.float_type
-        self.dtype = tf.as_dtype(ft)
 
         def block(values: np.ndarray) -> np.ndarray:
-            values = np.asarray(values, dtype=ft)
+            # the model's values (in its dtype), then float64 for the arithmetic
+            values = np.asarray(values, dtype=ft).astype(np.float64)
             if values.size == 1:
                 return values.reshape(())
             return values.reshape(rows, cols)[row : row + shape[0], col : col + shape[1]]
@@ -137,35 +144,36 @@ class _Devices:
         self.r0 = tf.constant(r0)
         self.r1 = tf.constant(r1)
         self.a = tf.constant(a)
-        self.inv_a = tf.constant((1.0 / a).astype(ft))
-        self.tiny = tf.constant(np.finfo(ft).tiny, dtype=self.dtype)
-        self.max_excess = tf.constant(((r1 - r0) / r1).astype(ft))
+        self.inv_a = tf.constant(1.0 / a)
+        self.tiny = tf.constant(float(np.finfo(ft).tiny), dtype=tf.float64)
+        self.max_excess = tf.constant((r1 - r0) / r1)
         self.noise = float(model.noise)
         if ft(voltage) == ft(model.v_ref):
             self.ratio = None  # a / a(V) == 1: a pulse adds exactly k to the pulse count
         else:
-            a_v = a + ft(model.a_slope) * (ft(voltage) - ft(model.v_ref))
+            a_v = np.asarray(a, dtype=ft) + ft(model.a_slope) * (ft(voltage) - ft(model.v_ref))
             if np.any(a_v >= 0):
                 raise BuildError(
                     f"mPES: the device exponent a(V) is not negative at {voltage} V: no SET "
                     "is possible at that voltage"
                 )
-            ratio = (a / a_v).astype(ft)
+            ratio = (np.asarray(a, dtype=ft) / a_v).astype(ft).astype(np.float64)
             self.ratio = tf.constant(ratio)
-            self.inv_ratio = tf.constant((1.0 / ratio).astype(ft))
+            self.inv_ratio = tf.constant(1.0 / ratio)
 
     def pulse(self, resistance: tf.Tensor, k: tf.Tensor, seed: int) -> tf.Tensor:
-        """Resistances after ``k`` SET pulses (``k`` in the model's dtype), as the emulator does.
+        """Resistances (float64) after ``k`` SET pulses, as the emulator computes them.
 
         The pulse count is recovered from the resistance (clipped into ``(r0, r1]`` first, which
         is the emulator's ``n >= n_min``), raised by ``k`` (converted to the pulse voltage's
         exponent when it is not ``v_ref``) and turned back into a resistance.
         """
-        r = tf.cast(resistance, self.dtype)
+        r = tf.cast(resistance, tf.float64)
+        k = tf.cast(k, tf.float64)
         excess = tf.clip_by_value((r - self.r0) / self.r1, self.tiny, self.max_excess)
         n = tf.pow(excess, self.inv_a)
         if self.noise > 0:
-            xi = tf.random.normal(tf.shape(k), dtype=self.dtype, seed=seed)
+            xi = tf.random.normal(tf.shape(k), dtype=tf.float64, seed=seed)
             k = tf.maximum(k + self.noise * tf.sqrt(k) * xi, 0.0)
         if self.ratio is None:
             n = n + k
@@ -244,14 +252,12 @@ class _NativePart:
         def pulse() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
             pos_cells = cells & pos_rows[:, :, None]
             neg_cells = cells & neg_rows[:, :, None]
-            new_pos = self.pos.pulse(r_pos, tf.cast(counts, self.pos.dtype), self.seeds[1])
-            new_neg = self.neg.pulse(r_neg, tf.cast(counts, self.neg.dtype), self.seeds[2])
-            # the stored resistances are what the emulator returns: its precision, then ours
-            rp = tf.where(pos_cells, tf.cast(new_pos, dtype), r_pos)
-            rn = tf.where(neg_cells, tf.cast(new_neg, dtype), r_neg)
-            x, y = tf.cast(rp, tf.float64), tf.cast(rn, tf.float64)
+            new_pos = self.pos.pulse(r_pos, counts, self.seeds[1])
+            new_neg = self.neg.pulse(r_neg, counts, self.seeds[2])
+            x = tf.where(pos_cells, new_pos, tf.cast(r_pos, tf.float64))
+            y = tf.where(neg_cells, new_neg, tf.cast(r_neg, tf.float64))
             w = tf.cast(self.c * (y - x) / (x * y), dtype)
-            return rp, rn, tf.where(cells, w, weights)
+            return tf.cast(x, dtype), tf.cast(y, dtype), tf.where(cells, w, weights)
 
         r_pos, r_neg, weights = tf.cond(tf.reduce_any(fire), pulse, lambda: (r_pos, r_neg, weights))
         _scatter(signals, s.pos_resistances, r_pos)
