@@ -297,7 +297,17 @@ class HostCallmPES:
 
     def __init__(self, op: SimmPES) -> None:
         self.op = op
+        self.inputs = list(dict.fromkeys([*op.reads, *op.updates]))
+        self.outputs = list(op.updates)
+        # The NumPy step's arrays: one SignalDict for the builder's life (the operator ties
+        # the crossbar's closing to it, as to nengo.Simulator's), made here because NengoDL
+        # may call build_pre again after build_post (when Keras builds the layer).
+        self.arrays = SignalDict()
+        for sig in self.inputs:
+            self.arrays.init(sig)
         self.step: Any = None
+        self.dt = 0.0
+        self.seed = 0
 
     def build_pre(self, signals: Any, config: Any) -> None:
         op = self.op
@@ -309,16 +319,9 @@ class HostCallmPES:
                 "or the in-process emulator (mPES(crossbar=None) or 'emulator://'), which "
                 "runs in the graph with any minibatch size."
             )
-        self.dt = float(signals.dt_val)
-        self.seed = int(config.rng.randint(2**31 - 1))
-        self.inputs = list(dict.fromkeys([*op.reads, *op.updates]))
-        self.outputs = list(op.updates)
-        # The NumPy step's arrays: one SignalDict for the builder's life (the operator ties
-        # the crossbar's closing to it, as to nengo.Simulator's).
-        self.arrays = SignalDict()
-        for sig in self.inputs:
-            if sig not in self.arrays:
-                self.arrays.init(sig)
+        if self.step is None:
+            self.dt = float(signals.dt_val)
+            self.seed = int(config.rng.randint(2**31 - 1))
         self.out_dtype = signals.dtype.as_numpy_dtype
 
     def build_post(self, signals: Any) -> None:
@@ -333,7 +336,8 @@ class HostCallmPES:
                 continue
             np.copyto(self.arrays[sig], np.reshape(value, sig.shape), casting="unsafe")
         self.step()
-        return [np.asarray(self.arrays[sig], dtype=self.out_dtype)[None] for sig in self.outputs]
+        # copies: TensorFlow may keep a returned array's memory, which the next step rewrites
+        return [np.array(self.arrays[sig], dtype=self.out_dtype)[None] for sig in self.outputs]
 
     def build_step(self, signals: Any) -> list[tf.Tensor]:
         values = [signals.gather(signals[sig]) for sig in self.inputs]
