@@ -31,6 +31,9 @@ import tensorflow as tf  # noqa: E402
 from memristor_hil import mPES  # noqa: E402
 
 DT = 0.001
+# Nengo's decoder cache is shared between environments; the main one's (NumPy 2) entries
+# cannot be read under this one's NumPy 1.24.
+nengo.rc["decoder_cache"]["enabled"] = "False"
 
 
 def build(n: int, seed: int = 0) -> nengo.Network:

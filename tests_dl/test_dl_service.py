@@ -50,8 +50,8 @@ def test_nengo_dl_through_visa_matches_the_numpy_simulator_in_process():
             net = build(xbar)
             with nengo_dl.Simulator(net, progress_bar=False) as sim:
                 sim.run_steps(STEPS)
-                pulses = np.asarray(sim.data[net.p_pulses])[0]
-                weights = np.asarray(sim.data[net.p_weights])[0]
+                pulses = np.asarray(sim.data[net.p_pulses])  # minibatch_size None: no axis
+                weights = np.asarray(sim.data[net.p_weights])
             assert xbar.stats["commands"] > 20  # it really went through the service
             devices = xbar.read_all()
     finally:
