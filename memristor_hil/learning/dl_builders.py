@@ -66,8 +66,10 @@ def runs_natively(op: SimmPES) -> bool:
 class SimmPESBuilder(OpBuilder):
     """NengoDL builder for a group of ``SimmPES`` operators: native or host call.
 
-    Operators of in-process emulators merge into one group (NengoDL's ``mergeable``); an
-    operator of any other crossbar stays alone, so each crossbar keeps one batch per step.
+    Operators of in-process emulators may merge into one group (NengoDL's ``mergeable``;
+    NengoDL itself also asks for signals of matching shapes, i.e. operators with as many
+    connections of the same sizes); an operator of any other crossbar stays alone, so each
+    crossbar keeps its one batch per step.
     """
 
     def __init__(self, ops: list[SimmPES]) -> None:
