@@ -5,9 +5,13 @@ import nengo
 import nengo_dl
 import numpy as np
 from memristor_hil.drivers import VisaCrossbar
-from service_process import ServiceProcess
 
 from memristor_hil import mPES, open_crossbar
+
+try:  # main's shared helper (memristor_hil.testing), once merged
+    from memristor_hil.testing.service import EmulatorService as ServiceProcess
+except ImportError:  # this branch's base: tests/service_process.py
+    from service_process import ServiceProcess
 
 N_PRE = N_POST = 10
 URL = f"emulator://?rows={N_POST}&cols={2 * N_PRE}&seed=5&sigma=0.15&noise=0.05"
