@@ -95,6 +95,11 @@ class EmulatedCrossbar(Crossbar):
         return self._model
 
     @property
+    def device_parameters(self) -> DeviceParameters:
+        """The cells' drawn parameters (see :attr:`Crossbar.device_parameters`)."""
+        return self.params
+
+    @property
     def can_restore(self) -> bool:
         """Always True: an emulator can return to any :meth:`snapshot`."""
         return True

@@ -14,6 +14,9 @@ that tools above it use, each with a default that says "not available":
 - :attr:`Crossbar.can_restore`, :meth:`Crossbar.snapshot`, :meth:`Crossbar.restore`: return
   every device to an earlier state; Nengo's ``sim.reset()`` needs it. Real devices cannot be
   un-pulsed, so the defaults say False and raise :class:`UnsupportedError`.
+- :attr:`Crossbar.device_parameters`: the per-device model parameters, only for a backend
+  whose devices are simulated in this process (an emulator), so a caller may simulate them
+  itself (NengoDL's native mPES builder does, inside the TensorFlow graph); ``None`` otherwise.
 
 A wrapper (a recording, say) forwards exactly these, so nothing is reached by probing for
 attributes.
@@ -32,7 +35,7 @@ from .errors import AddressError, CrossbarClosedError, InvalidBatchError, Unsupp
 from .pulses import Cells, PulseBatch, SafetyLimits, cell_indices
 
 if TYPE_CHECKING:
-    from .powerlaw import PowerLaw
+    from .powerlaw import DeviceParameters, PowerLaw
 
 __all__ = ["Crossbar"]
 
@@ -96,6 +99,16 @@ class Crossbar(ABC):
     @property
     def model(self) -> PowerLaw | None:
         """The device model behind the cells, if the backend knows it (an emulator); else None."""
+        return None
+
+    @property
+    def device_parameters(self) -> DeviceParameters | None:
+        """Per-device parameters of in-process simulated devices (an emulator); else None.
+
+        Not None only when nothing but this process's simulation stands behind the cells, so
+        simulating them elsewhere (in a TensorFlow graph) loses nothing; a wrapper that must
+        see every pulse (a recording) keeps None.
+        """
         return None
 
     @property

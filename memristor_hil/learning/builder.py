@@ -9,6 +9,7 @@ safety limits.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +163,8 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     """
     conn = rule.connection
     _check_connection(conn)
+    if "nengo_dl" in sys.modules:  # building for nengo_dl.Simulator: register our op builder
+        from . import dl_builders  # noqa: F401  (imports TensorFlow; NumPy users never get here)
     weights = model.sig[conn]["weights"]
     if weights.ndim != 2:
         raise BuildError(
