@@ -65,8 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--writer",
         choices=("auto", "pyarrow", "python"),
         default="auto",
-        help="CSV writer: pyarrow (Arrow's C++ writer, the [export] extra; several times "
-        "faster), python (pure Python) or auto (pyarrow when installed)",
+        help="CSV writer: pyarrow (Arrow's C++ writer, the [export] extra; half the CPU time, "
+        "on two threads), python (pure Python) or auto (pyarrow when installed)",
     )
     export.set_defaults(run=run_export)
 
