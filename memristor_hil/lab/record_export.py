@@ -10,17 +10,14 @@ built in memory.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .record import Event, Record
+from .record import Record
+from .record_rows import COLUMNS, Progress, Selection, csv_block, events_of
 
 __all__ = [
     "COLUMNS",
@@ -33,16 +30,11 @@ __all__ = [
     "parse_events",
 ]
 
-COLUMNS = (
-    "event", "kind", "time", "row", "col", "pulses", "voltage", "width", "resistance", "error"
-)  # fmt: skip
 #: Measured average CSV bytes per row (a 100x100 mPES record's rows are 55-65 bytes).
 CSV_BYTES_PER_ROW = 62
 #: NPZ bytes per row before compression: event, time, row, col, pulses, voltage, width,
 #: resistance and two flags.
 NPZ_BYTES_PER_ROW = 8 * 8 + 2
-
-Progress = Callable[[int], None]
 
 
 def parse_events(text: str | None) -> tuple[int, int | None]:
@@ -62,19 +54,6 @@ def parse_events(text: str | None) -> tuple[int, int | None]:
         ) from None
 
 
-@dataclass(frozen=True)
-class Selection:
-    """Which events (``start <= index < stop``) and cells (a mask over all cells, or None)."""
-
-    start: int = 0
-    stop: int | None = None
-    cells: np.ndarray | None = None
-
-    def rows_of(self, event: Event) -> np.ndarray | None:
-        """Positions of the event's selected cells (None: all of them)."""
-        return None if self.cells is None else np.flatnonzero(self.cells[event.cells])
-
-
 def estimate(record: Record, selection: Selection) -> tuple[int, int]:
     """``(events, rows)`` the selection covers; rows are exact without a cell selection, and
     otherwise scaled by the fraction of cells selected (an estimate)."""
@@ -87,10 +66,6 @@ def estimate(record: Record, selection: Selection) -> tuple[int, int]:
     if selection.cells is not None:
         rows = int(round(rows * selection.cells.mean()))
     return int(events), int(rows)
-
-
-def _events(record: Record, selection: Selection):
-    return record.events(start=selection.start, stop=selection.stop)
 
 
 #: CSV writers: Arrow's C++ writer (the ``[export]`` extra) and the pure-Python reference.
@@ -141,60 +116,14 @@ def export_csv(
     total = 0
     with open(out, "w", newline="") as f:
         f.write(",".join(COLUMNS) + "\n")
-        for event in _events(record, selection):
+        for event in events_of(record, selection):
             keep = selection.rows_of(event)
             n = event.cells.size if keep is None else keep.size
             if n:
-                f.write(_csv_block(event, keep))
+                f.write(csv_block(event, keep))
             total += n
             progress(n)
     return total
-
-
-def _quote(text: str) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow([text])
-    return buffer.getvalue()
-
-
-def _constant(values: np.ndarray | None) -> str | None:
-    """The value's text when every cell has the same one (None otherwise)."""
-    if values is None:
-        return ""
-    if values.size and np.all(values == values[0]):
-        v = values[0]
-        return str(int(v)) if values.dtype.kind in "iu" else repr(float(v))
-    return None
-
-
-def _csv_block(event: Event, keep: np.ndarray | None) -> str:
-    """All rows of one event, formatted with one ``%`` over the event's varying values."""
-
-    def pick(values: np.ndarray | None) -> np.ndarray | None:
-        return values if values is None or keep is None else values[keep]
-
-    apply = event.kind == "apply"
-    columns: list[list] = [pick(event.rows).tolist(), pick(event.cols).tolist()]
-    fields = [f"{event.index}", event.kind, repr(event.time), "%d", "%d"]
-    for values in (event.pulses, event.voltage, event.width) if apply else (None, None, None):
-        values = pick(values)
-        text = _constant(values)
-        if text is None:
-            columns.append(values.tolist())
-            fields.append("%d" if values.dtype.kind in "iu" else "%.17g")
-        else:
-            fields.append(text)
-    resistance = pick(event.resistance)
-    if resistance is None:
-        fields.append("")
-    else:
-        columns.append(resistance.astype(np.float64, copy=False).tolist())
-        fields.append("%.17g")  # exact for float64, twice as fast as repr
-    fields.append(_quote(event.error).replace("%", "%%") if event.error else "")
-    line = ",".join(fields) + "\n"
-    n = len(columns[0])
-    values = [v for row in zip(*columns, strict=True) for v in row]
-    return (line * n) % tuple(values)
 
 
 def export_npz(
@@ -205,7 +134,7 @@ def export_npz(
     parts: dict[str, list[np.ndarray]] = {k: [] for k in COLUMNS if k not in ("kind", "error")}
     parts["is_apply"], parts["failed"] = [], []
     total = 0
-    for event in _events(record, selection):
+    for event in events_of(record, selection):
         keep = selection.rows_of(event)
         n = event.cells.size if keep is None else keep.size
 

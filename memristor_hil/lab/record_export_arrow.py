@@ -2,7 +2,8 @@
 extra) formats the numbers, while Python only gathers each event's columns.
 
 Rows, columns and values are those of the reference writer
-(:func:`memristor_hil.lab.record_export.export_csv` with ``writer="python"``); number text may
+(:func:`memristor_hil.lab.record_export.export_csv` with ``writer="python"``, whose rows
+:func:`memristor_hil.lab.record_rows.csv_block` formats); number text may
 differ (Arrow writes the shortest text that reads back as the same float64, the reference up
 to 17 significant digits), never the value it reads back as. What is constant over an event
 (its index, kind and time, and usually pulses, voltage and width) is formatted once per event
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from .record import Event, Record
-from .record_export import COLUMNS, Progress, Selection, _csv_block, _events
+from .record_rows import COLUMNS, Progress, Selection, csv_block, events_of
 
 __all__ = ["CHUNK_ROWS", "write_csv"]
 
@@ -195,12 +196,12 @@ def write_csv(
             return _Chunk(record.shape[1])
 
         chunk = _Chunk(record.shape[1])
-        for event in _events(record, selection):
+        for event in events_of(record, selection):
             keep = selection.rows_of(event)
             if event.error is not None:  # quoted text: the reference writer's code
                 chunk = hand_over(chunk)
                 n = event.cells.size if keep is None else keep.size
-                pending.append((_csv_block(event, keep) if n else "", n))
+                pending.append((csv_block(event, keep) if n else "", n))
                 total += n
                 continue
             total += chunk.add(event, keep)
