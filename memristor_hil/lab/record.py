@@ -135,7 +135,7 @@ def _expand(blob: bytes | None, size: int, dtype: type) -> np.ndarray | None:
     if blob is None:
         return None
     array = unpack(blob).astype(dtype, copy=False)
-    return np.broadcast_to(array, (size,)).copy() if array.size == 1 else array
+    return np.full(size, array[0], dtype=dtype) if array.size == 1 else array
 
 
 class Record:

@@ -1,37 +1,40 @@
 """Export a record (or a selection of its events and cells) as CSV or NPZ, with progress.
 
 One row per cell per event: ``event, kind, time, row, col, pulses, voltage, width, resistance,
-error``. CSV is written event by event, a whole event's rows with one string format (the
-event's constant fields are formatted once), so memory stays at one event; NPZ holds the same
-columns as arrays and is built in memory.
+error``. CSV is written by Arrow's C++ writer when pyarrow is installed
+(:mod:`.record_export_arrow`, a chunk of events at a time), else by the reference writer here:
+event by event, a whole event's rows with one string format (the event's constant fields are
+formatted once), so memory stays at one event. NPZ holds the same columns as arrays and is
+built in memory.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .record import Event, Record
+from .record import Record
+from .record_rows import COLUMNS, Progress, Selection, csv_block, events_of
 
-__all__ = ["COLUMNS", "Selection", "estimate", "export_csv", "export_npz", "parse_events"]
+__all__ = [
+    "COLUMNS",
+    "WRITERS",
+    "Selection",
+    "estimate",
+    "export_csv",
+    "export_npz",
+    "has_pyarrow",
+    "parse_events",
+]
 
-COLUMNS = (
-    "event", "kind", "time", "row", "col", "pulses", "voltage", "width", "resistance", "error"
-)  # fmt: skip
 #: Measured average CSV bytes per row (a 100x100 mPES record's rows are 55-65 bytes).
 CSV_BYTES_PER_ROW = 62
 #: NPZ bytes per row before compression: event, time, row, col, pulses, voltage, width,
 #: resistance and two flags.
 NPZ_BYTES_PER_ROW = 8 * 8 + 2
-
-Progress = Callable[[int], None]
 
 
 def parse_events(text: str | None) -> tuple[int, int | None]:
@@ -51,19 +54,6 @@ def parse_events(text: str | None) -> tuple[int, int | None]:
         ) from None
 
 
-@dataclass(frozen=True)
-class Selection:
-    """Which events (``start <= index < stop``) and cells (a mask over all cells, or None)."""
-
-    start: int = 0
-    stop: int | None = None
-    cells: np.ndarray | None = None
-
-    def rows_of(self, event: Event) -> np.ndarray | None:
-        """Positions of the event's selected cells (None: all of them)."""
-        return None if self.cells is None else np.flatnonzero(self.cells[event.cells])
-
-
 def estimate(record: Record, selection: Selection) -> tuple[int, int]:
     """``(events, rows)`` the selection covers; rows are exact without a cell selection, and
     otherwise scaled by the fraction of cells selected (an estimate)."""
@@ -78,71 +68,62 @@ def estimate(record: Record, selection: Selection) -> tuple[int, int]:
     return int(events), int(rows)
 
 
-def _events(record: Record, selection: Selection):
-    return record.events(start=selection.start, stop=selection.stop)
+#: CSV writers: Arrow's C++ writer (the ``[export]`` extra) and the pure-Python reference.
+WRITERS = ("auto", "pyarrow", "python")
+#: What to tell a user whose export falls back to the Python writer.
+PYARROW_HINT = (
+    "pip install 'memristor-hil[export]' (pyarrow) for a CSV export in half the CPU time, "
+    "on two threads"
+)
+
+
+def has_pyarrow() -> bool:
+    """Whether the fast CSV writer's library (pyarrow) can be imported."""
+    try:
+        import pyarrow.csv  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def export_csv(
-    record: Record, out: str | os.PathLike[str], selection: Selection, progress: Progress
+    record: Record,
+    out: str | os.PathLike[str],
+    selection: Selection,
+    progress: Progress,
+    writer: str = "auto",
 ) -> int:
-    """Write the selection as CSV; ``progress(rows)`` after each event. Returns rows written."""
+    """Write the selection as CSV; ``progress(rows)`` as rows are written. Returns rows written.
+
+    Parameters
+    ----------
+    writer : {"auto", "pyarrow", "python"}
+        ``"pyarrow"``: Arrow's C++ CSV writer (:mod:`.record_export_arrow`), which needs the
+        ``[export]`` extra; ``"python"``: the reference writer below; ``"auto"``: pyarrow when
+        it is installed. Both write the same rows and values (number text may differ: Arrow
+        writes the shortest text that reads back as the same float64).
+    """
+    if writer not in WRITERS:
+        raise ValueError(f"writer={writer!r} must be one of {', '.join(WRITERS)}")
+    if writer == "auto":
+        writer = "pyarrow" if has_pyarrow() else "python"
+    if writer == "pyarrow":
+        if not has_pyarrow():
+            raise ValueError(f"the pyarrow CSV writer needs pyarrow: {PYARROW_HINT}")
+        from . import record_export_arrow
+
+        return record_export_arrow.write_csv(record, out, selection, progress)
     total = 0
     with open(out, "w", newline="") as f:
         f.write(",".join(COLUMNS) + "\n")
-        for event in _events(record, selection):
+        for event in events_of(record, selection):
             keep = selection.rows_of(event)
             n = event.cells.size if keep is None else keep.size
             if n:
-                f.write(_csv_block(event, keep))
+                f.write(csv_block(event, keep))
             total += n
             progress(n)
     return total
-
-
-def _quote(text: str) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow([text])
-    return buffer.getvalue()
-
-
-def _constant(values: np.ndarray | None) -> str | None:
-    """The value's text when every cell has the same one (None otherwise)."""
-    if values is None:
-        return ""
-    if values.size and np.all(values == values[0]):
-        v = values[0]
-        return str(int(v)) if values.dtype.kind in "iu" else repr(float(v))
-    return None
-
-
-def _csv_block(event: Event, keep: np.ndarray | None) -> str:
-    """All rows of one event, formatted with one ``%`` over the event's varying values."""
-
-    def pick(values: np.ndarray | None) -> np.ndarray | None:
-        return values if values is None or keep is None else values[keep]
-
-    apply = event.kind == "apply"
-    columns: list[list] = [pick(event.rows).tolist(), pick(event.cols).tolist()]
-    fields = [f"{event.index}", event.kind, repr(event.time), "%d", "%d"]
-    for values in (event.pulses, event.voltage, event.width) if apply else (None, None, None):
-        values = pick(values)
-        text = _constant(values)
-        if text is None:
-            columns.append(values.tolist())
-            fields.append("%d" if values.dtype.kind in "iu" else "%.17g")
-        else:
-            fields.append(text)
-    resistance = pick(event.resistance)
-    if resistance is None:
-        fields.append("")
-    else:
-        columns.append(resistance.astype(np.float64, copy=False).tolist())
-        fields.append("%.17g")  # exact for float64, twice as fast as repr
-    fields.append(_quote(event.error).replace("%", "%%") if event.error else "")
-    line = ",".join(fields) + "\n"
-    n = len(columns[0])
-    values = [v for row in zip(*columns, strict=True) for v in row]
-    return (line * n) % tuple(values)
 
 
 def export_npz(
@@ -153,7 +134,7 @@ def export_npz(
     parts: dict[str, list[np.ndarray]] = {k: [] for k in COLUMNS if k not in ("kind", "error")}
     parts["is_apply"], parts["failed"] = [], []
     total = 0
-    for event in _events(record, selection):
+    for event in events_of(record, selection):
         keep = selection.rows_of(event)
         n = event.cells.size if keep is None else keep.size
 
