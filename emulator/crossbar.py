@@ -187,7 +187,7 @@ class EmulatedCrossbar(Crossbar):
         # numba's negative-index wraparound on every access.
         kernels.add_set_pulses(
             self._n,
-            flat.view(np.uint32 if flat.dtype == np.int32 else np.uintp),
+            _unsigned(flat),
             batch.compact_pulses,
             self._n_min,
             ratio,
@@ -228,7 +228,7 @@ class EmulatedCrossbar(Crossbar):
             ft = self._n.dtype
             kernels.add_set_pulses_each_voltage(
                 self._n,
-                flat.view(np.uintp),
+                _unsigned(flat),
                 np.ascontiguousarray(pulses, dtype=ft),
                 self._n_min,
                 self.params.a,
@@ -418,3 +418,9 @@ def _rounds(rank: np.ndarray) -> list[np.ndarray]:
 
 def _gather(params: DeviceParameters, cells: np.ndarray) -> DeviceParameters:
     return DeviceParameters(r0=params.r0[cells], r1=params.r1[cells], a=params.a[cells])
+
+
+def _unsigned(flat: np.ndarray) -> np.ndarray:
+    """Checked (non-negative) cell indices viewed unsigned, of the same width: the compiled
+    loops then skip numba's negative-index wraparound on every access."""
+    return flat.view(np.uint32 if flat.dtype == np.int32 else np.uintp)
