@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -29,24 +28,13 @@ import time
 
 import numpy as np
 
+from memristor_hil.testing import EmulatorService
+
 
 def start_service(url: str, *args: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "memristor_hil", "emulate", "--url", url, "--quiet", *args],
-        stdout=subprocess.PIPE,
-    )
-    line = b""
-    deadline = time.monotonic() + 120
-    while not line.endswith(b"\n") and time.monotonic() < deadline:
-        if select.select([proc.stdout], [], [], 0.5)[0]:
-            chunk = os.read(proc.stdout.fileno(), 1)
-            if not chunk:
-                break
-            line += chunk
-    if not line.endswith(b"\n"):
-        proc.kill()
-        raise SystemExit("the emulator service did not start")
-    return proc, int(line.decode().rsplit(":", 1)[1])
+    """The service process and the TCP port it announced."""
+    service = EmulatorService("--quiet", *args, url=url)
+    return service.proc, service.port
 
 
 def stop(proc: subprocess.Popen) -> None:

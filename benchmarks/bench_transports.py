@@ -19,15 +19,13 @@ within 3x of the in-process one.
 from __future__ import annotations
 
 import argparse
-import os
-import select
 import subprocess
-import sys
 import time
 
 import numpy as np
 
 from memristor_hil import PulseBatch, open_crossbar
+from memristor_hil.testing import EmulatorService
 
 #: 100 post x (100 + 100) pre devices: the mPES layout of a 100x100 connection
 SHAPE = (100, 200)
@@ -35,23 +33,9 @@ URL = f"emulator://?rows={SHAPE[0]}&cols={SHAPE[1]}&seed=0"
 
 
 def start_service(*args: str, url: str = URL) -> tuple[subprocess.Popen, str]:
-    """The service process and the port it announced."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "memristor_hil", "emulate", *args, "--url", url, "--quiet"],
-        stdout=subprocess.PIPE,
-    )
-    line = b""
-    deadline = time.monotonic() + 60
-    while not line.endswith(b"\n") and time.monotonic() < deadline:
-        if select.select([proc.stdout], [], [], 0.5)[0]:
-            chunk = os.read(proc.stdout.fileno(), 1)
-            if not chunk:
-                break
-            line += chunk
-    if not line.endswith(b"\n"):
-        proc.kill()
-        raise SystemExit("the emulator service did not start")
-    return proc, line.decode().strip()
+    """The service process and the address it announced."""
+    service = EmulatorService(*args, "--quiet", url=url)
+    return service.proc, service.where
 
 
 def median_round_trip(xbar, batch: PulseBatch, repeats: int) -> float:

@@ -28,8 +28,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import select
 import signal
 import subprocess
 import sys
@@ -39,27 +37,16 @@ from tempfile import TemporaryDirectory
 
 import numpy as np
 
+from memristor_hil.testing import EmulatorService
+
 #: Cells each batch pulses (its own, in its client's row).
 CELLS = 4
 
 
 def start_service(url: str, *args: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "memristor_hil", "emulate", "--url", url, "--quiet", *args],
-        stdout=subprocess.PIPE,
-    )
-    line = b""
-    deadline = time.monotonic() + 60
-    while not line.endswith(b"\n") and time.monotonic() < deadline:
-        if select.select([proc.stdout], [], [], 0.5)[0]:
-            chunk = os.read(proc.stdout.fileno(), 1)
-            if not chunk:
-                break
-            line += chunk
-    if not line.endswith(b"\n"):
-        proc.kill()
-        raise SystemExit("the emulator service did not start")
-    return proc, line.decode().strip()
+    """The service process and the address it announced."""
+    service = EmulatorService("--quiet", *args, url=url)
+    return service.proc, service.where
 
 
 def pulses_of(batch: int) -> int:

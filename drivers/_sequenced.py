@@ -25,6 +25,7 @@ from memristor_hil.errors import (
     CrossbarTimeoutError,
     DeviceError,
     ProtocolError,
+    UnsupportedError,
 )
 from memristor_hil.protocol import messages as wire
 from memristor_hil.protocol.messages import Op, Status
@@ -78,6 +79,10 @@ class SequencedCrossbar(Crossbar):
     takeover : bool
         Take control even if another host holds the device (do this only when that host has
         died: its later commands are refused with a BUSY error).
+    monitor : bool
+        Open without claiming the device, to watch one another host drives (docs/protocol.md
+        5.1: reads need no claim). Reads work; ``apply()`` raises :class:`UnsupportedError`
+        before sending anything, and closing sends neither SAFE nor a release.
     """
 
     def __init__(
@@ -89,13 +94,17 @@ class SequencedCrossbar(Crossbar):
         retries: int = 3,
         limits: SafetyLimits | None = None,
         takeover: bool = False,
+        monitor: bool = False,
     ) -> None:
+        if monitor and (takeover or limits is not None):
+            raise ValueError("a monitor neither takes over nor configures limits")
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         if not 0 <= int(retries) <= 100:
             raise ValueError(f"retries must be in 0..100, got {retries}")
         self._link = link
         self._name = name
+        self._monitor = bool(monitor)
         self._timeout = float(timeout)
         self._retries = int(retries)
         self._seq = 0
@@ -121,9 +130,10 @@ class SequencedCrossbar(Crossbar):
                     f"{name} speaks protocol version {info.version}; this driver speaks "
                     f"version {wire.PROTOCOL_VERSION}"
                 )
-            mode = wire.Claim.TAKE_OVER if takeover else wire.Claim.CLAIM
-            info = wire.decode_info(self._call(Op.CLAIM, bytes([mode])))
-            claimed = True
+            if not monitor:
+                mode = wire.Claim.TAKE_OVER if takeover else wire.Claim.CLAIM
+                info = wire.decode_info(self._call(Op.CLAIM, bytes([mode])))
+                claimed = True
             # never reuse a number in this session: IDENTIFY and CLAIM used some already
             self._seq = max(self._seq, info.last_seq)
             self._bounds(info)
@@ -162,6 +172,10 @@ class SequencedCrossbar(Crossbar):
 
     # ------------------------------------------------------------------ Crossbar hooks
     def _apply(self, batch: PulseBatch, cells: Cells, read_back: bool) -> np.ndarray | None:
+        if self._monitor:
+            raise UnsupportedError(
+                f"{self._name} was opened as a monitor (monitor=True): it reads, it cannot pulse"
+            )
         if self._unfinished is not None:
             raise CrossbarError(
                 f"{self._name}: an earlier split apply is unfinished (parts "
@@ -266,6 +280,9 @@ class SequencedCrossbar(Crossbar):
         return wire.decode_resistances(self._call(Op.READ_ALL), self.size).reshape(self.shape)
 
     def _close(self) -> None:
+        if self._monitor:  # the owner's outputs and claim are not ours to touch
+            self._link.close()
+            return
         try:
             self._safe_quietly()
             if self._unfinished is None:  # else keep the claim: another host must take over

@@ -142,6 +142,9 @@ class SerialCrossbar(ResumableCrossbar):
     takeover : bool
         Take control of a device another host holds (only when that host has died; URL
         option ``takeover=1``). Default False: such a device is refused with a DeviceError.
+    monitor : bool
+        Watch a device another host drives, without claiming it: reads only (URL option
+        ``monitor=1``).
 
     Raises
     ------
@@ -172,6 +175,7 @@ class SerialCrossbar(ResumableCrossbar):
         retries: int = 3,
         limits: SafetyLimits | None = None,
         takeover: bool = False,
+        monitor: bool = False,
     ) -> None:
         from memristor_hil.errors import ConnectionLostError
 
@@ -180,7 +184,13 @@ class SerialCrossbar(ResumableCrossbar):
         except OSError as exc:
             raise ConnectionLostError(f"cannot open serial port {port!r}: {exc}") from None
         super().__init__(
-            link, port, timeout=timeout, retries=retries, limits=limits, takeover=takeover
+            link,
+            port,
+            timeout=timeout,
+            retries=retries,
+            limits=limits,
+            takeover=takeover,
+            monitor=monitor,
         )
 
     def reopen(self, port: str | None = None) -> None:
@@ -210,7 +220,7 @@ def open_serial(url: str, **overrides: Any) -> SerialCrossbar:
     if "?" in port:
         base, _, _query = port.partition("?")
         _, query = query_options("x://?" + _query)
-        for key in ("timeout", "retries", "baudrate", "takeover"):
+        for key in ("timeout", "retries", "baudrate", "takeover", "monitor"):
             if key in query:
                 options[key] = query.pop(key)
         rest = "&".join(f"{k}={v}" if v else k for k, v in query.items())
@@ -218,6 +228,7 @@ def open_serial(url: str, **overrides: Any) -> SerialCrossbar:
     options.update(overrides)
     limits = options.pop("limits", None)
     takeover = str(options.pop("takeover", "0")).lower() in ("1", "true", "yes")
+    monitor = str(options.pop("monitor", "0")).lower() in ("1", "true", "yes")
     try:
         kwargs = {
             "timeout": float(options.pop("timeout", 1.0)),
@@ -228,4 +239,4 @@ def open_serial(url: str, **overrides: Any) -> SerialCrossbar:
         raise ValueError(f"bad option in {url!r}: {exc}") from None
     if options:
         raise ValueError(f"unknown serial:// options {sorted(options)}")
-    return SerialCrossbar(port, limits=limits, takeover=takeover, **kwargs)
+    return SerialCrossbar(port, limits=limits, takeover=takeover, monitor=monitor, **kwargs)

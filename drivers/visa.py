@@ -178,6 +178,9 @@ class VisaCrossbar(ResumableCrossbar):
     takeover : bool
         Take control of a device another host holds (only when that host has died; URL
         option ``takeover=1``). Default False: such a device is refused with a DeviceError.
+    monitor : bool
+        Watch a device another host drives, without claiming it: reads only (URL option
+        ``monitor=1``).
     """
 
     def __init__(
@@ -189,13 +192,20 @@ class VisaCrossbar(ResumableCrossbar):
         retries: int = 3,
         limits: SafetyLimits | None = None,
         takeover: bool = False,
+        monitor: bool = False,
     ) -> None:
         try:
             link = _VisaLink(resource, backend, timeout)
         except OSError as exc:
             raise ConnectionLostError(str(exc)) from None
         super().__init__(
-            link, resource, timeout=timeout, retries=retries, limits=limits, takeover=takeover
+            link,
+            resource,
+            timeout=timeout,
+            retries=retries,
+            limits=limits,
+            takeover=takeover,
+            monitor=monitor,
         )
 
     def reopen(self, resource: str | None = None) -> None:
@@ -225,6 +235,7 @@ def open_visa(url: str, **overrides: Any) -> VisaCrossbar:
     options.update(overrides)
     limits = options.pop("limits", None)
     takeover = str(options.pop("takeover", "0")).lower() in ("1", "true", "yes")
+    monitor = str(options.pop("monitor", "0")).lower() in ("1", "true", "yes")
     try:
         kwargs = {
             "timeout": float(options.pop("timeout", 1.0)),
@@ -235,4 +246,4 @@ def open_visa(url: str, **overrides: Any) -> VisaCrossbar:
         raise ValueError(f"bad option in {url!r}: {exc}") from None
     if options:
         raise ValueError(f"unknown visa:// options {sorted(options)}")
-    return VisaCrossbar(resource, limits=limits, takeover=takeover, **kwargs)
+    return VisaCrossbar(resource, limits=limits, takeover=takeover, monitor=monitor, **kwargs)

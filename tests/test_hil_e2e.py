@@ -38,7 +38,7 @@ from memristor_hil import (
     SafetyLimits,
     open_crossbar,
 )
-from memristor_hil.errors import ConnectionLostError
+from memristor_hil.errors import ConnectionLostError, UnsupportedError
 from memristor_hil.protocol import messages as wire
 from memristor_hil.protocol.framing import FrameDecoder, encode_frame
 from memristor_hil.protocol.messages import Op, Status
@@ -419,6 +419,23 @@ def test_two_hosts_are_never_merged_and_a_dead_host_can_be_taken_over(services, 
         first.close()
     with connect(service, transport, timeout=2) as third:  # released on close: free again
         assert third.read_all()[0, 0] == after[0]
+
+
+@pytest.mark.parametrize("transport", ["visa"])
+def test_a_monitor_reads_beside_the_owner_and_cannot_pulse(services, transport):
+    """Reads need no claim (docs/protocol.md 5.1): a monitor watches the owner's device, is
+    refused pulses before anything is sent, and its close leaves the owner's claim alone."""
+    service = start_backend(services, transport)
+    with connect(service, transport, timeout=2) as owner:
+        owner.apply(PulseBatch([0], [0], pulses=10))
+        with connect(service, transport, timeout=2, monitor=True) as monitor:
+            np.testing.assert_array_equal(monitor.read_all(), owner.read_all())
+            sent = monitor.stats["commands"]
+            with pytest.raises(UnsupportedError, match="monitor"):
+                monitor.apply(PulseBatch([1], [1]))
+            assert monitor.stats["commands"] == sent
+        after = owner.apply(PulseBatch([0], [0], pulses=10), read_back=True)  # still the owner
+        assert after[0] == owner.read([0], [0])[0]
 
 
 @pytest.mark.parametrize("transport", ALL_BACKENDS)
