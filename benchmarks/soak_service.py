@@ -63,7 +63,10 @@ def run_client(resource: str, client: int, start: int, batches: int, log: Path) 
     from memristor_hil import PulseBatch
 
     rng = np.random.default_rng(client)
-    with VisaCrossbar(resource, timeout=0.5, retries=20) as xbar, open(log, "a") as out:
+    # client 0 controls the device; a restarted client 0 takes over from its killed self (the
+    # documented way to continue after a host died); the others only watch, as monitors
+    role = {"takeover": start > 0} if client == 0 else {"monitor": True}
+    with VisaCrossbar(resource, timeout=0.5, retries=20, **role) as xbar, open(log, "a") as out:
         rows, cols = xbar.shape
         for j in range(start, batches):
             t0 = time.perf_counter()
@@ -186,7 +189,7 @@ def main() -> int:
                 proc.wait(timeout=600)
             elapsed = time.monotonic() - t0
             acks = [acknowledged(log) for log in logs]
-        with VisaCrossbar(resource, timeout=0.5, retries=20) as xbar:
+        with VisaCrossbar(resource, timeout=0.5, retries=20, monitor=True) as xbar:
             after = pulse_counts(xbar, model)
         rss = peak_rss_mb(service.pid)
     finally:
