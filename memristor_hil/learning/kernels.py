@@ -199,6 +199,14 @@ def store(  # pragma: no cover - compiled
         k += n_active
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _block_row(origins, i, is_pos):  # pragma: no cover - compiled
+    """Crossbar row of post neuron ``i`` and first column, in its positive or negative block."""
+    if is_pos:
+        return origins[0] + np.int64(i), origins[1]
+    return origins[2] + np.int64(i), origins[3]
+
+
 @njit(cache=True, nogil=True)
 def stochastic_cells(  # pragma: no cover - compiled
     acts,
@@ -237,12 +245,7 @@ def stochastic_cells(  # pragma: no cover - compiled
     for r in range(n_rows):
         i = rows_sel[r]
         e = abs(local_error[i]) * scale
-        if positive[r]:
-            row = origins[0] + np.int64(i)
-            col0 = origins[1]
-        else:
-            row = origins[2] + np.int64(i)
-            col0 = origins[3]
+        row, col0 = _block_row(origins, i, positive[r])
         for t in range(n_active):
             j = active[t]
             count = int(np.floor(e * acts[j] + uniforms[d]))
@@ -351,12 +354,7 @@ def learning_rate_cells(  # pragma: no cover - compiled
     for r in range(n_rows):
         i = rows_sel[r]
         e = abs(local_error[i]) * alpha
-        if positive[r]:
-            row = origins[0] + np.int64(i)
-            col0 = origins[1]
-        else:
-            row = origins[2] + np.int64(i)
-            col0 = origins[3]
+        row, col0 = _block_row(origins, i, positive[r])
         for t in range(n_active):
             j = active[t]
             d += 1
