@@ -36,6 +36,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import numpy as np
+from bench_service_limits import peak_rss_mb  # the benchmark folder's own module
 
 from memristor_hil.testing import EmulatorService
 
@@ -104,14 +105,6 @@ def wait_for_acks(log: Path, start: int, proc: subprocess.Popen, timeout: float 
         if any(j >= start for j in acknowledged(log)):
             return
         time.sleep(0.01)
-
-
-def peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def pulse_counts(xbar, model) -> np.ndarray:
