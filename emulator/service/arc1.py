@@ -14,8 +14,6 @@ logged); an address outside the configured array reads as NaN and is never pulse
 
 from __future__ import annotations
 
-import os
-import selectors
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -25,7 +23,7 @@ from memristor_hil.pulses import PulseBatch
 
 from .core import CrossbarService
 from .faults import Faults
-from .serial import open_raw_pty, write_all
+from .serial import serve_pty, write_all
 from .stop import StopFlag
 
 __all__ = ["ArC1Dialect", "serve_arc1"]
@@ -256,28 +254,15 @@ def serve_arc1(
     """Serve ArC ONE's command set on a new pseudo-terminal until ``stop`` is set."""
     faults = faults or Faults()
     dialect = ArC1Dialect(service)
-    master, slave = open_raw_pty()
-    selector = selectors.DefaultSelector()
-    selector.register(master, selectors.EVENT_READ)
-    selector.register(stop, selectors.EVENT_READ)
+
+    def on_bytes(data: bytes, master: int, slave: int) -> None:
+        reply = dialect.feed(data)
+        if reply:
+            out = faults.outgoing(reply)
+            if out:
+                write_all(master, slave, out)
+
     try:
-        announce(os.ttyname(slave))
-        while not stop.is_set:
-            for key, _ in selector.select(service.seconds_to_next_save()):
-                if key.fileobj != master:
-                    continue
-                try:
-                    data = os.read(master, _READ_SIZE)
-                except BlockingIOError:
-                    continue
-                reply = dialect.feed(faults.damage(data))
-                if reply:
-                    out = faults.outgoing(reply)
-                    if out:
-                        write_all(master, slave, out)
-            service.tick()
+        serve_pty(service, stop, announce, faults, on_bytes, read_size=_READ_SIZE)
     finally:
         dialect.close()
-        selector.close()
-        os.close(master)
-        os.close(slave)

@@ -16,7 +16,7 @@ from .core import CrossbarService
 from .faults import Faults
 from .stop import StopFlag
 
-__all__ = ["open_raw_pty", "serve_serial", "write_all"]
+__all__ = ["open_raw_pty", "serve_pty", "serve_serial", "write_all"]
 
 _READ_SIZE = 1 << 20
 _WRITE_TIMEOUT = 5.0
@@ -34,26 +34,63 @@ def serve_serial(
     service keeps its own handle on that device, so clients may come and go.
     """
     faults = faults or Faults()
-    master, slave = open_raw_pty()
     decoder = FrameDecoder(service.max_message)
+
+    def on_bytes(data: bytes, master: int, slave: int) -> None:
+        decoder.feed(data)
+        _answer(service, decoder.events(), decoder, master, slave, faults)
+
+    def on_quiet(master: int, slave: int) -> None:
+        _answer(service, decoder.expire(), decoder, master, slave, faults)
+
+    serve_pty(
+        service,
+        stop,
+        announce,
+        faults,
+        on_bytes,
+        on_quiet=on_quiet,
+        wait=lambda save_in: _wait(save_in, decoder),
+    )
+
+
+def serve_pty(
+    service: CrossbarService,
+    stop: StopFlag,
+    announce: Callable[[str], None],
+    faults: Faults,
+    on_bytes: Callable[[bytes, int, int], None],
+    *,
+    on_quiet: Callable[[int, int], None] | None = None,
+    wait: Callable[[float | None], float | None] | None = None,
+    read_size: int = _READ_SIZE,
+) -> None:
+    """The pseudo-terminal loop every serial dialect shares, until ``stop`` is set.
+
+    Opens a raw pty, announces its path, and hands each read (after ``faults.damage``) to
+    ``on_bytes(data, master, slave)``; ``on_quiet(master, slave)`` runs when a wait ends with
+    nothing read; ``wait(seconds_to_next_save)`` may shorten the wait (a partial frame's
+    deadline). Saves the state when due, and closes the pty however it ends.
+    """
+    master, slave = open_raw_pty()
     selector = selectors.DefaultSelector()
     selector.register(master, selectors.EVENT_READ)
     selector.register(stop, selectors.EVENT_READ)
     try:
         announce(os.ttyname(slave))
         while not stop.is_set:
-            ready = selector.select(_wait(service.seconds_to_next_save(), decoder))
+            save_in = service.seconds_to_next_save()
+            ready = selector.select(save_in if wait is None else wait(save_in))
             for key, _ in ready:
                 if key.fileobj != master:
                     continue
                 try:
-                    data = os.read(master, _READ_SIZE)
+                    data = os.read(master, read_size)
                 except BlockingIOError:
                     continue
-                decoder.feed(faults.damage(data))
-                _answer(service, decoder.events(), decoder, master, slave, faults)
-            if not ready:
-                _answer(service, decoder.expire(), decoder, master, slave, faults)
+                on_bytes(faults.damage(data), master, slave)
+            if not ready and on_quiet is not None:
+                on_quiet(master, slave)
             service.tick()
     finally:
         selector.close()
