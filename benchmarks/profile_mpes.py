@@ -1,0 +1,212 @@
+"""Where an mPES step's time goes, beside the PES step it replaces: the profile behind the ratios.
+
+``bench_mpes.py`` prints mPES/PES ratios; this script explains them. It builds the same network
+(``bench_mpes.build``) with Nengo's PES and with mPES (in-process emulator), runs both, and
+times every operator of the simulator's step (Nengo's own ``DotInc``, neurons, synapses, and
+``SimPES`` or ``SimmPES``), then splits the mPES operator into its phases:
+
+- ``choose``: the cells to pulse and their counts (``learning/kernels.py``);
+- ``apply: check``: the batch's safety limits and cell addresses (``PulseBatch.check``,
+  ``Crossbar._locate``);
+- ``apply: pulse + read``: the emulator's pulse loop, power law and read-back (``_apply``);
+- ``store``: read-back resistances into the resistance signals, and the touched weights.
+
+Each figure is the smallest of ``--repeats`` runs' per-step means (wall clock per call,
+``perf_counter``: short calls, where the process-CPU clock's own cost would dominate); the
+machine's load average is printed. ``ns/cell`` divides a phase by the cells pulsed per step,
+which shows what is per-device work (a power law per device: the floor of any emulator) and
+what is fixed per step (Python and dispatch).
+
+Usage::
+
+    python benchmarks/profile_mpes.py                      # 100x100 and 1000x1000, "one"
+    python benchmarks/profile_mpes.py --sizes 1000 --policies one stochastic learning_rate
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nengo
+import numpy as np
+
+from memristor_hil import PowerLaw, mPES
+from memristor_hil.crossbar import Crossbar
+from memristor_hil.learning import operator as mpes_operator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_mpes import build  # noqa: E402 - the benchmark folder's own module
+
+POLICIES: dict[str, dict[str, Any]] = {
+    "one": {},
+    "scaled": {"pulses": "scaled", "max_pulses": 100},
+    "stochastic": {"pulses": "stochastic", "max_pulses": 100},
+    "learning_rate": {"learning_rate": 1e-4},
+}
+
+#: (owner, method, phase name) of the mPES operator's phases
+PHASES = (
+    (mpes_operator._PartRunner, "choose", "choose"),
+    (Crossbar, "apply", "apply"),
+    (mpes_operator._PartRunner, "store", "store"),
+)
+
+
+class PhaseTimer:
+    """Sums the wall time of wrapped callables by name, while installed."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._undo: list[Callable[[], None]] = []
+
+    def wrap(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+        """``fn`` timed under ``name``."""
+        totals, calls, clock = self.totals, self.calls, time.perf_counter
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[name] += clock() - start
+                calls[name] += 1
+
+        return timed
+
+    def patch(self, owner: Any, attr: str, name: str) -> None:
+        """Time ``owner.attr`` (a method) under ``name`` until :meth:`restore`."""
+        original = owner.__dict__[attr]
+        setattr(owner, attr, self.wrap(original, name))
+        self._undo.append(lambda: setattr(owner, attr, original))
+
+    def restore(self) -> None:
+        """Put every patched method back."""
+        while self._undo:
+            self._undo.pop()()
+
+
+def _emulator_phases(timer: PhaseTimer, crossbar: Crossbar) -> None:
+    """Split ``apply`` of the in-process emulator into its check and its pulse + read."""
+    cls = type(crossbar)
+    if "_locate" in cls.__dict__ and "_apply" in cls.__dict__:
+        timer.patch(cls, "_locate", "apply: check (addresses)")
+        timer.patch(cls, "_apply", "apply: pulse + read")
+
+
+def profile(net: nengo.Network, steps: int, mpes: bool) -> tuple[dict[str, float], float]:
+    """Per-step seconds of each operator type (and mPES phase), and pulsed cells per step."""
+    timer = PhaseTimer()
+    cells = [0]
+    if mpes:  # before the simulator is built: the operator binds these methods in make_step
+        for owner, attr, name in PHASES:
+            timer.patch(owner, attr, name)
+        _count_cells(timer, cells)
+    try:
+        with nengo.Simulator(net, progress_bar=False) as sim:
+            if mpes:
+                op = next(op for op in sim.step_order if type(op).__name__ == "SimmPES")
+                _emulator_phases(timer, op.use.crossbar)
+            sim._steps = [
+                timer.wrap(step, type(op).__name__)
+                for step, op in zip(sim._steps, sim.step_order, strict=True)
+            ]
+            sim.run_steps(20)  # caches warm, scratch buffers sized
+            timer.totals.clear()
+            cells[0] = 0
+            start = time.perf_counter()
+            sim.run_steps(steps)
+            total = time.perf_counter() - start
+    finally:
+        timer.restore()
+    per_step = {name: t / steps for name, t in timer.totals.items()}
+    per_step["(whole step)"] = total / steps
+    return per_step, cells[0] / steps
+
+
+def _count_cells(timer: PhaseTimer, cells: list[int]) -> None:
+    """Count the cells of every batch applied (on top of the timing wrapper of ``apply``)."""
+    timed = Crossbar.apply
+
+    def counted(self: Crossbar, batch: Any, **kwargs: Any) -> Any:
+        cells[0] += len(batch)
+        return timed(self, batch, **kwargs)
+
+    Crossbar.apply = counted
+    timer._undo.append(lambda: setattr(Crossbar, "apply", timed))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--policies", nargs="+", choices=sorted(POLICIES), default=["one"])
+    parser.add_argument("--steps", type=int, default=0, help="steps per run (0: by size)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per rule; min counts")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    args = parser.parse_args(argv)
+    model = PowerLaw(dtype=args.dtype)
+    print(
+        f"nengo {nengo.__version__}, numpy {np.__version__}; {args.dtype} devices; min of "
+        f"{args.repeats} runs' per-step means; load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs"
+    )
+    for n in args.sizes:
+        steps = args.steps or (2000 if n <= 200 else 200)
+        rules: dict[str, nengo.learning_rules.LearningRuleType] = {"PES": nengo.PES()}
+        for policy in args.policies:
+            rules[f"mPES {policy}"] = mPES(model=model, **POLICIES[policy])
+        best: dict[str, dict[str, float]] = {}
+        cells: dict[str, float] = {}
+        for _ in range(args.repeats):
+            for label, rule in rules.items():
+                per_step, cells[label] = profile(build(n, rule), steps, label != "PES")
+                kept = best.setdefault(label, per_step)
+                for name, value in per_step.items():
+                    kept[name] = min(kept.get(name, value), value)
+        _print_table(n, steps, best, cells)
+    print(f"load average after the runs: {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+def _print_table(
+    n: int, steps: int, best: dict[str, dict[str, float]], cells: dict[str, float]
+) -> None:
+    labels = list(best)
+    names = sorted({name for per_step in best.values() for name in per_step})
+    # Nengo's operators first (by PES's cost), then the mPES phases, then the whole step
+    phases = [name for name in names if name[0].islower()]
+    operators = [name for name in names if name[0].isupper()]
+    operators.sort(key=lambda name: -best["PES"].get(name, 0.0))
+    print(f"\n{n}x{n}, {steps} steps per run; microseconds per step")
+    print(f"{'':>28}" + "".join(f"{label:>20}" for label in labels))
+    for name in [*operators, *phases, "(whole step)"]:
+        row = f"{name:>28}"
+        for label in labels:
+            value = best[label].get(name)
+            row += f"{'':>20}" if value is None else f"{1e6 * value:>20.1f}"
+        print(row)
+    pes = best["PES"]["(whole step)"]
+    print(
+        f"{'ratio to PES':>28}"
+        + "".join(f"{best[lb]['(whole step)'] / pes:>19.2f}x" for lb in labels)
+    )
+    for label in labels[1:]:
+        per_cell = cells[label]
+        if per_cell:
+            parts = ", ".join(
+                f"{name} {1e9 * best[label][name] / per_cell:.1f}"
+                for name in phases
+                if name in best[label]
+            )
+            print(f"  {label}: {per_cell:,.0f} pulse-updates per step; ns per update: {parts}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
