@@ -21,16 +21,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from memristor_hil.experiments.plan import SweepPlan
 from memristor_hil.experiments.sweep import sweep
+from memristor_hil.testing.dask_cluster import dask_cluster
 
 
 def _plan(seconds: float, neurons: int) -> SweepPlan:
@@ -50,57 +48,6 @@ def _plan(seconds: float, neurons: int) -> SweepPlan:
             "devices": {"sigma": 0.15},
         }
     )
-
-
-def _start_cluster(folder: Path, workers: int) -> tuple[str, list[subprocess.Popen]]:
-    file = folder / "scheduler.json"
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "distributed.cli.dask_scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--no-dashboard",
-                "--scheduler-file",
-                str(file),
-            ],
-            **quiet,
-        )
-    ]
-    deadline = time.monotonic() + 120
-    while not file.exists():
-        if time.monotonic() > deadline or procs[0].poll() is not None:
-            raise RuntimeError("dask scheduler did not start")
-        time.sleep(0.1)
-    address = json.loads(file.read_text())["address"]
-    procs.append(
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "distributed.cli.dask_worker",
-                address,
-                "--nworkers",
-                str(workers),
-                "--nthreads",
-                "1",
-                "--host",
-                "127.0.0.1",
-                "--no-dashboard",
-            ],
-            **quiet,
-        )
-    )
-    from distributed import Client
-
-    with Client(address) as client:
-        client.wait_for_workers(workers, timeout=300)
-    return address, procs
 
 
 def main() -> int:
@@ -134,16 +81,11 @@ def main() -> int:
         )
 
         start = time.perf_counter()
-        address, procs = _start_cluster(folder, args.workers)
-        startup = time.perf_counter() - start
-        try:
+        with dask_cluster(args.workers) as address:
+            startup = time.perf_counter() - start
             start = time.perf_counter()
             tables["scheduler"] = sweep(plan, folder / "remote", scheduler=address, summarize=False)
             times["scheduler"] = time.perf_counter() - start
-        finally:
-            for proc in reversed(procs):
-                proc.terminate()
-                proc.wait(timeout=60)
         print(
             f"dask scheduler + worker:       {times['scheduler']:7.1f} s "
             f"(their start-up, {startup:.1f} s, not included)",

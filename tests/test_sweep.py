@@ -7,9 +7,9 @@ the machinery, not the learning.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +23,7 @@ from memristor_hil.cli import main
 from memristor_hil.experiments.plan import SweepPlan
 from memristor_hil.experiments.sweep import run_one, sweep
 from memristor_hil.experiments.tasks import RunSpec
+from memristor_hil.testing.dask_cluster import dask_cluster
 
 TINY = {"neurons": [12], "seconds": 0.4}
 
@@ -147,48 +148,7 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_runs(tmp_path):
 
 
 def test_a_sweep_runs_on_a_separately_started_scheduler_and_worker(tmp_path):
-    scheduler_file = tmp_path / "scheduler.json"
-    started = []
-    try:
-        started.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "distributed.cli.dask_scheduler",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--no-dashboard",
-                    "--scheduler-file",
-                    str(scheduler_file),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        deadline = time.monotonic() + 60
-        while not scheduler_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        address = json.loads(scheduler_file.read_text())["address"]
-        started.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "distributed.cli.dask_worker",
-                    address,
-                    "--nthreads",
-                    "1",
-                    "--host",
-                    "127.0.0.1",
-                    "--no-dashboard",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+    with dask_cluster(workers=1) as address:
         toml = _toml(
             tmp_path / "s.toml",
             'name = "remote"\nseeds = 2\ntasks = ["x1*x2"]\nneurons = [12]\nseconds = 0.4\n'
@@ -198,10 +158,9 @@ def test_a_sweep_runs_on_a_separately_started_scheduler_and_worker(tmp_path):
         out = tmp_path / "out"
         # exit status 1: the runs on the too-small crossbar fail, the others finish
         assert main(["sweep", str(toml), "--out", str(out), "--scheduler", address]) == 1
-    finally:
-        for proc in reversed(started):
-            proc.terminate()
-            proc.wait(timeout=30)
+    host, port = address.removeprefix("tcp://").rsplit(":", 1)
+    with pytest.raises(ConnectionRefusedError):  # the cluster's processes were stopped
+        socket.create_connection((host, int(port)), timeout=5).close()
     frame = pd.read_parquet(out / "results.parquet")
     assert len(frame) == 6
     failed = frame[frame["status"] == "failed"]
