@@ -87,6 +87,7 @@ class EmulatedCrossbar(Crossbar):
         # can need more), in 32-bit indices where the crossbar allows.
         self._index_type = np.int32 if self.size < 2**31 else np.intp
         self._flat_scratch = np.empty(4096, dtype=self._index_type)
+        self._flat_unsigned = _unsigned(self._flat_scratch)
         self._no_read_back = np.empty(0, self._n.dtype)
 
     # ------------------------------------------------------------------ capabilities
@@ -165,7 +166,7 @@ class EmulatedCrossbar(Crossbar):
             return super()._locate(rows, cols)
         size = rows.shape[0]
         if self._flat_scratch.shape[0] < size:
-            self._flat_scratch = np.empty(max(size, self.size), self._index_type)
+            self._grow_scratch(size)
         out = self._flat_scratch[:size]
         bad, ascending = kernels.flat_indices(rows, cols, self.shape[0], self.shape[1], out)
         if bad >= 0:
@@ -181,10 +182,11 @@ class EmulatedCrossbar(Crossbar):
             self._apply_general(batch, flat)
             return _into(out, self._read(flat)) if read_back else None
         ratio = self._ratio(voltage)  # raises before any state changes
-        cells = self._locate(batch.rows, batch.cols)
-        flat = cells.flat
+        rows, cols = batch.rows, batch.cols
+        size = rows.shape[0]
+        if self._flat_scratch.shape[0] < size:
+            self._grow_scratch(size)
         n = self._n
-        size = flat.shape[0]
         params = self.params
         if not read_back:
             result = self._no_read_back
@@ -198,29 +200,40 @@ class EmulatedCrossbar(Crossbar):
             convert = kernels.SMALL_FLOAT64_LAW
         else:
             convert = kernels.STATES
-        # One compiled pass pulses the cells and, block by block, turns the new states into
-        # the read-back while they are in cache. The cells were checked non-negative: an
-        # unsigned view spares the compiled loop numba's negative-index wraparound.
-        kernels.apply_set_pulses(
+        model = self._model
+        # One compiled call: check the cells (all of them before any state changes), pulse
+        # them and, block by block, turn the new states into the read-back while they are in
+        # cache. The indices go to the unsigned view of the scratch: checked non-negative,
+        # they spare the compiled loop numba's negative-index wraparound.
+        bad = kernels.locate_and_apply(
+            rows,
+            cols,
+            self._shape[0],
+            self._shape[1],
+            self._flat_unsigned,
             n,
-            _unsigned(flat),
             batch.compact_pulses,
             self._n_min,
             ratio,
-            self._model.noise,
-            self._draws(size),
+            model.noise,
+            self._noise_rng.standard_normal(size) if model.noise > 0 else _EMPTY,
             result,
             params.r0,
             params.r1,
             params.a,
             convert,
-            cells.ascending,
         )
+        if bad >= 0:
+            raise outside_error(rows, cols, bad, self._shape)
         if not read_back:
             return None
         if convert == kernels.STATES:
-            kernels.resistance(result, params, flat)
+            kernels.resistance(result, params, self._flat_scratch[:size])
         return result if out is None or result is out else _into(out, result)
+
+    def _grow_scratch(self, size: int) -> None:
+        self._flat_scratch = np.empty(max(size, self.size), self._index_type)
+        self._flat_unsigned = _unsigned(self._flat_scratch)
 
     def _apply(self, batch: PulseBatch, cells: Cells, read_back: bool) -> np.ndarray | None:
         # Not reached through apply() (see _apply_batch, which checks the cells itself).

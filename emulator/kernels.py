@@ -113,6 +113,25 @@ def apply_set_pulses(
 
 
 @njit(cache=True, nogil=True)
+def locate_and_apply(
+    rows, cols, nrows, ncols, flat, n, pulses, n_min, ratio, noise, draws, out, r0, r1, a, convert
+):  # pragma: no cover - compiled
+    """:func:`flat_indices` into ``flat[:len(rows)]``, then :func:`apply_set_pulses`: one call.
+
+    Returns the first entry outside the crossbar (nothing is applied then), or -1.
+    """
+    size = rows.shape[0]
+    cells = flat[:size]
+    bad, ascending = flat_indices(rows, cols, nrows, ncols, cells)
+    if bad >= 0:
+        return bad
+    apply_set_pulses(
+        n, cells, pulses, n_min, ratio, noise, draws, out, r0, r1, a, convert, ascending
+    )
+    return -1
+
+
+@njit(cache=True, nogil=True)
 def _pulse(n, flat, start, stop, pulses, n_min, ratio, noise, draws, out):  # pragma: no cover
     """Entries ``start:stop`` of :func:`apply_set_pulses`, each new state also into ``out``."""
     per_device_min = n_min.shape[0] > 1

@@ -152,9 +152,7 @@ class Crossbar(ABC):
         ----------
         batch : PulseBatch
             The pulses. Checked against the shape and safety limits first; a batch that fails
-            a check raises and changes nothing. (The cells of a batch made with
-            :meth:`PulseBatch.prechecked` for this crossbar's shape are the caller's guarantee;
-            a backend may skip checking them again.)
+            a check raises and changes nothing.
         read_back : bool
             Also return the resistance of each batch entry's cell after the whole batch.
         out : numpy.ndarray, optional
@@ -241,9 +239,8 @@ class Crossbar(ABC):
 
         By default: :meth:`_locate` its cells, :meth:`_apply`, and copy a read-back into
         ``out`` when given. A backend may override it with a path that checks the cells
-        itself (the emulator's single compiled pass); it must raise :class:`AddressError`
-        for a cell outside the crossbar before any device changes, except for a batch
-        :meth:`PulseBatch.prechecked` for this shape.
+        itself; it must raise :class:`AddressError` for a cell outside the crossbar before
+        any device changes.
         """
         result = self._apply(batch, self._locate(batch.rows, batch.cols), read_back)
         if out is None or result is None:

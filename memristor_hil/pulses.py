@@ -150,7 +150,7 @@ class PulseBatch:
     (3, 8)
     """
 
-    __slots__ = ("rows", "cols", "_pulses", "_max_pulses", "voltage", "width", "_checked_shape")
+    __slots__ = ("rows", "cols", "_pulses", "_max_pulses", "voltage", "width")
 
     def __init__(
         self,
@@ -160,7 +160,6 @@ class PulseBatch:
         voltage: ArrayLike = 0.1,
         width: ArrayLike = 1e-6,
     ) -> None:
-        self._checked_shape: tuple[int, int] | None = None
         self.rows = _as_index_array(rows, "rows")
         self.cols = _as_index_array(cols, "cols")
         size = self.rows.shape[0]
@@ -221,46 +220,6 @@ class PulseBatch:
         """A batch addressed by flat (row-major) cell indices of a crossbar ``ncols`` wide."""
         rows, cols = np.divmod(np.asarray(cells), ncols)
         return cls(rows, cols, pulses, **kwargs)
-
-    @classmethod
-    def prechecked(
-        cls,
-        rows: ArrayLike,
-        cols: ArrayLike,
-        pulses: ArrayLike = 1,
-        voltage: ArrayLike = 0.1,
-        width: ArrayLike = 1e-6,
-        *,
-        shape: tuple[int, int],
-    ) -> PulseBatch:
-        """A batch whose cells the caller guarantees lie inside a crossbar of ``shape``.
-
-        For code that generates addresses itself from ranges it checked once (the mPES
-        operator picks cells of the crossbar it was built for): a crossbar of that shape may
-        then skip checking every cell again, a pass over the batch per step. Everything else
-        is checked as for any batch (lengths, counts, voltages, widths, safety limits), and a
-        crossbar of any other shape checks the cells as usual.
-
-        The guarantee is the caller's: if a cell does lie outside, the emulator still refuses
-        to touch memory outside its array (it raises :class:`AddressError`), but the entries
-        before that cell have been applied, which the usual check prevents. Use the plain
-        constructor for addresses that come from users, files or the wire.
-
-        Parameters
-        ----------
-        rows, cols, pulses, voltage, width
-            As for :class:`PulseBatch`.
-        shape : tuple of int
-            ``(rows, cols)`` of the crossbar the cells were checked against.
-        """
-        batch = cls(rows, cols, pulses, voltage, width)
-        batch._checked_shape = (int(shape[0]), int(shape[1]))
-        return batch
-
-    @property
-    def checked_shape(self) -> tuple[int, int] | None:
-        """The crossbar shape a :meth:`prechecked` batch's cells were checked against."""
-        return self._checked_shape
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
