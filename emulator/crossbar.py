@@ -89,6 +89,7 @@ class EmulatedCrossbar(Crossbar):
         self._flat_scratch = np.empty(4096, dtype=self._index_type)
         self._flat_unsigned = _unsigned(self._flat_scratch)
         self._no_read_back = np.empty(0, self._n.dtype)
+        self._float32 = self._n.dtype == np.float32  # (the dtype never changes)
 
     # ------------------------------------------------------------------ capabilities
     @property
@@ -194,7 +195,7 @@ class EmulatedCrossbar(Crossbar):
             result = out  # the caller's buffer, written directly
         else:
             result = np.empty(size, n.dtype)
-        if n.dtype == np.float32:
+        if self._float32:
             convert = kernels.FLOAT32_LAW
         elif size < kernels.SMALL_BATCH and not params.per_device:
             convert = kernels.SMALL_FLOAT64_LAW
