@@ -178,7 +178,7 @@ class EmulatedCrossbar(Crossbar):
         self, batch: PulseBatch, read_back: bool, out: np.ndarray | None
     ) -> np.ndarray | None:
         voltage = batch.voltage
-        if not (batch.uniform_voltage and voltage > 0):
+        if type(voltage) is not float or voltage <= 0:  # per-cell voltages, or RESET
             flat = self._locate(batch.rows, batch.cols).flat
             self._apply_general(batch, flat)
             return _into(out, self._read(flat)) if read_back else None
@@ -197,7 +197,7 @@ class EmulatedCrossbar(Crossbar):
             result = np.empty(size, n.dtype)
         if self._float32:
             convert = kernels.FLOAT32_LAW
-        elif size < kernels.SMALL_BATCH and not params.per_device:
+        elif size < kernels.SMALL_BATCH and params.r0.shape[0] == 1:  # shared parameters
             convert = kernels.SMALL_FLOAT64_LAW
         else:
             convert = kernels.STATES
