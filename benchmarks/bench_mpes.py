@@ -21,6 +21,7 @@ Usage::
     python benchmarks/bench_mpes.py                    # 1 s simulated per run
     python benchmarks/bench_mpes.py --seconds 5 --repeats 3 --dtype float64
     python benchmarks/bench_mpes.py --dtype float32 --policies --memory
+    python benchmarks/bench_mpes.py --memory-only
 """
 
 from __future__ import annotations
@@ -80,6 +81,55 @@ def _rss_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _arrays(obj: object, seen: dict[int, int]) -> None:
+    """Record (in ``seen``: buffer address -> bytes) the NumPy arrays an object holds directly
+    (attributes, and lists, tuples and dicts of them, one level down)."""
+    values = list(vars(obj).values()) if hasattr(obj, "__dict__") else []
+    values += [
+        getattr(obj, name) for name in getattr(type(obj), "__slots__", ()) if hasattr(obj, name)
+    ]
+    for value in values:
+        items = value.values() if isinstance(value, dict) else value
+        for item in items if isinstance(value, (list, tuple, dict)) else [value]:
+            if isinstance(item, np.ndarray):
+                base = (
+                    item
+                    if item.base is None or not isinstance(item.base, np.ndarray)
+                    else item.base
+                )
+                seen[base.__array_interface__["data"][0]] = base.nbytes
+            elif hasattr(item, "__dataclass_fields__"):
+                _arrays(item, seen)
+
+
+def _model_bytes(sim: nengo.Simulator) -> dict[str, int]:
+    """Bytes of NumPy arrays held by the emulator, the mPES operator(s) and Nengo's signals."""
+    signals: dict[int, int] = {}
+    for value in sim.signals.values():
+        base = value if not isinstance(value.base, np.ndarray) else value.base
+        signals[base.__array_interface__["data"][0]] = base.nbytes
+    emulator: dict[int, int] = {}
+    operator: dict[int, int] = {}
+    for op, step in zip(sim.step_order, sim._steps, strict=True):
+        if type(op).__name__ != "SimmPES":
+            continue
+        _arrays(op.use.crossbar, emulator)
+        _arrays(op, operator)
+        for cell in step.__closure__ or ():  # the per-connection runners make_step built
+            contents = cell.cell_contents
+            for runner in contents if isinstance(contents, list) else [contents]:
+                if type(runner).__name__ == "_PartRunner":
+                    _arrays(runner, operator)
+    for held in (emulator, operator):  # an operator's views of signals count as signals
+        for address in set(held) & set(signals):
+            del held[address]
+    return {
+        "emulator": sum(emulator.values()),
+        "operator": sum(operator.values()),
+        "signals": sum(signals.values()),
+    }
+
+
 def memory_report(n: int = 1000, steps: int = 1000) -> None:
     """Resident memory of an ``n x n`` mPES model, and tracemalloc's growth over ``steps``."""
     base = _rss_mib()
@@ -87,6 +137,7 @@ def memory_report(n: int = 1000, steps: int = 1000) -> None:
     with nengo.Simulator(net, progress_bar=False) as sim:
         sim.run_steps(100)  # scratch buffers reach their size
         built = _rss_mib()
+        parts = _model_bytes(sim)
         tracemalloc.start()
         before = tracemalloc.take_snapshot()
         sim.run_steps(steps)
@@ -100,6 +151,12 @@ def memory_report(n: int = 1000, steps: int = 1000) -> None:
         f"({built - base:+.0f} MiB for the model and simulator); over {steps} steps "
         f"tracemalloc: net growth {growth / 1024:.1f} KiB, peak traced {peak / 2**20:.2f} MiB "
         f"(crossbar state: {crossbar_bytes / 2**20:.1f} MiB)"
+    )
+    print(
+        "    arrays held: "
+        + ", ".join(f"{name} {size / 2**20:.1f} MiB" for name, size in parts.items())
+        + f" (together {sum(parts.values()) / 2**20:.1f} MiB; the rest of the resident memory "
+        "is Python, NumPy, Nengo and the compiled kernels)"
     )
     top = sorted(after.compare_to(before, "lineno"), key=lambda s: -abs(s.size_diff))[:3]
     for stat in top:
@@ -142,9 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory", action="store_true", help="print a 1000x1000 model's memory (tracemalloc)"
     )
+    parser.add_argument(
+        "--memory-only", action="store_true", help="only the --memory report, no timings"
+    )
     args = parser.parse_args(argv)
     global clock
     clock = CLOCKS[args.clock]
+    if args.memory_only:
+        memory_report()
+        return 0
 
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
     rules = {dt: {"model": PowerLaw(dtype=dt)} for dt in dtypes}

@@ -87,6 +87,9 @@ class EmulatedCrossbar(Crossbar):
         # can need more), in 32-bit indices where the crossbar allows.
         self._index_type = np.int32 if self.size < 2**31 else np.intp
         self._flat_scratch = np.empty(4096, dtype=self._index_type)
+        self._flat_unsigned = _unsigned(self._flat_scratch)
+        self._no_read_back = np.empty(0, self._n.dtype)
+        self._float32 = self._n.dtype == np.float32  # (the dtype never changes)
 
     # ------------------------------------------------------------------ capabilities
     @property
@@ -164,42 +167,78 @@ class EmulatedCrossbar(Crossbar):
             return super()._locate(rows, cols)
         size = rows.shape[0]
         if self._flat_scratch.shape[0] < size:
-            self._flat_scratch = np.empty(max(size, self.size), self._index_type)
+            self._grow_scratch(size)
         out = self._flat_scratch[:size]
         bad, ascending = kernels.flat_indices(rows, cols, self.shape[0], self.shape[1], out)
         if bad >= 0:
             raise outside_error(rows, cols, bad, self.shape)
         return Cells(out, ascending)
 
-    def _apply(self, batch: PulseBatch, cells: Cells, read_back: bool) -> np.ndarray | None:
-        flat = cells.flat
+    def _apply_batch(
+        self, batch: PulseBatch, read_back: bool, out: np.ndarray | None
+    ) -> np.ndarray | None:
         voltage = batch.voltage
-        if not (batch.uniform_voltage and voltage > 0):
+        if type(voltage) is not float or voltage <= 0:  # per-cell voltages, or RESET
+            flat = self._locate(batch.rows, batch.cols).flat
             self._apply_general(batch, flat)
-            return self._read(flat) if read_back else None
+            return _into(out, self._read(flat)) if read_back else None
         ratio = self._ratio(voltage)  # raises before any state changes
-        draws = self._draws(len(flat))
-        # With strictly ascending cells no cell repeats, so the state each entry leaves behind
-        # is final and the kernel can hand it back without a second pass over the crossbar.
-        fused = read_back and cells.ascending
-        new_n = np.empty(len(flat), self._n.dtype) if fused else _EMPTY
-        # The cells were checked non-negative: an unsigned view spares the compiled loop
-        # numba's negative-index wraparound on every access.
-        kernels.add_set_pulses(
-            self._n,
-            _unsigned(flat),
+        rows, cols = batch.rows, batch.cols
+        size = rows.shape[0]
+        if self._flat_scratch.shape[0] < size:
+            self._grow_scratch(size)
+        n = self._n
+        params = self.params
+        if not read_back:
+            result = self._no_read_back
+        elif out is not None and out.dtype == n.dtype and out.flags.c_contiguous:
+            result = out  # the caller's buffer, written directly
+        else:
+            result = np.empty(size, n.dtype)
+        if self._float32:
+            convert = kernels.FLOAT32_LAW
+        elif size < kernels.SMALL_BATCH and params.r0.shape[0] == 1:  # shared parameters
+            convert = kernels.SMALL_FLOAT64_LAW
+        else:
+            convert = kernels.STATES
+        model = self._model
+        # One compiled call: check the cells (all of them before any state changes), pulse
+        # them and, block by block, turn the new states into the read-back while they are in
+        # cache. The indices go to the unsigned view of the scratch: checked non-negative,
+        # they spare the compiled loop numba's negative-index wraparound.
+        bad = kernels.locate_and_apply(
+            rows,
+            cols,
+            self._shape[0],
+            self._shape[1],
+            self._flat_unsigned,
+            n,
             batch.compact_pulses,
             self._n_min,
             ratio,
-            self._model.noise,
-            draws,
-            new_n,
+            model.noise,
+            self._noise_rng.standard_normal(size) if model.noise > 0 else _EMPTY,
+            result,
+            params.r0,
+            params.r1,
+            params.a,
+            convert,
         )
+        if bad >= 0:
+            raise outside_error(rows, cols, bad, self._shape)
         if not read_back:
             return None
-        if fused:
-            return kernels.resistance(new_n, self.params, flat)
-        return self._read(flat)
+        if convert == kernels.STATES:
+            kernels.resistance(result, params, self._flat_scratch[:size])
+        return result if out is None or result is out else _into(out, result)
+
+    def _grow_scratch(self, size: int) -> None:
+        self._flat_scratch = np.empty(max(size, self.size), self._index_type)
+        self._flat_unsigned = _unsigned(self._flat_scratch)
+
+    def _apply(self, batch: PulseBatch, cells: Cells, read_back: bool) -> np.ndarray | None:
+        # Not reached through apply() (see _apply_batch, which checks the cells itself).
+        return self._apply_batch(batch, read_back, None)
 
     def _draws(self, count: int) -> np.ndarray:
         if self._model.noise > 0:
@@ -424,3 +463,11 @@ def _unsigned(flat: np.ndarray) -> np.ndarray:
     """Checked (non-negative) cell indices viewed unsigned, of the same width: the compiled
     loops then skip numba's negative-index wraparound on every access."""
     return flat.view(np.uint32 if flat.dtype == np.int32 else np.uintp)
+
+
+def _into(out: np.ndarray | None, result: np.ndarray) -> np.ndarray:
+    """``result``, or ``out`` holding a copy of it when a caller's buffer was given."""
+    if out is None:
+        return result
+    out[...] = result
+    return out

@@ -19,13 +19,14 @@ check these kernels against it.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import intrinsic
 
 from memristor_hil.powerlaw import DeviceParameters
 
 __all__ = [
     "SMALL_BATCH",
-    "add_set_pulses",
+    "apply_set_pulses",
     "flat_indices",
     "gather",
     "power_law_f32",
@@ -68,22 +69,69 @@ def flat_indices(rows, cols, nrows, ncols, out):  # pragma: no cover - compiled
     return -1, descents == 0
 
 
-@njit(cache=True, nogil=True)
-def add_set_pulses(n, flat, pulses, n_min, ratio, noise, draws, new_n):  # pragma: no cover
-    """Apply SET pulses in place: ``n <- (max(n, n_min)**ratio + k)**(1/ratio)``.
+#: ``convert`` values of :func:`apply_set_pulses`.
+STATES, FLOAT32_LAW, SMALL_FLOAT64_LAW = 0, 1, 2
 
-    ``ratio`` is ``a / a(V)`` (1 at the reference voltage, where the update is ``n + k``).
-    Entries are applied in order, so a cell named twice receives both counts. ``pulses`` has
-    one entry per batch entry or a single shared one; ``draws`` (standard normals, one per
-    entry) adds cycle-to-cycle noise ``noise * sqrt(k) * xi`` when non-empty. When ``new_n`` is
-    non-empty, entry ``i``'s new state is also written to ``new_n[i]``.
+
+@njit(cache=True, nogil=True)
+def apply_set_pulses(
+    n, flat, pulses, n_min, ratio, noise, draws, out, r0, r1, a, convert, ascending
+):  # pragma: no cover - compiled
+    """Apply SET pulses in place, reading the cells back into ``out`` when it is non-empty.
+
+    Each entry: ``n <- (max(n, n_min)**ratio + k)**(1/ratio)`` with ``ratio = a / a(V)`` (1 at
+    the reference voltage, where the update is ``n + k``), in batch order, so a cell named
+    twice receives both counts. ``pulses`` has one entry per batch entry or a single shared
+    one; ``draws`` (standard normals, one per entry) adds cycle-to-cycle noise
+    ``noise * sqrt(k) * xi`` when non-empty; ``n_min``, ``ratio``, ``r0``, ``r1``, ``a`` hold one
+    shared entry or one per device (``flat`` holds the checked, non-negative cell indices).
+
+    With a read-back, ``out[i]`` ends as entry ``i``'s cell after the whole batch: its state
+    (``convert == STATES``) or its resistance ``r0 + r1 * n**a`` (``FLOAT32_LAW``:
+    :func:`power_law_f32`; ``SMALL_FLOAT64_LAW``: the scalar float64 law of a small batch with
+    shared parameters). When the cells strictly ``ascend`` no cell repeats, so each entry's new
+    state is final as the pulse loop writes it; otherwise the cells are gathered again after
+    the loop. (Turning states into resistances block by block inside the pulse loop, while
+    they are in cache, measured slower than this second, vectorised pass.)
     """
+    size = flat.shape[0]
+    keep = out.shape[0] > 0
+    _pulse(n, flat, pulses, n_min, ratio, noise, draws, out if keep and ascending else out[:0])
+    if keep:
+        if not ascending:
+            for i in range(size):
+                out[i] = n[flat[i]]
+        _to_resistance(out, flat, r0, r1, a, convert)
+
+
+@njit(cache=True, nogil=True)
+def locate_and_apply(
+    rows, cols, nrows, ncols, flat, n, pulses, n_min, ratio, noise, draws, out, r0, r1, a, convert
+):  # pragma: no cover - compiled
+    """:func:`flat_indices` into ``flat[:len(rows)]``, then :func:`apply_set_pulses`: one call.
+
+    Returns the first entry outside the crossbar (nothing is applied then), or -1.
+    """
+    size = rows.shape[0]
+    cells = flat[:size]
+    bad, ascending = flat_indices(rows, cols, nrows, ncols, cells)
+    if bad >= 0:
+        return bad
+    apply_set_pulses(
+        n, cells, pulses, n_min, ratio, noise, draws, out, r0, r1, a, convert, ascending
+    )
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def _pulse(n, flat, pulses, n_min, ratio, noise, draws, out):  # pragma: no cover - compiled
+    """The pulse loop of :func:`apply_set_pulses`, each new state also into a non-empty ``out``."""
     per_device_min = n_min.shape[0] > 1
     per_device_ratio = ratio.shape[0] > 1
     shared_pulses = pulses.shape[0] == 1
     unit_ratio = (not per_device_ratio) and ratio[0] == 1.0
     with_noise = draws.shape[0] > 0
-    keep = new_n.shape[0] > 0
+    keep = out.shape[0] > 0
     for i in range(flat.shape[0]):
         j = flat[i]
         k = 1.0 * (pulses[0] if shared_pulses else pulses[i])
@@ -100,7 +148,15 @@ def add_set_pulses(n, flat, pulses, n_min, ratio, noise, draws, new_n):  # pragm
             x = (x**e + k) ** (1.0 / e)
         n[j] = x
         if keep:
-            new_n[i] = n[j]
+            out[i] = n[j]
+
+
+@njit(cache=True, nogil=True)
+def _to_resistance(x, cells, r0, r1, a, convert):  # pragma: no cover - compiled
+    if convert == FLOAT32_LAW:
+        power_law_f32(x, r0, r1, a, cells)
+    elif convert == SMALL_FLOAT64_LAW:
+        _power_law_small(x, r0[0], r1[0], a[0])
 
 
 @njit(cache=True, nogil=True)
@@ -121,10 +177,10 @@ def _power_law_small(x, r0, r1, a):  # pragma: no cover - compiled
 # float32 x**a without libm: x = 2**e * m, ln m = 2 atanh(s) with s = (m - 1) / (m + 1) and
 # m in [sqrt(1/2), sqrt(2)) (|s| < 0.172, series to s**11: 3e-11), then 2**y = 2**k * e**f
 # with k = round(y), |f| <= ln(2) / 2 (Taylor to f**8: 2e-10). The bit manipulation goes
-# through integer views of small scratch buffers, so every loop is plain arithmetic that LLVM
-# vectorises (llvmlite has no SVML); error_model="numpy" drops the zero-division check that
-# would otherwise keep the division scalar.
-_CHUNK = 256
+# through LLVM bitcasts (the intrinsics below), so the loop is plain arithmetic that LLVM
+# vectorises in one pass (llvmlite has no SVML); error_model="numpy" drops the zero-division
+# check that would otherwise keep the division scalar. The operations, in this order, are the
+# definition of the emulator's float32 power law: a faster formula must give the same bits.
 _TWO52 = 4503599627370496.0  # 2**52: bits 0x4330... + i is the float 2**52 + i
 _TWO52_BITS = 0x4330000000000000
 _ROUND = 6755399441055744.0  # 1.5 * 2**52: y + _ROUND holds round(y) in its low bits
@@ -134,46 +190,57 @@ _LN2 = 0.6931471805599453
 _SQRT2 = 1.4142135623730951
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _pow_chunk(xi, start, count, a, ebits, mbits, z, q):  # pragma: no cover - compiled
-    """``q[i] * z[i] = x[start + i] ** a[i]`` for ``count`` entries (``z``: powers of 2)."""
-    ef = ebits.view(np.float64)
-    mf = mbits.view(np.float32)
-    zi = z.view(np.int64)
-    for i in range(count):
-        b = xi[start + i]
-        ebits[i] = _TWO52_BITS + ((b >> 23) & 0xFF)
-        mbits[i] = (b & 0x7FFFFF) | 0x3F800000
-    for i in range(count):
-        e = ef[i] - (_TWO52 + 127.0)
-        m = np.float64(mf[i])
-        high = m > _SQRT2
-        m = m * 0.5 if high else m
-        e = e + 1.0 if high else e
-        s = (m - 1.0) / (m + 1.0)
-        s2 = s * s
-        p = 1.0 / 11.0
-        p = p * s2 + 1.0 / 9.0
-        p = p * s2 + 1.0 / 7.0
-        p = p * s2 + 1.0 / 5.0
-        p = p * s2 + 1.0 / 3.0
-        p = p * s2 + 1.0
-        y = a[i] * (2.0 * _LOG2E * s * p + e)
-        rounded = y + _ROUND
-        f = (y - (rounded - _ROUND)) * _LN2
-        r = 1.0 / 40320.0
-        r = r * f + 1.0 / 5040.0
-        r = r * f + 1.0 / 720.0
-        r = r * f + 1.0 / 120.0
-        r = r * f + 1.0 / 24.0
-        r = r * f + 1.0 / 6.0
-        r = r * f + 0.5
-        r = r * f + 1.0
-        r = r * f + 1.0
-        z[i] = rounded
-        q[i] = r
-    for i in range(count):
-        zi[i] = (zi[i] - _ROUND_BITS + 1023) << 52
+def _bitcast(source, target):
+    """An intrinsic reinterpreting a ``source`` scalar's bits as ``target`` (same width)."""
+
+    @intrinsic
+    def cast(typingctx, value):  # pragma: no cover - runs at compile time
+        if value != source:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(target))
+
+        return target(source), codegen
+
+    return cast
+
+
+_f64_from_bits = _bitcast(types.int64, types.float64)
+_bits_of_f64 = _bitcast(types.float64, types.int64)
+_f32_from_bits = _bitcast(types.int32, types.float32)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always")
+def _pow_f32(b, a):  # pragma: no cover - compiled
+    """``x ** a`` for the float32 ``x > 0`` whose bits are ``b`` (int64), in float64."""
+    e = _f64_from_bits(_TWO52_BITS + ((b >> 23) & 0xFF)) - (_TWO52 + 127.0)
+    m = np.float64(_f32_from_bits(np.int32((b & 0x7FFFFF) | 0x3F800000)))
+    high = m > _SQRT2
+    m = m * 0.5 if high else m
+    e = e + 1.0 if high else e
+    s = (m - 1.0) / (m + 1.0)
+    s2 = s * s
+    p = 1.0 / 11.0
+    p = p * s2 + 1.0 / 9.0
+    p = p * s2 + 1.0 / 7.0
+    p = p * s2 + 1.0 / 5.0
+    p = p * s2 + 1.0 / 3.0
+    p = p * s2 + 1.0
+    y = a * (2.0 * _LOG2E * s * p + e)
+    rounded = y + _ROUND
+    f = (y - (rounded - _ROUND)) * _LN2
+    r = 1.0 / 40320.0
+    r = r * f + 1.0 / 5040.0
+    r = r * f + 1.0 / 720.0
+    r = r * f + 1.0 / 120.0
+    r = r * f + 1.0 / 24.0
+    r = r * f + 1.0 / 6.0
+    r = r * f + 0.5
+    r = r * f + 1.0
+    r = r * f + 1.0
+    z = _f64_from_bits((_bits_of_f64(rounded) - _ROUND_BITS + 1023) << 52)  # 2**round(y)
+    return r * z
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
@@ -183,33 +250,30 @@ def power_law_f32(x, r0, r1, a, flat):  # pragma: no cover - compiled
     ``r0``, ``r1``, ``a`` hold one shared entry or one per device; with per-device parameters
     entry ``i`` is device ``flat[i]`` (or device ``i`` when ``flat`` is empty).
     """
-    n = x.shape[0]
-    per_device = a.shape[0] > 1
-    gathered = flat.shape[0] > 0
-    xi = x.view(np.int32)
-    ebits = np.empty(_CHUNK, np.int64)
-    mbits = np.empty(_CHUNK, np.int32)
-    z = np.empty(_CHUNK, np.float64)
-    q = np.empty(_CHUNK, np.float64)
-    a_chunk = np.empty(_CHUNK, np.float64)
-    a_chunk[:] = a[0]
-    c0 = np.float64(r0[0])
-    c1 = np.float64(r1[0])
-    for start in range(0, n, _CHUNK):
-        count = min(_CHUNK, n - start)
-        if not per_device:
-            _pow_chunk(xi, start, count, a_chunk, ebits, mbits, z, q)
-            for i in range(count):
-                x[start + i] = c0 + c1 * (q[i] * z[i])
-        else:
-            for i in range(count):
-                j = np.int64(flat[start + i]) if gathered else np.int64(start + i)
-                a_chunk[i] = a[j]
-            _pow_chunk(xi, start, count, a_chunk, ebits, mbits, z, q)
-            for i in range(count):
-                j = np.int64(flat[start + i]) if gathered else np.int64(start + i)
-                x[start + i] = np.float64(r0[j]) + np.float64(r1[j]) * (q[i] * z[i])
+    _power_law_f32_range(x, 0, x.shape[0], r0, r1, a, flat)
     return x
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always")
+def _power_law_f32_range(x, start, stop, r0, r1, a, flat):  # pragma: no cover - compiled
+    xi = x.view(np.int32)
+    if a.shape[0] == 1:
+        c0 = np.float64(r0[0])
+        c1 = np.float64(r1[0])
+        e = np.float64(a[0])
+        for i in range(start, stop):
+            x[i] = c0 + c1 * _pow_f32(np.int64(xi[i]), e)
+    elif flat.shape[0] > 0:
+        for i in range(start, stop):
+            j = np.int64(flat[i])
+            x[i] = np.float64(r0[j]) + np.float64(r1[j]) * _pow_f32(
+                np.int64(xi[i]), np.float64(a[j])
+            )
+    else:
+        for i in range(start, stop):
+            x[i] = np.float64(r0[i]) + np.float64(r1[i]) * _pow_f32(
+                np.int64(xi[i]), np.float64(a[i])
+            )
 
 
 @njit(cache=True, nogil=True)

@@ -143,7 +143,9 @@ class Crossbar(ABC):
         )
 
     # ------------------------------------------------------------------ operations
-    def apply(self, batch: PulseBatch, *, read_back: bool = False) -> np.ndarray | None:
+    def apply(
+        self, batch: PulseBatch, *, read_back: bool = False, out: np.ndarray | None = None
+    ) -> np.ndarray | None:
         """Apply a batch of pulses.
 
         Parameters
@@ -153,18 +155,25 @@ class Crossbar(ABC):
             a check raises and changes nothing.
         read_back : bool
             Also return the resistance of each batch entry's cell after the whole batch.
+        out : numpy.ndarray, optional
+            With ``read_back``, write the resistances into this writeable float array of shape
+            ``(len(batch),)`` and return it, instead of a new array: a caller that applies a
+            batch every step reuses one buffer (the emulator writes into it directly when it
+            is C-contiguous and of the devices' float type; otherwise it copies into it).
 
         Returns
         -------
         numpy.ndarray or None
-            With ``read_back``, resistances in batch order (shape ``(len(batch),)``).
+            With ``read_back``, resistances in batch order (shape ``(len(batch),)``): ``out``
+            when given, else a new array the caller owns.
         """
         self._check_open()
         if not isinstance(batch, PulseBatch):
             raise InvalidBatchError(f"apply() takes a PulseBatch, got {type(batch).__name__}")
+        if out is not None:
+            _check_out(out, len(batch), read_back)
         batch.check(self._limits)
-        cells = self._locate(batch.rows, batch.cols)
-        return self._apply(batch, cells, read_back)
+        return self._apply_batch(batch, read_back, out)
 
     def read(self, rows: ArrayLike, cols: ArrayLike) -> np.ndarray:
         """Resistances of the cells ``(rows[i], cols[i])``, shape ``(len(rows),)``."""
@@ -223,6 +232,22 @@ class Crossbar(ABC):
         """
         return cell_indices(rows, cols, self._shape)
 
+    def _apply_batch(
+        self, batch: PulseBatch, read_back: bool, out: np.ndarray | None
+    ) -> np.ndarray | None:
+        """Apply a batch whose voltages, widths and counts passed the limits.
+
+        By default: :meth:`_locate` its cells, :meth:`_apply`, and copy a read-back into
+        ``out`` when given. A backend may override it with a path that checks the cells
+        itself; it must raise :class:`AddressError` for a cell outside the crossbar before
+        any device changes.
+        """
+        result = self._apply(batch, self._locate(batch.rows, batch.cols), read_back)
+        if out is None or result is None:
+            return result
+        out[...] = result
+        return out
+
     @abstractmethod
     def _apply(self, batch: PulseBatch, cells: Cells, read_back: bool) -> np.ndarray | None:
         """Apply a checked batch; ``cells`` holds its row-major cell indices."""
@@ -244,3 +269,19 @@ class Crossbar(ABC):
 
     def _close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release the backend (outputs to a safe state). Called once."""
+
+
+def _check_out(out: object, size: int, read_back: bool) -> None:
+    """Raise ``ValueError`` unless ``out`` can take the read-back of a ``size``-entry batch."""
+    if not read_back:
+        raise ValueError("out= receives the read-back: pass read_back=True with it")
+    if not (
+        isinstance(out, np.ndarray)
+        and out.shape == (size,)
+        and out.dtype.kind == "f"
+        and out.flags.writeable
+    ):
+        raise ValueError(
+            f"out must be a writeable float array of shape ({size},), got "
+            f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}"
+        )

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from memristor_hil.emulator import EmulatedCrossbar
 
 from memristor_hil import (
+    AddressError,
     Crossbar,
     CrossbarClosedError,
     InvalidBatchError,
@@ -287,3 +288,99 @@ def test_float32_power_law_kernel_is_accurate_over_the_whole_range(exponent):
     r0, r1 = np.full(x.size, 200, np.float32), np.full(x.size, 2.3e8, np.float32)
     got_dev = kernels.power_law_f32(x[::-1].copy(), r0, r1, per, flat)
     np.testing.assert_array_equal(got_dev[::-1], got)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("sigma", [0.0, 0.15])
+@pytest.mark.parametrize("order", ["ascending", "shuffled", "repeats"])
+@pytest.mark.parametrize("size", [1, 300, 2000])
+def test_read_back_is_bit_for_bit_a_read_after_the_batch(dtype, sigma, order, size):
+    """The read-back computed as the batch is applied (block by block for ascending cells, in
+    a second pass otherwise) equals reading the same cells afterwards, to the bit."""
+    xbar = EmulatedCrossbar(40, 60, PowerLaw(dtype=dtype, variability=sigma), seed=5)
+    rng = np.random.default_rng(size)
+    if order == "repeats":
+        cells = rng.integers(0, xbar.size, size)
+    else:
+        cells = rng.choice(xbar.size, size, replace=False)
+        cells = np.sort(cells) if order == "ascending" else cells
+    rows, cols = np.divmod(cells, 60)
+    for voltage in (0.1, 0.2):  # the reference voltage, and the general power update
+        got = xbar.apply(PulseBatch(rows, cols, pulses=3, voltage=voltage), read_back=True)
+        assert got.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(got, xbar.read(rows, cols))
+
+
+def test_read_back_goes_into_the_callers_buffer_and_a_returned_array_stays_the_callers():
+    xbar = EmulatedCrossbar(30, 30, PowerLaw(dtype="float32"), seed=1)
+    twin = EmulatedCrossbar(30, 30, PowerLaw(dtype="float32"), seed=1)
+    batch = PulseBatch(np.arange(0, 30, 3), np.arange(10), pulses=4)
+    buffer = np.full(len(batch), -1.0, np.float32)
+    got = xbar.apply(batch, read_back=True, out=buffer)
+    assert got is buffer
+    np.testing.assert_array_equal(buffer, twin.apply(batch, read_back=True))
+    # without out=, each call returns a new array: an earlier result never changes under it
+    first = xbar.apply(batch, read_back=True)
+    kept = first.copy()
+    xbar.apply(batch, read_back=True)
+    np.testing.assert_array_equal(first, kept)
+    twin.apply(batch)
+    twin.apply(batch)
+    # a buffer of another float type, or not contiguous, is filled by a copy
+    wide = np.empty(len(batch), np.float64)
+    strided = np.empty(2 * len(batch), np.float32)[::2]
+    for out in (wide, strided):
+        assert xbar.apply(batch, read_back=True, out=out) is out
+        twin.apply(batch)
+        np.testing.assert_array_equal(out, twin.read(batch.rows, batch.cols).astype(out.dtype))
+    # per-cell voltages take the general path; out= works there too
+    mixed = PulseBatch([1, 2], [3, 4], voltage=[0.1, 0.2])
+    out = np.empty(2, np.float32)
+    assert xbar.apply(mixed, read_back=True, out=out) is out
+    np.testing.assert_array_equal(out, xbar.read([1, 2], [3, 4]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"out": np.empty(3)}, "read_back=True"),
+        ({"read_back": True, "out": np.empty(4)}, r"shape \(3,\)"),
+        ({"read_back": True, "out": np.empty(3, np.int64)}, "float array"),
+        ({"read_back": True, "out": [0.0, 0.0, 0.0]}, "float array"),
+    ],
+)
+def test_a_bad_out_buffer_is_refused_before_anything_is_applied(kwargs, message):
+    xbar = EmulatedCrossbar(4, 4, seed=0)
+    before = xbar.pulse_counts
+    readonly = np.empty(3)
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match=message):
+        xbar.apply(PulseBatch([0, 1, 2], [0, 1, 2]), **kwargs)
+    with pytest.raises(ValueError, match="writeable"):
+        xbar.apply(PulseBatch([0, 1, 2], [0, 1, 2]), read_back=True, out=readonly)
+    np.testing.assert_array_equal(xbar.pulse_counts, before)
+
+
+class _Forwarding(Crossbar):
+    """A minimal backend with only the required hooks: the base class's own apply path."""
+
+    def __init__(self, inner: EmulatedCrossbar) -> None:
+        super().__init__(inner.shape)
+        self.inner = inner
+
+    def _apply(self, batch, cells, read_back):
+        return self.inner.apply(batch, read_back=read_back)
+
+    def _read(self, flat):
+        return self.inner._read(flat)
+
+
+def test_a_backend_without_its_own_out_path_copies_into_the_buffer():
+    forwarding = _Forwarding(EmulatedCrossbar(5, 5, seed=2))
+    twin = EmulatedCrossbar(5, 5, seed=2)
+    batch = PulseBatch([0, 4], [1, 3], pulses=[2, 5])
+    out = np.empty(2)
+    assert forwarding.apply(batch, read_back=True, out=out) is out
+    np.testing.assert_array_equal(out, twin.apply(batch, read_back=True))
+    with pytest.raises(AddressError):
+        forwarding.apply(PulseBatch([0, 5], [0, 0]), read_back=True, out=out)
