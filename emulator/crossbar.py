@@ -207,9 +207,9 @@ class EmulatedCrossbar(Crossbar):
             convert = kernels.STATES
         model = self._model
         # One compiled call: check the cells (all of them before any state changes), pulse
-        # them and, block by block, turn the new states into the read-back while they are in
-        # cache. The indices go to the unsigned view of the scratch: checked non-negative,
-        # they spare the compiled loop numba's negative-index wraparound.
+        # them, and turn their new states into the read-back in one vectorised pass. The
+        # indices go to the unsigned view of the scratch: checked non-negative, they spare the
+        # compiled loop numba's negative-index wraparound.
         bad = kernels.locate_and_apply(
             rows,
             cols,
