@@ -80,6 +80,7 @@ class EmulatedCrossbar(Crossbar):
         self._noise_rng = np.random.default_rng(noise_seed)
         self._n_min = self.params.n_min
         self._ratio_cache: dict[float, np.ndarray] = {}
+        self._last_ratio: tuple[float | None, np.ndarray] = (None, _EMPTY)
         # Scratch for the cell indices of a batch, reused from batch to batch: the indices
         # never leave the crossbar, so a learning rule's step allocates nothing in proportion
         # to its batch but the read-back it returns. Small batches use a small buffer; the
@@ -119,6 +120,8 @@ class EmulatedCrossbar(Crossbar):
         Cached per voltage, least recently used first out, within :data:`RATIO_CACHE_BYTES`
         (at least the newest entry is kept): a stream of distinct voltages never grows memory.
         """
+        if voltage == self._last_ratio[0]:  # the same voltage as the last batch: no reordering
+            return self._last_ratio[1]
         cache = self._ratio_cache
         ratio = cache.pop(voltage, None)
         if ratio is None:
@@ -134,6 +137,7 @@ class EmulatedCrossbar(Crossbar):
             while cache and (len(cache) + 1) * ratio.nbytes > RATIO_CACHE_BYTES:
                 del cache[next(iter(cache))]
         cache[voltage] = ratio  # (re)inserted last: the most recently used
+        self._last_ratio = (voltage, ratio)
         return ratio
 
     def _check_set_voltages(self, flat: np.ndarray, voltage: np.ndarray) -> None:
@@ -203,9 +207,9 @@ class EmulatedCrossbar(Crossbar):
             convert = kernels.STATES
         model = self._model
         # One compiled call: check the cells (all of them before any state changes), pulse
-        # them and, block by block, turn the new states into the read-back while they are in
-        # cache. The indices go to the unsigned view of the scratch: checked non-negative,
-        # they spare the compiled loop numba's negative-index wraparound.
+        # them, and turn their new states into the read-back in one vectorised pass. The
+        # indices go to the unsigned view of the scratch: checked non-negative, they spare the
+        # compiled loop numba's negative-index wraparound.
         bad = kernels.locate_and_apply(
             rows,
             cols,
@@ -320,6 +324,7 @@ class EmulatedCrossbar(Crossbar):
             self.params = snapshot["params"]  # type: ignore[assignment]
             self._n_min = self.params.n_min
             self._ratio_cache.clear()
+            self._last_ratio = (None, _EMPTY)
         self._noise_rng.bit_generator.state = snapshot["noise_rng"]
 
     # ------------------------------------------------------------------ persistence
@@ -375,6 +380,7 @@ class EmulatedCrossbar(Crossbar):
         self.params = params
         self._n_min = params.n_min
         self._ratio_cache.clear()
+        self._last_ratio = (None, _EMPTY)
         self._noise_rng.bit_generator.state = meta["noise_rng"]
 
     @classmethod

@@ -384,3 +384,25 @@ def test_a_backend_without_its_own_out_path_copies_into_the_buffer():
     np.testing.assert_array_equal(out, twin.apply(batch, read_back=True))
     with pytest.raises(AddressError):
         forwarding.apply(PulseBatch([0, 5], [0, 0]), read_back=True, out=out)
+
+
+# float32 bits of r0 + r1 * x**a (r0 = 200, r1 = 2.3e8) from the power law as it stood before
+# the kernel was rewritten as one vectorised pass: the rewrite must keep every bit.
+_POWER_LAW_X = [1.0, 1.0000057, 1.4142135, 1.4142137, 2.0, 7.5, 300.3, 301.3, 1234.5, 65535.0]
+_POWER_LAW_X += [1e6, 3.3e7, 1e-3, 0.70710677]
+_POWER_LAW_BITS = {
+    -0.146: [1297832036, 1297832024, 1297122761, 1297122761, 1296448482, 1294168502, 1287568578]
+    + [1287562512, 1285237486, 1278068259, 1273591526, 1267474516, 1310086775, 1298578125],
+    -0.5: [1297832036, 1297831995, 1295544923, 1295544922, 1293621696, 1285566457, 1263175214]
+    + [1263153170, 1254606574, 1230726470, 1214303744, 1193094620, 1339605608, 1300393064],
+}
+
+
+@pytest.mark.parametrize("exponent", sorted(_POWER_LAW_BITS))
+def test_float32_power_law_keeps_the_bits_it_had(exponent):
+    from memristor_hil.emulator import kernels
+
+    x = np.array(_POWER_LAW_X, np.float32)
+    one = np.ones(1, np.float32)
+    got = kernels.power_law_f32(x, one * 200, one * 2.3e8, one * exponent, np.empty(0, np.int64))
+    assert got.view(np.int32).tolist() == _POWER_LAW_BITS[exponent]
