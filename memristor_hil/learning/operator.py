@@ -11,7 +11,7 @@ from nengo.builder.operator import Operator
 from nengo.builder.signal import Signal
 
 from ..pulses import PulseBatch
-from . import kernels
+from . import kernels, pairs
 from .crossbars import CrossbarUse
 
 __all__ = ["ConnectionPart", "ConnectionSignals", "SimmPES"]
@@ -298,6 +298,9 @@ class _PartRunner:
             # each device's weight change per pulse, from the resistances as the run starts
             self.per_pos = kernels.pulse_weight_change(r_pos, self.c, r0, r1, a)
             self.per_neg = kernels.pulse_weight_change(r_neg, self.c, r0, r1, a)
+            # each device's measured / nominal change per pulse (pairs.store_calibrated)
+            self.ratio_pos = np.ones(weights.shape, dtype=np.float64)
+            self.ratio_neg = np.ones(weights.shape, dtype=np.float64)
         self.active = np.empty(n_pre, dtype=np.uint64)  # unsigned: no wraparound checks
         self.rows_sel = np.empty(n_post, dtype=np.uint64)
         self.positive = np.empty(n_post, dtype=np.bool_)
@@ -413,7 +416,27 @@ class _PartRunner:
 
     def store(self, resistances: np.ndarray) -> None:
         """Take the read-back resistances of the chosen cells, in the order chosen."""
-        if self.stochastic:
+        if self.by_rate:
+            pairs.store_calibrated(
+                self.rows,
+                self.cols,
+                self.polarity,
+                self.counts,
+                self.size,
+                self.origins,
+                resistances,
+                self.r_pos,
+                self.r_neg,
+                self.weights,
+                self.c,
+                self.per_pos,
+                self.per_neg,
+                self.ratio_pos,
+                self.ratio_neg,
+                *self.nominal,
+                pairs.CALIBRATION_RATE,
+            )
+        elif self.stochastic:
             kernels.store_cells(
                 self.rows,
                 self.cols,
@@ -426,20 +449,6 @@ class _PartRunner:
                 self.weights,
                 self.c,
             )
-            if self.by_rate:
-                kernels.update_pulse_weight_change(
-                    self.rows,
-                    self.cols,
-                    self.polarity,
-                    self.size,
-                    self.origins,
-                    self.r_pos,
-                    self.r_neg,
-                    self.per_pos,
-                    self.per_neg,
-                    self.c,
-                    *self.nominal,
-                )
         else:
             kernels.store(
                 self.rows_sel,
