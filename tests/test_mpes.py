@@ -46,7 +46,12 @@ class CountingCrossbar(Crossbar):
     def _apply(self, batch, cells, read_back):
         # the operator reuses its buffers, so keep a copy of what was sent
         self.batches.append(
-            PulseBatch(batch.rows.copy(), batch.cols.copy(), batch.pulses.copy(), batch.voltage)
+            PulseBatch(
+                batch.rows.copy(),
+                batch.cols.copy(),
+                batch.pulses.copy(),
+                batch.voltage if batch.uniform_voltage else batch.voltage.copy(),
+            )
         )
         return self.inner.apply(batch, read_back=read_back)
 
@@ -769,3 +774,52 @@ def test_read_back_calibration_learns_each_devices_change_per_pulse():
     # one ratio cannot describe them yet: the running ratio follows them step by step)
     assert np.median(off) < 0.02 and np.quantile(off, 0.9) < 0.1
     assert np.all(ratio_pos > 0) and np.all(ratio_neg > 0)
+
+
+def test_refresh_resets_saturated_pairs_keeps_their_weights_and_counts_the_pulses():
+    """A pair whose two devices pass the refresh threshold gets one RESET pulse on each device
+    and SET pulses on one of them, in a step's one batch (with per-cell voltages) that holds
+    nothing else; the pair's weight moves by at most half a pulse's weight change (the
+    devices follow the host's nominal model exactly here), and the ``pulses`` probe counts
+    the refresh pulses."""
+    from memristor_hil.learning import pairs
+
+    model = PowerLaw(reset=True)  # no variability: every device is the nominal one
+    xbar = CountingCrossbar(EmulatedCrossbar(40, 80, model, seed=0))
+    # threshold g = 1e-6 is R ~ 1.07e8: every pair pulsed once is queued (devices start at 1e8)
+    net = channel_net(mPES(learning_rate=1e-4, refresh=1e-6, crossbar=xbar))
+    with net:
+        p_pulses = nengo.Probe(net.conn.learning_rule, "pulses")
+        p_pos = nengo.Probe(net.conn.learning_rule, "pos_resistances")
+        p_neg = nengo.Probe(net.conn.learning_rule, "neg_resistances")
+        p_w = nengo.Probe(net.conn.learning_rule, "weights")
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(0.35)
+    refreshes = [b for b in xbar.batches if np.any(np.asarray(b.voltage) < 0)]
+    assert len(refreshes) >= 2  # one refresh step per REFRESH_PERIOD_STEPS at most
+    pos, neg, w = sim.data[p_pos], sim.data[p_neg], sim.data[p_w]
+    # only RESET raises a resistance: the steps whose resistances rose are the refresh steps
+    rose = np.flatnonzero(((np.diff(pos, axis=0) > 0) | (np.diff(neg, axis=0) > 0)).any((1, 2)))
+    assert len(rose) == len(refreshes)
+    assert np.all(np.diff(rose) >= pairs.REFRESH_PERIOD_STEPS)
+    c = 1e3 / (1 / model.r0 - 1 / model.r1)
+    for step, batch in zip(rose + 1, refreshes, strict=True):
+        assert sim.data[p_pulses][step, 0] == batch.pulses.sum()  # the refresh pulses counted
+        voltage = np.asarray(batch.voltage)
+        reset = voltage < 0
+        assert np.all(voltage[reset] == -model.v_ref) and np.all(batch.pulses[reset] == 1)
+        assert np.all(voltage[~reset] == model.v_ref)
+        # every cell of the batch belongs to a refreshed pair: no learning pulses this step
+        rows, cols = batch.rows, batch.cols % 40
+        pairs_reset = set(zip(rows[reset], cols[reset], strict=True))
+        assert reset.sum() == 2 * len(pairs_reset)  # one RESET on each device of each pair
+        assert set(zip(rows[~reset], cols[~reset], strict=True)) <= pairs_reset
+        refreshed = (rows[reset], cols[reset])
+        before, after = w[step - 1][refreshed], w[step][refreshed]
+        r_new = np.minimum(pos[step][refreshed], neg[step][refreshed]).astype(float)
+        n_new = ((r_new - model.r0) / model.r1) ** (1 / model.a)
+        per_pulse = c * (1 / (model.r0 + model.r1 * (n_new + 1) ** model.a) - 1 / r_new)
+        assert np.all(np.abs(after - before) <= 0.5 * per_pulse * 1.05 + 1e-9)
+        assert np.all(np.maximum(pos[step][refreshed], neg[step][refreshed]) > 1.2e8)
+        changed = (w[step] != w[step - 1]).sum()
+        assert changed == len(set(zip(*refreshed, strict=True)))

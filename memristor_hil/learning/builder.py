@@ -29,7 +29,7 @@ from . import kernels
 from .crossbars import CrossbarUse, crossbar_uses
 from .layout import Block
 from .nengo_internals import remove_weight_increment, set_initial_value
-from .operator import ConnectionPart, SimmPES
+from .operator import ConnectionPart, Refresh, SimmPES
 from .rule import DEFAULT_CROSSBAR, DEFAULT_MODEL, mPES
 
 __all__ = ["BuiltmPES", "build_mpes"]
@@ -137,6 +137,29 @@ def _conductance(model: PowerLaw, resistance: np.ndarray) -> np.ndarray:
     """``g(R)`` with the model's nominal r0, r1, in double precision whatever its dtype."""
     resistance = resistance.astype(np.float64)
     return (1.0 / resistance - 1.0 / model.r1) / (1.0 / model.r0 - 1.0 / model.r1)
+
+
+def _refresh(mpes: mPES, xbar: Crossbar, device_model: PowerLaw, voltage: float) -> Refresh | None:
+    """The pair refresh of a ``learning_rate`` rule, or None (off, or no RESET branch)."""
+    if mpes.learning_rate is None or mpes.refresh is None:
+        return None
+    devices = xbar.model or device_model  # what the crossbar's devices do
+    if not devices.reset:
+        return None
+    # g > threshold  <=>  R < 1 / (threshold * (1/r0 - 1/r1) + 1/r1), nominal r0, r1
+    inv_r1 = 1.0 / device_model.r1
+    r_limit = 1.0 / (float(mpes.refresh) * (1.0 / device_model.r0 - inv_r1) + inv_r1)
+    try:
+        xbar.limits.check_voltage(-voltage)
+    except CrossbarError as exc:
+        raise BuildError(f"mPES refresh: the RESET pulse cannot be sent: {exc}") from exc
+    return Refresh(
+        r_limit=r_limit,
+        voltage=-voltage,
+        r3=float(devices.reset_r3),
+        exponent=float(devices.reset_exponent),
+        max_count=int(xbar.limits.max_pulses),
+    )
 
 
 @Builder.register(mPES)
@@ -248,6 +271,7 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
             f"per step, so they need the same pulse: the first uses {op.voltage} V, "
             f"{op.width} s; this one asks for {voltage} V, {width} s"
         )
+    refresh = _refresh(mpes, xbar, device_model, voltage)
     part = ConnectionPart(
         origins=(pos.row, pos.col, neg.row, neg.col),
         order=_row_order(pos, neg),
@@ -260,6 +284,7 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
         mask_threshold=0.0 if mpes.mask == "spikes" else 0.5,
         learning_rate=mpes.learning_rate,
         nominal=(float(device_model.r0), float(device_model.r1), float(device_model.a)),
+        refresh=refresh,
     )
     op.add_connection(
         part,

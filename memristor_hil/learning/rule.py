@@ -18,7 +18,7 @@ from ..crossbar import Crossbar
 from ..powerlaw import PowerLaw, Variability
 from .layout import Layout
 
-__all__ = ["DEFAULT_CROSSBAR", "DEFAULT_MODEL", "mPES"]
+__all__ = ["DEFAULT_CROSSBAR", "DEFAULT_MODEL", "DEFAULT_REFRESH", "mPES"]
 
 _POLICIES = ("one", "scaled", "stochastic")
 _MASKS = ("filtered", "spikes")
@@ -27,7 +27,15 @@ _MASKS = ("filtered", "spikes")
 #: parameters, with states in single precision. That halves the cost of the power law, the
 #: emulator's hot spot, and learning matches double precision (f(x) = x, 30 s, 100 neurons:
 #: test MSE 0.0162 in float32 against 0.0165 in float64). Pass ``dtype="float64"`` to change it.
-DEFAULT_MODEL = PowerLaw(dtype="float32")
+#: Its RESET branch is on (SET pulses are unchanged by it) so the ``learning_rate`` policy
+#: can refresh saturated pairs.
+DEFAULT_MODEL = PowerLaw(dtype="float32", reset=True)
+
+#: The ``learning_rate`` policy's refresh threshold on the normalised conductance
+#: ``g = (1/R - 1/r1) / (1/r0 - 1/r1)``: a pair whose two devices both exceed it is refreshed.
+#: With the published model ``g = 3e-6`` is ``R ~ 5.2e7`` ohm, where a SET pulse changes ``g``
+#: about 50 times less than at the initial ``1e8`` ohm.
+DEFAULT_REFRESH = 3e-6
 
 #: The crossbar a rule without ``crossbar=`` gets: an in-process emulator of its own, sized to
 #: the connection's layout and seeded from the connection.
@@ -123,6 +131,17 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         the resistance read back), rounded stochastically (so an expected fraction of a pulse
         is kept on average) and capped at ``max_pulses``. Replaces ``pulses``. Default None
         (the ``pulses`` policy).
+    refresh : float or None, optional
+        With ``learning_rate``: refresh a pair once both its devices' normalised conductances
+        exceed this threshold (default :data:`DEFAULT_REFRESH`, 3e-6): both get one RESET
+        pulse (the model's RESET branch, at minus the SET voltage) and the one that must
+        conduct more gets the SET pulses that restore the pair's weight (nominal model,
+        scaled by the device's measured response), in one batch of a step that then sends no
+        learning pulses (at most one step in 100); counted in the ``pulses`` probe. Only
+        where the device model has a RESET branch (``PowerLaw(reset=True)``; the default
+        emulator's has); without one (hardware that cannot RESET) pairs are not refreshed and
+        the calibrated pulse counts grow as devices saturate. ``None``: off. Ignored by the
+        other policies (the published rule has no refresh).
     mask : {"filtered", "spikes"}, optional
         Which pre neurons count as active: ``"filtered"`` (default, as published): filtered
         activity ``round(a_j) > 0``; ``"spikes"``: the pre neurons that spiked in this step.
@@ -206,6 +225,9 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         "learning_rate", low=0, low_open=True, default=None, optional=True, readonly=True
     )
     mask = Parameter("mask", default="filtered", readonly=True)
+    refresh = NumberParam(
+        "refresh", low=0, low_open=True, default=DEFAULT_REFRESH, optional=True, readonly=True
+    )
     model = _TypedParam("model", (PowerLaw,), default=None, optional=True)
     seed = IntParam("seed", low=0, default=None, optional=True, readonly=True)
     crossbar = _TypedParam("crossbar", (str, Crossbar), default=None, optional=True)
@@ -228,6 +250,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         layout: Layout = Default,
         learning_rate: float | None = Default,
         mask: str = Default,
+        refresh: float | None = Default,
         **model_fields: Any,
     ) -> None:
         super().__init__(learning_rate=learning_rate, size_in="post_state")
@@ -257,6 +280,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         self.crossbar = crossbar
         self.layout = layout
         self.mask = mask
+        self.refresh = refresh
 
     def _model(self, model: Any, variability: Any, fields: dict[str, Any]) -> PowerLaw | None | Any:
         """``model`` with ``variability`` and any PowerLaw fields applied on top."""
@@ -305,4 +329,5 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         "layout",
         "learning_rate",
         "mask",
+        "refresh",
     )
