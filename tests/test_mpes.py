@@ -103,8 +103,10 @@ def late_mse(sim, net, fraction=0.25):
 # ---------------------------------------------------------------------------- learning
 @pytest.mark.parametrize("weight_solver", [False, True])
 def test_learns_communication_channel(weight_solver):
-    # a weight-solver connection bypasses the post neurons' gains, so it needs a larger gain
-    net = channel_net(mPES(gain=3e4 if weight_solver else 1e3), weight_solver=weight_solver)
+    # the published rule; a weight-solver connection bypasses the post neurons' gains, so it
+    # needs a larger gain
+    rule = mPES(gain=3e4 if weight_solver else 1e3, pulses="one")
+    net = channel_net(rule, weight_solver=weight_solver)
     with nengo.Simulator(net, progress_bar=False) as sim:
         sim.run(3.0)
         end = late_mse(sim, net)
@@ -359,13 +361,14 @@ def test_batch_is_one_ascending_product_set_per_step():
     ],
 )
 def test_layouts_place_devices_and_learn_the_same(layout):
-    """Identical devices (no variability) learn identically wherever the blocks are."""
+    """Identical devices (no variability) learn identically wherever the blocks are (the
+    published rule: the stochastic policies draw in batch order, which follows the layout)."""
     xbar = CountingCrossbar(EmulatedCrossbar(80, 90, PowerLaw(), seed=0))
-    net = channel_net(mPES(crossbar=xbar, layout=layout))
+    net = channel_net(mPES(crossbar=xbar, layout=layout, pulses="one"))
     with nengo.Simulator(net, progress_bar=False) as sim:
         sim.run(0.3)
         built = sim.data[net.conn.learning_rule]
-    reference = channel_net(mPES(model=PowerLaw()))
+    reference = channel_net(mPES(model=PowerLaw(), pulses="one"))
     with nengo.Simulator(reference, progress_bar=False) as ref:
         ref.run(0.3)
     assert np.array_equal(sim.data[net.p_weights], ref.data[reference.p_weights])
@@ -419,7 +422,7 @@ def test_dt_dependence():
     # pulse_interval=None is the published per-step rule: halving dt doubles the pulses
     pulses = {}
     for dt in (0.001, 0.0005):
-        net = channel_net(mPES(pulse_interval=None), seed=4)
+        net = channel_net(mPES(pulse_interval=None, pulses="one"), seed=4)
         with net:
             p = nengo.Probe(net.conn.learning_rule, "pulses")
         with nengo.Simulator(net, dt=dt, progress_bar=False) as sim:
@@ -606,7 +609,7 @@ def test_bad_rule_arguments_fail_at_construction():
         mPES(crossbar=3)
     with pytest.raises(ValueError):
         Layout(row=-1)
-    assert mPES(r0=100).model == PowerLaw(r0=100, dtype="float32")
+    assert mPES(r0=100).model == PowerLaw(r0=100, dtype="float32", reset=True)
     assert mPES(model=PowerLaw(), a=-0.2).model == PowerLaw(a=-0.2)
 
 

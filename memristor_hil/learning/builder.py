@@ -141,10 +141,12 @@ def _conductance(model: PowerLaw, resistance: np.ndarray) -> np.ndarray:
 
 def _refresh(mpes: mPES, xbar: Crossbar, device_model: PowerLaw, voltage: float) -> Refresh | None:
     """The pair refresh of a ``learning_rate`` rule, or None (off, or no RESET branch)."""
-    if mpes.learning_rate is None or mpes.refresh is None:
+    if mpes.pulses != "learning_rate" or mpes.refresh is None:
         return None
-    devices = xbar.model or device_model  # what the crossbar's devices do
-    if not devices.reset:
+    # what the crossbar's devices do: its own model, else only what the user's model says
+    # (a hardware crossbar without a model gets no RESET pulses unless the user asks)
+    devices = xbar.model if xbar.model is not None else mpes.model
+    if devices is None or not devices.reset:
         return None
     # g > threshold  <=>  R < 1 / (threshold * (1/r0 - 1/r1) + 1/r1), nominal r0, r1
     inv_r1 = 1.0 / device_model.r1
@@ -221,7 +223,7 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
         xbar.limits.check_width(float(mpes.pulse_width))
         if voltage <= 0:
             raise CrossbarError(f"mPES pulses must be SET pulses (voltage > 0), got {voltage}")
-        uses_levels = mpes.pulses != "one" or mpes.learning_rate is not None
+        uses_levels = mpes.pulses != "one"
         if uses_levels and mpes.max_pulses > xbar.limits.max_pulses:
             raise CrossbarError(
                 f"max_pulses={mpes.max_pulses} exceeds the crossbar's limit of "
@@ -278,7 +280,7 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
         gain=float(mpes.gain),
         conductance_scale=1.0 / (1.0 / device_model.r0 - 1.0 / device_model.r1),
         pulse_interval=mpes.pulse_interval,
-        policy="learning_rate" if mpes.learning_rate is not None else mpes.pulses,
+        policy=mpes.pulses,
         levels=mpes.max_pulses,
         seed=int(seed),
         mask_threshold=0.0 if mpes.mask == "spikes" else 0.5,

@@ -18,9 +18,9 @@ from ..crossbar import Crossbar
 from ..powerlaw import PowerLaw, Variability
 from .layout import Layout
 
-__all__ = ["DEFAULT_CROSSBAR", "DEFAULT_MODEL", "DEFAULT_REFRESH", "mPES"]
+__all__ = ["DEFAULT_CROSSBAR", "DEFAULT_LEARNING_RATE", "DEFAULT_MODEL", "DEFAULT_REFRESH", "mPES"]
 
-_POLICIES = ("one", "scaled", "stochastic")
+_POLICIES = ("learning_rate", "one", "scaled", "stochastic")
 _MASKS = ("filtered", "spikes")
 
 #: The device model of the emulator mPES creates when given no crossbar: the published
@@ -30,6 +30,10 @@ _MASKS = ("filtered", "spikes")
 #: Its RESET branch is on (SET pulses are unchanged by it) so the ``learning_rate`` policy
 #: can refresh saturated pairs.
 DEFAULT_MODEL = PowerLaw(dtype="float32", reset=True)
+
+#: The default policy's learning rate: Nengo PES's meaning, and the best of PES's 1e-5, 3e-5
+#: and 1e-4 on the published tasks with 100 neurons (see the README's accuracy table).
+DEFAULT_LEARNING_RATE = 1e-5
 
 #: The ``learning_rate`` policy's refresh threshold on the normalised conductance
 #: ``g = (1/R - 1/r1) / (1/r0 - 1/r1)``: a pair whose two devices both exceed it is refreshed.
@@ -100,9 +104,11 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
     :math:`e = E \cdot \mathrm{err}` (post encoders ``E``, as Nengo's :class:`nengo.PES`) and the
     filtered presynaptic activity :math:`a` give the PES direction
     :math:`\Delta_{ij} = -e_i a_j`. For each pre neuron with ``round(a_j) > 0`` and each post
-    neuron whose :math:`|e_i|` exceeds its threshold, one SET pulse goes to the positive
+    neuron whose :math:`|e_i|` exceeds its threshold, SET pulses go to the positive
     device where :math:`\Delta_{ij} > 0` and to the negative one where
-    :math:`\Delta_{ij} < 0`. All of a timestep's pulses go to the crossbar in one batch, and
+    :math:`\Delta_{ij} < 0`: by default as many as give Nengo PES's expected weight change
+    at ``learning_rate`` (``pulses="learning_rate"``), or one per step as published
+    (``pulses="one"``). All of a timestep's pulses go to the crossbar in one batch, and
     the weights are recomputed from the resistances the crossbar reads back, so every backend
     (emulator or hardware) learns the same way.
 
@@ -115,22 +121,26 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
     error_threshold : float or array_like, optional
         A post neuron's devices are pulsed only where its :math:`|e_i|` is above this
         threshold: one value for all, or one per post neuron. Default 1e-5 (as published).
-    pulses : {"one", "scaled", "stochastic"}, optional
-        Pulse-count policy. ``"one"`` (default, as published): one pulse per device per pulse
-        interval. ``"scaled"`` (the published variant): ``ceil(max_pulses * |Delta| /
-        running max |Delta|)`` pulses, at least one. ``"stochastic"``: that count's expected
+    pulses : {"learning_rate", "one", "scaled", "stochastic"}, optional
+        Pulse-count policy. ``"learning_rate"`` (default): pulse counts from Nengo PES's
+        expected weight change at ``learning_rate`` (below), with the pair refresh.
+        ``"one"`` (the published rule): one pulse per device per pulse interval.
+        ``"scaled"`` (the published variant): ``ceil(max_pulses * |Delta| / running max
+        |Delta|)`` pulses, at least one. ``"stochastic"``: that count's expected
         value rounded stochastically, so small updates are often 0 pulses and the expected
         change follows PES's ``e_i * a_j`` (seeded by ``seed``, so runs and rebuilds reproduce).
     max_pulses : int, optional
         The most pulses per device per pulse interval with ``"scaled"``, ``"stochastic"``
-        and ``learning_rate``. Default 100.
-    learning_rate : float or None, optional
-        Nengo PES's learning rate: with it, each selected device gets the pulse count whose
-        expected weight change is PES's ``learning_rate * dt / n_pre * |e_i| a_j`` on the same
-        connection, from the device's current state (the nominal model's change per pulse at
-        the resistance read back), rounded stochastically (so an expected fraction of a pulse
-        is kept on average) and capped at ``max_pulses``. Replaces ``pulses``. Default None
-        (the ``pulses`` policy).
+        and ``"learning_rate"``. Default 100.
+    learning_rate : float, optional
+        Nengo PES's learning rate, for the ``"learning_rate"`` policy: each selected device
+        gets the pulse count whose expected weight change is PES's ``learning_rate * dt /
+        n_pre * |e_i| a_j`` on the same connection, from the device's current state (the
+        nominal model's change per pulse at the resistance read back, scaled by the ratio of
+        measured to nominal change this device has shown in its read-backs), rounded
+        stochastically (so an expected fraction of a pulse is kept on average) and capped at
+        ``max_pulses``. Default :data:`DEFAULT_LEARNING_RATE` (1e-5). Giving it with another
+        ``pulses`` policy is an error.
     refresh : float or None, optional
         With ``learning_rate``: refresh a pair once both its devices' normalised conductances
         exceed this threshold (default :data:`DEFAULT_REFRESH`, 3e-6): both get one RESET
@@ -214,7 +224,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
     pre_synapse = SynapseParam("pre_synapse", default=Lowpass(tau=0.005), readonly=True)
     gain = NumberParam("gain", low=0, low_open=True, default=1e3, readonly=True)
     error_threshold = _ThresholdParam("error_threshold", default=1e-5, readonly=True)
-    pulses = Parameter("pulses", default="one", readonly=True)
+    pulses = Parameter("pulses", default="learning_rate", readonly=True)
     max_pulses = IntParam("max_pulses", low=1, default=100, readonly=True)
     pulse_interval = NumberParam(
         "pulse_interval", low=0, low_open=True, default=0.001, optional=True, readonly=True
@@ -222,7 +232,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
     voltage = NumberParam("voltage", default=None, optional=True, readonly=True)
     pulse_width = NumberParam("pulse_width", low=0, low_open=True, default=1e-6, readonly=True)
     learning_rate = NumberParam(
-        "learning_rate", low=0, low_open=True, default=None, optional=True, readonly=True
+        "learning_rate", low=0, low_open=True, default=DEFAULT_LEARNING_RATE, readonly=True
     )
     mask = Parameter("mask", default="filtered", readonly=True)
     refresh = NumberParam(
@@ -260,7 +270,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
             )
         if mask is not Default and mask not in _MASKS:
             raise ValidationError(f"must be one of {_MASKS}, got {mask!r}", attr="mask", obj=self)
-        if pulses is not Default and learning_rate not in (Default, None):
+        if pulses not in (Default, "learning_rate") and learning_rate is not Default:
             raise ValidationError(
                 "give either learning_rate (pulse counts from PES's expected change) or a "
                 "pulses policy, not both",
