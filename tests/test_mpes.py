@@ -103,10 +103,9 @@ def late_mse(sim, net, fraction=0.25):
 # ---------------------------------------------------------------------------- learning
 @pytest.mark.parametrize("weight_solver", [False, True])
 def test_learns_communication_channel(weight_solver):
-    # the published rule; a weight-solver connection bypasses the post neurons' gains, so it
-    # needs a larger gain
-    rule = mPES(gain=3e4 if weight_solver else 1e3, pulses="one")
-    net = channel_net(rule, weight_solver=weight_solver)
+    # the published rule, with the gain that follows from the connection: a weight-solver
+    # connection bypasses the post neurons' gains, so its devices weigh more
+    net = channel_net(mPES(pulses="one"), weight_solver=weight_solver)
     with nengo.Simulator(net, progress_bar=False) as sim:
         sim.run(3.0)
         end = late_mse(sim, net)
@@ -826,3 +825,24 @@ def test_refresh_resets_saturated_pairs_keeps_their_weights_and_counts_the_pulse
         assert np.all(np.maximum(pos[step][refreshed], neg[step][refreshed]) > 1.2e8)
         changed = (w[step] != w[step - 1]).sum()
         assert changed == len(set(zip(*refreshed, strict=True)))
+
+
+def test_gain_follows_from_the_connection_unless_given():
+    """1e3 into neurons (Nengo scales those weights by the post gains); with a weight solver,
+    whose weights carry the post gains, 1e3 times their mean; ``gain=`` overrides both."""
+    for weight_solver in (False, True):
+        for gain in (None, 5e2):
+            net = channel_net(mPES(pulses="one", gain=gain), weight_solver=weight_solver)
+            with nengo.Simulator(net, progress_bar=False) as sim:
+                built = sim.data[net.conn.learning_rule]
+                weights = sim.signals[sim.model.sig[net.conn]["weights"]].copy()
+                r_pos, r_neg = (
+                    built.crossbar.read_region(b.row, b.col, b.nrows, b.ncols).astype(float)
+                    for b in (built.positive, built.negative)
+                )
+            mean_gain = np.mean(sim.data[net.post].gain)
+            want = gain or (1e3 * mean_gain if weight_solver else 1e3)
+            assert built.gain == pytest.approx(want)
+            g = built.model.conductance
+            assert np.allclose(weights, want * (g(r_pos) - g(r_neg)))
+    assert 10 < mean_gain < 40  # so the weight solver's gain is well above 1e3

@@ -47,12 +47,16 @@ class BuiltmPES:
         The cells of the positive and negative devices (post neurons along rows).
     model : PowerLaw
         The model whose nominal ``r0``, ``r1`` map resistances to conductances.
+    gain : float
+        The weight of a unit conductance difference: the rule's ``gain``, or the one that
+        followed from the connection.
     """
 
     crossbar: Crossbar
     positive: Block
     negative: Block
     model: PowerLaw
+    gain: float = 1e3
 
 
 def _check_connection(conn: Any) -> None:
@@ -137,6 +141,25 @@ def _conductance(model: PowerLaw, resistance: np.ndarray) -> np.ndarray:
     """``g(R)`` with the model's nominal r0, r1, in double precision whatever its dtype."""
     resistance = resistance.astype(np.float64)
     return (1.0 / resistance - 1.0 / model.r1) / (1.0 / model.r0 - 1.0 / model.r1)
+
+
+#: :math:`\gamma` of a connection into neurons (the published value).
+_NEURON_GAIN = 1e3
+
+
+def _gain(model: Any, mpes: mPES, conn: Any) -> float:
+    """The rule's ``gain``, else the one that follows from the connection.
+
+    Into neurons, Nengo multiplies the weights by the post neurons' gains: the published 1e3.
+    A weight-solver connection's weights carry those gains themselves (Nengo does not apply
+    them again), so the same conductances must weigh the post neurons' mean gain more.
+    """
+    if mpes.gain is not None:
+        return float(mpes.gain)
+    if isinstance(conn.post_obj, Neurons):
+        return _NEURON_GAIN
+    gains = model.params[get_post_ens(conn)].gain
+    return _NEURON_GAIN * float(np.mean(np.abs(gains)))
 
 
 def _refresh(mpes: mPES, xbar: Crossbar, device_model: PowerLaw, voltage: float) -> Refresh | None:
@@ -239,9 +262,8 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     read_dtype = np.float32 if np.asarray(r_pos).dtype == np.float32 else np.float64
     r_pos = np.asarray(r_pos, dtype=read_dtype)
     r_neg = np.asarray(r_neg, dtype=read_dtype)
-    initial_weights = mpes.gain * (
-        _conductance(device_model, r_pos) - _conductance(device_model, r_neg)
-    )
+    gain = _gain(model, mpes, conn)
+    initial_weights = gain * (_conductance(device_model, r_pos) - _conductance(device_model, r_neg))
     set_initial_value(weights, initial_weights)
     remove_weight_increment(model, rule)
 
@@ -277,7 +299,7 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     part = ConnectionPart(
         origins=(pos.row, pos.col, neg.row, neg.col),
         order=_row_order(pos, neg),
-        gain=float(mpes.gain),
+        gain=gain,
         conductance_scale=1.0 / (1.0 / device_model.r0 - 1.0 / device_model.r1),
         pulse_interval=mpes.pulse_interval,
         policy=mpes.pulses,
@@ -308,4 +330,4 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     model.sig[rule]["neg_resistances"] = neg_sig
     model.sig[rule]["weights"] = weights
     model.sig[rule]["pulses"] = pulses
-    model.params[rule] = BuiltmPES(xbar, pos, neg, device_model)
+    model.params[rule] = BuiltmPES(xbar, pos, neg, device_model, gain)

@@ -117,7 +117,11 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
     pre_synapse : nengo.synapses.Synapse, optional
         Filter for the presynaptic activities. Default ``Lowpass(0.005)``.
     gain : float, optional
-        :math:`\gamma`, the weight of a unit conductance difference. Default 1e3.
+        :math:`\gamma`, the weight of a unit conductance difference. Default: follows from
+        the connection. Into neurons (``pre.neurons -> post.neurons``), where Nengo scales
+        the weights by the post neurons' gains, 1e3 (as published); with a weight solver,
+        whose weights carry the post gains themselves, 1e3 times the post neurons' mean gain
+        (about 2e4 for Nengo's default ensembles), so both learn at the same scale.
     error_threshold : float or array_like, optional
         A post neuron's devices are pulsed only where its :math:`|e_i|` is above this
         threshold: one value for all, or one per post neuron. Default 1e-5 (as published).
@@ -222,7 +226,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
     )
 
     pre_synapse = SynapseParam("pre_synapse", default=Lowpass(tau=0.005), readonly=True)
-    gain = NumberParam("gain", low=0, low_open=True, default=1e3, readonly=True)
+    gain = NumberParam("gain", low=0, low_open=True, default=None, optional=True, readonly=True)
     error_threshold = _ThresholdParam("error_threshold", default=1e-5, readonly=True)
     pulses = Parameter("pulses", default="learning_rate", readonly=True)
     max_pulses = IntParam("max_pulses", low=1, default=100, readonly=True)
