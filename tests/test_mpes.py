@@ -846,3 +846,25 @@ def test_gain_follows_from_the_connection_unless_given():
             g = built.model.conductance
             assert np.allclose(weights, want * (g(r_pos) - g(r_neg)))
     assert 10 < mean_gain < 40  # so the weight solver's gain is well above 1e3
+
+
+@pytest.mark.parametrize(
+    ("rule", "reset", "refreshes"),
+    [
+        ({"pulses": "one"}, True, False),  # the published rule has no refresh
+        ({"refresh": None}, True, False),  # turned off
+        ({}, False, False),  # devices without a RESET branch: no RESET pulse is ever sent
+        ({}, True, True),
+    ],
+)
+def test_refresh_only_for_the_learning_rate_policy_on_devices_that_reset(rule, reset, refreshes):
+    xbar = CountingCrossbar(EmulatedCrossbar(40, 80, PowerLaw(reset=reset), seed=0))
+    rule = {"refresh": 1e-6, **rule}  # g = 1e-6: every pair pulsed once is due
+    if "pulses" not in rule:
+        rule["learning_rate"] = 1e-4
+    net = channel_net(mPES(crossbar=xbar, **rule))
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(0.25)
+    resets = sum(np.any(np.asarray(b.voltage) < 0) for b in xbar.batches)
+    assert len(xbar.batches) > 100
+    assert (resets > 0) == refreshes
