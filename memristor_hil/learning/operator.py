@@ -353,6 +353,10 @@ class _PartRunner:
         # one uniform per candidate cell, drawn in bulk each step (same stream as per-cell draws)
         self.uniforms = np.empty(n_post * n_pre if self.stochastic else 0, dtype=np.float64)
         self.running_max = state[1:2]
+        if self.refresh is not None and self.rows.shape[0] < 3:  # room for one pair's refresh
+            self.rows, self.cols = np.empty(3, np.int32), np.empty(3, np.int32)
+            self.counts, self.polarity = np.empty(3, np.int64), np.empty(3, np.bool_)
+            self.kinds, self.voltages = np.empty(3, np.int8), np.empty(3, np.float64)
         self.n_active = self.n_rows = 0
 
     def choose(self) -> tuple[int, Any]:
