@@ -3,7 +3,8 @@
 For each task and seed, every rule runs on the identical network (``memristor_hil.experiments.
 function_learning``: 100 pre and post neurons, device variability 0.15, float32 devices): PES at
 1e-5, 3e-5 and 1e-4 (the best of them per task is "tuned PES"), mPES as published
-(``pulses="one"``), and the candidates (``mPES(learning_rate=...)``, ``mask="spikes"``).
+(``pulses="one"``), mPES's default (``learning_rate`` policy at 1e-5 with the pair
+refresh), and any candidates named (``--candidates learning_rate=3e-5 mask=spikes``).
 Prints the mean test MSE over the seeds, Spearman's rho, the ratio to tuned PES and to the
 published one-pulse rule, and the mean wall time of each rule.
 
@@ -65,12 +66,16 @@ def tasks(seconds: float, seed: int) -> dict[str, dict[str, Any]]:
 def rules(sigma: float, seed: int, candidates: list[str]) -> list[tuple[str, Any]]:
     """PES at each rate, mPES as published, and the mPES candidates named."""
     out: list[tuple[str, Any]] = [(f"PES {r:g}", nengo.PES(learning_rate=r)) for r in PES_RATES]
-    out.append(("mPES one", mPES(variability=sigma, seed=seed)))
+    out.append(("mPES one", mPES(variability=sigma, seed=seed, pulses="one")))
+    out.append(("mPES default", mPES(variability=sigma, seed=seed)))
     for spec in candidates:
         kwargs: dict[str, Any] = {}
         for part in spec.split(","):
             key, value = part.split("=")
-            kwargs[key] = value if key in ("mask", "pulses") else float(value)
+            if key in ("mask", "pulses"):
+                kwargs[key] = value
+            else:
+                kwargs[key] = None if value == "none" else float(value)
         if "max_pulses" in kwargs:
             kwargs["max_pulses"] = int(kwargs["max_pulses"])
         out.append((f"mPES {spec}", mPES(variability=sigma, seed=seed, **kwargs)))
@@ -87,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--candidates",
         nargs="*",
-        default=["learning_rate=1e-5", "learning_rate=1e-4", "mask=spikes"],
-        help="mPES variants: comma-separated key=value (learning_rate, mask, max_pulses)",
+        default=[],
+        help="more mPES variants: comma-separated key=value (learning_rate, mask, max_pulses, "
+        "pulses, refresh; refresh=none turns it off)",
     )
     args = parser.parse_args(argv)
 

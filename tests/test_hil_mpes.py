@@ -15,7 +15,9 @@ N_PRE = N_POST = 10
 URL = f"emulator://?rows={N_POST}&cols={2 * N_PRE}&seed=5&sigma=0.15&noise=0.05"
 
 
-def mpes_run(crossbar: Crossbar, sim_time: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+def mpes_run(
+    crossbar: Crossbar, sim_time: float = 0.2, pulses: str = "learning_rate"
+) -> tuple[np.ndarray, np.ndarray]:
     """A seeded 10x10 mPES run on ``crossbar``: the weights probed every 10 ms, and the
     devices' resistances at the end."""
     with nengo.Network(seed=1) as net:
@@ -27,7 +29,7 @@ def mpes_run(crossbar: Crossbar, sim_time: float = 0.2) -> tuple[np.ndarray, np.
             pre.neurons,
             post.neurons,
             transform=np.zeros((N_POST, N_PRE)),
-            learning_rule_type=mPES(crossbar=crossbar),
+            learning_rule_type=mPES(crossbar=crossbar, pulses=pulses),
         )
         err = nengo.Node(size_in=1)
         nengo.Connection(post, err, synapse=0.01)
@@ -39,14 +41,14 @@ def mpes_run(crossbar: Crossbar, sim_time: float = 0.2) -> tuple[np.ndarray, np.
     return sim.data[p_weights], crossbar.read_all()
 
 
-_IN_PROCESS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+_IN_PROCESS: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
 
-def in_process(url: str) -> tuple[np.ndarray, np.ndarray]:
-    if url not in _IN_PROCESS:
+def in_process(url: str, pulses: str = "learning_rate") -> tuple[np.ndarray, np.ndarray]:
+    if (url, pulses) not in _IN_PROCESS:
         with open_crossbar(url) as xbar:
-            _IN_PROCESS[url] = mpes_run(xbar)
-    return _IN_PROCESS[url]
+            _IN_PROCESS[url, pulses] = mpes_run(xbar, pulses=pulses)
+    return _IN_PROCESS[url, pulses]
 
 
 # float32 devices (mPES's default model): the wire carries their resistances as float64, exactly

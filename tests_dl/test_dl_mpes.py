@@ -120,7 +120,7 @@ def assert_equivalent(want, got, net, net_dl=None, item=0):
 @pytest.mark.parametrize(
     "rule",
     [
-        mPES(seed=3),
+        mPES(seed=3, pulses="one"),
         mPES(pulses="scaled", variability=0.15, seed=3),
         mPES(pulses="scaled", max_pulses=4, voltage=0.12, pulse_interval=0.0025, seed=3),
     ],
@@ -134,7 +134,7 @@ def test_native_builder_applies_the_numpy_pulses(rule):
 
 
 def test_native_is_chosen_for_the_emulator_and_host_call_for_others():
-    net = make_net(mPES(seed=3))
+    net = make_net(mPES(seed=3, pulses="one"))
     with nengo_dl.Simulator(net, dt=DT, progress_bar=False) as sim:
         xbar = sim.data[net.conn.learning_rule].crossbar
         assert xbar.device_parameters is not None
@@ -181,9 +181,9 @@ def test_connections_sharing_a_crossbar_and_on_separate_emulators():
             nengo.Connection(stim, pre)
             net.mpes_probes = []
             rules = [
-                mPES(crossbar=xbar, layout=Layout(0, 0)),
+                mPES(crossbar=xbar, layout=Layout(0, 0), pulses="one"),
                 mPES(crossbar=xbar, layout=Layout(0, 2 * N), pulses="scaled"),
-                mPES(seed=9),
+                mPES(seed=9, pulses="one"),
                 mPES(seed=10, pulses="scaled"),
             ]
             for rule in rules:
@@ -285,7 +285,7 @@ def test_host_call_applies_the_numpy_pulses(policy):
 def test_host_call_refuses_a_minibatch_before_pulsing():
     xbar = ForwardingCrossbar(EmulatedCrossbar(N, 2 * N, seed=6))
     before = xbar.read_all()
-    net = make_net(mPES(crossbar=xbar))
+    net = make_net(mPES(crossbar=xbar, pulses="one"))
     with pytest.raises(BuildError, match="minibatch_size=1 only, not 4"):
         nengo_dl.Simulator(net, dt=DT, minibatch_size=4, progress_bar=False)
     assert xbar.batches == 0
@@ -294,7 +294,7 @@ def test_host_call_refuses_a_minibatch_before_pulsing():
 
 def test_host_call_reset_rewinds_an_emulator_and_refuses_on_hardware():
     inner = EmulatedCrossbar(N, 2 * N, seed=6)
-    net = make_net(mPES(crossbar=ForwardingCrossbar(inner)))
+    net = make_net(mPES(crossbar=ForwardingCrossbar(inner), pulses="one"))
     with nengo_dl.Simulator(net, dt=DT, progress_bar=False) as sim:
         sim.run_steps(100)
         assert np.asarray(sim.data[net.p_pulses]).sum() > 0

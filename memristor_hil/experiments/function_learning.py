@@ -208,7 +208,7 @@ def standard_rules(
     from memristor_hil import mPES
 
     return [
-        ("mPES", mPES(variability=sigma, seed=seed, crossbar=crossbar)),
+        ("mPES", mPES(variability=sigma, seed=seed, crossbar=crossbar, pulses="one")),
         (
             "mPES-stoch",
             mPES(

@@ -42,7 +42,10 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = ["SweepPlan", "load_plan"]
 
-_RULE_KEYS = {"PES": {"learning_rate"}, "mPES": {"pulses", "max_pulses", "gain"}}
+_RULE_KEYS = {
+    "PES": {"learning_rate"},
+    "mPES": {"pulses", "learning_rate", "max_pulses", "gain"},
+}
 _DEVICE_KEYS = {"sigma", "exponent", "dtype", "noise", "crossbar", "gain"}
 _TOP_KEYS = {
     "name",

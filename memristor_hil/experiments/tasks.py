@@ -153,7 +153,8 @@ class RunSpec:
     """Everything one run depends on: a row of a sweep's plan.
 
     ``rule`` is ``"PES"`` (uses ``learning_rate``) or ``"mPES"`` (uses ``pulses``,
-    ``max_pulses``, ``gain`` and the device settings ``sigma``, ``exponent``, ``dtype``,
+    ``learning_rate`` (its ``"learning_rate"`` policy, the default), ``max_pulses``, ``gain``
+    and the device settings ``sigma``, ``exponent``, ``dtype``,
     ``noise`` and ``crossbar``). ``None`` means the task's or the rule's default.
     """
 
@@ -187,8 +188,11 @@ class RunSpec:
             ]
             if mpes_only:
                 raise ValueError(f"PES takes no device settings, got {mpes_only}")
-        elif self.learning_rate is not None:
-            raise ValueError("mPES takes no learning_rate (its step is the device's)")
+        elif self.learning_rate is not None and self.pulses not in (None, "learning_rate"):
+            raise ValueError(
+                f"mPES takes a learning_rate only with its learning_rate policy, not with "
+                f"pulses={self.pulses!r}"
+            )
 
     @property
     def run_id(self) -> str:
@@ -198,12 +202,16 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        """The rule and its parameters in a few words, e.g. ``PES 1e-05`` or ``mPES one``."""
+        """The rule and its parameters in a few words, e.g. ``PES 1e-05``, ``mPES one`` or
+        ``mPES rate`` (the default policy; ``mPES rate 3e-05`` at another learning rate)."""
         if self.rule == "PES":
             rate = 1e-4 if self.learning_rate is None else self.learning_rate
             return f"PES {rate:g}"
-        text = f"mPES {self.pulses or 'one'}"
-        if self.max_pulses is not None and (self.pulses or "one") != "one":
+        policy = self.pulses or "learning_rate"
+        text = "mPES rate" if policy == "learning_rate" else f"mPES {policy}"
+        if policy == "learning_rate" and self.learning_rate is not None:
+            text += f" {self.learning_rate:g}"
+        if self.max_pulses is not None and policy != "one":
             text += f"/{self.max_pulses}"
         return text
 
@@ -260,7 +268,7 @@ def _rule(spec: RunSpec, crossbar: Any, layout: Any) -> Any:
         rate = spec.learning_rate
         return nengo.PES() if rate is None else nengo.PES(learning_rate=rate)
     kwargs: dict[str, Any] = {"seed": spec.seed}
-    for name in ("pulses", "max_pulses", "gain", "dtype", "noise"):
+    for name in ("pulses", "learning_rate", "max_pulses", "gain", "dtype", "noise"):
         value = getattr(spec, name)
         if value is not None:
             kwargs[name] = value

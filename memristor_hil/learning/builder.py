@@ -29,7 +29,7 @@ from . import kernels
 from .crossbars import CrossbarUse, crossbar_uses
 from .layout import Block
 from .nengo_internals import remove_weight_increment, set_initial_value
-from .operator import ConnectionPart, SimmPES
+from .operator import ConnectionPart, Refresh, SimmPES
 from .rule import DEFAULT_CROSSBAR, DEFAULT_MODEL, mPES
 
 __all__ = ["BuiltmPES", "build_mpes"]
@@ -47,12 +47,16 @@ class BuiltmPES:
         The cells of the positive and negative devices (post neurons along rows).
     model : PowerLaw
         The model whose nominal ``r0``, ``r1`` map resistances to conductances.
+    gain : float
+        The weight of a unit conductance difference: the rule's ``gain``, or the one that
+        followed from the connection.
     """
 
     crossbar: Crossbar
     positive: Block
     negative: Block
     model: PowerLaw
+    gain: float = 1e3
 
 
 def _check_connection(conn: Any) -> None:
@@ -139,6 +143,50 @@ def _conductance(model: PowerLaw, resistance: np.ndarray) -> np.ndarray:
     return (1.0 / resistance - 1.0 / model.r1) / (1.0 / model.r0 - 1.0 / model.r1)
 
 
+#: :math:`\gamma` of a connection into neurons (the published value).
+_NEURON_GAIN = 1e3
+
+
+def _gain(model: Any, mpes: mPES, conn: Any) -> float:
+    """The rule's ``gain``, else the one that follows from the connection.
+
+    Into neurons, Nengo multiplies the weights by the post neurons' gains: the published 1e3.
+    A weight-solver connection's weights carry those gains themselves (Nengo does not apply
+    them again), so the same conductances must weigh the post neurons' mean gain more.
+    """
+    if mpes.gain is not None:
+        return float(mpes.gain)
+    if isinstance(conn.post_obj, Neurons):
+        return _NEURON_GAIN
+    gains = model.params[get_post_ens(conn)].gain
+    return _NEURON_GAIN * float(np.mean(np.abs(gains)))
+
+
+def _refresh(mpes: mPES, xbar: Crossbar, device_model: PowerLaw, voltage: float) -> Refresh | None:
+    """The pair refresh of a ``learning_rate`` rule, or None (off, or no RESET branch)."""
+    if mpes.pulses != "learning_rate" or mpes.refresh is None:
+        return None
+    # what the crossbar's devices do: its own model, else only what the user's model says
+    # (a hardware crossbar without a model gets no RESET pulses unless the user asks)
+    devices = xbar.model if xbar.model is not None else mpes.model
+    if devices is None or not devices.reset:
+        return None
+    # g > threshold  <=>  R < 1 / (threshold * (1/r0 - 1/r1) + 1/r1), nominal r0, r1
+    inv_r1 = 1.0 / device_model.r1
+    r_limit = 1.0 / (float(mpes.refresh) * (1.0 / device_model.r0 - inv_r1) + inv_r1)
+    try:
+        xbar.limits.check_voltage(-voltage)
+    except CrossbarError as exc:
+        raise BuildError(f"mPES refresh: the RESET pulse cannot be sent: {exc}") from exc
+    return Refresh(
+        r_limit=r_limit,
+        voltage=-voltage,
+        r3=float(devices.reset_r3),
+        exponent=float(devices.reset_exponent),
+        max_count=int(xbar.limits.max_pulses),
+    )
+
+
 @Builder.register(mPES)
 def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     """Build an :class:`~memristor_hil.mPES` rule into a model.
@@ -198,7 +246,7 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
         xbar.limits.check_width(float(mpes.pulse_width))
         if voltage <= 0:
             raise CrossbarError(f"mPES pulses must be SET pulses (voltage > 0), got {voltage}")
-        uses_levels = mpes.pulses != "one" or mpes.learning_rate is not None
+        uses_levels = mpes.pulses != "one"
         if uses_levels and mpes.max_pulses > xbar.limits.max_pulses:
             raise CrossbarError(
                 f"max_pulses={mpes.max_pulses} exceeds the crossbar's limit of "
@@ -214,9 +262,8 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     read_dtype = np.float32 if np.asarray(r_pos).dtype == np.float32 else np.float64
     r_pos = np.asarray(r_pos, dtype=read_dtype)
     r_neg = np.asarray(r_neg, dtype=read_dtype)
-    initial_weights = mpes.gain * (
-        _conductance(device_model, r_pos) - _conductance(device_model, r_neg)
-    )
+    gain = _gain(model, mpes, conn)
+    initial_weights = gain * (_conductance(device_model, r_pos) - _conductance(device_model, r_neg))
     set_initial_value(weights, initial_weights)
     remove_weight_increment(model, rule)
 
@@ -248,18 +295,20 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
             f"per step, so they need the same pulse: the first uses {op.voltage} V, "
             f"{op.width} s; this one asks for {voltage} V, {width} s"
         )
+    refresh = _refresh(mpes, xbar, device_model, voltage)
     part = ConnectionPart(
         origins=(pos.row, pos.col, neg.row, neg.col),
         order=_row_order(pos, neg),
-        gain=float(mpes.gain),
+        gain=gain,
         conductance_scale=1.0 / (1.0 / device_model.r0 - 1.0 / device_model.r1),
         pulse_interval=mpes.pulse_interval,
-        policy="learning_rate" if mpes.learning_rate is not None else mpes.pulses,
+        policy=mpes.pulses,
         levels=mpes.max_pulses,
         seed=int(seed),
         mask_threshold=0.0 if mpes.mask == "spikes" else 0.5,
         learning_rate=mpes.learning_rate,
         nominal=(float(device_model.r0), float(device_model.r1), float(device_model.a)),
+        refresh=refresh,
     )
     op.add_connection(
         part,
@@ -281,4 +330,4 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     model.sig[rule]["neg_resistances"] = neg_sig
     model.sig[rule]["weights"] = weights
     model.sig[rule]["pulses"] = pulses
-    model.params[rule] = BuiltmPES(xbar, pos, neg, device_model)
+    model.params[rule] = BuiltmPES(xbar, pos, neg, device_model, gain)

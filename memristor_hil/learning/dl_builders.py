@@ -59,6 +59,8 @@ _CREDIT_EPS = 1e-9
 def runs_natively(op: SimmPES) -> bool:
     """True when ``op``'s devices can be simulated inside the graph (an in-process emulator)."""
     xbar = op.use.crossbar
+    if any(part.policy == "learning_rate" for part in op.parts):
+        return False  # its read-back calibration (pairs.store_calibrated) runs on the host
     return xbar.device_parameters is not None and xbar.model is not None
 
 

@@ -11,10 +11,10 @@ from nengo.builder.operator import Operator
 from nengo.builder.signal import Signal
 
 from ..pulses import PulseBatch
-from . import kernels
+from . import kernels, pairs
 from .crossbars import CrossbarUse
 
-__all__ = ["ConnectionPart", "ConnectionSignals", "SimmPES"]
+__all__ = ["ConnectionPart", "ConnectionSignals", "Refresh", "SimmPES"]
 
 
 class ConnectionSignals(NamedTuple):
@@ -82,6 +82,8 @@ class ConnectionPart:
     seed : int
         Seed of the random streams ("stochastic", "learning_rate"): the rule's ``seed``,
         else the connection's build seed.
+    refresh : Refresh or None
+        The pair refresh of the "learning_rate" policy (:class:`Refresh`); None: off.
     """
 
     origins: tuple[int, int, int, int]
@@ -95,6 +97,31 @@ class ConnectionPart:
     learning_rate: float | None = None
     nominal: tuple[float, float, float] = (200.0, 2.3e8, -0.146)
     seed: int = 0
+    refresh: Refresh | None = None
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """How saturated pairs are brought back into range (see :mod:`memristor_hil.learning.pairs`).
+
+    Attributes
+    ----------
+    r_limit : float
+        A pair is refreshed once both its devices read below this resistance (the rule's
+        normalised-conductance threshold, through the nominal model).
+    voltage : float
+        RESET pulse voltage (negative), in volt.
+    r3, exponent : float
+        The RESET branch ``R = r3 - r3 * m**c`` of the device model.
+    max_count : int
+        Most SET pulses one refresh gives a device (the crossbar's per-batch limit).
+    """
+
+    r_limit: float
+    voltage: float
+    r3: float
+    exponent: float
+    max_count: int
 
 
 class SimmPES(Operator):
@@ -248,8 +275,11 @@ class SimmPES(Operator):
             rows = np.concatenate([r.rows[:size] for r, size, _ in chosen])
             cols = np.concatenate([r.cols[:size] for r, size, _ in chosen])
             counts = np.concatenate([np.broadcast_to(count, (size,)) for _, size, count in chosen])
+            volts: Any = voltage
+            if any(r.refreshing for r, _, _ in chosen):  # RESET entries: one voltage per cell
+                volts = np.concatenate([r.cell_voltages(size, voltage) for r, size, _ in chosen])
             use.pulsed = True
-            resistances = apply(PulseBatch(rows, cols, counts, voltage, width), read_back=True)
+            resistances = apply(PulseBatch(rows, cols, counts, volts, width), read_back=True)
             start = 0
             for runner, size, _ in chosen:
                 runner.store(resistances[start : start + size])
@@ -298,6 +328,19 @@ class _PartRunner:
             # each device's weight change per pulse, from the resistances as the run starts
             self.per_pos = kernels.pulse_weight_change(r_pos, self.c, r0, r1, a)
             self.per_neg = kernels.pulse_weight_change(r_neg, self.c, r0, r1, a)
+            # each device's measured / nominal change per pulse (pairs.store_calibrated)
+            self.ratio_pos = np.ones(weights.shape, dtype=np.float64)
+            self.ratio_neg = np.ones(weights.shape, dtype=np.float64)
+        self.refresh = part.refresh if self.by_rate else None
+        self.refreshing = False
+        if self.refresh is not None:
+            self.pending = np.zeros(weights.shape, dtype=np.bool_)
+            self.pend_i = np.empty(n_post * n_pre, dtype=np.uint64)
+            self.pend_j = np.empty(n_post * n_pre, dtype=np.uint64)
+            self.n_pending = 0
+            self.since_refresh = 0
+            self.kinds = np.empty(n_post * n_pre, dtype=np.int8)
+            self.voltages = np.empty(n_post * n_pre, dtype=np.float64)
         self.active = np.empty(n_pre, dtype=np.uint64)  # unsigned: no wraparound checks
         self.rows_sel = np.empty(n_post, dtype=np.uint64)
         self.positive = np.empty(n_post, dtype=np.bool_)
@@ -310,6 +353,10 @@ class _PartRunner:
         # one uniform per candidate cell, drawn in bulk each step (same stream as per-cell draws)
         self.uniforms = np.empty(n_post * n_pre if self.stochastic else 0, dtype=np.float64)
         self.running_max = state[1:2]
+        if self.refresh is not None and self.rows.shape[0] < 3:  # room for one pair's refresh
+            self.rows, self.cols = np.empty(3, np.int32), np.empty(3, np.int32)
+            self.counts, self.polarity = np.empty(3, np.int64), np.empty(3, np.bool_)
+            self.kinds, self.voltages = np.empty(3, np.int8), np.empty(3, np.float64)
         self.n_active = self.n_rows = 0
 
     def choose(self) -> tuple[int, Any]:
@@ -323,6 +370,11 @@ class _PartRunner:
             self.state[0] = credit - per_step
             if per_step == 0:
                 return 0, 0
+        self.refreshing = False
+        if self.refresh is not None:
+            self.since_refresh += 1
+            if self.n_pending and self.since_refresh >= pairs.REFRESH_PERIOD_STEPS:
+                return self._choose_refresh()
         n_active, n_rows = kernels.select_pulses(
             self.mask_source,
             self.mask_threshold,
@@ -407,13 +459,117 @@ class _PartRunner:
         self.pulses[0] = total
         return size, count
 
+    def _choose_refresh(self) -> tuple[int, Any]:
+        """This step is a refresh step: the queued pairs' RESET and SET pulses, no learning.
+
+        At most a third of the buffers' cells worth of pairs (three entries each); the rest
+        stay queued for the next refresh step.
+        """
+        ref = self.refresh
+        take = min(self.n_pending, self.rows.shape[0] // 3)
+        size = pairs.refresh_cells(
+            self.pend_i,
+            self.pend_j,
+            take,
+            self.origins,
+            self.r_pos,
+            self.r_neg,
+            self.ratio_pos,
+            self.ratio_neg,
+            *self.nominal,
+            ref.r3,
+            ref.exponent,
+            ref.max_count,
+            self.rows,
+            self.cols,
+            self.counts,
+            self.polarity,
+            self.kinds,
+        )
+        rest = self.n_pending - take
+        self.pend_i[:rest] = self.pend_i[take : self.n_pending]
+        self.pend_j[:rest] = self.pend_j[take : self.n_pending]
+        self.n_pending = rest
+        self.since_refresh = 0
+        self.refreshing = True
+        self.size = size
+        total = int(self.counts[:size].sum())
+        self.pulses[0] = total
+        return size, self.counts[:size]
+
+    def cell_voltages(self, size: int, voltage: float) -> np.ndarray:
+        """Each chosen cell's pulse voltage: ``voltage``, or the RESET voltage in a refresh."""
+        if not self.refreshing:
+            return np.full(size, voltage)
+        out = self.voltages[:size]
+        out[:] = voltage
+        out[self.kinds[:size] == pairs.KIND_RESET] = self.refresh.voltage
+        return out
+
     def batch(self, size: int, count: Any, voltage: float, width: float) -> PulseBatch:
         """This connection's cells as a batch of its own."""
+        if self.refreshing:
+            voltages = self.cell_voltages(size, voltage)
+            return PulseBatch(self.rows[:size], self.cols[:size], count, voltages, width)
         return PulseBatch(self.rows[:size], self.cols[:size], count, voltage, width)
 
     def store(self, resistances: np.ndarray) -> None:
         """Take the read-back resistances of the chosen cells, in the order chosen."""
-        if self.stochastic:
+        if self.refreshing:
+            pairs.store_refresh(
+                self.rows,
+                self.cols,
+                self.polarity,
+                self.size,
+                self.origins,
+                resistances,
+                self.r_pos,
+                self.r_neg,
+                self.weights,
+                self.c,
+                self.per_pos,
+                self.per_neg,
+                self.ratio_pos,
+                self.ratio_neg,
+                self.pending,
+                *self.nominal,
+            )
+        elif self.by_rate:
+            pairs.store_calibrated(
+                self.rows,
+                self.cols,
+                self.polarity,
+                self.counts,
+                self.size,
+                self.origins,
+                resistances,
+                self.r_pos,
+                self.r_neg,
+                self.weights,
+                self.c,
+                self.per_pos,
+                self.per_neg,
+                self.ratio_pos,
+                self.ratio_neg,
+                *self.nominal,
+                pairs.CALIBRATION_RATE,
+            )
+            if self.refresh is not None:
+                self.n_pending = pairs.mark_saturated(
+                    self.rows,
+                    self.cols,
+                    self.polarity,
+                    self.size,
+                    self.origins,
+                    self.r_pos,
+                    self.r_neg,
+                    self.refresh.r_limit,
+                    self.pending,
+                    self.pend_i,
+                    self.pend_j,
+                    self.n_pending,
+                )
+        elif self.stochastic:
             kernels.store_cells(
                 self.rows,
                 self.cols,
@@ -426,20 +582,6 @@ class _PartRunner:
                 self.weights,
                 self.c,
             )
-            if self.by_rate:
-                kernels.update_pulse_weight_change(
-                    self.rows,
-                    self.cols,
-                    self.polarity,
-                    self.size,
-                    self.origins,
-                    self.r_pos,
-                    self.r_neg,
-                    self.per_pos,
-                    self.per_neg,
-                    self.c,
-                    *self.nominal,
-                )
         else:
             kernels.store(
                 self.rows_sel,

@@ -18,16 +18,28 @@ from ..crossbar import Crossbar
 from ..powerlaw import PowerLaw, Variability
 from .layout import Layout
 
-__all__ = ["DEFAULT_CROSSBAR", "DEFAULT_MODEL", "mPES"]
+__all__ = ["DEFAULT_CROSSBAR", "DEFAULT_LEARNING_RATE", "DEFAULT_MODEL", "DEFAULT_REFRESH", "mPES"]
 
-_POLICIES = ("one", "scaled", "stochastic")
+_POLICIES = ("learning_rate", "one", "scaled", "stochastic")
 _MASKS = ("filtered", "spikes")
 
 #: The device model of the emulator mPES creates when given no crossbar: the published
 #: parameters, with states in single precision. That halves the cost of the power law, the
 #: emulator's hot spot, and learning matches double precision (f(x) = x, 30 s, 100 neurons:
 #: test MSE 0.0162 in float32 against 0.0165 in float64). Pass ``dtype="float64"`` to change it.
-DEFAULT_MODEL = PowerLaw(dtype="float32")
+#: Its RESET branch is on (SET pulses are unchanged by it) so the ``learning_rate`` policy
+#: can refresh saturated pairs.
+DEFAULT_MODEL = PowerLaw(dtype="float32", reset=True)
+
+#: The default policy's learning rate: Nengo PES's meaning, and the best of PES's 1e-5, 3e-5
+#: and 1e-4 on the published tasks with 100 neurons (see the README's accuracy table).
+DEFAULT_LEARNING_RATE = 1e-5
+
+#: The ``learning_rate`` policy's refresh threshold on the normalised conductance
+#: ``g = (1/R - 1/r1) / (1/r0 - 1/r1)``: a pair whose two devices both exceed it is refreshed.
+#: With the published model ``g = 3e-6`` is ``R ~ 5.2e7`` ohm, where a SET pulse changes ``g``
+#: about 50 times less than at the initial ``1e8`` ohm.
+DEFAULT_REFRESH = 3e-6
 
 #: The crossbar a rule without ``crossbar=`` gets: an in-process emulator of its own, sized to
 #: the connection's layout and seeded from the connection.
@@ -92,9 +104,11 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
     :math:`e = E \cdot \mathrm{err}` (post encoders ``E``, as Nengo's :class:`nengo.PES`) and the
     filtered presynaptic activity :math:`a` give the PES direction
     :math:`\Delta_{ij} = -e_i a_j`. For each pre neuron with ``round(a_j) > 0`` and each post
-    neuron whose :math:`|e_i|` exceeds its threshold, one SET pulse goes to the positive
+    neuron whose :math:`|e_i|` exceeds its threshold, SET pulses go to the positive
     device where :math:`\Delta_{ij} > 0` and to the negative one where
-    :math:`\Delta_{ij} < 0`. All of a timestep's pulses go to the crossbar in one batch, and
+    :math:`\Delta_{ij} < 0`: by default as many as give Nengo PES's expected weight change
+    at ``learning_rate`` (``pulses="learning_rate"``), or one per step as published
+    (``pulses="one"``). All of a timestep's pulses go to the crossbar in one batch, and
     the weights are recomputed from the resistances the crossbar reads back, so every backend
     (emulator or hardware) learns the same way.
 
@@ -103,26 +117,45 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
     pre_synapse : nengo.synapses.Synapse, optional
         Filter for the presynaptic activities. Default ``Lowpass(0.005)``.
     gain : float, optional
-        :math:`\gamma`, the weight of a unit conductance difference. Default 1e3.
+        :math:`\gamma`, the weight of a unit conductance difference. Default: follows from
+        the connection. Into neurons (``pre.neurons -> post.neurons``), where Nengo scales
+        the weights by the post neurons' gains, 1e3 (as published); with a weight solver,
+        whose weights carry the post gains themselves, 1e3 times the post neurons' mean gain
+        (about 2e4 for Nengo's default ensembles), so both learn at the same scale.
     error_threshold : float or array_like, optional
         A post neuron's devices are pulsed only where its :math:`|e_i|` is above this
         threshold: one value for all, or one per post neuron. Default 1e-5 (as published).
-    pulses : {"one", "scaled", "stochastic"}, optional
-        Pulse-count policy. ``"one"`` (default, as published): one pulse per device per pulse
-        interval. ``"scaled"`` (the published variant): ``ceil(max_pulses * |Delta| /
-        running max |Delta|)`` pulses, at least one. ``"stochastic"``: that count's expected
+    pulses : {"learning_rate", "one", "scaled", "stochastic"}, optional
+        Pulse-count policy. ``"learning_rate"`` (default): pulse counts from Nengo PES's
+        expected weight change at ``learning_rate`` (below), with the pair refresh.
+        ``"one"`` (the published rule): one pulse per device per pulse interval.
+        ``"scaled"`` (the published variant): ``ceil(max_pulses * |Delta| / running max
+        |Delta|)`` pulses, at least one. ``"stochastic"``: that count's expected
         value rounded stochastically, so small updates are often 0 pulses and the expected
         change follows PES's ``e_i * a_j`` (seeded by ``seed``, so runs and rebuilds reproduce).
     max_pulses : int, optional
         The most pulses per device per pulse interval with ``"scaled"``, ``"stochastic"``
-        and ``learning_rate``. Default 100.
-    learning_rate : float or None, optional
-        Nengo PES's learning rate: with it, each selected device gets the pulse count whose
-        expected weight change is PES's ``learning_rate * dt / n_pre * |e_i| a_j`` on the same
-        connection, from the device's current state (the nominal model's change per pulse at
-        the resistance read back), rounded stochastically (so an expected fraction of a pulse
-        is kept on average) and capped at ``max_pulses``. Replaces ``pulses``. Default None
-        (the ``pulses`` policy).
+        and ``"learning_rate"``. Default 100.
+    learning_rate : float, optional
+        Nengo PES's learning rate, for the ``"learning_rate"`` policy: each selected device
+        gets the pulse count whose expected weight change is PES's ``learning_rate * dt /
+        n_pre * |e_i| a_j`` on the same connection, from the device's current state (the
+        nominal model's change per pulse at the resistance read back, scaled by the ratio of
+        measured to nominal change this device has shown in its read-backs), rounded
+        stochastically (so an expected fraction of a pulse is kept on average) and capped at
+        ``max_pulses``. Default :data:`DEFAULT_LEARNING_RATE` (1e-5). Giving it with another
+        ``pulses`` policy is an error.
+    refresh : float or None, optional
+        With ``learning_rate``: refresh a pair once both its devices' normalised conductances
+        exceed this threshold (default :data:`DEFAULT_REFRESH`, 3e-6): both get one RESET
+        pulse (the model's RESET branch, at minus the SET voltage) and the one that must
+        conduct more gets the SET pulses that restore the pair's weight (nominal model,
+        scaled by the device's measured response), in one batch of a step that then sends no
+        learning pulses (at most one step in 100); counted in the ``pulses`` probe. Only
+        where the device model has a RESET branch (``PowerLaw(reset=True)``; the default
+        emulator's has); without one (hardware that cannot RESET) pairs are not refreshed and
+        the calibrated pulse counts grow as devices saturate. ``None``: off. Ignored by the
+        other policies (the published rule has no refresh).
     mask : {"filtered", "spikes"}, optional
         Which pre neurons count as active: ``"filtered"`` (default, as published): filtered
         activity ``round(a_j) > 0``; ``"spikes"``: the pre neurons that spiked in this step.
@@ -193,9 +226,9 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
     )
 
     pre_synapse = SynapseParam("pre_synapse", default=Lowpass(tau=0.005), readonly=True)
-    gain = NumberParam("gain", low=0, low_open=True, default=1e3, readonly=True)
+    gain = NumberParam("gain", low=0, low_open=True, default=None, optional=True, readonly=True)
     error_threshold = _ThresholdParam("error_threshold", default=1e-5, readonly=True)
-    pulses = Parameter("pulses", default="one", readonly=True)
+    pulses = Parameter("pulses", default="learning_rate", readonly=True)
     max_pulses = IntParam("max_pulses", low=1, default=100, readonly=True)
     pulse_interval = NumberParam(
         "pulse_interval", low=0, low_open=True, default=0.001, optional=True, readonly=True
@@ -203,9 +236,12 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
     voltage = NumberParam("voltage", default=None, optional=True, readonly=True)
     pulse_width = NumberParam("pulse_width", low=0, low_open=True, default=1e-6, readonly=True)
     learning_rate = NumberParam(
-        "learning_rate", low=0, low_open=True, default=None, optional=True, readonly=True
+        "learning_rate", low=0, low_open=True, default=DEFAULT_LEARNING_RATE, readonly=True
     )
     mask = Parameter("mask", default="filtered", readonly=True)
+    refresh = NumberParam(
+        "refresh", low=0, low_open=True, default=DEFAULT_REFRESH, optional=True, readonly=True
+    )
     model = _TypedParam("model", (PowerLaw,), default=None, optional=True)
     seed = IntParam("seed", low=0, default=None, optional=True, readonly=True)
     crossbar = _TypedParam("crossbar", (str, Crossbar), default=None, optional=True)
@@ -228,6 +264,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         layout: Layout = Default,
         learning_rate: float | None = Default,
         mask: str = Default,
+        refresh: float | None = Default,
         **model_fields: Any,
     ) -> None:
         super().__init__(learning_rate=learning_rate, size_in="post_state")
@@ -237,7 +274,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
             )
         if mask is not Default and mask not in _MASKS:
             raise ValidationError(f"must be one of {_MASKS}, got {mask!r}", attr="mask", obj=self)
-        if pulses is not Default and learning_rate not in (Default, None):
+        if pulses not in (Default, "learning_rate") and learning_rate is not Default:
             raise ValidationError(
                 "give either learning_rate (pulse counts from PES's expected change) or a "
                 "pulses policy, not both",
@@ -257,6 +294,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         self.crossbar = crossbar
         self.layout = layout
         self.mask = mask
+        self.refresh = refresh
 
     def _model(self, model: Any, variability: Any, fields: dict[str, Any]) -> PowerLaw | None | Any:
         """``model`` with ``variability`` and any PowerLaw fields applied on top."""
@@ -305,4 +343,5 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         "layout",
         "learning_rate",
         "mask",
+        "refresh",
     )

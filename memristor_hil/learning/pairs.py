@@ -1,0 +1,271 @@
+"""Compiled kernels for what the ``learning_rate`` policy keeps per device pair.
+
+Kept apart from :mod:`memristor_hil.learning.kernels` (the per-step selection and store every
+policy runs) because only the ``learning_rate`` policy uses them.
+
+Read-back calibration
+    The policy turns PES's expected weight change into pulse counts with each device's weight
+    change per pulse. The host knows only the nominal model, and with device-to-device
+    variability (15% on ``r1`` and ``a``) the nominal model's change per pulse is off by
+    factors of 2-3 for many devices (the state ``n = ((R - r0) / r1) ** (1 / a)`` is steep in
+    ``r1`` and ``a``). Every pulse reads the device back, so the measured change of the
+    conductance is known: :func:`store_calibrated` compares it with the change the nominal
+    model predicted for the same pulses from the same resistance, keeps a running ratio per
+    device, and scales the nominal change per pulse at the new resistance by it. The ratio
+    works the same on hardware: it needs nothing but the read-back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["CALIBRATION_RATE", "store_calibrated"]
+
+#: Weight of the newest measurement in each device's running ratio of measured to nominal
+#: change per pulse (an exponential moving average; 1 would trust the last pulse alone).
+CALIBRATION_RATE = 0.5
+#: Bounds of the ratio: a device that did not move once (read noise, a stuck pulse) is not
+#: written off, and one that jumped is not trusted beyond this.
+RATIO_MIN, RATIO_MAX = 1.0 / 1024.0, 64.0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _nominal_resistance(big_r, k, r0, r1, inv_a):  # pragma: no cover - compiled
+    """The nominal model's resistance after ``k`` SET pulses from ``big_r`` (``nan`` outside it)."""
+    x = (big_r - r0) / r1
+    if not x > 0.0:
+        return np.nan
+    n = x**inv_a
+    return r0 + r1 * (n + k) ** (1.0 / inv_a)
+
+
+@njit(cache=True, nogil=True)
+def store_calibrated(  # pragma: no cover - compiled
+    rows,
+    cols,
+    polarity,
+    counts,
+    size,
+    origins,
+    resistances,
+    r_pos,
+    r_neg,
+    weights,
+    c,
+    per_pos,
+    per_neg,
+    ratio_pos,
+    ratio_neg,
+    r0,
+    r1,
+    inv_a,
+    rate,
+):
+    """Store a cell-by-cell batch's read-back and update each device's change per pulse.
+
+    For every cell ``k`` (``polarity[k]``: a positive device), with ``R`` its resistance
+    before the batch (still in ``r_pos``/``r_neg``) and ``R'`` the read-back:
+
+    - the measured change ``1/R' - 1/R`` is divided by the nominal model's ``1/R_nom - 1/R``
+      for ``counts[k]`` pulses from ``R``, and the device's ratio moves ``rate`` of the way to
+      it (skipped where the nominal change is not positive or finite);
+    - ``R'`` is stored, the pair's weight becomes ``c * (1/R+ - 1/R-)``;
+    - the device's weight change per pulse becomes ``ratio * c * (1/R_nom(R', 1) - 1/R')``,
+      the nominal change of its next pulse scaled by what the device has shown (``inf`` where
+      the nominal model says no change is possible, so the policy sends no pulse there).
+    """
+    for k in range(size):
+        big_r_new = np.float64(resistances[k])
+        if polarity[k]:
+            i = np.uint64(np.int64(rows[k]) - origins[0])
+            j = np.uint64(np.int64(cols[k]) - origins[1])
+            big_r = np.float64(r_pos[i, j])
+            ratio = ratio_pos[i, j]
+        else:
+            i = np.uint64(np.int64(rows[k]) - origins[2])
+            j = np.uint64(np.int64(cols[k]) - origins[3])
+            big_r = np.float64(r_neg[i, j])
+            ratio = ratio_neg[i, j]
+        predicted = 1.0 / _nominal_resistance(big_r, counts[k], r0, r1, inv_a) - 1.0 / big_r
+        if predicted > 0.0 and np.isfinite(predicted):
+            measured = 1.0 / big_r_new - 1.0 / big_r
+            ratio += rate * (max(measured, 0.0) / predicted - ratio)
+            ratio = min(max(ratio, RATIO_MIN), RATIO_MAX)
+        following = 1.0 / _nominal_resistance(big_r_new, 1.0, r0, r1, inv_a) - 1.0 / big_r_new
+        step = np.inf
+        if following > 0.0 and np.isfinite(following) and ratio > 0.0:
+            step = c * ratio * following
+        if polarity[k]:
+            r_pos[i, j] = resistances[k]
+            ratio_pos[i, j] = ratio
+            per_pos[i, j] = step
+        else:
+            r_neg[i, j] = resistances[k]
+            ratio_neg[i, j] = ratio
+            per_neg[i, j] = step
+        x = np.float64(r_pos[i, j])
+        y = np.float64(r_neg[i, j])
+        weights[i, j] = c * (y - x) / (x * y)
+
+
+# ---------------------------------------------------------------------------- pair refresh
+#: Steps between two refreshes of a connection: saturated pairs wait for the next refresh
+#: step (at dt = 1 ms, at most one step in 100 is a refresh step instead of a learning step).
+REFRESH_PERIOD_STEPS = 100
+
+#: Entry kinds of a refresh batch (``kinds`` of :func:`refresh_cells`).
+KIND_RESET, KIND_SET = 1, 2
+
+
+@njit(cache=True, nogil=True)
+def mark_saturated(  # pragma: no cover - compiled
+    rows, cols, polarity, size, origins, r_pos, r_neg, r_limit, pending, pend_i, pend_j, count
+):
+    """Queue the pairs of the cells just pulsed whose two devices both read below ``r_limit``.
+
+    ``pending`` (``n_post x n_pre`` booleans) keeps a pair from being queued twice;
+    ``pend_i``/``pend_j`` hold the queue, ``count`` entries long. Returns the new length.
+    """
+    for k in range(size):
+        origin_row = origins[0] if polarity[k] else origins[2]
+        origin_col = origins[1] if polarity[k] else origins[3]
+        i = np.uint64(np.int64(rows[k]) - origin_row)
+        j = np.uint64(np.int64(cols[k]) - origin_col)
+        if pending[i, j]:
+            continue
+        if r_pos[i, j] < r_limit and r_neg[i, j] < r_limit:
+            pending[i, j] = True
+            pend_i[count] = i
+            pend_j[count] = j
+            count += 1
+    return count
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _after_reset(big_r, r3, c_reset):  # pragma: no cover - compiled
+    """The RESET branch ``R = r3 - r3 * m**c``: the resistance after one RESET pulse."""
+    m = ((r3 - min(big_r, r3 * (1.0 - 1e-12))) / r3) ** (1.0 / c_reset)
+    return r3 - r3 * (m + 1.0) ** c_reset
+
+
+@njit(cache=True, nogil=True)
+def refresh_cells(  # pragma: no cover - compiled
+    pend_i,
+    pend_j,
+    count,
+    origins,
+    r_pos,
+    r_neg,
+    ratio_pos,
+    ratio_neg,
+    r0,
+    r1,
+    inv_a,
+    r3,
+    c_reset,
+    max_count,
+    rows_out,
+    cols_out,
+    counts_out,
+    polarity_out,
+    kinds_out,
+):
+    """A refresh batch for the ``count`` queued pairs: RESET both devices, SET one back.
+
+    Per pair, in this order: one RESET pulse on the positive and one on the negative device
+    (the RESET branch moves a device from anywhere below ``~1e8`` ohm back to ``~1e8``: its
+    state is known from the read resistance alone), then SET pulses on the device whose
+    conductance must exceed the other's for the pair to keep its weight: the count the
+    nominal model needs for the missing ``1/R+ - 1/R-``, divided by the device's measured
+    ratio (:func:`store_calibrated`), rounded, capped at ``max_count`` and left out when 0.
+    Returns the number of entries; ``kinds_out`` marks each ``KIND_RESET`` or ``KIND_SET``.
+    """
+    k = 0
+    for q in range(count):
+        i = pend_i[q]
+        j = pend_j[q]
+        rp = np.float64(r_pos[i, j])
+        rn = np.float64(r_neg[i, j])
+        missing = (1.0 / rp - 1.0 / rn) - (
+            1.0 / _after_reset(rp, r3, c_reset) - 1.0 / _after_reset(rn, r3, c_reset)
+        )
+        for positive in (True, False):
+            row = origins[0] + np.int64(i) if positive else origins[2] + np.int64(i)
+            col = origins[1] + np.int64(j) if positive else origins[3] + np.int64(j)
+            rows_out[k] = row
+            cols_out[k] = col
+            counts_out[k] = 1
+            polarity_out[k] = positive
+            kinds_out[k] = KIND_RESET
+            k += 1
+        positive = missing > 0.0
+        big_r = _after_reset(rp if positive else rn, r3, c_reset)
+        ratio = ratio_pos[i, j] if positive else ratio_neg[i, j]
+        target = 1.0 / (1.0 / big_r + abs(missing) / ratio)  # the resistance to reach
+        if target <= r0:
+            pulses = max_count
+        else:
+            n_now = ((big_r - r0) / r1) ** inv_a
+            n_target = ((target - r0) / r1) ** inv_a
+            pulses = min(int(np.floor(n_target - n_now + 0.5)), max_count)
+        if pulses > 0:
+            rows_out[k] = origins[0] + np.int64(i) if positive else origins[2] + np.int64(i)
+            cols_out[k] = origins[1] + np.int64(j) if positive else origins[3] + np.int64(j)
+            counts_out[k] = pulses
+            polarity_out[k] = positive
+            kinds_out[k] = KIND_SET
+            k += 1
+    return k
+
+
+@njit(cache=True, nogil=True)
+def store_refresh(  # pragma: no cover - compiled
+    rows,
+    cols,
+    polarity,
+    size,
+    origins,
+    resistances,
+    r_pos,
+    r_neg,
+    weights,
+    c,
+    per_pos,
+    per_neg,
+    ratio_pos,
+    ratio_neg,
+    pending,
+    r0,
+    r1,
+    inv_a,
+):
+    """Store a refresh batch's read-back (each entry reads its device after the whole batch).
+
+    The devices' ratios are kept (they describe the device, not its state); the change per
+    pulse and the weights are recomputed, and the pairs leave the queue.
+    """
+    for k in range(size):
+        big_r = np.float64(resistances[k])
+        if polarity[k]:
+            i = np.uint64(np.int64(rows[k]) - origins[0])
+            j = np.uint64(np.int64(cols[k]) - origins[1])
+            ratio = ratio_pos[i, j]
+        else:
+            i = np.uint64(np.int64(rows[k]) - origins[2])
+            j = np.uint64(np.int64(cols[k]) - origins[3])
+            ratio = ratio_neg[i, j]
+        following = 1.0 / _nominal_resistance(big_r, 1.0, r0, r1, inv_a) - 1.0 / big_r
+        step = np.inf
+        if following > 0.0 and np.isfinite(following):
+            step = c * ratio * following
+        if polarity[k]:
+            r_pos[i, j] = resistances[k]
+            per_pos[i, j] = step
+        else:
+            r_neg[i, j] = resistances[k]
+            per_neg[i, j] = step
+        x = np.float64(r_pos[i, j])
+        y = np.float64(r_neg[i, j])
+        weights[i, j] = c * (y - x) / (x * y)
+        pending[i, j] = False
