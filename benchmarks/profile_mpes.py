@@ -21,8 +21,8 @@ what is fixed per step (Python and dispatch).
 
 Usage::
 
-    python benchmarks/profile_mpes.py                      # 100x100 and 1000x1000, "one"
-    python benchmarks/profile_mpes.py --sizes 1000 --policies one stochastic learning_rate
+    python benchmarks/profile_mpes.py                # 100x100 and 1000x1000, default and "one"
+    python benchmarks/profile_mpes.py --sizes 1000 --policies default stochastic learning_rate
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_mpes import build  # noqa: E402 - the benchmark folder's own module
 
 POLICIES: dict[str, dict[str, Any]] = {
-    "one": {},
+    "default": {},  # learning_rate=1e-5 with the pair refresh
+    "one": {"pulses": "one"},  # the published rule
     "scaled": {"pulses": "scaled", "max_pulses": 100},
     "stochastic": {"pulses": "stochastic", "max_pulses": 100},
     "learning_rate": {"learning_rate": 1e-4},
@@ -154,7 +155,9 @@ def _count_cells(timer: PhaseTimer, cells: list[int]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--policies", nargs="+", choices=sorted(POLICIES), default=["one"])
+    parser.add_argument(
+        "--policies", nargs="+", choices=sorted(POLICIES), default=["default", "one"]
+    )
     parser.add_argument("--steps", type=int, default=0, help="steps per run (0: by size)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per rule; min counts")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")

@@ -658,7 +658,7 @@ def test_learning_rate_matches_pes_weight_change_in_expectation():
     cols = np.empty(n_post * n_pre, np.int32)
     counts = np.empty(n_post * n_pre, np.int64)
     polarity = np.empty(n_post * n_pre, np.bool_)
-    rng = np.random.default_rng(0)
+    stream = kernels.new_stream(np.random.default_rng(0))
     xbar = EmulatedCrossbar(n_post, 2 * n_pre, model, seed=0)
     start = xbar.read_all()
     per_pos, per_neg = (
@@ -675,7 +675,7 @@ def test_learning_rate_matches_pes_weight_change_in_expectation():
         size, _total = kernels.learning_rate_cells(
             acts, local_error, active, n_active, rows_sel, positive, n_rows, origins,
             learning_rate * dt / n_pre, 100, per_pos, per_neg,
-            rows, cols, counts, polarity, rng.random(n_rows * n_active),
+            rows, cols, counts, polarity, stream,
         )  # fmt: skip
         np.add.at(mean_counts, (rows[:size], cols[:size]), counts[:size])
     mean_counts /= trials
@@ -700,6 +700,48 @@ def test_learning_rate_matches_pes_weight_change_in_expectation():
     assert np.all(mean[~selected] == 0)
     chosen = np.concatenate([mean_counts[:, :n_pre][selected], mean_counts[:, n_pre:][selected]])
     assert 0 < chosen[chosen > 0].min() < 0.5  # expectations below one pulse are kept too
+
+
+@pytest.mark.parametrize("scale", [0.02, 3.0])  # thinning (every x < 1); one uniform per cell
+def test_learning_rate_counts_are_stochastic_roundings_of_their_expectation(scale):
+    """Each cell's count is floor(x) or floor(x) + 1 with mean x = alpha |e_i| a_j / per_pulse,
+    whether the row is sampled by thinning (all x < 1) or cell by cell (some x >= 1)."""
+    from memristor_hil.learning import kernels
+
+    n_post, n_pre = 3, 40
+    rng = np.random.default_rng(1)
+    acts = rng.uniform(0.0, 2.0, n_pre)
+    local_error = np.array([-1.0, 0.5, 2.0])
+    per_pos = rng.uniform(0.5, 2.0, (n_post, n_pre))
+    per_neg = rng.uniform(0.5, 2.0, (n_post, n_pre))
+    per_pos[0, :3] = np.inf  # saturated devices: never pulsed
+    active = np.flatnonzero(acts > 0.5).astype(np.uint64)
+    rows_sel = np.arange(n_post, dtype=np.uint64)
+    positive = local_error < 0
+    origins = np.array([0, 0, 0, n_pre], dtype=np.int64)
+    out = [np.empty(n_post * n_pre, t) for t in (np.int32, np.int32, np.int64, np.bool_)]
+    stream = kernels.new_stream(np.random.default_rng(2))
+    trials = 20000
+    sums = np.zeros((n_post, 2 * n_pre))
+    for _ in range(trials):
+        size, total = kernels.learning_rate_cells(
+            acts, local_error, active, active.size, rows_sel, positive, n_post, origins,
+            scale, 100, per_pos, per_neg, *out, stream,
+        )  # fmt: skip
+        rows, cols, counts = (a[:size] for a in out[:3])
+        assert total == counts.sum() and np.all(np.diff(rows * 2 * n_pre + cols) > 0)
+        np.add.at(sums, (rows, cols), counts)
+    per = np.where(positive[:, None], per_pos, per_neg)
+    x = np.zeros((n_post, n_pre))
+    x[:, active] = scale * np.abs(local_error)[:, None] * acts[active] / per[:, active]
+    expected = np.zeros((n_post, 2 * n_pre))
+    expected[:, :n_pre][positive] = x[positive]
+    expected[:, n_pre:][~positive] = x[~positive]
+    assert (expected.max() < 1) == (scale < 1)
+    # a count of floor(x) or floor(x) + 1 has variance frac(x) (1 - frac(x)) <= 1/4
+    bound = 4 * np.sqrt(0.25 / trials) + 1e-12
+    assert np.all(np.abs(sums / trials - expected) <= bound)
+    assert np.all(sums[expected == 0] == 0)
 
 
 def test_spike_mask_selects_the_pre_neurons_that_spiked():

@@ -318,6 +318,34 @@ def update_pulse_weight_change(  # pragma: no cover - compiled
             per_neg[i, j] = step
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def uniform(stream):  # pragma: no cover - compiled
+    """The next uniform in [0, 1) of ``stream = [key, index]`` (SplitMix64; advances it).
+
+    ``key + (index + 1) * golden`` through SplitMix64's finaliser (Steele, Lea and Flood 2014:
+    the generator behind Java's ``SplittableRandom``, which passes BigCrush), top 53 bits. A
+    compiled kernel draws exactly as many as it needs, which the Generator's bulk draws
+    cannot give it.
+    """
+    index = stream[1] + np.uint64(1)
+    stream[1] = index
+    z = stream[0] + index * _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z = z ^ (z >> np.uint64(31))
+    return np.float64(np.int64(z >> np.uint64(11))) * (1.0 / 9007199254740992.0)
+
+
+def new_stream(generator: np.random.Generator) -> np.ndarray:
+    """A ``[key, index]`` stream for :func:`uniform`, its key drawn from ``generator``."""
+    return np.array([generator.integers(2**64, dtype=np.uint64), 0], dtype=np.uint64)
+
+
 @njit(cache=True, nogil=True)
 def learning_rate_cells(  # pragma: no cover - compiled
     acts,
@@ -336,37 +364,68 @@ def learning_rate_cells(  # pragma: no cover - compiled
     cols_out,
     counts_out,
     polarity_out,
-    uniforms,
+    stream,
 ):
     """Pulse counts whose expected weight change is PES's ``alpha * |e_i| a_j``.
 
     ``alpha`` is ``learning_rate * dt / n_pre`` (Nengo's PES). ``per_pos``/``per_neg`` hold
-    each device's weight change per SET pulse (:func:`pulse_weight_change`, kept up to date
-    for the pulsed cells by :func:`update_pulse_weight_change`, so no power is evaluated
-    here), so the expected count is ``alpha |e_i| a_j / per_pulse``, rounded stochastically
-    (``floor(x + u)``, ``u`` the next of ``uniforms``, one per candidate cell as in
-    :func:`stochastic_cells`) and capped at ``levels``; cells with no pulse are left out of
-    the batch. Returns the number of cells kept and the total number of pulses.
+    each device's weight change per SET pulse (kept up to date for the pulsed cells by the
+    store, so no power is evaluated here), so the expected count is
+    ``x = alpha |e_i| a_j / per_pulse``, rounded stochastically to ``floor(x)`` or
+    ``floor(x) + 1`` with mean ``x``, and capped at ``levels``; cells with no pulse are left
+    out of the batch. Returns the number of cells kept and the total number of pulses.
+
+    How it stays cheap: at PES's learning rates ``x`` is far below one for nearly every
+    candidate cell (at 1000x1000, about a thousand pulses among half a million candidates), so
+    drawing a uniform for each would cost more than everything else. A row whose largest ``x``
+    is below one is sampled by thinning: candidates are visited at geometric gaps with
+    probability ``x_max`` (one uniform per visit), and a visited cell is kept with probability
+    ``x / x_max``, so each cell is kept with probability ``x``, independently, as before; only
+    a row with some ``x >= 1`` draws a uniform per cell. Uniforms come from ``stream``
+    (:func:`uniform`), the operator's own.
     """
+    acts_active = np.empty(n_active, np.float64)
+    for t in range(n_active):
+        acts_active[t] = acts[active[t]]
+    expected = np.empty(n_active, np.float64)
     k = 0
     total = 0
-    d = -1
     for r in range(n_rows):
         i = rows_sel[r]
         e = abs(local_error[i]) * alpha
+        per_pulse = per_pos[i] if positive[r] else per_neg[i]
+        x_max = 0.0
+        for t in range(n_active):  # contiguous but for one gather: vectorised
+            x = e * acts_active[t] / np.float64(per_pulse[active[t]])
+            expected[t] = x
+            x_max = max(x_max, x)
+        if not x_max > 0.0:
+            continue
         row, col0 = _block_row(origins, i, positive[r])
-        for t in range(n_active):
-            j = active[t]
-            d += 1
-            per_pulse = per_pos[i, j] if positive[r] else per_neg[i, j]
-            expected = e * acts[j] / per_pulse
-            count = int(np.floor(expected + uniforms[d]))
-            if count > 0:
-                count = min(count, levels)
-                rows_out[k] = row
-                cols_out[k] = col0 + np.int64(j)
-                counts_out[k] = count
-                polarity_out[k] = positive[r]
-                total += count
-                k += 1
+        if x_max >= 1.0:  # whole pulses expected somewhere: one uniform per cell
+            for t in range(n_active):
+                count = np.int64(min(expected[t] + uniform(stream), levels))
+                if count > 0:
+                    k = _keep(rows_out, cols_out, counts_out, polarity_out, k, row,
+                              col0 + np.int64(active[t]), count, positive[r])  # fmt: skip
+                    total += count
+            continue
+        log_miss = np.log1p(-x_max)  # visits at geometric gaps: P(visit) = x_max per cell
+        t = np.int64(np.log(1.0 - uniform(stream)) / log_miss)
+        while t < n_active:
+            if uniform(stream) * x_max < expected[t]:
+                k = _keep(rows_out, cols_out, counts_out, polarity_out, k, row,
+                          col0 + np.int64(active[t]), 1, positive[r])  # fmt: skip
+                total += 1
+            t += 1 + np.int64(np.log(1.0 - uniform(stream)) / log_miss)
     return k, total
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _keep(rows_out, cols_out, counts_out, polarity_out, k, row, col, count, is_pos):  # pragma: no cover
+    """Append one cell to a cell-by-cell batch; returns the next free position."""
+    rows_out[k] = row
+    cols_out[k] = col
+    counts_out[k] = count
+    polarity_out[k] = is_pos
+    return k + 1

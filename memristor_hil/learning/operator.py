@@ -351,7 +351,11 @@ class _PartRunner:
         self.counts = np.empty(n_post * n_pre if per_cell else 0, dtype=np.int64)
         self.polarity = np.empty(n_post * n_pre if self.stochastic else 0, dtype=np.bool_)
         # one uniform per candidate cell, drawn in bulk each step (same stream as per-cell draws)
-        self.uniforms = np.empty(n_post * n_pre if self.stochastic else 0, dtype=np.float64)
+        self.uniforms = np.empty(
+            n_post * n_pre if self.stochastic and not self.by_rate else 0, dtype=np.float64
+        )
+        if self.by_rate:  # the learning_rate policy's draws, as many as it needs
+            self.stream = kernels.new_stream(rng)
         self.running_max = state[1:2]
         if self.refresh is not None and self.rows.shape[0] < 3:  # room for one pair's refresh
             self.rows, self.cols = np.empty(3, np.int32), np.empty(3, np.int32)
@@ -394,7 +398,7 @@ class _PartRunner:
         size = n_active * n_rows
         if size == 0:
             return 0, 0
-        if self.stochastic:
+        if self.stochastic and not self.by_rate:
             uniforms = self.uniforms[:size]
             self.rng.random(out=uniforms)
         if self.by_rate:
@@ -415,7 +419,7 @@ class _PartRunner:
                 self.cols,
                 self.counts,
                 self.polarity,
-                uniforms,
+                self.stream,
             )
             count: Any = self.counts[:size]
         elif self.stochastic:
