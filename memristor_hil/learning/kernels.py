@@ -422,7 +422,9 @@ def learning_rate_cells(  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _keep(rows_out, cols_out, counts_out, polarity_out, k, row, col, count, is_pos):  # pragma: no cover
+def _keep(
+    rows_out, cols_out, counts_out, polarity_out, k, row, col, count, is_pos
+):  # pragma: no cover - compiled
     """Append one cell to a cell-by-cell batch; returns the next free position."""
     rows_out[k] = row
     cols_out[k] = col
