@@ -254,6 +254,13 @@ class SimmPES(Operator):
         apply = self.use.crossbar.apply
         use = self.use
         voltage, width = self.voltage, self.width
+        # One read-back buffer, reused every step (apply(out=)); in the devices' float type, so
+        # an emulator writes into it directly. store() copies what it needs before the next step.
+        model = self.use.crossbar.model
+        readback = np.empty(
+            sum(runner.rows.shape[0] for runner in runners),
+            np.float64 if model is None else model.float_type,
+        )
 
         if len(runners) == 1:
             runner = runners[0]
@@ -263,7 +270,8 @@ class SimmPES(Operator):
                 size, count = choose()
                 if size:
                     use.pulsed = True
-                    store(apply(runner.batch(size, count, voltage, width), read_back=True))
+                    batch = runner.batch(size, count, voltage, width)
+                    store(apply(batch, read_back=True, out=readback[:size]))
 
             return step_simmpes
 
@@ -279,7 +287,8 @@ class SimmPES(Operator):
             if any(r.refreshing for r, _, _ in chosen):  # RESET entries: one voltage per cell
                 volts = np.concatenate([r.cell_voltages(size, voltage) for r, size, _ in chosen])
             use.pulsed = True
-            resistances = apply(PulseBatch(rows, cols, counts, volts, width), read_back=True)
+            batch = PulseBatch(rows, cols, counts, volts, width)
+            resistances = apply(batch, read_back=True, out=readback[: len(batch)])
             start = 0
             for runner, size, _ in chosen:
                 runner.store(resistances[start : start + size])
