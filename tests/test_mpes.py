@@ -820,6 +820,41 @@ def test_read_back_calibration_learns_each_devices_change_per_pulse():
     assert np.all(ratio_pos > 0) and np.all(ratio_neg > 0)
 
 
+def test_one_pulse_calibration_reuses_the_kept_nominal_change():
+    """For a one-pulse cell, store_calibrated takes the nominal change it kept at the last
+    store instead of evaluating the model again: the ratios come out as from the model."""
+    from memristor_hil.learning import pairs
+
+    n_post, n_pre, gain = 6, 7, 1e3
+    model = PowerLaw(dtype="float64", variability=0.15)
+    c = gain / (1 / model.r0 - 1 / model.r1)
+    xbar = EmulatedCrossbar(n_post, 2 * n_pre, model, seed=4)
+    start = xbar.read_all()
+    rows, cols = (a.ravel() for a in np.indices((n_post, 2 * n_pre)))
+    counts = np.ones(rows.size, dtype=np.int64)
+    backs = [xbar.apply(PulseBatch(rows, cols, counts, model.v_ref), read_back=True)]
+    backs.append(xbar.apply(PulseBatch(rows, cols, counts, model.v_ref), read_back=True))
+    results = []
+    for kept in (True, False):  # the kept nominal change, or none (inf: evaluate the model)
+        r_pos, r_neg = start[:, :n_pre].copy(), start[:, n_pre:].copy()
+        per = [
+            pairs.nominal_pulse_change(r, c, model.r0, model.r1, model.a) for r in (r_pos, r_neg)
+        ]
+        ratios = [np.ones((n_post, n_pre)), np.ones((n_post, n_pre))]
+        for back in backs:  # the second store starts from calibrated ratios
+            if not kept:
+                for p in per:
+                    p[...] = np.inf
+            pairs.store_calibrated(
+                rows, cols, cols < n_pre, counts, rows.size, np.array([0, 0, 0, n_pre]), back,
+                r_pos, r_neg, np.zeros((n_post, n_pre)), c, *per, *ratios,
+                model.r0, model.r1, 1.0 / model.a, 0.5,
+            )  # fmt: skip
+        results.append(np.hstack([*ratios, *per]))
+    assert np.allclose(results[0], results[1], rtol=1e-9, atol=0)
+    assert not np.allclose(results[0][:, : 2 * n_pre], 1.0)  # the ratios did move
+
+
 def test_refresh_resets_saturated_pairs_keeps_their_weights_and_counts_the_pulses():
     """A pair whose two devices pass the refresh threshold gets one RESET pulse on each device
     and SET pulses on one of them, in a step's one batch (with per-cell voltages) that holds

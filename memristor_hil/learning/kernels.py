@@ -293,31 +293,6 @@ def pulse_weight_change(resistance, c, r0, r1, a):
     return np.where(x > 0, out, np.inf)
 
 
-@njit(cache=True, nogil=True)
-def update_pulse_weight_change(  # pragma: no cover - compiled
-    rows, cols, polarity, size, origins, r_pos, r_neg, per_pos, per_neg, c, r0, r1, inv_a
-):
-    """:func:`pulse_weight_change` again for the cells just pulsed (after :func:`store_cells`)."""
-    a = 1.0 / inv_a
-    for k in range(size):
-        if polarity[k]:
-            i = np.uint64(np.int64(rows[k]) - origins[0])
-            j = np.uint64(np.int64(cols[k]) - origins[1])
-            big_r = np.float64(r_pos[i, j])
-        else:
-            i = np.uint64(np.int64(rows[k]) - origins[2])
-            j = np.uint64(np.int64(cols[k]) - origins[3])
-            big_r = np.float64(r_neg[i, j])
-        x = (big_r - r0) / r1
-        step = np.inf
-        if x > 0.0:
-            step = c * (-a) * (big_r - r0) / (x**inv_a * big_r * big_r)
-        if polarity[k]:
-            per_pos[i, j] = step
-        else:
-            per_neg[i, j] = step
-
-
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)

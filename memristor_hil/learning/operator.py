@@ -335,8 +335,8 @@ class _PartRunner:
             r0, r1, a = part.nominal
             self.nominal = (float(r0), float(r1), 1.0 / float(a))
             # each device's weight change per pulse, from the resistances as the run starts
-            self.per_pos = kernels.pulse_weight_change(r_pos, self.c, r0, r1, a)
-            self.per_neg = kernels.pulse_weight_change(r_neg, self.c, r0, r1, a)
+            self.per_pos = pairs.nominal_pulse_change(r_pos, self.c, r0, r1, a)
+            self.per_neg = pairs.nominal_pulse_change(r_neg, self.c, r0, r1, a)
             # each device's measured / nominal change per pulse (pairs.store_calibrated)
             self.ratio_pos = np.ones(weights.shape, dtype=np.float64)
             self.ratio_neg = np.ones(weights.shape, dtype=np.float64)

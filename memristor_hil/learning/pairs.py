@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["CALIBRATION_RATE", "store_calibrated"]
+__all__ = ["CALIBRATION_RATE", "nominal_pulse_change", "store_calibrated"]
 
 #: Weight of the newest measurement in each device's running ratio of measured to nominal
 #: change per pulse (an exponential moving average; 1 would trust the last pulse alone).
@@ -38,6 +38,19 @@ def _nominal_resistance(big_r, k, r0, r1, inv_a):  # pragma: no cover - compiled
         return np.nan
     n = x**inv_a
     return r0 + r1 * (n + k) ** (1.0 / inv_a)
+
+
+def nominal_pulse_change(resistance, c, r0, r1, a):
+    """``c`` times the nominal model's conductance change of one SET pulse from ``resistance``
+    (numpy; ``inf`` where the model allows no change): what :func:`store_calibrated` keeps
+    per device, before any read-back has calibrated it."""
+    big_r = np.asarray(resistance, dtype=np.float64)
+    x = (big_r - r0) / r1
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        after = r0 + r1 * (x ** (1.0 / a) + 1.0) ** a
+        following = 1.0 / after - 1.0 / big_r
+        ok = (x > 0) & (following > 0) & np.isfinite(following)
+    return np.where(ok, c * np.where(ok, following, 1.0), np.inf)
 
 
 @njit(cache=True, nogil=True)
@@ -87,7 +100,13 @@ def store_calibrated(  # pragma: no cover - compiled
             j = np.uint64(np.int64(cols[k]) - origins[3])
             big_r = np.float64(r_neg[i, j])
             ratio = ratio_neg[i, j]
-        predicted = 1.0 / _nominal_resistance(big_r, counts[k], r0, r1, inv_a) - 1.0 / big_r
+        per_pulse = per_pos[i, j] if polarity[k] else per_neg[i, j]
+        if counts[k] == 1 and ratio > 0.0 and per_pulse > 0.0 and np.isfinite(per_pulse):
+            # one pulse: its nominal change is what the last store (or the start) kept,
+            # ``c * ratio * following``; two powers fewer per cell than evaluating it again
+            predicted = per_pulse / (c * ratio)
+        else:
+            predicted = 1.0 / _nominal_resistance(big_r, counts[k], r0, r1, inv_a) - 1.0 / big_r
         if predicted > 0.0 and np.isfinite(predicted):
             measured = 1.0 / big_r_new - 1.0 / big_r
             ratio += rate * (max(measured, 0.0) / predicted - ratio)
