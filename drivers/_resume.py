@@ -10,8 +10,6 @@ and across a restart of the device that kept its state file.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from memristor_hil.errors import (
@@ -86,16 +84,16 @@ class ResumableCrossbar(SequencedCrossbar):
                 self._safe_quietly()
             raise
 
-    def _call(self, op: Op, body: bytes = b"", retries: int | None = None, **kwargs: Any) -> bytes:
+    def _call(self, op: Op, body: bytes = b"", retries: int | None = None) -> bytes:
+        # While a state-changing command is unanswered, every state-changing command reuses
+        # its number (SequencedCrossbar._command takes the number explicitly).
         resend = self._unanswered if op in wire.SEQUENCED else None
-        latest = self._seq
-        if resend is not None:
-            self._seq = resend - 1  # the base class sends the next number: ``resend``
+        seq = self._next_seq() if resend is None else resend
         try:
-            reply = super()._call(op, body, retries, **kwargs)
+            reply = self._command(op, body, seq, retries)
         except _UNANSWERED:
             if op in wire.SEQUENCED and self._unanswered is None:
-                self._unanswered = self._seq
+                self._unanswered = seq
             raise
         except DeviceError as exc:
             if op in wire.SEQUENCED:
@@ -106,9 +104,6 @@ class ResumableCrossbar(SequencedCrossbar):
                     "executed by the device, and this different one was not; send it again"
                 ) from None
             raise
-        finally:
-            if resend is not None:
-                self._seq = latest
         if op in wire.SEQUENCED:
             self._unanswered = None
         return reply

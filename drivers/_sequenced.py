@@ -320,8 +320,19 @@ class SequencedCrossbar(Crossbar):
         return self._seq
 
     def _call(self, op: Op, body: bytes = b"", retries: int | None = None) -> bytes:
-        """Send a command and return its reply body, retrying with the same sequence number."""
-        message = wire.encode_request(self._next_seq(), op, body, self._session)
+        """Send a command with the next sequence number; return its reply body.
+
+        Every command goes through here: a subclass that must choose the sequence number
+        itself (``_resume.ResumableCrossbar`` re-sends an unanswered one) overrides this and
+        calls :meth:`_command` with the number it chose.
+        """
+        return self._command(op, body, self._next_seq(), retries)
+
+    def _command(self, op: Op, body: bytes, seq: int, retries: int | None = None) -> bytes:
+        """Send ``op`` with sequence number ``seq`` and return its reply body, re-sending the
+        same message (same number) on a timeout or damaged reply up to ``retries`` times
+        (default: :attr:`retries`)."""
+        message = wire.encode_request(seq, op, body, self._session)
         return self._exchange(op, message, self._retries if retries is None else retries)
 
     def _exchange(self, op: Op, message: bytes, retries: int) -> bytes:
