@@ -33,6 +33,8 @@ from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
 
 __all__ = ["Link", "LinkTimeout", "SequencedCrossbar"]
 
+_VERSIONS = " and ".join(map(str, wire.SUPPORTED_VERSIONS))
+
 
 class LinkTimeout(Exception):
     """No complete reply arrived before the deadline (internal to the drivers)."""
@@ -111,6 +113,7 @@ class SequencedCrossbar(Crossbar):
         self._session = secrets.randbits(32) or 1
         self._reopen = False
         self._unfinished: _SplitApply | None = None
+        self._native = False
         self.stats = {"commands": 0, "retries": 0, "reopens": 0, "split_parts": 0, "reclaims": 0}
         claimed = False
         try:
@@ -121,15 +124,18 @@ class SequencedCrossbar(Crossbar):
                 if exc.status == Status.MALFORMED:
                     raise ProtocolError(
                         f"{name} refused this driver's IDENTIFY ({exc}): it probably speaks "
-                        f"protocol version 1; this driver speaks version {wire.PROTOCOL_VERSION} "
-                        "only (update the device's firmware)"
+                        f"protocol version 1; this driver speaks versions {_VERSIONS} "
+                        "(update the device's firmware)"
                     ) from None
                 raise
-            if info.version != wire.PROTOCOL_VERSION:
+            if info.version not in wire.SUPPORTED_VERSIONS:
                 raise ProtocolError(
                     f"{name} speaks protocol version {info.version}; this driver speaks "
-                    f"version {wire.PROTOCOL_VERSION}"
+                    f"versions {_VERSIONS}"
                 )
+            # version 3: read-backs come in the device's own precision (binary32 devices send
+            # half the bytes); a version-2 device (the C firmware) sends binary64 as before
+            self._native = info.version >= 3
             if not monitor:
                 mode = wire.Claim.TAKE_OVER if takeover else wire.Claim.CLAIM
                 info = wire.decode_info(self._call(Op.CLAIM, bytes([mode])))
@@ -183,7 +189,8 @@ class SequencedCrossbar(Crossbar):
                 "call resume_apply() first"
             )
         count = len(cells.flat)
-        body = wire.encode_batch(batch, cells, read_back)
+        native = read_back and self._native
+        body = wire.encode_batch(batch, cells, read_back, native)
         fits = (
             count <= self._max_cells
             and wire.REQUEST_HEADER + len(body) <= self._max_message
@@ -195,7 +202,11 @@ class SequencedCrossbar(Crossbar):
             except CrossbarError:
                 self._safe_quietly()
                 raise
-            return wire.decode_resistances(reply, count) if read_back else None
+            if not read_back:
+                return None
+            if native:
+                return wire.decode_readings(reply, count)
+            return wire.decode_resistances(reply, count)
         self._unfinished = self._split(batch, cells.flat, read_back)
         return self.resume_apply()
 
