@@ -4,9 +4,9 @@ Starts ``memristor-hil emulate`` twice (``--serial`` on a pseudo-terminal, ``--t
 loopback port for VISA/pyvisa-py) and measures, side by side with the in-process emulator in the
 same run: the median round trip of a one-cell batch and of a 10^4-cell batch (the 100x100
 positive block of a 100x200 crossbar of float32 devices, with read-back: 2.5 kB out as a
-bitmap, 40 kB of binary32 back through protocol version 3), plus the round trips and pulses per second that follow. With ``--mpes`` it also times the
-100x100-neuron Nengo network of reference/baselines.md learning with mPES on each backend,
-relative to the in-process emulator.
+bitmap, 40 kB of binary32 back through protocol version 3), plus the round trips and pulses
+per second that follow. With ``--mpes`` it also times the 100x100-neuron Nengo network of
+reference/baselines.md learning with mPES on each backend, relative to the in-process emulator.
 
 Usage::
 
