@@ -173,6 +173,48 @@ def test_a_version_3_device_reads_back_in_its_own_precision():
     assert device.received == [message for message, _ in script]
 
 
+def test_submit_sends_at_once_and_waits_in_result_with_the_usual_retries():
+    """Crossbar.submit returns without waiting for the reply (here: lost, so the wait in
+    result() re-sends the same sequence number); the next call collects an uncollected submit
+    first, and a failed one raises there, after the outputs were made safe."""
+    v3 = wire.DeviceInfo(2, 3, SafetyLimits(), "acme,xbar-2x3,1,fw2", last_seq=41, version=3)
+    batch = PulseBatch([0, 1], [2, 0])
+    body = bytes.fromhex("21 01 02 00 00 00 02 00 00 00 03 00 00 00 01")
+    body += bytes.fromhex("9a 99 99 99 99 99 b9 3f 8d ed b5 a0 f7 c6 b0 3e")
+    r32 = R.astype("<f4")
+    region = bytes.fromhex("01000000 00000000 01000000 02000000")
+    refused = wire.encode_error("row driver 1 over temperature")
+    script = [
+        *opening(v3),
+        (request(42, Op.APPLY, body), None),  # lost: result() waits out the timeout ...
+        (request(42, Op.APPLY, body), reply(42, Op.APPLY, r32.tobytes())),  # ... and re-sends
+        (request(43, Op.APPLY, body), reply(43, Op.APPLY, r32.tobytes())),
+        (request(44, Op.READ_REGION, region), reply(44, Op.READ_REGION, R.tobytes())),
+        (request(45, Op.APPLY, body), reply(45, Op.APPLY, refused, Status.DEVICE)),
+        (request(46, Op.SAFE), reply(46, Op.SAFE)),
+        *closing(47),
+    ]
+    device = ScriptedDevice(script)
+    try:
+        with SerialCrossbar(device.port, timeout=0.5, retries=1) as xbar:
+            start = time.monotonic()
+            pending = xbar.submit(batch, read_back=True)
+            assert time.monotonic() - start < 0.25 and not pending.done
+            assert pending.result().tobytes() == r32.tobytes()
+            assert xbar.stats["retries"] == 1
+            pending = xbar.submit(batch, read_back=True)
+            assert xbar.read_region(1, 0, 1, 2).tobytes() == R.tobytes()  # collects it first
+            assert pending.done and pending.result().tobytes() == r32.tobytes()
+            failed = xbar.submit(batch, read_back=True)
+            with pytest.raises(DeviceError, match="over temperature"):
+                xbar.read_all()  # the next call raises the uncollected failure ...
+            with pytest.raises(DeviceError, match="over temperature"):
+                failed.result()  # ... and so does its handle
+    finally:
+        device.close()
+    assert device.received == [message for message, _ in script]
+
+
 def test_another_sessions_reply_is_skipped_and_device_errors_carry_the_device_text():
     """A killed client's reply with the very sequence number and opcode awaited, but its own
     session, is not this client's answer."""

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from memristor_hil.emulator import EmulatedCrossbar
 
 from memristor_hil import (
+    AddressError,
     Crossbar,
     CrossbarClosedError,
     InvalidBatchError,
@@ -287,3 +288,16 @@ def test_float32_power_law_kernel_is_accurate_over_the_whole_range(exponent):
     r0, r1 = np.full(x.size, 200, np.float32), np.full(x.size, 2.3e8, np.float32)
     got_dev = kernels.power_law_f32(x[::-1].copy(), r0, r1, per, flat)
     np.testing.assert_array_equal(got_dev[::-1], got)
+
+
+def test_submit_on_an_in_process_crossbar_applies_before_returning():
+    """Crossbar.submit's default: checked like apply, applied at once, the same read-back."""
+    a, b = EmulatedCrossbar(3, 4, seed=2), EmulatedCrossbar(3, 4, seed=2)
+    batch = PulseBatch([0, 2, 1], [3, 1, 1], pulses=[2, 1, 4])
+    pending = a.submit(batch, read_back=True)
+    assert pending.done
+    assert pending.result().tobytes() == b.apply(batch, read_back=True).tobytes()
+    assert a.read_all().tobytes() == b.read_all().tobytes()
+    with pytest.raises(AddressError, match="outside"):
+        a.submit(PulseBatch([3], [0]))
+    assert a.read_all().tobytes() == b.read_all().tobytes()
