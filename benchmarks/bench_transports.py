@@ -11,6 +11,11 @@ reference/baselines.md learning with mPES on each backend, relative to the in-pr
 Usage::
 
     python benchmarks/bench_transports.py [--repeats N] [--mpes] [--sim-time S] [--rounds R]
+        [--pipeline] [--steps N] [--compute S]
+
+``--pipeline`` times mPES-shaped steps (a batch of ~5000 cells with read-back plus ``--compute``
+seconds of other work, 0.3 ms by default: the part of a 100x100 Nengo step that does not need
+the step's read-back) applied in turn and overlapped through ``Crossbar.submit``.
 
 Targets: a 10^4-pulse batch round trip under 2 ms; the 100x100 Nengo run through serial or VISA
 within 2x of the in-process one (issue 16), with bit-identical devices at the end.
@@ -132,6 +137,74 @@ def mpes_table(urls: dict[str, str], sim_time: float, rounds: int) -> None:
         print(f"{name}: every device's final resistance bit-identical to in-process: {same}")
 
 
+def mpes_batches(steps: int, seed: int = 0) -> list[PulseBatch]:
+    """The shape of a 100x100 mPES step: ~5000 distinct ascending cells of the 100x200 array."""
+    rng = np.random.default_rng(seed)
+    return [
+        PulseBatch.from_flat(np.flatnonzero(rng.random(SHAPE[0] * SHAPE[1]) < 0.25), SHAPE[1])
+        for _ in range(steps)
+    ]
+
+
+def busy(seconds: float) -> None:
+    """Stand-in for the Nengo work of a step (holds the interpreter, as Nengo's ops do)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def pipeline_table(urls: dict[str, str], steps: int, compute: float, rounds: int) -> None:
+    """Per step: ``compute`` seconds of other work and one mPES-shaped apply with read-back,
+    either in turn (``apply``) or overlapped (``submit``, the work, then ``result()``): what
+    an mPES operator that submits its batch and collects the read-back only before the next
+    step reads its weights would gain. Devices must end bit-identical to in-process."""
+    from memristor_hil.drivers import SerialCrossbar, VisaCrossbar
+
+    crossbars = {
+        "in-process": open_crossbar(urls["in-process"]),
+        "serial": SerialCrossbar(urls["serial"].split("://", 1)[1], timeout=10),
+        "visa": VisaCrossbar(urls["visa"].split("://", 1)[1], timeout=10),
+    }
+    batches = mpes_batches(steps)
+
+    def in_turn(x) -> float:
+        start = time.perf_counter()
+        for batch in batches:
+            busy(compute)
+            x.apply(batch, read_back=True)
+        return (time.perf_counter() - start) / steps
+
+    def overlapped(x) -> float:
+        start = time.perf_counter()
+        for batch in batches:
+            pending = x.submit(batch, read_back=True)
+            busy(compute)
+            pending.result()
+        return (time.perf_counter() - start) / steps
+
+    times: dict[tuple[str, str], list[float]] = {}
+    try:
+        for _ in range(rounds):
+            for name, x in crossbars.items():
+                for mode, run in (("apply", in_turn), ("submit", overlapped)):
+                    times.setdefault((name, mode), []).append(run(x))
+        final = {name: np.asarray(x.read_all(), np.float64) for name, x in crossbars.items()}
+    finally:
+        for x in crossbars.values():
+            x.close()
+    print(
+        f"\nmPES-shaped steps (~5000 cells, float32 read-back) with {compute * 1e3:.2f} ms of "
+        f"other work each, {steps} steps x {rounds} interleaved rounds, wall clock"
+    )
+    print(f"{'backend':10} {'mode':>7} {'min ms/step':>12} {'x in-process apply':>19}")
+    base = min(times[("in-process", "apply")])
+    for (name, mode), got in times.items():
+        print(f"{name:10} {mode:>7} {min(got) * 1e3:12.3f} {min(got) / base:18.2f}x")
+    for name in ("serial", "visa"):
+        same = final[name].tobytes() == final["in-process"].tobytes()
+        print(f"{name}: every device's final resistance bit-identical to in-process: {same}")
+
+
 @contextlib.contextmanager
 def services() -> Iterator[dict[str, str]]:
     """Fresh serial and TCP services (devices as the in-process emulator's): their URLs."""
@@ -156,12 +229,22 @@ def main() -> None:
     parser.add_argument("--mpes", action="store_true", help="also time a 100x100 mPES run")
     parser.add_argument("--sim-time", type=float, default=1.0, help="simulated seconds (--mpes)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (--mpes)")
+    parser.add_argument(
+        "--pipeline", action="store_true", help="also time apply vs submit (overlapped) steps"
+    )
+    parser.add_argument("--steps", type=int, default=300, help="steps per round (--pipeline)")
+    parser.add_argument(
+        "--compute", type=float, default=0.3e-3, help="other work per step, s (--pipeline)"
+    )
     args = parser.parse_args()
     with services() as urls:
         transport_table(urls, args.repeats)
     if args.mpes:
         with services() as urls:  # fresh devices: the runs must end bit-identical
             mpes_table(urls, args.sim_time, args.rounds)
+    if args.pipeline:
+        with services() as urls:
+            pipeline_table(urls, args.steps, args.compute, args.rounds)
 
 
 if __name__ == "__main__":
