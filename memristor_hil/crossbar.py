@@ -110,8 +110,8 @@ class Crossbar(ABC):
     :class:`~memristor_hil.errors.CrossbarClosedError`. Resistances are in ohm, as float arrays.
     """
 
-    #: The apply a :meth:`submit` started and nobody has collected yet (see :meth:`_settle`).
-    _pending: PendingApply | None = None
+    #: The apply a :meth:`submit` started and nobody has collected yet.
+    _submitted: PendingApply | None = None
 
     def __init__(
         self, shape: tuple[int, int], *, limits: SafetyLimits | None = None, identity: str = ""
@@ -215,7 +215,7 @@ class Crossbar(ABC):
             With ``read_back``, resistances in batch order (shape ``(len(batch),)``).
         """
         self._check_open()
-        self._settle()
+        self._collect_submitted()
         if not isinstance(batch, PulseBatch):
             raise InvalidBatchError(f"apply() takes a PulseBatch, got {type(batch).__name__}")
         batch.check(self._limits)
@@ -247,25 +247,25 @@ class Crossbar(ABC):
             ``result()`` waits for the answer: the read-back (or None without ``read_back``).
         """
         self._check_open()
-        self._settle()
+        self._collect_submitted()
         if not isinstance(batch, PulseBatch):
             raise InvalidBatchError(f"submit() takes a PulseBatch, got {type(batch).__name__}")
         batch.check(self._limits)
         cells = self._locate(batch.rows, batch.cols)
         pending = self._submit(batch, cells, read_back)
-        self._pending = None if pending.done else pending
+        self._submitted = None if pending.done else pending
         return pending
 
     def read(self, rows: ArrayLike, cols: ArrayLike) -> np.ndarray:
         """Resistances of the cells ``(rows[i], cols[i])``, shape ``(len(rows),)``."""
         self._check_open()
-        self._settle()
+        self._collect_submitted()
         return self._read(self._locate(rows, cols).flat)
 
     def read_region(self, row: int, col: int, nrows: int, ncols: int) -> np.ndarray:
         """Resistances of the ``nrows x ncols`` block whose top-left cell is ``(row, col)``."""
         self._check_open()
-        self._settle()
+        self._collect_submitted()
         if nrows <= 0 or ncols <= 0:
             raise InvalidBatchError(f"region size must be positive, got {nrows}x{ncols}")
         if not (
@@ -283,7 +283,7 @@ class Crossbar(ABC):
     def read_all(self) -> np.ndarray:
         """Resistances of every cell, shape ``(rows, cols)``."""
         self._check_open()
-        self._settle()
+        self._collect_submitted()
         return self._read_all()
 
     def close(self) -> None:
@@ -291,7 +291,7 @@ class Crossbar(ABC):
         if not self._closed:
             self._closed = True
             try:
-                self._settle()
+                self._collect_submitted()
             except Exception:  # noqa: BLE001 - its handle still raises it; close goes on
                 pass
             finally:
@@ -312,11 +312,11 @@ class Crossbar(ABC):
         if self._closed:
             raise CrossbarClosedError(f"{self!r} is closed")
 
-    def _settle(self) -> None:
+    def _collect_submitted(self) -> None:
         """Collect the outstanding :meth:`submit`, if any (raising its error if it failed)."""
-        pending = self._pending
+        pending = self._submitted
         if pending is not None:
-            self._pending = None
+            self._submitted = None
             pending.result()
 
     # ------------------------------------------------------------------ backend hooks
