@@ -3,25 +3,34 @@
 Starts ``memristor-hil emulate`` twice (``--serial`` on a pseudo-terminal, ``--tcp`` on a
 loopback port for VISA/pyvisa-py) and measures, side by side with the in-process emulator in the
 same run: the median round trip of a one-cell batch and of a 10^4-cell batch (the 100x100
-positive block of a 100x200 crossbar, with read-back: 2.5 kB out as a bitmap, 80 kB of float64
-back), plus the round trips and pulses per second that follow. With ``--mpes`` it also times the
-100x100-neuron Nengo network of reference/baselines.md learning with mPES on each backend,
-relative to the in-process emulator.
+positive block of a 100x200 crossbar of float32 devices, with read-back: 2.5 kB out as a
+bitmap, 40 kB of binary32 back through protocol version 3), plus the round trips and pulses
+per second that follow. With ``--mpes`` it also times the 100x100-neuron Nengo network of
+reference/baselines.md learning with mPES on each backend, relative to the in-process emulator.
 
 Usage::
 
-    python benchmarks/bench_transports.py [--repeats N] [--mpes] [--sim-time S]
+    python benchmarks/bench_transports.py [--repeats N] [--mpes] [--sim-time S] [--rounds R]
+        [--pipeline] [--steps N] [--compute S]
+
+``--pipeline`` times mPES-shaped steps (a batch of ~5000 cells with read-back plus ``--compute``
+seconds of other work, 0.3 ms by default: the part of a 100x100 Nengo step that does not need
+the step's read-back) applied in turn and overlapped through ``Crossbar.submit``.
 
 Targets: a 10^4-pulse batch round trip under 2 ms; the 100x100 Nengo run through serial or VISA
-within 3x of the in-process one.
+within 2x of the in-process one (issue 16), with bit-identical devices at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import statistics
 import subprocess
 import time
+from collections.abc import Iterator
 
+import nengo
 import numpy as np
 
 from memristor_hil import PulseBatch, open_crossbar
@@ -29,7 +38,9 @@ from memristor_hil.testing import EmulatorService
 
 #: 100 post x (100 + 100) pre devices: the mPES layout of a 100x100 connection
 SHAPE = (100, 200)
-URL = f"emulator://?rows={SHAPE[0]}&cols={SHAPE[1]}&seed=0"
+#: float32 devices, as mPES's default model (the native read-back of protocol version 3 then
+#: carries 4 bytes per reading instead of 8)
+URL = f"emulator://?rows={SHAPE[0]}&cols={SHAPE[1]}&seed=0&dtype=float32"
 
 
 def start_service(*args: str, url: str = URL) -> tuple[subprocess.Popen, str]:
@@ -73,31 +84,143 @@ def transport_table(urls: dict[str, str], repeats: int) -> None:
                 )
 
 
-def mpes_table(urls: dict[str, str], sim_time: float) -> None:
-    """Wall time of the 100x100 network of reference/baselines.md with mPES on each backend."""
-    from bench_mpes import build, wall_time
+def mpes_table(urls: dict[str, str], sim_time: float, rounds: int) -> None:
+    """Wall time of the 100x100 network of reference/baselines.md with mPES on each backend.
+
+    Every backend gets the same runs in the same order (a warm-up, then ``rounds`` interleaved
+    rounds), so their devices must end in the same state: the last line compares every
+    device's resistance, read through each backend, with the in-process emulator's, bit for
+    bit. Wall clock (``time.perf_counter``): the service's work is in another process.
+    """
+    from bench_mpes import build
     from memristor_hil.drivers import SerialCrossbar, VisaCrossbar
 
     from memristor_hil import mPES
 
-    def run(crossbar) -> float:
+    def run(crossbar, seconds: float) -> float:
         # bench_mpes.py's network (shared/reference/baselines.md), SHAPE[0] neurons each side
-        return wall_time(build(SHAPE[0], mPES(crossbar=crossbar)), sim_time)
+        with nengo.Simulator(build(SHAPE[0], mPES(crossbar=crossbar)), progress_bar=False) as sim:
+            start = time.perf_counter()
+            sim.run(seconds)
+            return time.perf_counter() - start
 
-    print(f"\n{SHAPE[0]}x{SHAPE[1] // 2} Nengo network with mPES, {sim_time} s simulated (dt 1 ms)")
-    base = None
-    for name, url in urls.items():
-        # driver objects, not URLs: the timing is of the transport alone
-        if name == "serial":
-            crossbar = SerialCrossbar(url.split("://", 1)[1], timeout=10)
-        elif name == "visa":
-            crossbar = VisaCrossbar(url.split("://", 1)[1], timeout=10)
-        else:
-            crossbar = open_crossbar(url)
-        with crossbar:
-            t = run(crossbar)
-        base = base or t
-        print(f"{name:10} {t:8.2f} s wall {t / base:8.2f}x in-process")
+    # driver objects, not URLs: the timing is of the transport alone
+    crossbars = {
+        "in-process": open_crossbar(urls["in-process"]),
+        "serial": SerialCrossbar(urls["serial"].split("://", 1)[1], timeout=10),
+        "visa": VisaCrossbar(urls["visa"].split("://", 1)[1], timeout=10),
+    }
+    times: dict[str, list[float]] = {name: [] for name in crossbars}
+    try:
+        for crossbar in crossbars.values():
+            run(crossbar, 0.05)  # compile, connect, fill caches
+        for _ in range(rounds):
+            for name, crossbar in crossbars.items():
+                times[name].append(run(crossbar, sim_time))
+        final = {name: np.asarray(x.read_all(), np.float64) for name, x in crossbars.items()}
+    finally:
+        for crossbar in crossbars.values():
+            crossbar.close()
+    print(
+        f"\n{SHAPE[0]}x{SHAPE[1] // 2} Nengo network with mPES (float32 devices), {sim_time} s "
+        f"simulated (dt 1 ms), {rounds} interleaved rounds, wall clock"
+    )
+    print(f"{'backend':10} {'min s':>8} {'median s':>9} {'min x in-process':>17} {'(median)':>9}")
+    best, middle = min(times["in-process"]), statistics.median(times["in-process"])
+    for name, got in times.items():
+        print(
+            f"{name:10} {min(got):8.3f} {statistics.median(got):9.3f} {min(got) / best:16.2f}x "
+            f"{statistics.median(got) / middle:8.2f}x"
+        )
+    for name in ("serial", "visa"):
+        same = final[name].tobytes() == final["in-process"].tobytes()
+        print(f"{name}: every device's final resistance bit-identical to in-process: {same}")
+
+
+def mpes_batches(steps: int, seed: int = 0) -> list[PulseBatch]:
+    """The shape of a 100x100 mPES step: ~5000 distinct ascending cells of the 100x200 array."""
+    rng = np.random.default_rng(seed)
+    return [
+        PulseBatch.from_flat(np.flatnonzero(rng.random(SHAPE[0] * SHAPE[1]) < 0.25), SHAPE[1])
+        for _ in range(steps)
+    ]
+
+
+def busy(seconds: float) -> None:
+    """Stand-in for the Nengo work of a step (holds the interpreter, as Nengo's ops do)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def pipeline_table(urls: dict[str, str], steps: int, compute: float, rounds: int) -> None:
+    """Per step: ``compute`` seconds of other work and one mPES-shaped apply with read-back,
+    either in turn (``apply``) or overlapped (``submit``, the work, then ``result()``): what
+    an mPES operator that submits its batch and collects the read-back only before the next
+    step reads its weights would gain. Devices must end bit-identical to in-process."""
+    from memristor_hil.drivers import SerialCrossbar, VisaCrossbar
+
+    crossbars = {
+        "in-process": open_crossbar(urls["in-process"]),
+        "serial": SerialCrossbar(urls["serial"].split("://", 1)[1], timeout=10),
+        "visa": VisaCrossbar(urls["visa"].split("://", 1)[1], timeout=10),
+    }
+    batches = mpes_batches(steps)
+
+    def in_turn(x) -> float:
+        start = time.perf_counter()
+        for batch in batches:
+            busy(compute)
+            x.apply(batch, read_back=True)
+        return (time.perf_counter() - start) / steps
+
+    def overlapped(x) -> float:
+        start = time.perf_counter()
+        for batch in batches:
+            pending = x.submit(batch, read_back=True)
+            busy(compute)
+            pending.result()
+        return (time.perf_counter() - start) / steps
+
+    times: dict[tuple[str, str], list[float]] = {}
+    try:
+        for _ in range(rounds):
+            for name, x in crossbars.items():
+                for mode, run in (("apply", in_turn), ("submit", overlapped)):
+                    times.setdefault((name, mode), []).append(run(x))
+        final = {name: np.asarray(x.read_all(), np.float64) for name, x in crossbars.items()}
+    finally:
+        for x in crossbars.values():
+            x.close()
+    print(
+        f"\nmPES-shaped steps (~5000 cells, float32 read-back) with {compute * 1e3:.2f} ms of "
+        f"other work each, {steps} steps x {rounds} interleaved rounds, wall clock"
+    )
+    print(f"{'backend':10} {'mode':>7} {'min ms/step':>12} {'x in-process apply':>19}")
+    base = min(times[("in-process", "apply")])
+    for (name, mode), got in times.items():
+        print(f"{name:10} {mode:>7} {min(got) * 1e3:12.3f} {min(got) / base:18.2f}x")
+    for name in ("serial", "visa"):
+        same = final[name].tobytes() == final["in-process"].tobytes()
+        print(f"{name}: every device's final resistance bit-identical to in-process: {same}")
+
+
+@contextlib.contextmanager
+def services() -> Iterator[dict[str, str]]:
+    """Fresh serial and TCP services (devices as the in-process emulator's): their URLs."""
+    serial_proc, pty = start_service("--serial")
+    tcp_proc, address = start_service("--tcp", "127.0.0.1:0")
+    host, port = address.rsplit(":", 1)
+    try:
+        yield {
+            "in-process": URL,
+            "serial": f"serial://{pty}",
+            "visa": f"visa://TCPIP::{host}::{port}::SOCKET",
+        }
+    finally:
+        for proc in (serial_proc, tcp_proc):
+            proc.terminate()
+            proc.wait(10)
 
 
 def main() -> None:
@@ -105,23 +228,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50, help="timed round trips per figure")
     parser.add_argument("--mpes", action="store_true", help="also time a 100x100 mPES run")
     parser.add_argument("--sim-time", type=float, default=1.0, help="simulated seconds (--mpes)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (--mpes)")
+    parser.add_argument(
+        "--pipeline", action="store_true", help="also time apply vs submit (overlapped) steps"
+    )
+    parser.add_argument("--steps", type=int, default=300, help="steps per round (--pipeline)")
+    parser.add_argument(
+        "--compute", type=float, default=0.3e-3, help="other work per step, s (--pipeline)"
+    )
     args = parser.parse_args()
-    serial_proc, pty = start_service("--serial")
-    tcp_proc, address = start_service("--tcp", "127.0.0.1:0")
-    host, port = address.rsplit(":", 1)
-    urls = {
-        "in-process": URL,
-        "serial": f"serial://{pty}",
-        "visa": f"visa://TCPIP::{host}::{port}::SOCKET",
-    }
-    try:
+    with services() as urls:
         transport_table(urls, args.repeats)
-        if args.mpes:
-            mpes_table(urls, args.sim_time)
-    finally:
-        for proc in (serial_proc, tcp_proc):
-            proc.terminate()
-            proc.wait(10)
+    if args.mpes:
+        with services() as urls:  # fresh devices: the runs must end bit-identical
+            mpes_table(urls, args.sim_time, args.rounds)
+    if args.pipeline:
+        with services() as urls:
+            pipeline_table(urls, args.steps, args.compute, args.rounds)
 
 
 if __name__ == "__main__":

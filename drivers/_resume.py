@@ -10,7 +10,7 @@ and across a restart of the device that kept its state file.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
@@ -86,29 +86,34 @@ class ResumableCrossbar(SequencedCrossbar):
                 self._safe_quietly()
             raise
 
-    def _call(self, op: Op, body: bytes = b"", retries: int | None = None, **kwargs: Any) -> bytes:
+    def _start(
+        self, op: Op, body: bytes = b"", retries: int | None = None, send_now: bool = False
+    ) -> Callable[[], bytes]:
+        # While a state-changing command is unanswered, every state-changing command reuses
+        # its number (SequencedCrossbar._begin takes the number explicitly).
         resend = self._unanswered if op in wire.SEQUENCED else None
-        latest = self._seq
-        if resend is not None:
-            self._seq = resend - 1  # the base class sends the next number: ``resend``
-        try:
-            reply = super()._call(op, body, retries, **kwargs)
-        except _UNANSWERED:
-            if op in wire.SEQUENCED and self._unanswered is None:
-                self._unanswered = self._seq
-            raise
-        except DeviceError as exc:
+        seq = self._next_seq() if resend is None else resend
+        wait = self._begin(op, body, seq, retries, send_now)
+
+        def finish() -> bytes:
+            try:
+                reply = wait()
+            except _UNANSWERED:
+                if op in wire.SEQUENCED and self._unanswered is None:
+                    self._unanswered = seq
+                raise
+            except DeviceError as exc:
+                if op in wire.SEQUENCED:
+                    self._unanswered = None  # answered (refused): it is known what happened
+                if resend is not None and "SEQUENCE" in str(exc):
+                    raise DeviceError(
+                        f"{exc}: the earlier command that got no answer (sequence {resend}) had "
+                        "been executed by the device, and this different one was not; send it "
+                        "again"
+                    ) from None
+                raise
             if op in wire.SEQUENCED:
-                self._unanswered = None  # answered (refused): it is known what happened
-            if resend is not None and "SEQUENCE" in str(exc):
-                raise DeviceError(
-                    f"{exc}: the earlier command that got no answer (sequence {resend}) had been "
-                    "executed by the device, and this different one was not; send it again"
-                ) from None
-            raise
-        finally:
-            if resend is not None:
-                self._seq = latest
-        if op in wire.SEQUENCED:
-            self._unanswered = None
-        return reply
+                self._unanswered = None
+            return reply
+
+        return finish

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from memristor_hil.crossbar import Crossbar
+from memristor_hil.crossbar import Crossbar, PendingApply
 from memristor_hil.errors import (
     ConnectionLostError,
     CrossbarError,
@@ -32,6 +33,8 @@ from memristor_hil.protocol.messages import Op, Status
 from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
 
 __all__ = ["Link", "LinkTimeout", "SequencedCrossbar"]
+
+_VERSIONS = " and ".join(map(str, wire.SUPPORTED_VERSIONS))
 
 
 class LinkTimeout(Exception):
@@ -111,6 +114,7 @@ class SequencedCrossbar(Crossbar):
         self._session = secrets.randbits(32) or 1
         self._reopen = False
         self._unfinished: _SplitApply | None = None
+        self._native = False
         self.stats = {"commands": 0, "retries": 0, "reopens": 0, "split_parts": 0, "reclaims": 0}
         claimed = False
         try:
@@ -121,15 +125,18 @@ class SequencedCrossbar(Crossbar):
                 if exc.status == Status.MALFORMED:
                     raise ProtocolError(
                         f"{name} refused this driver's IDENTIFY ({exc}): it probably speaks "
-                        f"protocol version 1; this driver speaks version {wire.PROTOCOL_VERSION} "
-                        "only (update the device's firmware)"
+                        f"protocol version 1; this driver speaks versions {_VERSIONS} "
+                        "(update the device's firmware)"
                     ) from None
                 raise
-            if info.version != wire.PROTOCOL_VERSION:
+            if info.version not in wire.SUPPORTED_VERSIONS:
                 raise ProtocolError(
                     f"{name} speaks protocol version {info.version}; this driver speaks "
-                    f"version {wire.PROTOCOL_VERSION}"
+                    f"versions {_VERSIONS}"
                 )
+            # version 3: read-backs come in the device's own precision (binary32 devices send
+            # half the bytes); a version-2 device (the C firmware) sends binary64 as before
+            self._native = info.version >= 3
             if not monitor:
                 mode = wire.Claim.TAKE_OVER if takeover else wire.Claim.CLAIM
                 info = wire.decode_info(self._call(Op.CLAIM, bytes([mode])))
@@ -183,21 +190,50 @@ class SequencedCrossbar(Crossbar):
                 "call resume_apply() first"
             )
         count = len(cells.flat)
-        body = wire.encode_batch(batch, cells, read_back)
-        fits = (
-            count <= self._max_cells
-            and wire.REQUEST_HEADER + len(body) <= self._max_message
-            and (not read_back or wire.REPLY_HEADER + 8 * count <= self._max_message)
-        )
-        if fits:
+        native = read_back and self._native
+        body = wire.encode_batch(batch, cells, read_back, native)
+        if self._fits(count, body, read_back):
             try:
                 reply = self._call(Op.APPLY, body)
             except CrossbarError:
                 self._safe_quietly()
                 raise
-            return wire.decode_resistances(reply, count) if read_back else None
+            return _read_back(reply, count, read_back, native)
         self._unfinished = self._split(batch, cells.flat, read_back)
         return self.resume_apply()
+
+    def _fits(self, count: int, body: bytes, read_back: bool) -> bool:
+        """Whether an APPLY of ``count`` cells and this body fits one command of the device."""
+        return (
+            count <= self._max_cells
+            and wire.REQUEST_HEADER + len(body) <= self._max_message
+            and (not read_back or wire.REPLY_HEADER + 8 * count <= self._max_message)
+        )
+
+    def _submit(self, batch: PulseBatch, cells: Cells, read_back: bool) -> PendingApply:
+        """Send the APPLY now and wait for its reply in ``result()`` (Crossbar.submit).
+
+        The command is the one ``apply()`` sends, with the same retries (same sequence number)
+        and the safe state after a failure; only the wait moves. A monitor, an unfinished
+        split apply, or a batch that must be split is handled by ``apply()`` at once.
+        """
+        if self._monitor or self._unfinished is not None:
+            return super()._submit(batch, cells, read_back)
+        count = len(cells.flat)
+        native = read_back and self._native
+        body = wire.encode_batch(batch, cells, read_back, native)
+        if not self._fits(count, body, read_back):
+            return super()._submit(batch, cells, read_back)
+        wait = self._start(Op.APPLY, body, send_now=True)
+
+        def finish() -> np.ndarray | None:
+            try:
+                return _read_back(wait(), count, read_back, native)
+            except BaseException:
+                self._safe_quietly()
+                raise
+
+        return PendingApply(finish)
 
     def _split(self, batch: PulseBatch, flat: np.ndarray, read_back: bool) -> _SplitApply:
         """Encode the parts of a batch too large for one command, each with its own sequence
@@ -320,13 +356,52 @@ class SequencedCrossbar(Crossbar):
         return self._seq
 
     def _call(self, op: Op, body: bytes = b"", retries: int | None = None) -> bytes:
-        """Send a command and return its reply body, retrying with the same sequence number."""
-        message = wire.encode_request(self._next_seq(), op, body, self._session)
-        return self._exchange(op, message, self._retries if retries is None else retries)
+        """Send a command and return its reply body (see :meth:`_start`)."""
+        return self._start(op, body, retries)()
 
-    def _exchange(self, op: Op, message: bytes, retries: int) -> bytes:
+    def _start(
+        self, op: Op, body: bytes = b"", retries: int | None = None, send_now: bool = False
+    ) -> Callable[[], bytes]:
+        """Number a command (the next sequence number) and, with ``send_now``, send it; the
+        function returned sends it if not yet sent and waits for its reply body.
+
+        Every command goes through here: a subclass that must choose the sequence number
+        itself (``_resume.ResumableCrossbar`` re-sends an unanswered one) overrides this and
+        calls :meth:`_begin` with the number it chose.
+        """
+        return self._begin(op, body, self._next_seq(), retries, send_now)
+
+    def _begin(
+        self,
+        op: Op,
+        body: bytes,
+        seq: int,
+        retries: int | None = None,
+        send_now: bool = False,
+    ) -> Callable[[], bytes]:
+        """Encode ``op`` with sequence number ``seq`` (and send it now with ``send_now``); the
+        function returned waits for its reply body, re-sending the same message (same number)
+        on a timeout or damaged reply up to ``retries`` times (default: :attr:`retries`)."""
+        message = wire.encode_request(seq, op, body, self._session)
+        retries = self._retries if retries is None else retries
+        sent = send_now and self._send_first(op, message)
+        return lambda: self._exchange(op, message, retries, sent)
+
+    def _send_first(self, op: Op, message: bytes) -> bool:
+        """Send a command's first attempt ahead of its wait; False if it was not sent (the
+        link needs reopening or failed: the wait's first attempt then does it, as usual)."""
+        if self._reopen:
+            return False
         try:
-            return self._send_until_answered(op, message, retries)
+            self._link.send(op, message)
+        except OSError:
+            self._reopen = True
+            return False
+        return True
+
+    def _exchange(self, op: Op, message: bytes, retries: int, sent: bool = False) -> bytes:
+        try:
+            return self._send_until_answered(op, message, retries, sent)
         except DeviceError as exc:
             if exc.status != Status.BUSY or op not in wire.SEQUENCED:
                 raise
@@ -340,7 +415,10 @@ class SequencedCrossbar(Crossbar):
             self.stats["reclaims"] += 1
             return self._send_until_answered(op, message, retries)
 
-    def _send_until_answered(self, op: Op, message: bytes, retries: int) -> bytes:
+    def _send_until_answered(
+        self, op: Op, message: bytes, retries: int, sent: bool = False
+    ) -> bytes:
+        """The reply body to ``message`` (its first attempt already sent if ``sent``)."""
         seq = int.from_bytes(message[:4], "little")
         self.stats["commands"] += 1
         failure = "no reply"
@@ -354,7 +432,8 @@ class SequencedCrossbar(Crossbar):
                     self.stats["reopens"] += 1
                     self._link.reopen()
                     self._reopen = False
-                self._link.send(op, message)
+                if attempt or not sent:
+                    self._link.send(op, message)
                 # after a re-send for a damaged reply, more damage notices are most likely
                 # the rest of the same damaged bytes: wait for the reply (or the timeout)
                 reply = self._await(seq, op, ignore_damage=damaged)
@@ -417,6 +496,15 @@ class _SplitApply:
     messages: list[bytes]
     read_back: np.ndarray | None
     next: int = 0
+
+
+def _read_back(reply: bytes, count: int, read_back: bool, native: bool) -> np.ndarray | None:
+    """What an APPLY's reply body holds: None, or its ``count`` readings."""
+    if not read_back:
+        return None
+    if native:
+        return wire.decode_readings(reply, count)
+    return wire.decode_resistances(reply, count)
 
 
 def _part(value: float | np.ndarray, part: slice) -> float | np.ndarray:

@@ -20,6 +20,7 @@ from ._sequenced import LinkTimeout
 __all__ = ["SerialCrossbar", "open_serial"]
 
 _POLL = 0.05
+_WRITE_TIMEOUT = 5.0
 _CHUNK = 1 << 16
 #: Draining stale input at open: stop after this much quiet, or after this long in all.
 _DRAIN_QUIET = 0.02
@@ -41,8 +42,12 @@ class _SerialLink:
         # exclusive: an advisory lock (flock) on a posix port, so that a second driver, or any
         # program that asks for exclusive access, is refused instead of stealing replies
         try:
-            return serial.serial_for_url(
-                self.port, baudrate=self.baudrate, timeout=_POLL, write_timeout=5.0, exclusive=True
+            port = serial.serial_for_url(
+                self.port,
+                baudrate=self.baudrate,
+                timeout=_POLL,
+                write_timeout=_WRITE_TIMEOUT,
+                exclusive=True,
             )
         except ValueError as exc:  # pyserial's way of saying "bad port settings or URL"
             raise OSError(f"cannot open {self.port!r}: {exc}") from None
@@ -53,13 +58,31 @@ class _SerialLink:
                     "terminal); close it there first"
                 ) from None
             raise
+        return port
 
     def retarget(self, port: str) -> None:
         """Use ``port`` from the next :meth:`reopen` on."""
         self.port = port
 
     def send(self, op: Op, message: bytes) -> None:
-        self._serial.write(encode_frame(message))
+        frame = encode_frame(message)
+        fd = getattr(self._serial, "fd", None)
+        if fd is None:  # a pyserial URL handler: its own write
+            self._serial.write(frame)
+            return
+        # a posix port: the system calls alone (pyserial's write adds a select per call)
+        view = memoryview(frame)
+        deadline = time.monotonic() + _WRITE_TIMEOUT
+        while view:
+            try:
+                view = view[os.write(fd, view) :]
+                continue
+            except BlockingIOError:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise OSError(f"{self.port}: write timed out (the device reads nothing)")
+            select.select([], [fd], [], remaining)
 
     def receive(self, timeout: float) -> bytes | None:
         deadline = time.monotonic() + timeout
@@ -87,6 +110,8 @@ class _SerialLink:
         chunks: list[bytes] = []
         got = 0
         while got < need:
+            # select first: with the raw settings pyserial gives a port (VMIN = 0), a read
+            # with nothing waiting returns b"" at once, as a hang-up does
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
                 break

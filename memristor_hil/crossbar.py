@@ -17,6 +17,9 @@ that tools above it use, each with a default that says "not available":
 - :attr:`Crossbar.device_parameters`: the per-device model parameters, only for a backend
   whose devices are simulated in this process (an emulator), so a caller may simulate them
   itself (NengoDL's native mPES builder does, inside the TensorFlow graph); ``None`` otherwise.
+- :meth:`Crossbar.submit`: start an apply and collect its read-back later
+  (:class:`PendingApply`), so a caller can compute while a remote device works; by default
+  (in-process backends) the batch is applied before ``submit`` returns.
 
 A wrapper (a recording, say) forwards exactly these, so nothing is reached by probing for
 attributes.
@@ -25,6 +28,7 @@ attributes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +41,55 @@ from .pulses import Cells, PulseBatch, SafetyLimits, cell_indices
 if TYPE_CHECKING:
     from .powerlaw import DeviceParameters, PowerLaw
 
-__all__ = ["Crossbar"]
+__all__ = ["Crossbar", "PendingApply"]
+
+
+class PendingApply:
+    """An apply started with :meth:`Crossbar.submit`: its read-back once the device answered.
+
+    Parameters
+    ----------
+    finish : callable
+        Waits for the device's answer and returns what ``apply()`` returns (or raises what it
+        raises). Called at most once.
+    """
+
+    __slots__ = ("_finish", "_outcome")
+
+    def __init__(self, finish: Callable[[], np.ndarray | None]) -> None:
+        self._finish: Callable[[], np.ndarray | None] | None = finish
+        self._outcome: tuple[bool, Any] = (True, None)
+
+    @classmethod
+    def completed(cls, result: np.ndarray | None) -> PendingApply:
+        """A pending apply that has already finished with ``result``."""
+        pending = cls(lambda: result)
+        pending.result()
+        return pending
+
+    @property
+    def done(self) -> bool:
+        """True once the answer has been collected (by :meth:`result` or by the crossbar)."""
+        return self._finish is None
+
+    def result(self) -> np.ndarray | None:
+        """Wait for the device's answer and return what ``apply()`` would have returned.
+
+        Raises
+        ------
+        CrossbarError
+            What ``apply()`` would have raised (every call raises it again).
+        """
+        if self._finish is not None:
+            finish, self._finish = self._finish, None
+            try:
+                self._outcome = (True, finish())
+            except BaseException as exc:
+                self._outcome = (False, exc)
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
 
 
 class Crossbar(ABC):
@@ -57,6 +109,9 @@ class Crossbar(ABC):
     Use as a context manager, or call :meth:`close` when done; a closed crossbar raises
     :class:`~memristor_hil.errors.CrossbarClosedError`. Resistances are in ohm, as float arrays.
     """
+
+    #: The apply a :meth:`submit` started and nobody has collected yet.
+    _submitted: PendingApply | None = None
 
     def __init__(
         self, shape: tuple[int, int], *, limits: SafetyLimits | None = None, identity: str = ""
@@ -168,6 +223,7 @@ class Crossbar(ABC):
             when given, else a new array the caller owns.
         """
         self._check_open()
+        self._collect_submitted()
         if not isinstance(batch, PulseBatch):
             raise InvalidBatchError(f"apply() takes a PulseBatch, got {type(batch).__name__}")
         if out is not None:
@@ -175,14 +231,50 @@ class Crossbar(ABC):
         batch.check(self._limits)
         return self._apply_batch(batch, read_back, out)
 
+    def submit(self, batch: PulseBatch, *, read_back: bool = False) -> PendingApply:
+        """Start applying a batch; :meth:`PendingApply.result` gives what :meth:`apply` returns.
+
+        The batch is checked here, as by :meth:`apply` (a bad batch raises and changes
+        nothing). A backend behind a link (the serial and VISA drivers) sends the command and
+        returns at once, so the caller can compute while the device works and the reply
+        travels; any other backend applies the batch before returning (a completed
+        :class:`PendingApply`). At most one apply is outstanding: the next call on this
+        crossbar (``apply``, ``submit``, a read, ``close``) first collects it, so commands
+        still reach the device one at a time and in order. If it failed, its error is raised
+        by :meth:`PendingApply.result` and, if nobody collected it first, by that next call.
+
+        Parameters
+        ----------
+        batch : PulseBatch
+            The pulses.
+        read_back : bool
+            Also read back each batch entry's cell resistance after the whole batch.
+
+        Returns
+        -------
+        PendingApply
+            ``result()`` waits for the answer: the read-back (or None without ``read_back``).
+        """
+        self._check_open()
+        self._collect_submitted()
+        if not isinstance(batch, PulseBatch):
+            raise InvalidBatchError(f"submit() takes a PulseBatch, got {type(batch).__name__}")
+        batch.check(self._limits)
+        cells = self._locate(batch.rows, batch.cols)
+        pending = self._submit(batch, cells, read_back)
+        self._submitted = None if pending.done else pending
+        return pending
+
     def read(self, rows: ArrayLike, cols: ArrayLike) -> np.ndarray:
         """Resistances of the cells ``(rows[i], cols[i])``, shape ``(len(rows),)``."""
         self._check_open()
+        self._collect_submitted()
         return self._read(self._locate(rows, cols).flat)
 
     def read_region(self, row: int, col: int, nrows: int, ncols: int) -> np.ndarray:
         """Resistances of the ``nrows x ncols`` block whose top-left cell is ``(row, col)``."""
         self._check_open()
+        self._collect_submitted()
         if nrows <= 0 or ncols <= 0:
             raise InvalidBatchError(f"region size must be positive, got {nrows}x{ncols}")
         if not (
@@ -200,13 +292,19 @@ class Crossbar(ABC):
     def read_all(self) -> np.ndarray:
         """Resistances of every cell, shape ``(rows, cols)``."""
         self._check_open()
+        self._collect_submitted()
         return self._read_all()
 
     def close(self) -> None:
         """Leave the outputs safe and release the device. Safe to call twice."""
         if not self._closed:
             self._closed = True
-            self._close()
+            try:
+                self._collect_submitted()
+            except Exception:  # noqa: BLE001 - its handle still raises it; close goes on
+                pass
+            finally:
+                self._close()
 
     def __enter__(self) -> Crossbar:
         return self
@@ -222,6 +320,13 @@ class Crossbar(ABC):
     def _check_open(self) -> None:
         if self._closed:
             raise CrossbarClosedError(f"{self!r} is closed")
+
+    def _collect_submitted(self) -> None:
+        """Collect the outstanding :meth:`submit`, if any (raising its error if it failed)."""
+        pending = self._submitted
+        if pending is not None:
+            self._submitted = None
+            pending.result()
 
     # ------------------------------------------------------------------ backend hooks
     def _locate(self, rows: ArrayLike, cols: ArrayLike) -> Cells:
@@ -251,6 +356,10 @@ class Crossbar(ABC):
     @abstractmethod
     def _apply(self, batch: PulseBatch, cells: Cells, read_back: bool) -> np.ndarray | None:
         """Apply a checked batch; ``cells`` holds its row-major cell indices."""
+
+    def _submit(self, batch: PulseBatch, cells: Cells, read_back: bool) -> PendingApply:
+        """Start a checked batch (see :meth:`submit`); by default apply it now."""
+        return PendingApply.completed(self._apply(batch, cells, read_back))
 
     @abstractmethod
     def _read(self, flat: np.ndarray) -> np.ndarray:

@@ -16,7 +16,8 @@ from memristor_hil.protocol import messages as wire
 from memristor_hil.protocol.framing import FrameDecoder, encode_frame
 from memristor_hil.protocol.messages import Op, Status
 
-INFO = wire.DeviceInfo(2, 3, SafetyLimits(), "acme,xbar-2x3,1,fw1", last_seq=41)
+#: A version-2 device (as the C reference firmware): read-backs in binary64, flag 0x20 unused.
+INFO = wire.DeviceInfo(2, 3, SafetyLimits(), "acme,xbar-2x3,1,fw1", last_seq=41, version=2)
 R = np.array([1.5e8, 2.5e7])
 
 
@@ -136,6 +137,84 @@ def test_driver_bytes_and_a_retry_with_the_same_sequence_number():
     assert device.received == [message for message, _ in script]  # ... so it is sent again
 
 
+def test_a_version_3_device_reads_back_in_its_own_precision():
+    """Against a version-3 device the driver sets APPLY flag 0x20: a binary32 device answers
+    4 bytes per reading (returned as float32, the same values), a binary64 one 8 bytes; any
+    other length is a damaged reply, never a misread."""
+    v3 = wire.DeviceInfo(2, 3, SafetyLimits(), "acme,xbar-2x3,1,fw2", last_seq=41, version=3)
+    batch = PulseBatch([0, 1], [2, 0])
+    body = bytes.fromhex(
+        "21 01 02 00 00 00"  # flags: read-back in native precision; 1-byte counts; 2 cells
+        "02 00 00 00 03 00 00 00"  # cells 2 and 3, as a list
+        "01"  # one shared pulse count
+        "9a 99 99 99 99 99 b9 3f"  # 0.1 V
+        "8d ed b5 a0 f7 c6 b0 3e"  # 1e-6 s
+    )
+    r32 = R.astype("<f4")
+    script = [
+        *opening(v3),
+        (request(42, Op.APPLY, body), reply(42, Op.APPLY, r32.tobytes())),
+        (request(43, Op.APPLY, body), reply(43, Op.APPLY, R.tobytes())),
+        (request(44, Op.APPLY, body), reply(44, Op.APPLY, R.tobytes()[:12])),
+        (request(45, Op.SAFE), reply(45, Op.SAFE)),  # after a reply that did not decode
+        *closing(46),
+    ]
+    device = ScriptedDevice(script)
+    try:
+        with SerialCrossbar(device.port, timeout=0.3, retries=0) as xbar:
+            got = xbar.apply(batch, read_back=True)
+            assert got.dtype == np.float32 and got.tobytes() == r32.tobytes()
+            got = xbar.apply(batch, read_back=True)
+            assert got.dtype == np.float64 and got.tobytes() == R.tobytes()
+            with pytest.raises(ProtocolError, match="expected 2 readings"):
+                xbar.apply(batch, read_back=True)
+    finally:
+        device.close()
+    assert device.received == [message for message, _ in script]
+
+
+def test_submit_sends_at_once_and_waits_in_result_with_the_usual_retries():
+    """Crossbar.submit returns without waiting for the reply (here: lost, so the wait in
+    result() re-sends the same sequence number); the next call collects an uncollected submit
+    first, and a failed one raises there, after the outputs were made safe."""
+    v3 = wire.DeviceInfo(2, 3, SafetyLimits(), "acme,xbar-2x3,1,fw2", last_seq=41, version=3)
+    batch = PulseBatch([0, 1], [2, 0])
+    body = bytes.fromhex("21 01 02 00 00 00 02 00 00 00 03 00 00 00 01")
+    body += bytes.fromhex("9a 99 99 99 99 99 b9 3f 8d ed b5 a0 f7 c6 b0 3e")
+    r32 = R.astype("<f4")
+    region = bytes.fromhex("01000000 00000000 01000000 02000000")
+    refused = wire.encode_error("row driver 1 over temperature")
+    script = [
+        *opening(v3),
+        (request(42, Op.APPLY, body), None),  # lost: result() waits out the timeout ...
+        (request(42, Op.APPLY, body), reply(42, Op.APPLY, r32.tobytes())),  # ... and re-sends
+        (request(43, Op.APPLY, body), reply(43, Op.APPLY, r32.tobytes())),
+        (request(44, Op.READ_REGION, region), reply(44, Op.READ_REGION, R.tobytes())),
+        (request(45, Op.APPLY, body), reply(45, Op.APPLY, refused, Status.DEVICE)),
+        (request(46, Op.SAFE), reply(46, Op.SAFE)),
+        *closing(47),
+    ]
+    device = ScriptedDevice(script)
+    try:
+        with SerialCrossbar(device.port, timeout=0.5, retries=1) as xbar:
+            start = time.monotonic()
+            pending = xbar.submit(batch, read_back=True)
+            assert time.monotonic() - start < 0.25 and not pending.done
+            assert pending.result().tobytes() == r32.tobytes()
+            assert xbar.stats["retries"] == 1
+            pending = xbar.submit(batch, read_back=True)
+            assert xbar.read_region(1, 0, 1, 2).tobytes() == R.tobytes()  # collects it first
+            assert pending.done and pending.result().tobytes() == r32.tobytes()
+            failed = xbar.submit(batch, read_back=True)
+            with pytest.raises(DeviceError, match="over temperature"):
+                xbar.read_all()  # the next call raises the uncollected failure ...
+            with pytest.raises(DeviceError, match="over temperature"):
+                failed.result()  # ... and so does its handle
+    finally:
+        device.close()
+    assert device.received == [message for message, _ in script]
+
+
 def test_another_sessions_reply_is_skipped_and_device_errors_carry_the_device_text():
     """A killed client's reply with the very sequence number and opcode awaited, but its own
     session, is not this client's answer."""
@@ -155,12 +234,12 @@ def test_another_sessions_reply_is_skipped_and_device_errors_carry_the_device_te
 
 
 def test_a_device_speaking_another_protocol_version_is_refused():
-    info = wire.DeviceInfo(2, 3, SafetyLimits(), "acme,future", version=3)
+    info = wire.DeviceInfo(2, 3, SafetyLimits(), "acme,future", version=4)
     device = ScriptedDevice(
         [(request(1, Op.IDENTIFY), reply(1, Op.IDENTIFY, wire.encode_info(info)))]
     )
     try:
-        with pytest.raises(ProtocolError, match="version 3"):
+        with pytest.raises(ProtocolError, match="version 4; this driver speaks versions 2 and 3"):
             SerialCrossbar(device.port, timeout=0.5)
     finally:
         device.close()
@@ -182,7 +261,7 @@ def test_no_sequence_number_is_reused_and_a_reply_must_echo_the_opcode():
     """A device whose last sequence is 0: IDENTIFY and CLAIM are sequences 1 and 2, so the first
     command must be 3; late IDENTIFY replies, a reply with the right sequence but another opcode
     and one from another session must not be taken for the APPLY's."""
-    fresh = wire.DeviceInfo(2, 3, SafetyLimits(), "acme", last_seq=0)
+    fresh = wire.DeviceInfo(2, 3, SafetyLimits(), "acme", last_seq=0, version=2)
     identify = reply(1, Op.IDENTIFY, wire.encode_info(fresh))
     body = bytes.fromhex("01 01 01 00 00 00  05 00 00 00  02") + np.array([0.1, 1e-6]).tobytes()
     wrong_op = reply(3, Op.READ_ALL, wire.encode_resistances(np.zeros(6)))

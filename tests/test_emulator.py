@@ -406,3 +406,16 @@ def test_float32_power_law_keeps_the_bits_it_had(exponent):
     one = np.ones(1, np.float32)
     got = kernels.power_law_f32(x, one * 200, one * 2.3e8, one * exponent, np.empty(0, np.int64))
     assert got.view(np.int32).tolist() == _POWER_LAW_BITS[exponent]
+
+
+def test_submit_on_an_in_process_crossbar_applies_before_returning():
+    """Crossbar.submit's default: checked like apply, applied at once, the same read-back."""
+    a, b = EmulatedCrossbar(3, 4, seed=2), EmulatedCrossbar(3, 4, seed=2)
+    batch = PulseBatch([0, 2, 1], [3, 1, 1], pulses=[2, 1, 4])
+    pending = a.submit(batch, read_back=True)
+    assert pending.done
+    assert pending.result().tobytes() == b.apply(batch, read_back=True).tobytes()
+    assert a.read_all().tobytes() == b.read_all().tobytes()
+    with pytest.raises(AddressError, match="outside"):
+        a.submit(PulseBatch([3], [0]))
+    assert a.read_all().tobytes() == b.read_all().tobytes()

@@ -642,3 +642,38 @@ def test_conformance_table_every_bad_request_gets_its_status_and_changes_nothing
     with connect(service, "serial", timeout=5) as xbar:
         assert xbar.read_all().tobytes() == before.tobytes()
         assert xbar.device_info.last_seq == 10
+
+
+def run_workload_submitted(xbar, steps: int) -> list[np.ndarray]:
+    """:func:`run_workload` through ``submit``: every read-back is collected with ``result()``,
+    half of them only after the next call on the crossbar (which must collect them first)."""
+    pending = []
+    for step, (batch, read_back) in enumerate(workload(steps, 0, *xbar.shape)):
+        handle = xbar.submit(batch, read_back=read_back)
+        if step % 2:
+            handle.result()  # at once
+        if read_back:
+            pending.append(handle)
+    final = xbar.read_all()  # collects the last one
+    assert all(handle.done for handle in pending)
+    return [handle.result() for handle in pending] + [final]
+
+
+@pytest.mark.parametrize("transport", ALL_BACKENDS)
+def test_submitted_batches_give_the_in_process_results_bit_for_bit(services, reference, transport):
+    """Crossbar.submit sends at once and collects later; float32 devices answer through
+    protocol version 3's native read-back (float32 arrays, as in-process), the version-2
+    firmware in float64 as always."""
+    url = EMULATOR_URL if transport == "firmware" else EMULATOR_URL + "&dtype=float32"
+    if transport == "firmware":
+        want = reference
+    else:
+        with open_crossbar(url) as xbar:
+            want = run_workload(xbar, STEPS)
+    service = services(*transport_args(transport), url=url, firmware=transport == "firmware")
+    with connect(service, transport, timeout=5) as xbar:
+        got = run_workload_submitted(xbar, STEPS)
+        assert xbar.stats["retries"] == 0
+    assert_bitwise_equal(got[:-1], want[:-1])
+    assert got[0].dtype == (np.float64 if transport == "firmware" else np.float32)
+    assert got[-1].astype(np.float64).tobytes() == want[-1].astype(np.float64).tobytes()

@@ -200,3 +200,55 @@ def test_float32_devices_are_recorded_exactly_in_float32(tmp_path):
         assert event.resistance.dtype == np.float32
         np.testing.assert_array_equal(event.resistance, out)
         assert record.readings().resistance.dtype == np.float64
+
+
+def test_submitted_batches_are_committed_when_collected(tmp_path, crossbar_service_factory):
+    """RecordingCrossbar.submit over a serial driver: the driver sends at once; each event is
+    in the file once its result (or the next call) has collected it, with the read-back, the
+    same as applying in turn in process; a batch whose reply never comes is recorded with its
+    error."""
+    from memristor_hil.drivers import SerialCrossbar
+
+    from memristor_hil import CrossbarTimeoutError
+    from memristor_hil.crossbar import Crossbar, PendingApply
+
+    url = URL + "&dtype=float32"
+    batches = [batch_for(i) for i in range(6)]
+    with open_crossbar(url) as plain:
+        want = [plain.apply(batch, read_back=True) for batch in batches]
+    path = tmp_path / "submitted.sqlite"
+    service = crossbar_service_factory("--serial", url=url)
+    with RecordingCrossbar(SerialCrossbar(service.where, timeout=5), path) as xbar:
+        handles = [xbar.submit(batch, read_back=True) for batch in batches]
+        assert len(xbar.record) == 5  # the last one is not collected yet
+        got = [handle.result() for handle in handles]
+        assert len(xbar.record) == 6
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == np.float32 and a.tobytes() == b.tobytes()
+    with Record.open(path) as record:
+        events = list(record.batches())
+    assert [event.resistance.tobytes() for event in events] == [b.tobytes() for b in want]
+
+    class Unanswered(Crossbar):
+        """Sends (in spirit) and never hears back: result() raises."""
+
+        def _submit(self, batch, cells, read_back):
+            def finish():
+                raise CrossbarTimeoutError("no reply within 1 s")
+
+            return PendingApply(finish)
+
+        def _apply(self, batch, cells, read_back):
+            return self._submit(batch, cells, read_back).result()
+
+        def _read(self, flat):
+            return np.zeros(len(flat))
+
+    lost = tmp_path / "lost.sqlite"
+    with RecordingCrossbar(Unanswered((2, 2)), lost) as xbar:
+        pending = xbar.submit(PulseBatch([1], [0], pulses=2), read_back=True)
+        with pytest.raises(CrossbarTimeoutError):
+            pending.result()
+    with Record.open(lost) as record:
+        (event,) = record.batches()
+    assert "CrossbarTimeoutError: no reply" in event.error and event.resistance is None

@@ -300,3 +300,42 @@ def test_configure_may_restore_the_hardware_limits_but_never_exceed_them():
     reply = wire.decode_reply(service.handle(wire.encode_request(2, Op.CONFIGURE, full, SESSION)))
     info = wire.decode_info(reply.body)
     assert reply.status == Status.OK and info.limits == info.hardware_limits == SafetyLimits()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_native_read_back_carries_the_devices_own_values_in_their_own_width(dtype):
+    """Protocol version 3, APPLY flag 0x20: binary32 devices answer 4 bytes per reading,
+    binary64 devices 8; the values are those of a plain read-back (and of the devices)."""
+    from memristor_hil.powerlaw import PowerLaw
+
+    services = [
+        CrossbarService(EmulatedCrossbar(*SHAPE, PowerLaw(dtype=dtype), seed=3), log=False)
+        for _ in range(2)
+    ]
+    batch = PulseBatch.from_flat([0, 3, 3, 9], SHAPE[1], 2)
+    replies = []
+    for service, native in zip(services, (False, True), strict=True):
+        service.handle(claim_message(SESSION))
+        body = wire.encode_batch(batch, batch.locate(SHAPE, SafetyLimits()), True, native)
+        reply = wire.decode_reply(service.handle(wire.encode_request(1, Op.APPLY, body, SESSION)))
+        assert reply.status == Status.OK and service.info().version == 3
+        replies.append(reply.body)
+    plain = wire.decode_resistances(replies[0], 4)
+    native = wire.decode_readings(replies[1], 4)
+    assert len(replies[1]) == 4 * (4 if dtype == "float32" else 8)
+    assert native.dtype == np.dtype(dtype)
+    assert plain.tobytes() == native.astype(np.float64).tobytes()
+    assert native.tobytes() == services[1].xbar.read([0, 0, 0, 1], [0, 3, 3, 2]).tobytes()
+
+
+def test_native_read_back_without_read_back_is_malformed_and_changes_nothing():
+    service = make_service()
+    state = snapshot(service)
+    batch = PulseBatch([0], [1])
+    body = bytearray(wire.encode_batch(batch, batch.locate(SHAPE, SafetyLimits()), False))
+    body[0] |= 0x20
+    reply = wire.decode_reply(
+        service.handle(wire.encode_request(1, Op.APPLY, bytes(body), SESSION))
+    )
+    assert reply.status == Status.MALFORMED and "0x20" in wire.decode_error(reply.body)
+    assert snapshot(service) == state

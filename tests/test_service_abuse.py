@@ -411,6 +411,7 @@ def test_an_apply_that_fails_midway_leaves_outputs_safe(services, monkeypatch):
             raise KeyboardInterrupt  # e.g. Ctrl-C while the reply was being decoded
 
         monkeypatch.setattr(wire, "decode_resistances", broken)
+        monkeypatch.setattr(wire, "decode_readings", broken)  # protocol version 3
         with pytest.raises(KeyboardInterrupt):
             xbar.apply(PulseBatch([1], [1], pulses=1), read_back=True)
         monkeypatch.undo()

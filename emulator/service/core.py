@@ -344,7 +344,7 @@ class CrossbarService:
                 decoded.batch.locate(xbar.shape, self.limits)
             self.outputs_safe = False
             result = xbar.apply(decoded.batch, read_back=decoded.read_back)
-            return b"" if result is None else wire.encode_resistances(result)
+            return b"" if result is None else wire.encode_readings(result, decoded.native)
         if op == Op.READ:
             flat = wire.decode_cells(body, self.max_cells)
             self._check_reply_size(len(flat))

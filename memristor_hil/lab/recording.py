@@ -1,8 +1,9 @@
 """RecordingCrossbar: any Crossbar, with every batch and read committed to a :class:`Record`.
 
-A batch is *acknowledged* when :meth:`RecordingCrossbar.apply` returns: by then it has been
-applied by the wrapped crossbar and committed to the record, so it is in the file even if the
-process is killed the next instant. A call that raises is committed too, with its error (the
+A batch is *acknowledged* when :meth:`RecordingCrossbar.apply` returns (or, for
+:meth:`~memristor_hil.crossbar.Crossbar.submit`, when its ``result()`` returns): by then it has
+been applied by the wrapped crossbar and committed to the record, so it is in the file even if
+the process is killed the next instant. A call that raises is committed too, with its error (the
 device may have applied part of the batch), and the error is raised again.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..crossbar import Crossbar
+from ..crossbar import Crossbar, PendingApply
 from ..powerlaw import PowerLaw
 from ..pulses import Cells, PulseBatch
 from .record import Record
@@ -127,6 +128,29 @@ class RecordingCrossbar(Crossbar):
             raise
         self._log_apply(batch, cells, result, started, clock, None)
         return result
+
+    def _submit(self, batch: PulseBatch, cells: Cells, read_back: bool) -> PendingApply:
+        """The wrapped crossbar's submit (a driver sends at once); the event is committed when
+        its read-back is collected, before ``result()`` returns: acknowledged still means in
+        the file. Its ``duration`` then runs from the submit to the collection."""
+        started = time.time()
+        clock = time.perf_counter()
+        try:
+            inner = self._inner.submit(batch, read_back=read_back)
+        except Exception as exc:
+            self._log_apply(batch, cells, None, started, clock, f"{type(exc).__name__}: {exc}")
+            raise
+
+        def finish() -> np.ndarray | None:
+            try:
+                result = inner.result()
+            except Exception as exc:
+                self._log_apply(batch, cells, None, started, clock, f"{type(exc).__name__}: {exc}")
+                raise
+            self._log_apply(batch, cells, result, started, clock, None)
+            return result
+
+        return PendingApply(finish)
 
     def _log_apply(
         self,

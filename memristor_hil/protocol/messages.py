@@ -5,9 +5,11 @@ A *message* is the transport-independent unit (``docs/protocol.md`` is the speci
 - request: ``seq u32 | opcode u8 | session u32 | body``
 - reply:   ``seq u32 | opcode u8 | status u8 | session u32 | body``
 
-(protocol version 2: the session is the controlling host's claim, echoed in every reply).
+(protocol version 2: the session is the controlling host's claim, echoed in every reply;
+version 3 adds one APPLY flag, read-back in the device's native precision).
 
-All integers are little-endian, floats IEEE 754 binary64 (so resistances round-trip exactly).
+All integers are little-endian, floats IEEE 754 binary64 (so resistances round-trip exactly),
+except a version-3 native read-back from binary32 devices: binary32, just as exact.
 The serial framing (:mod:`.framing`) and the SCPI binary blocks (:mod:`.scpi`) carry these
 messages and add the integrity check. Every length and count read from a message is checked
 against the bounds below before anything is allocated; nothing is evaluated or unpickled.
@@ -41,6 +43,7 @@ __all__ = [
     "WireError",
     "DecodedBatch",
     "SEQUENCED",
+    "SUPPORTED_VERSIONS",
     "decode_batch",
     "decode_cells",
     "decode_error",
@@ -51,6 +54,7 @@ __all__ = [
     "decode_region",
     "decode_reply",
     "decode_request",
+    "decode_readings",
     "decode_resistances",
     "reply_status",
     "encode_batch",
@@ -63,10 +67,16 @@ __all__ = [
     "encode_region",
     "encode_reply",
     "encode_request",
+    "encode_readings",
     "encode_resistances",
 ]
 
-PROTOCOL_VERSION = 2
+#: The version this package's devices (the emulator service) speak. Version 3 is version 2
+#: plus the APPLY flag 0x20 (native read-back precision, docs/protocol.md section 2).
+PROTOCOL_VERSION = 3
+#: The versions the drivers speak: a version-2 device (the C reference firmware) is driven
+#: without the native read-back flag.
+SUPPORTED_VERSIONS = (2, 3)
 #: Most cells one command may name or one reply may carry (2**20: a 1024 x 1024 crossbar).
 #: A device reports its own, smaller bound at IDENTIFY (``DeviceInfo.max_cells``).
 MAX_CELLS = 1 << 20
@@ -99,7 +109,8 @@ _BITMAP = 0x02
 _PER_CELL_PULSES = 0x04
 _PER_CELL_VOLTAGE = 0x08
 _PER_CELL_WIDTH = 0x10
-_KNOWN_FLAGS = 0x1F
+_NATIVE_READINGS = 0x20  # version 3: read back in the device's own precision
+_KNOWN_FLAGS = 0x3F
 _PULSE_DTYPES = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4")}
 
 
@@ -392,9 +403,33 @@ def decode_resistances(body: bytes, count: int) -> np.ndarray:
     return np.frombuffer(body, "<f8").astype(np.float64)
 
 
+def encode_readings(values: np.ndarray, native: bool) -> bytes:
+    """An APPLY read-back: binary32 when ``native`` (flag 0x20) and the device's readings are
+    binary32, else binary64 (:func:`encode_resistances`). Exact either way."""
+    if native and values.dtype == np.float32:
+        return np.ascontiguousarray(values, dtype="<f4").tobytes()
+    return encode_resistances(values)
+
+
+def decode_readings(body: bytes, count: int) -> np.ndarray:
+    """An APPLY read-back asked for with flag 0x20: ``count`` float32 values when the body
+    holds 4 bytes each, float64 when it holds 8 (a device with binary64 readings); raises
+    :class:`WireError` for any other length."""
+    if count and len(body) == 4 * count:
+        return np.frombuffer(body, "<f4").astype(np.float32)
+    if len(body) != 8 * count:
+        raise WireError(
+            f"expected {count} readings ({4 * count} or {8 * count} bytes), got {len(body)} bytes"
+        )
+    return np.frombuffer(body, "<f8").astype(np.float64)
+
+
 # ---------------------------------------------------------------------- pulse batches
-def encode_batch(batch: PulseBatch, cells: Cells, read_back: bool) -> bytes:
+def encode_batch(batch: PulseBatch, cells: Cells, read_back: bool, native: bool = False) -> bytes:
     """APPLY body for a checked batch (``cells`` from :meth:`PulseBatch.locate`).
+
+    ``native`` (protocol version 3 only) asks for the read-back in the device's own precision
+    (:func:`decode_readings`).
 
     Layout: ``flags u8 | pulse_size u8 | count u32 | cells | pulses | voltage | width``. Cells
     are a list of ``count`` u32 row-major indices in batch order, or, when the cells strictly
@@ -405,7 +440,7 @@ def encode_batch(batch: PulseBatch, cells: Cells, read_back: bool) -> bytes:
     count = len(flat)
     if count > MAX_CELLS:
         raise InvalidBatchError(f"a batch may name at most {MAX_CELLS} cells, got {count}")
-    flags = _READ_BACK if read_back else 0
+    flags = (_READ_BACK | (_NATIVE_READINGS if native else 0)) if read_back else 0
     parts: list[bytes] = []
     if count and cells.ascending:
         first = int(flat[0])
@@ -435,11 +470,13 @@ def encode_batch(batch: PulseBatch, cells: Cells, read_back: bool) -> bytes:
 
 @dataclass(frozen=True)
 class DecodedBatch:
-    """An APPLY body: the flat cells, the batch built from them, and whether to read back."""
+    """An APPLY body: the flat cells, the batch built from them, whether to read back, and
+    whether in the device's native precision (version 3, flag 0x20)."""
 
     flat: np.ndarray
     batch: PulseBatch
     read_back: bool
+    native: bool = False
 
 
 def decode_batch(body: bytes, rows: int, cols: int, max_cells: int = MAX_CELLS) -> DecodedBatch:
@@ -458,6 +495,8 @@ def decode_batch(body: bytes, rows: int, cols: int, max_cells: int = MAX_CELLS) 
     flags, size, count = _unpack(_BATCH_HEAD, body, 0, "batch header")
     if flags & ~_KNOWN_FLAGS:
         raise WireError(f"unknown batch flags 0x{flags:02x}")
+    if flags & _NATIVE_READINGS and not flags & _READ_BACK:
+        raise WireError("batch flag 0x20 (native read-back) needs flag 0x01 (read back)")
     if size not in _PULSE_DTYPES:
         raise WireError(f"pulse count size must be 1, 2 or 4 bytes, got {size}")
     _check_count(count, max_cells)
@@ -516,7 +555,7 @@ def decode_batch(body: bytes, rows: int, cols: int, max_cells: int = MAX_CELLS) 
         batch = PulseBatch(row_idx, col_idx, pulse_arg, voltage=values[0], width=values[1])
     except InvalidBatchError as exc:
         raise WireError(f"invalid batch: {exc}") from None
-    return DecodedBatch(flat, batch, bool(flags & _READ_BACK))
+    return DecodedBatch(flat, batch, bool(flags & _READ_BACK), bool(flags & _NATIVE_READINGS))
 
 
 # ---------------------------------------------------------------------- helpers
