@@ -165,7 +165,9 @@ class CrossbarService:
         scratch.apply(PulseBatch([0, 1], [0, 1], pulses=[1, 2]), read_back=True)
         scratch.apply(PulseBatch([1, 0], [1, 0], pulses=1), read_back=True)
         scratch.apply(PulseBatch([0], [1], pulses=1))
-        scratch.read([0, 1], [1, 0])
+        # cells as every dialect decodes them (int64 arrays): the compiled address check
+        scratch.read(np.array([0, 1], dtype=np.int64), np.array([1, 0], dtype=np.int64))
+        scratch.read_region(0, 0, 2, 2)
         scratch.read_all()
 
     def tick(self) -> None:
