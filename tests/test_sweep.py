@@ -7,6 +7,7 @@ the machinery, not the learning.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -129,7 +130,9 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_runs(tmp_path):
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if results.exists() and len(pd.read_parquet(results)) >= 2:
+            # one open, one snapshot: the sweep replaces the file while we poll, and pyarrow
+            # opening the path twice (metadata, then pages) could read two different files
+            if results.exists() and len(pd.read_parquet(io.BytesIO(results.read_bytes()))) >= 2:
                 break
             time.sleep(0.05)
     finally:
