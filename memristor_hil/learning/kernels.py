@@ -261,19 +261,25 @@ def stochastic_cells(  # pragma: no cover - compiled
     return k, total
 
 
+@njit(cache=True, nogil=True, inline="always")
+def pair_index(origins, row, col, is_pos):  # pragma: no cover - compiled
+    """The pair ``(i, j)`` (post, pre; unsigned) of crossbar cell ``(row, col)`` in its
+    positive or negative block: the inverse of :func:`_block_row`."""
+    if is_pos:
+        return np.uint64(np.int64(row) - origins[0]), np.uint64(np.int64(col) - origins[1])
+    return np.uint64(np.int64(row) - origins[2]), np.uint64(np.int64(col) - origins[3])
+
+
 @njit(cache=True, nogil=True)
 def store_cells(  # pragma: no cover - compiled
     rows, cols, polarity, size, origins, resistances, r_pos, r_neg, weights, c
 ):
     """Like :func:`store`, for a batch listed cell by cell (``polarity``: positive device)."""
     for k in range(size):
+        i, j = pair_index(origins, rows[k], cols[k], polarity[k])
         if polarity[k]:
-            i = np.uint64(np.int64(rows[k]) - origins[0])
-            j = np.uint64(np.int64(cols[k]) - origins[1])
             r_pos[i, j] = resistances[k]
         else:
-            i = np.uint64(np.int64(rows[k]) - origins[2])
-            j = np.uint64(np.int64(cols[k]) - origins[3])
             r_neg[i, j] = resistances[k]
         x = np.float64(r_pos[i, j])
         y = np.float64(r_neg[i, j])

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .kernels import pair_index
+
 __all__ = ["CALIBRATION_RATE", "nominal_pulse_change", "store_calibrated"]
 
 #: Weight of the newest measurement in each device's running ratio of measured to nominal
@@ -51,6 +53,16 @@ def nominal_pulse_change(resistance, c, r0, r1, a):
         following = 1.0 / after - 1.0 / big_r
         ok = (x > 0) & (following > 0) & np.isfinite(following)
     return np.where(ok, c * np.where(ok, following, 1.0), np.inf)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _next_pulse_change(big_r, ratio, c, r0, r1, inv_a):  # pragma: no cover - compiled
+    """``c * ratio`` times the nominal conductance change of the next pulse from ``big_r``;
+    ``inf`` where the model allows no change (the policy then sends no pulse there)."""
+    following = 1.0 / _nominal_resistance(big_r, 1.0, r0, r1, inv_a) - 1.0 / big_r
+    if following > 0.0 and np.isfinite(following) and ratio > 0.0:
+        return c * ratio * following
+    return np.inf
 
 
 @njit(cache=True, nogil=True)
@@ -90,14 +102,11 @@ def store_calibrated(  # pragma: no cover - compiled
     """
     for k in range(size):
         big_r_new = np.float64(resistances[k])
+        i, j = pair_index(origins, rows[k], cols[k], polarity[k])
         if polarity[k]:
-            i = np.uint64(np.int64(rows[k]) - origins[0])
-            j = np.uint64(np.int64(cols[k]) - origins[1])
             big_r = np.float64(r_pos[i, j])
             ratio = ratio_pos[i, j]
         else:
-            i = np.uint64(np.int64(rows[k]) - origins[2])
-            j = np.uint64(np.int64(cols[k]) - origins[3])
             big_r = np.float64(r_neg[i, j])
             ratio = ratio_neg[i, j]
         per_pulse = per_pos[i, j] if polarity[k] else per_neg[i, j]
@@ -111,10 +120,7 @@ def store_calibrated(  # pragma: no cover - compiled
             measured = 1.0 / big_r_new - 1.0 / big_r
             ratio += rate * (max(measured, 0.0) / predicted - ratio)
             ratio = min(max(ratio, RATIO_MIN), RATIO_MAX)
-        following = 1.0 / _nominal_resistance(big_r_new, 1.0, r0, r1, inv_a) - 1.0 / big_r_new
-        step = np.inf
-        if following > 0.0 and np.isfinite(following) and ratio > 0.0:
-            step = c * ratio * following
+        step = _next_pulse_change(big_r_new, ratio, c, r0, r1, inv_a)
         if polarity[k]:
             r_pos[i, j] = resistances[k]
             ratio_pos[i, j] = ratio
@@ -147,10 +153,7 @@ def mark_saturated(  # pragma: no cover - compiled
     ``pend_i``/``pend_j`` hold the queue, ``count`` entries long. Returns the new length.
     """
     for k in range(size):
-        origin_row = origins[0] if polarity[k] else origins[2]
-        origin_col = origins[1] if polarity[k] else origins[3]
-        i = np.uint64(np.int64(rows[k]) - origin_row)
-        j = np.uint64(np.int64(cols[k]) - origin_col)
+        i, j = pair_index(origins, rows[k], cols[k], polarity[k])
         if pending[i, j]:
             continue
         if r_pos[i, j] < r_limit and r_neg[i, j] < r_limit:
@@ -266,18 +269,9 @@ def store_refresh(  # pragma: no cover - compiled
     """
     for k in range(size):
         big_r = np.float64(resistances[k])
-        if polarity[k]:
-            i = np.uint64(np.int64(rows[k]) - origins[0])
-            j = np.uint64(np.int64(cols[k]) - origins[1])
-            ratio = ratio_pos[i, j]
-        else:
-            i = np.uint64(np.int64(rows[k]) - origins[2])
-            j = np.uint64(np.int64(cols[k]) - origins[3])
-            ratio = ratio_neg[i, j]
-        following = 1.0 / _nominal_resistance(big_r, 1.0, r0, r1, inv_a) - 1.0 / big_r
-        step = np.inf
-        if following > 0.0 and np.isfinite(following):
-            step = c * ratio * following
+        i, j = pair_index(origins, rows[k], cols[k], polarity[k])
+        ratio = ratio_pos[i, j] if polarity[k] else ratio_neg[i, j]
+        step = _next_pulse_change(big_r, ratio, c, r0, r1, inv_a)
         if polarity[k]:
             r_pos[i, j] = resistances[k]
             per_pos[i, j] = step
