@@ -24,7 +24,10 @@ job and arguments     what the instrument does                      reply
 A batch becomes one write: per entry a select and its pulse train (``02`` then ``04`` per
 pulse); the read-back, when asked for, is one masked read of the batch's cells. ArC ONE's link
 has neither checksums nor sequence numbers, so a pulse is never re-sent (it could be applied
-twice); only reads, which change nothing, are retried after a timeout or a garbled reply.
+twice); only reads, which change nothing, are retried after a timeout or a garbled reply. Before
+a retry the driver resynchronises: it asks for the firmware version (``999``) and discards
+every byte up to that known reply, so a late answer to the abandoned read (ArC ONE answers in
+order) can never be taken for the retry's answer.
 """
 
 from __future__ import annotations
@@ -279,13 +282,45 @@ class ArC1Crossbar(Crossbar):
         except (OSError, serial.SerialException):
             pass
 
+    def _resync(self) -> None:
+        """Discard everything up to the answer of a fresh ``999`` (firmware version).
+
+        ArC ONE answers in order and its replies carry no framing, so after a reply we gave up
+        on, a late one could still arrive and be read as the next request's. The version's
+        bytes are known since connect: once they end the stream and the line stays quiet for
+        one port timeout (50 ms), what came before belonged to abandoned requests.
+        """
+        self._drain()
+        self._write(b"999\n")
+        deadline = time.monotonic() + self.timeout
+        tail = b""
+        while True:
+            try:
+                chunk = self._serial.read(4096)  # returns after the port's 50 ms timeout
+            except (OSError, serial.SerialException) as exc:
+                raise ConnectionLostError(f"{self._port_name}: read failed: {exc}") from None
+            if chunk:
+                self.stats["bytes_in"] += len(chunk)
+                tail = (tail + chunk)[-len(self._version_reply) :]
+            elif tail == self._version_reply:
+                return
+            if time.monotonic() > deadline:
+                raise CrossbarTimeoutError(
+                    f"{self._port_name}: no firmware-version reply within {self.timeout} s "
+                    "while resynchronising after a lost reply"
+                )
+
     def _floats(self, request: bytes, count: int) -> np.ndarray:
         """Send a read request and decode ``count`` resistances, retrying (reads only)."""
         failure: CrossbarError | None = None
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats["retries"] += 1
-                self._drain()
+                try:
+                    self._resync()
+                except CrossbarTimeoutError as exc:
+                    failure = exc
+                    continue
             self._write(request)
             try:
                 values = np.frombuffer(self._read_exact(4 * count), dtype=_FLOAT)
@@ -334,13 +369,15 @@ class ArC1Crossbar(Crossbar):
         for attempt in range(self.retries + 1):
             self._write(b"999\n")
             try:
-                major, minor = np.frombuffer(self._read_exact(4), dtype="<u2")
+                reply = self._read_exact(4)
             except CrossbarTimeoutError:
                 if attempt == self.retries:
                     raise
                 self.stats["retries"] += 1
                 self._drain()
                 continue
+            self._version_reply = reply  # the marker _resync waits for
+            major, minor = np.frombuffer(reply, dtype="<u2")
             return f"{major}.{minor}"
         raise AssertionError("unreachable")
 

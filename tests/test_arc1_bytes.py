@@ -35,6 +35,8 @@ CONNECT = [
     (b"999\n", bytes.fromhex("0200 0700")),  # firmware 2.7
 ]
 OPTIONS = {"rows": 2, "cols": 3, "reset_delay": 0, "write_delay": 0, "timeout": 0.3}
+#: Before a read is sent again: the firmware version, whose known reply marks where late bytes end.
+RESYNC = (b"999\n", bytes.fromhex("0200 0700"))
 
 
 class ScriptedArC1:
@@ -123,12 +125,35 @@ def test_a_read_that_times_out_is_sent_again_but_pulses_never_are(scripted):
             *CONNECT,
             (b"02\n1\n1\n04\n-0.2\n5e-07\n", None),
             (b"2\n2\n2\n3\n1\n1\n1\n", None),  # the reply is lost ...
-            (b"2\n2\n2\n3\n1\n1\n1\n", f32(3e6)),  # ... the read (only) is sent again
+            RESYNC,  # ... the driver resynchronises on the firmware version ...
+            (b"2\n2\n2\n3\n1\n1\n1\n", f32(3e6)),  # ... and sends the read (only) again
         ]
     )
     xbar = ArC1Crossbar(device.port, **OPTIONS)
     r = xbar.apply(PulseBatch([0], [0], voltage=-0.2, width=5e-7), read_back=True)
     assert r.tolist() == [np.float32(3e6)]
+    assert xbar.stats["retries"] == 1
+    device.done()
+    xbar._serial.close()
+
+
+def test_a_late_reply_to_an_abandoned_read_is_never_taken_for_the_next_one(scripted):
+    # The first read's answer comes after the driver gave up on it: it arrives just before the
+    # resync's version reply. A driver that re-sent the read at once would take 1e6 (the late
+    # answer) for the retry's 3e6 and stay one reply behind from then on.
+    late = f32(1e6)
+    device = scripted(
+        [
+            *CONNECT,
+            (b"2\n2\n2\n3\n1\n1\n1\n", None),  # no answer within the timeout ...
+            (b"999\n", late + RESYNC[1]),  # ... it comes late, in order, before the version
+            (b"2\n2\n2\n3\n1\n1\n1\n", f32(3e6)),
+            (b"2\n2\n2\n3\n1\n1\n2\n", f32(4e6)),
+        ]
+    )
+    xbar = ArC1Crossbar(device.port, **OPTIONS)
+    assert xbar.read([0], [0]).tolist() == [3e6]
+    assert xbar.read([0], [1]).tolist() == [4e6]  # and the next read is in step
     assert xbar.stats["retries"] == 1
     device.done()
     xbar._serial.close()
@@ -140,7 +165,9 @@ def test_a_garbled_reply_is_read_again_then_raises(scripted):
         [
             *CONNECT,
             (b"2\n2\n2\n3\n1\n2\n2\n", garbled),
+            RESYNC,
             (b"2\n2\n2\n3\n1\n2\n2\n", f32(-5.0)),  # negative: garbled too
+            RESYNC,
             (b"2\n2\n2\n3\n1\n2\n2\n", garbled),
         ]
     )
