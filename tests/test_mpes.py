@@ -945,3 +945,33 @@ def test_refresh_only_for_the_learning_rate_policy_on_devices_that_reset(rule, r
     resets = sum(np.any(np.asarray(b.voltage) < 0) for b in xbar.batches)
     assert len(xbar.batches) > 100
     assert (resets > 0) == refreshes
+
+
+class ModellessCrossbar(CountingCrossbar):
+    """A crossbar that does not say what its devices are (hardware, a served emulator)."""
+
+    @property
+    def model(self):
+        return None
+
+
+@pytest.mark.parametrize(
+    ("declared", "refreshes"),
+    [
+        ({"variability": 0.15}, False),  # describes the default emulator, not these devices
+        ({"variability": 0.15, "reset": True}, True),  # the user says they RESET
+        ({"model": PowerLaw(reset=True)}, True),
+    ],
+)
+def test_a_crossbar_without_a_model_gets_reset_pulses_only_if_the_user_declares_them(
+    declared, refreshes
+):
+    # The devices RESET either way; what decides is what the rule may assume about them. The
+    # demo against a served emulator without RESET used to fail mid-run on the first refresh.
+    xbar = ModellessCrossbar(EmulatedCrossbar(40, 80, PowerLaw(reset=True), seed=0))
+    net = channel_net(mPES(crossbar=xbar, refresh=1e-6, learning_rate=1e-4, **declared))
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(0.25)
+    resets = sum(np.any(np.asarray(b.voltage) < 0) for b in xbar.batches)
+    assert len(xbar.batches) > 100
+    assert (resets > 0) == refreshes

@@ -166,9 +166,15 @@ def _refresh(mpes: mPES, xbar: Crossbar, device_model: PowerLaw, voltage: float)
     """The pair refresh of a ``learning_rate`` rule, or None (off, or no RESET branch)."""
     if mpes.pulses != "learning_rate" or mpes.refresh is None:
         return None
-    # what the crossbar's devices do: its own model, else only what the user's model says
-    # (a hardware crossbar without a model gets no RESET pulses unless the user asks)
-    devices = xbar.model if xbar.model is not None else mpes.model
+    # what the crossbar's devices do: its own model, else only what the user says of them (a
+    # crossbar without a model, hardware or a served emulator, gets no RESET pulses unless the
+    # user's model or reset=True declares a RESET branch; variability= alone does not)
+    if xbar.model is not None:
+        devices = xbar.model
+    elif mpes.declares_reset:
+        devices = mpes.model
+    else:
+        return None
     if devices is None or not devices.reset:
         return None
     # g > threshold  <=>  R < 1 / (threshold * (1/r0 - 1/r1) + 1/r1), nominal r0, r1

@@ -154,7 +154,10 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         learning pulses (at most one step in 100); counted in the ``pulses`` probe. Only
         where the device model has a RESET branch (``PowerLaw(reset=True)``; the default
         emulator's has); without one (hardware that cannot RESET) pairs are not refreshed and
-        the calibrated pulse counts grow as devices saturate. ``None``: off. Ignored by the
+        the calibrated pulse counts grow as devices saturate. A crossbar without a model of
+        its own (hardware, a served emulator) gets RESET pulses only when the user declares
+        the branch, with ``model=PowerLaw(reset=True, ...)`` or ``reset=True``
+        (``variability=`` alone describes the default emulator, not those devices). ``None``: off. Ignored by the
         other policies (the published rule has no refresh).
     mask : {"filtered", "spikes"}, optional
         Which pre neurons count as active: ``"filtered"`` (default, as published): filtered
@@ -290,6 +293,10 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         self.voltage = voltage
         self.pulse_width = pulse_width
         self.model = self._model(model, variability, model_fields)
+        # whether the user says the devices have a RESET branch (a model of theirs, or reset=),
+        # as opposed to the default model's, which only describes the default emulator
+        given = model if isinstance(model, PowerLaw) else None
+        self.declares_reset = bool(model_fields.get("reset", given is not None and given.reset))
         self.seed = seed
         self.crossbar = crossbar
         self.layout = layout
