@@ -4,8 +4,8 @@ Tiotto et al. (mPES, "A Robust Learning Rule for Memristor-based Synapses Compet
 Supervised Learning"): 200 pre and 200 post neurons, 50 s, alternating 2.5 s blocks of
 learning and testing (error inhibited while testing). The two inputs are sines of periods
 4 s and 6.47 s (incommensurate, so over time they cover the square). Prints the testing
-blocks' MSE and Spearman rho of each rule on the same network (mPES as published, mPES with
-stochastic pulse counts, PES), plus the mean absolute error of the last testing block, and
+blocks' MSE and Spearman rho of each rule on the same network (mPES's default, mPES as
+published, PES), plus the mean absolute error of the last testing block, and
 writes a PNG.
 
 Usage::
@@ -33,7 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pes-rate", type=float, default=fl.PES_LEARNING_RATE, help="PES learning rate"
     )
-    parser.add_argument("--levels", type=int, default=2, help="mPES-stoch max_pulses")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("out/learn_product.png"))
     args = parser.parse_args(argv)
@@ -44,9 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return [np.sin(2 * np.pi * t / 4), np.sin(2 * np.pi * t / 4 * 0.618 + 1.0)]
 
     results = fl.compare(
-        fl.standard_rules(
-            args.sigma, args.seed, pes_rate=args.pes_rate, stochastic_levels=args.levels
-        ),
+        fl.standard_rules(args.sigma, args.seed, pes_rate=args.pes_rate),
         "x1*x2",
         lambda x: x[0] * x[1],
         stimulus,

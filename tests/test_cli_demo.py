@@ -7,7 +7,7 @@ def test_demo_learns_and_writes_a_plot(tmp_path, capsys):
     out = tmp_path / "demo.png"
     assert main(["demo", "--seconds", "1", "--neurons", "30", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    for rule in ("mPES ", "mPES-stoch", "PES "):
+    for rule in ("mPES ", "mPES-one", "PES "):
         assert rule in text
     assert "test MSE / PES test MSE" in text
     assert out.stat().st_size > 10_000

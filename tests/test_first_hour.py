@@ -189,13 +189,13 @@ def test_demo_variants_pulse_disjoint_cells(tmp_path, monkeypatch, capsys):
             cells = np.concatenate([e.cells for e in record.batches()] or [np.empty(0, int)])
             touched[rule] = set(cells.tolist())
             settings = record.parameters["mpes"]
-            assert settings["pulses"] == ("one" if rule == "mPES" else "stochastic")
-    assert set(touched) == {"mPES", "mPES-stoch"}
-    assert touched["mPES"] and touched["mPES-stoch"]
-    assert not touched["mPES"] & touched["mPES-stoch"]
+            assert settings["pulses"] == ("learning_rate" if rule == "mPES" else "one")
+    assert set(touched) == {"mPES", "mPES-one"}
+    assert touched["mPES"] and touched["mPES-one"]
+    assert not touched["mPES"] & touched["mPES-one"]
     rows = {rule: {c // 20 for c in cells} for rule, cells in touched.items()}
     assert min(rows["mPES"]) >= 8 and max(rows["mPES"]) < 18
-    assert min(rows["mPES-stoch"]) >= 18 and max(rows["mPES-stoch"]) < 28
+    assert min(rows["mPES-one"]) >= 18 and max(rows["mPES-one"]) < 28
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["record", "export", "-h"]])

@@ -8,10 +8,11 @@ from typing import Any
 
 ORDER = 10
 
-#: The mPES variants the demo runs, with their settings (besides the device seed and sigma).
+#: The mPES variants the demo runs, with their settings (besides the device seed and sigma):
+#: the default policy, and the rule as published.
 VARIANTS = (
-    ("mPES", {"pulses": "one"}),
-    ("mPES-stoch", {"pulses": "stochastic", "max_pulses": 2}),
+    ("mPES", {"pulses": "learning_rate"}),
+    ("mPES-one", {"pulses": "one"}),
 )
 
 
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="learn f(x) = x^2 with mPES on memristors and compare with PES",
         description="Learn f(x) = x^2 through a neuron-to-neuron connection whose weights are "
-        "pairs of power-law memristors (mPES: as published, and with stochastic pulse counts), "
+        "pairs of power-law memristors (mPES: its default, and as published), "
         "and through the same network with Nengo's PES. The memristors are an in-process "
         "emulator by default, or any crossbar URL (--crossbar: the emulator service, a real "
         "board). Each mPES variant gets devices no earlier variant pulsed: on a shared crossbar "
@@ -94,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
     fl.print_table(results)
     fl.plot_results(results, args.out, "Learning x^2: mPES (memristors) and PES")
     print(
-        "mPES: one SET pulse per active synapse per ms, as published; mPES-stoch: pulse "
-        "counts rounded stochastically from |e_i a_j| (mPES(pulses='stochastic', max_pulses=2))"
+        "mPES: the default policy, pulse counts whose expected weight change is PES's at "
+        "learning_rate 1e-5, with the pair refresh; mPES-one: one SET pulse per active synapse "
+        "per ms, as published (mPES(pulses='one'))"
     )
     print(f"plot: {args.out}")
     return 0

@@ -201,24 +201,14 @@ def standard_rules(
     seed: int = 0,
     crossbar: Any = None,
     pes_rate: float = PES_LEARNING_RATE,
-    stochastic_levels: int = 2,
 ) -> list[tuple[str, nengo.learning_rules.LearningRuleType]]:
-    """The rules compared: mPES as published (one pulse), mPES with stochastic pulse counts,
-    and Nengo's PES."""
+    """The rules compared: mPES's default (PES's learning rate turned into pulse counts, with
+    the pair refresh), mPES as published (one pulse, ``"mPES-one"``) and Nengo's PES."""
     from memristor_hil import mPES
 
     return [
-        ("mPES", mPES(variability=sigma, seed=seed, crossbar=crossbar, pulses="one")),
-        (
-            "mPES-stoch",
-            mPES(
-                variability=sigma,
-                seed=seed,
-                crossbar=crossbar,
-                pulses="stochastic",
-                max_pulses=stochastic_levels,
-            ),
-        ),
+        ("mPES", mPES(variability=sigma, seed=seed, crossbar=crossbar)),
+        ("mPES-one", mPES(variability=sigma, seed=seed, crossbar=crossbar, pulses="one")),
         ("PES", nengo.PES(learning_rate=pes_rate)),
     ]
 
