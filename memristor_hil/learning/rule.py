@@ -157,8 +157,8 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         the calibrated pulse counts grow as devices saturate. A crossbar without a model of
         its own (hardware, a served emulator) gets RESET pulses only when the user declares
         the branch, with ``model=PowerLaw(reset=True, ...)`` or ``reset=True``
-        (``variability=`` alone describes the default emulator, not those devices). ``None``: off. Ignored by the
-        other policies (the published rule has no refresh).
+        (``variability=`` alone describes the default emulator, not those devices).
+        ``None``: off. Ignored by the other policies (the published rule has no refresh).
     mask : {"filtered", "spikes"}, optional
         Which pre neurons count as active: ``"filtered"`` (default, as published): filtered
         activity ``round(a_j) > 0``; ``"spikes"``: the pre neurons that spiked in this step.
