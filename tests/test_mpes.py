@@ -975,3 +975,24 @@ def test_a_crossbar_without_a_model_gets_reset_pulses_only_if_the_user_declares_
     resets = sum(np.any(np.asarray(b.voltage) < 0) for b in xbar.batches)
     assert len(xbar.batches) > 100
     assert (resets > 0) == refreshes
+
+
+@pytest.mark.parametrize("voltage", [0.1, 0.05])
+def test_the_nominal_change_per_pulse_is_the_one_at_the_set_voltage(voltage):
+    # the learning_rate policy's pulse counts start from the nominal model's change per pulse;
+    # at another SET voltage the exponent is a(V), and the devices' first pulse must match it
+    from memristor_hil.learning import pairs
+    from memristor_hil.learning.operator import SimmPES
+
+    model = PowerLaw(dtype="float64", reset=True)  # no variability or noise: nominal = actual
+    xbar = EmulatedCrossbar(40, 80, model, seed=0)
+    net = channel_net(mPES(crossbar=xbar, voltage=voltage))
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        (op,) = [op for op in sim.model.operators if isinstance(op, SimmPES)]
+        r0, r1, a = op.parts[0].nominal
+        start = xbar.read_all()
+        predicted = pairs.nominal_pulse_change(start, 1.0, r0, r1, a)
+        rows, cols = np.divmod(np.arange(start.size), start.shape[1])
+        xbar.apply(PulseBatch(rows, cols, 1, voltage))
+        measured = 1 / xbar.read_all() - 1 / start
+        np.testing.assert_allclose(predicted, measured, rtol=1e-6)

@@ -313,7 +313,12 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
         seed=int(seed),
         mask_threshold=0.0 if mpes.mask == "spikes" else 0.5,
         learning_rate=mpes.learning_rate,
-        nominal=(float(device_model.r0), float(device_model.r1), float(device_model.a)),
+        # the exponent at the SET voltage used (a(V)), so the nominal change per pulse is right
+        nominal=(
+            float(device_model.r0),
+            float(device_model.r1),
+            float(device_model.exponent(voltage)),
+        ),
         refresh=refresh,
     )
     op.add_connection(
