@@ -996,3 +996,25 @@ def test_the_nominal_change_per_pulse_is_the_one_at_the_set_voltage(voltage):
         xbar.apply(PulseBatch(rows, cols, 1, voltage))
         measured = 1 / xbar.read_all() - 1 / start
         np.testing.assert_allclose(predicted, measured, rtol=1e-6)
+
+
+def test_balance_brings_pairs_to_zero_weight_before_learning_and_counts_its_pulses():
+    from memristor_hil.learning import pairs
+
+    def run(**rule):
+        net = channel_net(mPES(variability=0.15, seed=3, **rule), error=False)  # nothing to learn
+        with net:
+            weights = nengo.Probe(net.conn, "weights")
+            pulses = nengo.Probe(net.conn.learning_rule, "pulses")
+        with nengo.Simulator(net, progress_bar=False) as sim:
+            sim.run(0.001 * (pairs.BALANCE_STEPS + 5))
+        return np.abs(sim.data[weights]).mean(axis=(1, 2)), sim.data[pulses][:, 0]
+
+    drawn, none = run(balance=False)
+    assert np.all(none == 0) and np.allclose(drawn, drawn[0])  # no error: nothing moves
+    balanced, counted = run()
+    assert np.all(counted[: pairs.BALANCE_STEPS] > 0)  # the balance pulses, in the probe
+    assert np.all(counted[pairs.BALANCE_STEPS :] == 0)  # then learning (nothing to learn)
+    assert balanced[-1] < drawn[0] / 10  # the drawn spread is mostly gone
+    # the published rule starts as drawn
+    assert run(pulses="one")[0][-1] == pytest.approx(drawn[0])

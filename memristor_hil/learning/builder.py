@@ -320,6 +320,8 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
             float(device_model.exponent(voltage)),
         ),
         refresh=refresh,
+        balance=bool(mpes.balance) and mpes.pulses == "learning_rate",
+        max_count=int(xbar.limits.max_pulses),
     )
     op.add_connection(
         part,

@@ -84,6 +84,11 @@ class ConnectionPart:
         else the connection's build seed.
     refresh : Refresh or None
         The pair refresh of the "learning_rate" policy (:class:`Refresh`); None: off.
+    balance : bool
+        The "learning_rate" policy's first steps balance every pair (weight 0) before it
+        learns (:func:`~memristor_hil.learning.pairs.balance_cells`).
+    max_count : int
+        The crossbar's most pulses per cell per batch (a balance step's cap).
     """
 
     origins: tuple[int, int, int, int]
@@ -98,6 +103,8 @@ class ConnectionPart:
     nominal: tuple[float, float, float] = (200.0, 2.3e8, -0.146)
     seed: int = 0
     refresh: Refresh | None = None
+    balance: bool = False
+    max_count: int = 65_535
 
 
 @dataclass(frozen=True)
@@ -342,6 +349,9 @@ class _PartRunner:
             self.per_neg = pairs.nominal_pulse_change(r_neg, self.c, r0, r1, a).astype(np.float32)
             self.ratio_pos = np.ones(weights.shape, dtype=np.float32)
             self.ratio_neg = np.ones(weights.shape, dtype=np.float32)
+        self.balancing = self.by_rate and part.balance
+        self.max_count = int(part.max_count)
+        self.balance_steps = 0
         self.refresh = part.refresh if self.by_rate else None
         self.refreshing = False
         if self.refresh is not None:
@@ -386,6 +396,8 @@ class _PartRunner:
             if per_step == 0:
                 return 0, 0
         self.refreshing = False
+        if self.balancing:
+            return self._choose_balance()
         if self.refresh is not None:
             self.since_refresh += 1
             if self.n_pending and self.since_refresh >= pairs.REFRESH_PERIOD_STEPS:
@@ -473,6 +485,29 @@ class _PartRunner:
         self.size = size
         self.pulses[0] = total
         return size, count
+
+    def _choose_balance(self) -> tuple[int, Any]:
+        """This step balances the pairs (SET pulses towards weight 0), no learning; the last
+        balance step is the first with nothing left to balance, or step BALANCE_STEPS."""
+        size, total = pairs.balance_cells(
+            self.origins,
+            self.r_pos,
+            self.r_neg,
+            self.ratio_pos,
+            self.ratio_neg,
+            *self.nominal,
+            pairs.balance_count_cap(self.balance_steps, self.max_count),
+            self.rows,
+            self.cols,
+            self.counts,
+            self.polarity,
+        )
+        self.balance_steps += 1
+        if size == 0 or self.balance_steps >= pairs.BALANCE_STEPS:
+            self.balancing = False
+        self.size = size
+        self.pulses[0] = total
+        return size, self.counts[:size]
 
     def _choose_refresh(self) -> tuple[int, Any]:
         """This step is a refresh step: the queued pairs' RESET and SET pulses, no learning.

@@ -171,6 +171,19 @@ def _after_reset(big_r, r3, c_reset):  # pragma: no cover - compiled
     return r3 - r3 * (m + 1.0) ** c_reset
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _pulses_for(big_r, missing, ratio, r0, r1, inv_a, max_count):  # pragma: no cover - compiled
+    """SET pulses that raise a device's conductance ``1/big_r`` by ``missing``: the nominal
+    model's count for ``missing / ratio`` (``ratio``: the device's measured / nominal change),
+    rounded to the nearest, capped at ``max_count``."""
+    target = 1.0 / (1.0 / big_r + missing / ratio)  # the resistance to reach
+    if target <= r0:
+        return max_count
+    n_now = ((big_r - r0) / r1) ** inv_a
+    n_target = ((target - r0) / r1) ** inv_a
+    return min(int(np.floor(n_target - n_now + 0.5)), max_count)
+
+
 @njit(cache=True, nogil=True)
 def refresh_cells(  # pragma: no cover - compiled
     pend_i,
@@ -224,13 +237,7 @@ def refresh_cells(  # pragma: no cover - compiled
         positive = missing > 0.0
         big_r = _after_reset(rp if positive else rn, r3, c_reset)
         ratio = ratio_pos[i, j] if positive else ratio_neg[i, j]
-        target = 1.0 / (1.0 / big_r + abs(missing) / ratio)  # the resistance to reach
-        if target <= r0:
-            pulses = max_count
-        else:
-            n_now = ((big_r - r0) / r1) ** inv_a
-            n_target = ((target - r0) / r1) ** inv_a
-            pulses = min(int(np.floor(n_target - n_now + 0.5)), max_count)
+        pulses = _pulses_for(big_r, abs(missing), ratio, r0, r1, inv_a, max_count)
         if pulses > 0:
             rows_out[k] = origins[0] + np.int64(i) if positive else origins[2] + np.int64(i)
             cols_out[k] = origins[1] + np.int64(j) if positive else origins[3] + np.int64(j)
@@ -282,3 +289,76 @@ def store_refresh(  # pragma: no cover - compiled
         y = np.float64(r_neg[i, j])
         weights[i, j] = c * (y - x) / (x * y)
         pending[i, j] = False
+
+
+# ---------------------------------------------------------------------------- pair balance
+#: The most steps a run spends balancing its pairs before learning starts (each a batch of SET
+#: pulses; a pair still off after them, such as a stuck device, is left to learning).
+BALANCE_STEPS = 20
+#: The fraction of a pair's conductance difference one balance step aims to close: less than
+#: all of it, so a device whose response the nominal model overrates does not overshoot (the
+#: pair would swing, and each swing costs more pulses as the devices flatten).
+BALANCE_GAIN = 0.5
+#: The most SET pulses a device gets in one balance step (and the crossbar's own limit): the
+#: per-step batch stays bounded (at most 1000 per pair, about 2e6 at 100x100).
+BALANCE_MAX_COUNT = 1000
+#: The first balance step's cap, four times larger each step up to BALANCE_MAX_COUNT: a few
+#: pulses first calibrate each device's measured response, so a device that responds ten times
+#: more than the nominal model is not sent a thousand pulses on the model's word.
+BALANCE_FIRST_COUNT = 10
+
+
+def balance_count_cap(step: int, max_count: int) -> int:
+    """The most pulses per device in balance step ``step`` (from 0) on a crossbar that takes
+    at most ``max_count`` per cell per batch."""
+    return int(min(BALANCE_FIRST_COUNT * 4**step, BALANCE_MAX_COUNT, max_count))
+
+
+@njit(cache=True, nogil=True)
+def balance_cells(  # pragma: no cover - compiled
+    origins,
+    r_pos,
+    r_neg,
+    ratio_pos,
+    ratio_neg,
+    r0,
+    r1,
+    inv_a,
+    max_count,
+    rows_out,
+    cols_out,
+    counts_out,
+    polarity_out,
+):
+    """A batch that balances every pair: weight 0, as Nengo's PES starts from zero weights.
+
+    Devices are drawn with 15% spread in their initial resistance, so a pair's two
+    conductances differ and its weight starts far from zero (at 100x100 about four times
+    the weights PES learns for f(x) = x). Per pair, the device that conducts less gets the
+    SET pulses the nominal model needs to match the other's conductance, scaled by the
+    device's measured ratio (:func:`store_calibrated`, which the read-back updates); pairs
+    within half a pulse are left out. Returns the number of entries (0: all balanced) and
+    the total pulse count.
+    """
+    n_post, n_pre = r_pos.shape
+    k = 0
+    total = 0
+    for i in range(n_post):
+        for j in range(n_pre):
+            rp = np.float64(r_pos[i, j])
+            rn = np.float64(r_neg[i, j])
+            positive = rp > rn  # the positive device conducts less: it gets the pulses
+            big_r = rp if positive else rn
+            ratio = np.float64(ratio_pos[i, j] if positive else ratio_neg[i, j])
+            missing = BALANCE_GAIN * abs(1.0 / rp - 1.0 / rn)
+            if not (missing > 0.0 and big_r > r0):
+                continue
+            pulses = _pulses_for(big_r, missing, ratio, r0, r1, inv_a, max_count)
+            if pulses > 0:
+                rows_out[k] = origins[0] + np.int64(i) if positive else origins[2] + np.int64(i)
+                cols_out[k] = origins[1] + np.int64(j) if positive else origins[3] + np.int64(j)
+                counts_out[k] = pulses
+                polarity_out[k] = positive
+                k += 1
+                total += pulses
+    return k, total

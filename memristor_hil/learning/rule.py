@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from nengo.exceptions import ValidationError
 from nengo.learning_rules import LearningRuleType
-from nengo.params import Default, IntParam, NumberParam, Parameter, equal
+from nengo.params import BoolParam, Default, IntParam, NumberParam, Parameter, equal
 from nengo.synapses import Lowpass, SynapseParam
 
 from ..crossbar import Crossbar
@@ -159,6 +159,16 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         the branch, with ``model=PowerLaw(reset=True, ...)`` or ``reset=True``
         (``variability=`` alone describes the default emulator, not those devices).
         ``None``: off. Ignored by the other policies (the published rule has no refresh).
+    balance : bool, optional
+        With ``learning_rate``: the run's first steps (at most
+        :data:`~memristor_hil.learning.pairs.BALANCE_STEPS`) send no learning pulses but
+        balance every pair to weight 0 within half a pulse, as Nengo's PES starts from zero
+        weights: the device that conducts less gets the SET pulses that match the other's
+        conductance (nominal model, scaled by the device's measured response, which these
+        pulses also calibrate); counted in the ``pulses`` probe. Without it the weights start
+        where the devices' drawn resistances put them (with 15% spread, about four times the
+        weights PES learns for f(x) = x at 100x100) and learning must first undo that.
+        Default True. Ignored by the other policies (the published rule starts as drawn).
     mask : {"filtered", "spikes"}, optional
         Which pre neurons count as active: ``"filtered"`` (default, as published): filtered
         activity ``round(a_j) > 0``; ``"spikes"``: the pre neurons that spiked in this step.
@@ -245,6 +255,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
     refresh = NumberParam(
         "refresh", low=0, low_open=True, default=DEFAULT_REFRESH, optional=True, readonly=True
     )
+    balance = BoolParam("balance", default=True, readonly=True)
     model = _TypedParam("model", (PowerLaw,), default=None, optional=True)
     seed = IntParam("seed", low=0, default=None, optional=True, readonly=True)
     crossbar = _TypedParam("crossbar", (str, Crossbar), default=None, optional=True)
@@ -268,6 +279,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         learning_rate: float | None = Default,
         mask: str = Default,
         refresh: float | None = Default,
+        balance: bool = Default,
         **model_fields: Any,
     ) -> None:
         super().__init__(learning_rate=learning_rate, size_in="post_state")
@@ -302,6 +314,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         self.layout = layout
         self.mask = mask
         self.refresh = refresh
+        self.balance = balance
 
     def _model(self, model: Any, variability: Any, fields: dict[str, Any]) -> PowerLaw | None | Any:
         """``model`` with ``variability`` and any PowerLaw fields applied on top."""
@@ -351,4 +364,5 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         "learning_rate",
         "mask",
         "refresh",
+        "balance",
     )
