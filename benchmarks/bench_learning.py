@@ -3,8 +3,8 @@
 For each task and seed, every rule runs on the identical network (``memristor_hil.experiments.
 function_learning``: 100 pre and post neurons, device variability 0.15, float32 devices): PES at
 1e-5, 3e-5 and 1e-4 (the best of them per task is "tuned PES"), mPES as published
-(``pulses="one"``), mPES's default (``learning_rate`` policy at 1e-5 with the pair
-refresh), and any candidates named (``--candidates learning_rate=3e-5 mask=spikes``).
+(``pulses="one"``), mPES's default (``learning_rate`` policy at 1e-5 with the pair balance
+and refresh), and any candidates named (``--candidates learning_rate=3e-5 mask=spikes``).
 Prints the mean test MSE over the seeds, Spearman's rho, the ratio to tuned PES and to the
 published one-pulse rule, and the mean wall time of each rule.
 
@@ -74,6 +74,8 @@ def rules(sigma: float, seed: int, candidates: list[str]) -> list[tuple[str, Any
             key, value = part.split("=")
             if key in ("mask", "pulses"):
                 kwargs[key] = value
+            elif key == "balance":
+                kwargs[key] = value not in ("0", "false", "False")
             else:
                 kwargs[key] = None if value == "none" else float(value)
         if "max_pulses" in kwargs:
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=[],
         help="more mPES variants: comma-separated key=value (learning_rate, mask, max_pulses, "
-        "pulses, refresh; refresh=none turns it off)",
+        "pulses, refresh, voltage, balance; refresh=none turns the refresh off, balance=0 "
+        "the balance)",
     )
     args = parser.parse_args(argv)
 
