@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
     fl.plot_results(results, args.out, "Learning x^2: mPES (memristors) and PES")
     print(
         "mPES: the default policy, pulse counts whose expected weight change is PES's at "
-        "learning_rate 1e-5, with the pair refresh; mPES-one: one SET pulse per active synapse "
-        "per ms, as published (mPES(pulses='one'))"
+        "learning_rate 1e-5, after balancing each pair to weight 0; mPES-one: one SET pulse per "
+        "active synapse per ms, as published (mPES(pulses='one'))"
     )
     print(f"plot: {args.out}")
     return 0
