@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .kernels import pair_index
+from .kernels import _block_row, _keep, pair_index
 
 __all__ = ["CALIBRATION_RATE", "nominal_pulse_change", "store_calibrated"]
 
@@ -355,10 +355,8 @@ def balance_cells(  # pragma: no cover - compiled
                 continue
             pulses = _pulses_for(big_r, missing, ratio, r0, r1, inv_a, max_count)
             if pulses > 0:
-                rows_out[k] = origins[0] + np.int64(i) if positive else origins[2] + np.int64(i)
-                cols_out[k] = origins[1] + np.int64(j) if positive else origins[3] + np.int64(j)
-                counts_out[k] = pulses
-                polarity_out[k] = positive
-                k += 1
+                row, col0 = _block_row(origins, i, positive)
+                k = _keep(rows_out, cols_out, counts_out, polarity_out, k, row,
+                          col0 + np.int64(j), pulses, positive)  # fmt: skip
                 total += pulses
     return k, total
