@@ -357,7 +357,8 @@ def test_reopen_on_a_new_port_after_kill_applies_the_interrupted_batch_once(
         with pytest.raises((ConnectionLostError, CrossbarTimeoutError)):
             xbar.apply(batches[half], read_back=True)
         assert xbar.unanswered is not None
-        hold = os.openpty()  # takes the dead terminal's number: the new one differs
+        if transport == "serial":
+            hold = _hold_terminal(first)  # the dead terminal's number: the new one differs
         second = services(*kind, "--state", str(state))
         assert _where(second, transport) != _where(first, transport)
         xbar.reopen(_where(second, transport))
@@ -366,10 +367,27 @@ def test_reopen_on_a_new_port_after_kill_applies_the_interrupted_batch_once(
         got.append(xbar.read_all())
     finally:
         xbar.close()
-        if hold:
-            os.close(hold[0])
-            os.close(hold[1])
+        for fd in hold or ():
+            os.close(fd)
     assert_bitwise_equal(got, want)  # the interrupted batch was applied exactly once
+
+
+def _hold_terminal(dead) -> list[int]:
+    """Pseudo-terminals opened until one has the dead service's number (Linux hands out the
+    lowest free one, so a new service could get it back); returns their descriptors.
+
+    The killed process must have exited first: until then its terminal is not free, and the
+    one opened here would take another number (the test failed that way, now and then).
+    """
+    dead.proc.wait(timeout=20)
+    wanted = os.path.realpath(_where(dead, "serial"))
+    fds: list[int] = []
+    for _ in range(64):
+        master, slave = os.openpty()
+        fds += [master, slave]
+        if os.path.realpath(os.ttyname(slave)) == wanted:
+            return fds
+    return fds  # not found (another process took it): the assertion below says so
 
 
 def test_a_different_batch_after_an_executed_unanswered_one_is_refused_clearly(services, tmp_path):
