@@ -642,7 +642,7 @@ def test_emulator_snapshot_restores_devices_and_noise():
 def test_learning_rate_matches_pes_weight_change_in_expectation():
     """On a fixed activity pattern, the mean weight change of ``mPES(learning_rate=...)``'s
     pulses equals Nengo PES's ``-learning_rate * dt / n_pre * e_i * a_j`` per cell."""
-    from memristor_hil.learning import kernels
+    from memristor_hil.learning import kernels, pairs
 
     n_post, n_pre, dt, learning_rate, gain = 4, 6, 0.001, 1e-4, 1e3
     model = PowerLaw(dtype="float32")
@@ -662,7 +662,7 @@ def test_learning_rate_matches_pes_weight_change_in_expectation():
     xbar = EmulatedCrossbar(n_post, 2 * n_pre, model, seed=0)
     start = xbar.read_all()
     per_pos, per_neg = (
-        kernels.pulse_weight_change(block, c, model.r0, model.r1, model.a)
+        pairs.nominal_pulse_change(block, c, model.r0, model.r1, model.a)
         for block in (start[:, :n_pre], start[:, n_pre:])
     )
     n_active, n_rows = kernels.select_pulses(
@@ -780,7 +780,7 @@ def test_read_back_calibration_learns_each_devices_change_per_pulse():
     """With device-to-device variability the nominal model's change per pulse is off by
     factors of 2-3; after one calibrated store (the read-back of a few pulses) each device's
     predicted change of its next pulse matches what the device then does."""
-    from memristor_hil.learning import kernels, pairs
+    from memristor_hil.learning import pairs
 
     n_post, n_pre, gain = 8, 10, 1e3
     model = PowerLaw(dtype="float64", variability=0.15)
@@ -791,7 +791,7 @@ def test_read_back_calibration_learns_each_devices_change_per_pulse():
     weights = c * (1 / r_pos - 1 / r_neg)
     inv_a = 1.0 / model.a
     per_pos, per_neg = (
-        kernels.pulse_weight_change(r, c, model.r0, model.r1, model.a) for r in (r_pos, r_neg)
+        pairs.nominal_pulse_change(r, c, model.r0, model.r1, model.a) for r in (r_pos, r_neg)
     )
     ratio_pos, ratio_neg = np.ones((n_post, n_pre)), np.ones((n_post, n_pre))
     rows, cols = (a.ravel() for a in np.indices((n_post, 2 * n_pre)))
@@ -809,7 +809,7 @@ def test_read_back_calibration_learns_each_devices_change_per_pulse():
     actual = c * (1 / xbar.read_all() - 1 / after)  # the next pulse's weight change, measured
     predicted = np.hstack([per_pos, per_neg])
     uncalibrated = np.hstack(
-        [kernels.pulse_weight_change(after[:, s], c, model.r0, model.r1, model.a) for s in
+        [pairs.nominal_pulse_change(after[:, s], c, model.r0, model.r1, model.a) for s in
          (slice(0, n_pre), slice(n_pre, None))]
     )  # fmt: skip
     assert np.median(np.abs(uncalibrated / actual - 1)) > 0.3  # the nominal model is far off

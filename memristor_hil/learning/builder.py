@@ -175,7 +175,7 @@ def _refresh(mpes: mPES, xbar: Crossbar, device_model: PowerLaw, voltage: float)
         devices = mpes.model
     else:
         return None
-    if devices is None or not devices.reset:
+    if not devices.reset:
         return None
     # g > threshold  <=>  R < 1 / (threshold * (1/r0 - 1/r1) + 1/r1), nominal r0, r1
     inv_r1 = 1.0 / device_model.r1
@@ -189,7 +189,6 @@ def _refresh(mpes: mPES, xbar: Crossbar, device_model: PowerLaw, voltage: float)
         voltage=-voltage,
         r3=float(devices.reset_r3),
         exponent=float(devices.reset_exponent),
-        max_count=int(xbar.limits.max_pulses),
     )
 
 
@@ -320,7 +319,7 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
             float(device_model.exponent(voltage)),
         ),
         refresh=refresh,
-        balance=bool(mpes.balance) and mpes.pulses == "learning_rate",
+        balance=bool(mpes.balance),
         max_count=int(xbar.limits.max_pulses),
     )
     op.add_connection(

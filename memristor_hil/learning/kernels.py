@@ -281,22 +281,15 @@ def store_cells(  # pragma: no cover - compiled
             r_pos[i, j] = resistances[k]
         else:
             r_neg[i, j] = resistances[k]
-        x = np.float64(r_pos[i, j])
-        y = np.float64(r_neg[i, j])
-        weights[i, j] = c * (y - x) / (x * y)
+        pair_weight(r_pos, r_neg, weights, i, j, c)
 
 
-def pulse_weight_change(resistance, c, r0, r1, a):
-    """The weight change ``c * dg/dn`` of one SET pulse on devices at ``resistance`` (numpy).
-
-    The nominal model's state is ``n = ((R - r0) / r1) ** (1 / a)`` and ``dg/dn = -a (R - r0)
-    / (n R**2)``; a device at or below ``r0`` (no further change possible) gets ``inf``.
-    """
-    big_r = np.asarray(resistance, dtype=np.float64)
-    x = (big_r - r0) / r1
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = c * (-a) * (big_r - r0) / (x ** (1.0 / a) * big_r * big_r)
-    return np.where(x > 0, out, np.inf)
+@njit(cache=True, nogil=True, inline="always")
+def pair_weight(r_pos, r_neg, weights, i, j, c):  # pragma: no cover - compiled
+    """Set pair ``(i, j)``'s weight ``c * (1/R+ - 1/R-)`` from its two stored resistances."""
+    x = np.float64(r_pos[i, j])
+    y = np.float64(r_neg[i, j])
+    weights[i, j] = c * (y - x) / (x * y)
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

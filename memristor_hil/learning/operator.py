@@ -88,7 +88,7 @@ class ConnectionPart:
         The "learning_rate" policy's first steps balance every pair (weight 0) before it
         learns (:func:`~memristor_hil.learning.pairs.balance_cells`).
     max_count : int
-        The crossbar's most pulses per cell per batch (a balance step's cap).
+        The crossbar's most pulses per cell per batch (caps a balance or refresh step).
     """
 
     origins: tuple[int, int, int, int]
@@ -120,15 +120,12 @@ class Refresh:
         RESET pulse voltage (negative), in volt.
     r3, exponent : float
         The RESET branch ``R = r3 - r3 * m**c`` of the device model.
-    max_count : int
-        Most SET pulses one refresh gives a device (the crossbar's per-batch limit).
     """
 
     r_limit: float
     voltage: float
     r3: float
     exponent: float
-    max_count: int
 
 
 class SimmPES(Operator):
@@ -529,7 +526,7 @@ class _PartRunner:
             *self.nominal,
             ref.r3,
             ref.exponent,
-            ref.max_count,
+            self.max_count,
             self.rows,
             self.cols,
             self.counts,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .kernels import _block_row, _keep, pair_index
+from .kernels import _block_row, _keep, pair_index, pair_weight
 
 __all__ = ["CALIBRATION_RATE", "nominal_pulse_change", "store_calibrated"]
 
@@ -121,17 +121,24 @@ def store_calibrated(  # pragma: no cover - compiled
             ratio += rate * (max(measured, 0.0) / predicted - ratio)
             ratio = min(max(ratio, RATIO_MIN), RATIO_MAX)
         step = _next_pulse_change(big_r_new, ratio, c, r0, r1, inv_a)
-        if polarity[k]:
-            r_pos[i, j] = resistances[k]
-            ratio_pos[i, j] = ratio
-            per_pos[i, j] = step
-        else:
-            r_neg[i, j] = resistances[k]
-            ratio_neg[i, j] = ratio
-            per_neg[i, j] = step
-        x = np.float64(r_pos[i, j])
-        y = np.float64(r_neg[i, j])
-        weights[i, j] = c * (y - x) / (x * y)
+        _keep_device(i, j, polarity[k], resistances[k], ratio, step,
+                     r_pos, r_neg, ratio_pos, ratio_neg, per_pos, per_neg)  # fmt: skip
+        pair_weight(r_pos, r_neg, weights, i, j, c)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _keep_device(  # pragma: no cover - compiled
+    i, j, is_pos, resistance, ratio, step, r_pos, r_neg, ratio_pos, ratio_neg, per_pos, per_neg
+):
+    """Store one device's read resistance, its ratio and its change per next pulse."""
+    if is_pos:
+        r_pos[i, j] = resistance
+        ratio_pos[i, j] = ratio
+        per_pos[i, j] = step
+    else:
+        r_neg[i, j] = resistance
+        ratio_neg[i, j] = ratio
+        per_neg[i, j] = step
 
 
 # ---------------------------------------------------------------------------- pair refresh
@@ -226,25 +233,19 @@ def refresh_cells(  # pragma: no cover - compiled
             1.0 / _after_reset(rp, r3, c_reset) - 1.0 / _after_reset(rn, r3, c_reset)
         )
         for positive in (True, False):
-            row = origins[0] + np.int64(i) if positive else origins[2] + np.int64(i)
-            col = origins[1] + np.int64(j) if positive else origins[3] + np.int64(j)
-            rows_out[k] = row
-            cols_out[k] = col
-            counts_out[k] = 1
-            polarity_out[k] = positive
+            row, col0 = _block_row(origins, i, positive)
             kinds_out[k] = KIND_RESET
-            k += 1
+            k = _keep(rows_out, cols_out, counts_out, polarity_out, k, row,
+                      col0 + np.int64(j), 1, positive)  # fmt: skip
         positive = missing > 0.0
         big_r = _after_reset(rp if positive else rn, r3, c_reset)
         ratio = ratio_pos[i, j] if positive else ratio_neg[i, j]
         pulses = _pulses_for(big_r, abs(missing), ratio, r0, r1, inv_a, max_count)
         if pulses > 0:
-            rows_out[k] = origins[0] + np.int64(i) if positive else origins[2] + np.int64(i)
-            cols_out[k] = origins[1] + np.int64(j) if positive else origins[3] + np.int64(j)
-            counts_out[k] = pulses
-            polarity_out[k] = positive
+            row, col0 = _block_row(origins, i, positive)
             kinds_out[k] = KIND_SET
-            k += 1
+            k = _keep(rows_out, cols_out, counts_out, polarity_out, k, row,
+                      col0 + np.int64(j), pulses, positive)  # fmt: skip
     return k
 
 
@@ -279,15 +280,9 @@ def store_refresh(  # pragma: no cover - compiled
         i, j = pair_index(origins, rows[k], cols[k], polarity[k])
         ratio = ratio_pos[i, j] if polarity[k] else ratio_neg[i, j]
         step = _next_pulse_change(big_r, ratio, c, r0, r1, inv_a)
-        if polarity[k]:
-            r_pos[i, j] = resistances[k]
-            per_pos[i, j] = step
-        else:
-            r_neg[i, j] = resistances[k]
-            per_neg[i, j] = step
-        x = np.float64(r_pos[i, j])
-        y = np.float64(r_neg[i, j])
-        weights[i, j] = c * (y - x) / (x * y)
+        _keep_device(i, j, polarity[k], resistances[k], ratio, step,
+                     r_pos, r_neg, ratio_pos, ratio_neg, per_pos, per_neg)  # fmt: skip
+        pair_weight(r_pos, r_neg, weights, i, j, c)
         pending[i, j] = False
 
 
@@ -335,10 +330,10 @@ def balance_cells(  # pragma: no cover - compiled
     Devices are drawn with 15% spread in their initial resistance, so a pair's two
     conductances differ and its weight starts far from zero (at 100x100 about four times
     the weights PES learns for f(x) = x). Per pair, the device that conducts less gets the
-    SET pulses the nominal model needs to match the other's conductance, scaled by the
-    device's measured ratio (:func:`store_calibrated`, which the read-back updates); pairs
-    within half a pulse are left out. Returns the number of entries (0: all balanced) and
-    the total pulse count.
+    SET pulses the nominal model needs to close :data:`BALANCE_GAIN` of the conductance
+    difference, scaled by the device's measured ratio (:func:`store_calibrated`, which the
+    read-back updates) and capped at ``max_count``; pairs within half a pulse are left out.
+    Returns the number of entries (0: all balanced) and the total pulse count.
     """
     n_post, n_pre = r_pos.shape
     k = 0

@@ -127,7 +127,8 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         threshold: one value for all, or one per post neuron. Default 1e-5 (as published).
     pulses : {"learning_rate", "one", "scaled", "stochastic"}, optional
         Pulse-count policy. ``"learning_rate"`` (default): pulse counts from Nengo PES's
-        expected weight change at ``learning_rate`` (below), with the pair refresh.
+        expected weight change at ``learning_rate`` (below), with the pair balance and
+        refresh.
         ``"one"`` (the published rule): one pulse per device per pulse interval.
         ``"scaled"`` (the published variant): ``ceil(max_pulses * |Delta| / running max
         |Delta|)`` pulses, at least one. ``"stochastic"``: that count's expected
@@ -162,10 +163,11 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
     balance : bool, optional
         With ``learning_rate``: the run's first steps (at most
         :data:`~memristor_hil.learning.pairs.BALANCE_STEPS`) send no learning pulses but
-        balance every pair to weight 0 within half a pulse, as Nengo's PES starts from zero
-        weights: the device that conducts less gets the SET pulses that match the other's
-        conductance (nominal model, scaled by the device's measured response, which these
-        pulses also calibrate); counted in the ``pulses`` probe. Without it the weights start
+        bring every pair towards weight 0, as Nengo's PES starts from zero weights: each step
+        the device that conducts less gets the SET pulses that close half the conductance
+        difference (nominal model, scaled by the device's measured response, which these
+        pulses also calibrate), until pairs are within half a pulse; counted in the
+        ``pulses`` probe. Without it the weights start
         where the devices' drawn resistances put them (with 15% spread, about four times the
         weights PES learns for f(x) = x at 100x100) and learning must first undo that.
         Default True. Ignored by the other policies (the published rule starts as drawn).
