@@ -189,10 +189,9 @@ class SequencedCrossbar(Crossbar):
                 f"{self._unfinished.next + 1}..{len(self._unfinished.messages)} not confirmed); "
                 "call resume_apply() first"
             )
-        count = len(cells.flat)
-        native = read_back and self._native
-        body = wire.encode_batch(batch, cells, read_back, native)
-        if self._fits(count, body, read_back):
+        command = self._one_command(batch, cells, read_back)
+        if command is not None:
+            body, count, native = command
             try:
                 reply = self._call(Op.APPLY, body)
             except CrossbarError:
@@ -202,13 +201,20 @@ class SequencedCrossbar(Crossbar):
         self._unfinished = self._split(batch, cells.flat, read_back)
         return self.resume_apply()
 
-    def _fits(self, count: int, body: bytes, read_back: bool) -> bool:
-        """Whether an APPLY of ``count`` cells and this body fits one command of the device."""
-        return (
+    def _one_command(
+        self, batch: PulseBatch, cells: Cells, read_back: bool
+    ) -> tuple[bytes, int, bool] | None:
+        """The APPLY body of the batch, its cell count and whether its read-back comes in
+        the device's precision; None when it does not fit one command of the device."""
+        count = len(cells.flat)
+        native = read_back and self._native
+        body = wire.encode_batch(batch, cells, read_back, native)
+        fits = (
             count <= self._max_cells
             and wire.REQUEST_HEADER + len(body) <= self._max_message
             and (not read_back or wire.REPLY_HEADER + 8 * count <= self._max_message)
         )
+        return (body, count, native) if fits else None
 
     def _submit(self, batch: PulseBatch, cells: Cells, read_back: bool) -> PendingApply:
         """Send the APPLY now and wait for its reply in ``result()`` (Crossbar.submit).
@@ -219,11 +225,10 @@ class SequencedCrossbar(Crossbar):
         """
         if self._monitor or self._unfinished is not None:
             return super()._submit(batch, cells, read_back)
-        count = len(cells.flat)
-        native = read_back and self._native
-        body = wire.encode_batch(batch, cells, read_back, native)
-        if not self._fits(count, body, read_back):
+        command = self._one_command(batch, cells, read_back)
+        if command is None:
             return super()._submit(batch, cells, read_back)
+        body, count, native = command
         wait = self._start(Op.APPLY, body, send_now=True)
 
         def finish() -> np.ndarray | None:

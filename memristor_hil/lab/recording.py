@@ -124,7 +124,7 @@ class RecordingCrossbar(Crossbar):
         try:
             result = self._inner.apply(batch, read_back=read_back)
         except Exception as exc:
-            self._log_apply(batch, cells, None, started, clock, f"{type(exc).__name__}: {exc}")
+            self._log_apply(batch, cells, None, started, clock, _error_text(exc))
             raise
         self._log_apply(batch, cells, result, started, clock, None)
         return result
@@ -138,14 +138,14 @@ class RecordingCrossbar(Crossbar):
         try:
             inner = self._inner.submit(batch, read_back=read_back)
         except Exception as exc:
-            self._log_apply(batch, cells, None, started, clock, f"{type(exc).__name__}: {exc}")
+            self._log_apply(batch, cells, None, started, clock, _error_text(exc))
             raise
 
         def finish() -> np.ndarray | None:
             try:
                 result = inner.result()
             except Exception as exc:
-                self._log_apply(batch, cells, None, started, clock, f"{type(exc).__name__}: {exc}")
+                self._log_apply(batch, cells, None, started, clock, _error_text(exc))
                 raise
             self._log_apply(batch, cells, result, started, clock, None)
             return result
@@ -184,7 +184,7 @@ class RecordingCrossbar(Crossbar):
                 None,
                 started=started,
                 duration=time.perf_counter() - clock,
-                error=f"{type(exc).__name__}: {exc}",
+                error=_error_text(exc),
             )
             raise
         self._record.log_read(
@@ -212,3 +212,8 @@ class RecordingCrossbar(Crossbar):
                 self._inner.close()
         finally:
             self._record.close()
+
+
+def _error_text(exc: BaseException) -> str:
+    """How a failed call's error is kept in the record: its type and message."""
+    return f"{type(exc).__name__}: {exc}"
