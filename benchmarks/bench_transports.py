@@ -33,7 +33,7 @@ from collections.abc import Iterator
 import nengo
 import numpy as np
 
-from memristor_hil import PulseBatch, open_crossbar
+from memristor_hil import Crossbar, PulseBatch, open_crossbar
 from memristor_hil.testing import EmulatorService
 
 #: 100 post x (100 + 100) pre devices: the mPES layout of a 100x100 connection
@@ -93,7 +93,6 @@ def mpes_table(urls: dict[str, str], sim_time: float, rounds: int) -> None:
     bit. Wall clock (``time.perf_counter``): the service's work is in another process.
     """
     from bench_mpes import build
-    from memristor_hil.drivers import SerialCrossbar, VisaCrossbar
 
     from memristor_hil import mPES
 
@@ -104,12 +103,7 @@ def mpes_table(urls: dict[str, str], sim_time: float, rounds: int) -> None:
             sim.run(seconds)
             return time.perf_counter() - start
 
-    # driver objects, not URLs: the timing is of the transport alone
-    crossbars = {
-        "in-process": open_crossbar(urls["in-process"]),
-        "serial": SerialCrossbar(urls["serial"].split("://", 1)[1], timeout=10),
-        "visa": VisaCrossbar(urls["visa"].split("://", 1)[1], timeout=10),
-    }
+    crossbars = open_backends(urls)
     times: dict[str, list[float]] = {name: [] for name in crossbars}
     try:
         for crossbar in crossbars.values():
@@ -132,6 +126,23 @@ def mpes_table(urls: dict[str, str], sim_time: float, rounds: int) -> None:
             f"{name:10} {min(got):8.3f} {statistics.median(got):9.3f} {min(got) / best:16.2f}x "
             f"{statistics.median(got) / middle:8.2f}x"
         )
+    print_identity(final)
+
+
+def open_backends(urls: dict[str, str]) -> dict[str, Crossbar]:
+    """The in-process emulator and the two drivers; driver objects, not URLs (which may
+    wrap them, e.g. to record): the timing is of the transport alone."""
+    from memristor_hil.drivers import SerialCrossbar, VisaCrossbar
+
+    return {
+        "in-process": open_crossbar(urls["in-process"]),
+        "serial": SerialCrossbar(urls["serial"].split("://", 1)[1], timeout=10),
+        "visa": VisaCrossbar(urls["visa"].split("://", 1)[1], timeout=10),
+    }
+
+
+def print_identity(final: dict[str, np.ndarray]) -> None:
+    """Whether each driver's devices ended bit for bit where the in-process ones did."""
     for name in ("serial", "visa"):
         same = final[name].tobytes() == final["in-process"].tobytes()
         print(f"{name}: every device's final resistance bit-identical to in-process: {same}")
@@ -158,13 +169,7 @@ def pipeline_table(urls: dict[str, str], steps: int, compute: float, rounds: int
     either in turn (``apply``) or overlapped (``submit``, the work, then ``result()``): what
     an mPES operator that submits its batch and collects the read-back only before the next
     step reads its weights would gain. Devices must end bit-identical to in-process."""
-    from memristor_hil.drivers import SerialCrossbar, VisaCrossbar
-
-    crossbars = {
-        "in-process": open_crossbar(urls["in-process"]),
-        "serial": SerialCrossbar(urls["serial"].split("://", 1)[1], timeout=10),
-        "visa": VisaCrossbar(urls["visa"].split("://", 1)[1], timeout=10),
-    }
+    crossbars = open_backends(urls)
     batches = mpes_batches(steps)
 
     def in_turn(x) -> float:
@@ -200,9 +205,7 @@ def pipeline_table(urls: dict[str, str], steps: int, compute: float, rounds: int
     base = min(times[("in-process", "apply")])
     for (name, mode), got in times.items():
         print(f"{name:10} {mode:>7} {min(got) * 1e3:12.3f} {min(got) / base:18.2f}x")
-    for name in ("serial", "visa"):
-        same = final[name].tobytes() == final["in-process"].tobytes()
-        print(f"{name}: every device's final resistance bit-identical to in-process: {same}")
+    print_identity(final)
 
 
 @contextlib.contextmanager
