@@ -159,6 +159,23 @@ def test_a_late_reply_to_an_abandoned_read_is_never_taken_for_the_next_one(scrip
     xbar._serial.close()
 
 
+def test_a_silent_resync_costs_its_attempt_and_ends_in_a_timeout(scripted):
+    # neither the read nor the firmware-version marker is answered: each resync waits one
+    # timeout and counts as the attempt, so the read fails after retries + 1 attempts
+    device = scripted(
+        [
+            *CONNECT,
+            (b"2\n2\n2\n3\n1\n1\n1\n", None),
+            (b"999\n", None),
+        ]
+    )
+    xbar = ArC1Crossbar(device.port, **{**OPTIONS, "retries": 1})
+    with pytest.raises(CrossbarTimeoutError, match="resynchronising.*2 attempt"):
+        xbar.read([0], [0])
+    device.done()
+    xbar._serial.close()
+
+
 def test_a_garbled_reply_is_read_again_then_raises(scripted):
     garbled = f32(np.nan)
     device = scripted(
