@@ -322,11 +322,13 @@ class Crossbar(ABC):
             raise CrossbarClosedError(f"{self!r} is closed")
 
     def _collect_submitted(self) -> None:
-        """Collect the outstanding :meth:`submit`, if any (raising its error if it failed)."""
+        """Collect the outstanding :meth:`submit`, if any, raising its error if it failed and
+        its handle's ``result()`` has not already raised it to the caller."""
         pending = self._submitted
         if pending is not None:
             self._submitted = None
-            pending.result()
+            if not pending.done:
+                pending.result()
 
     # ------------------------------------------------------------------ backend hooks
     def _locate(self, rows: ArrayLike, cols: ArrayLike) -> Cells:

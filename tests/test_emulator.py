@@ -419,3 +419,35 @@ def test_submit_on_an_in_process_crossbar_applies_before_returning():
     with pytest.raises(AddressError, match="outside"):
         a.submit(PulseBatch([3], [0]))
     assert a.read_all().tobytes() == b.read_all().tobytes()
+
+
+def test_a_failed_submit_is_raised_once_to_whoever_collects_it_first():
+    """Crossbar.submit's contract: a failure is raised by ``result()`` and, if nobody collected
+    it first, by the crossbar's next call; a failure the handle already raised is not raised
+    again by an unrelated later call."""
+    from memristor_hil.crossbar import PendingApply
+    from memristor_hil.errors import CrossbarTimeoutError
+
+    class Unanswered(Crossbar):
+        def _submit(self, batch, cells, read_back):
+            def finish():
+                raise CrossbarTimeoutError("no reply within 1 s")
+
+            return PendingApply(finish)
+
+        def _apply(self, batch, cells, read_back):
+            return None
+
+        def _read(self, flat):
+            return np.ones(len(flat))
+
+    xbar = Unanswered((2, 2))
+    pending = xbar.submit(PulseBatch([0], [0]))
+    with pytest.raises(CrossbarTimeoutError):
+        pending.result()
+    assert xbar.read([1], [1]).tolist() == [1.0]  # collected by its handle: not raised again
+    uncollected = xbar.submit(PulseBatch([0], [0]))
+    with pytest.raises(CrossbarTimeoutError):
+        xbar.read([1], [1])  # raised by the next call ...
+    with pytest.raises(CrossbarTimeoutError):
+        uncollected.result()  # ... and by its handle
