@@ -319,7 +319,7 @@ def run_task(spec: RunSpec, *, crossbar: Any = None, layout: Any = None) -> dict
     """
     import nengo
 
-    from memristor_hil.experiments.function_learning import build_network
+    from memristor_hil.experiments.function_learning import build_network, simulator
 
     task = TASKS[spec.task]
     resolved = spec.resolved()
@@ -342,7 +342,7 @@ def run_task(spec: RunSpec, *, crossbar: Any = None, layout: Any = None) -> dict
     learned = next(c for c in net.all_connections if c.learning_rule_type is not None)
     with net:
         pulse_probe = nengo.Probe(learned.learning_rule, "pulses") if spec.rule == "mPES" else None
-    with nengo.Simulator(net, progress_bar=False, seed=spec.seed) as sim:
+    with simulator(net, seed=spec.seed) as sim:
         sim.run(seconds)
         t = sim.trange()
         output = sim.data[probes["output"]]
