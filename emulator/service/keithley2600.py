@@ -35,6 +35,9 @@ __all__ = ["Keithley2600"]
 
 #: Seconds per power-line cycle (60 Hz mains).
 _PLC = 1 / 60
+#: The smallest current and voltage limits the source takes (a smaller one is raised to it,
+#: as the instrument does): 10 nA and 10 mV.
+_MIN_LIMIT = {1: 10e-9, 0: 10e-3}
 
 _SMU = """
 local hw = ...
@@ -138,7 +141,7 @@ smu_objects.source, src = proxy("smua.source",
          return c
        end}})
 local meas
-local function measure_time() return meas.nplc * %(plc)r + meas.delay end
+local function measure_time() return meas.nplc * %(plc)r + math.max(meas.delay, 0) end
 -- one DC reading: voltage, current, and what the function asked for
 local function read(kind, b1, b2)
   local v, i, _, r = dc(src.func, src.func == 1 and src.levelv or src.leveli,
@@ -343,14 +346,14 @@ class Keithley2600(TspInstrument):
 
     def _dc(self, func: float, level: float, limit: float, seconds: float) -> tuple:
         """A DC reading: (voltage, current, compliance), taking ``seconds``."""
-        level, limit = float(level), float(limit)
-        if not 0 < abs(limit) <= 200:
+        level, limit = float(level), max(abs(float(limit)), _MIN_LIMIT[int(func) == 1])
+        if limit > 200:
             raise ValueError(f"source limit {limit} is out of range")
         self.bench.delay(float(seconds))
         self.bench.counts["reads"] += seconds > 0
         if int(func) == 1:
-            return self.bench.source(level, abs(limit))
-        return self.bench.source_current(level, abs(limit))
+            return self.bench.source(level, limit)
+        return self.bench.source_current(level, limit)
 
     def _train(self, level: float, width: float, count: float, limit: float) -> tuple:
         level, width, count, limit = float(level), float(width), int(count), float(limit)

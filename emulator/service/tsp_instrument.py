@@ -100,7 +100,7 @@ errorqueue = setmetatable({
   clear = function() err_clear() end,
   next = function() return err_next() end,
 }, {__index = function(t, k) if k == "count" then return err_count() end end,
-    Getters = {count = err_count}})
+    Getters = {count = err_count}, Setters = {}})
 table.getn = function(t) return #t end
 reset = function() format_defaults() end
 """
