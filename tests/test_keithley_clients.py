@@ -147,9 +147,11 @@ def test_pymeasure_keithley2600_drives_the_emulated_smu(bench):
     assert code == -286 and "nonsense" in message and "<python>" not in message
     assert k.next_error[0] == 0
     assert k.status.strip() == "0" and k.complete.strip() == "1"  # *STB?, *OPC? (defect 6)
-    a.source_mode = "voltage"
-    a.source_output = "OFF"
-    assert float(k.ask("print(smua.source.output)")) == 0
+    # shutdown: ramps the source to 0 and switches the output off
+    a.apply_voltage(compliance_current=0.1)
+    a.source_voltage = 0.1
+    a.shutdown()
+    assert k.ask("print(smua.source.levelv, smua.source.output)").split() == ["0.00000e+00"] * 2
     k.adapter.close()
 
 
