@@ -227,6 +227,49 @@ def test_measure_functions_buffers_and_compliance(shared):
     v.close()
 
 
+#: A DC sweep as Keithley's factory scripts (KISweep's LinVSweepMeasureI) write it: a script
+#: defining a function, the buffer collecting source values, printbuffer of readings and
+#: source values together.
+LIN_SWEEP = """loadscript LinSweep
+function LinVSweepMeasureI(smu, startv, stopv, stime, points)
+  local l_stepv = (stopv - startv) / (points - 1)
+  local l_sweepv = startv
+  smu.source.func = smu.OUTPUT_DCVOLTS
+  smu.source.limiti = 0.1
+  smu.measure.autozero = smu.AUTOZERO_ONCE
+  smu.nvbuffer1.clear()
+  smu.nvbuffer1.appendmode = 1
+  smu.nvbuffer1.collectsourcevalues = 1
+  smu.source.output = smu.OUTPUT_ON
+  for l_j = 1, points do
+    smu.source.levelv = l_sweepv
+    delay(stime)
+    smu.measure.i(smu.nvbuffer1)
+    l_sweepv = l_sweepv + l_stepv
+  end
+  smu.source.output = smu.OUTPUT_OFF
+  smu.source.levelv = 0
+  printbuffer(1, points, smu.nvbuffer1, smu.nvbuffer1.sourcevalues)
+end
+endscript
+LinSweep.run()"""
+
+
+def test_a_factory_style_dc_sweep_script(shared):
+    # 2600B manual, printbuffer(): several buffers are interleaved (reading, source value)
+    v = shared.visa()
+    connect_device(v)
+    v.write("smua.reset() smua.source.levelv = 0.1 smua.source.output = 1")
+    r = float(v.query("print(smua.measure.r())"))
+    for line in LIN_SWEEP.splitlines():
+        v.write(line)
+    got = [float(x) for x in v.query("LinVSweepMeasureI(smua, 0.1, 0.3, 0.01, 3)").split(",")]
+    assert got[1::2] == pytest.approx([0.1, 0.2, 0.3])
+    assert got[0::2] == pytest.approx([0.1 / r, 0.2 / r, 0.3 / r], rel=1e-4)
+    assert v.query("print(errorqueue.count, smua.source.output)") == "0.00000e+00\t0.00000e+00"
+    v.close()
+
+
 def pulse_trigger_model(levels: str, count: int, measure: str = "i") -> str:
     """The 2600B manual's pulse sweep ("Pulse mode sweeps": source list, timer as the pulse
     width, endpulse SOURCE_IDLE), measuring into nvbuffer1, then printbuffer."""

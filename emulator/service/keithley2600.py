@@ -83,51 +83,65 @@ local function proxy(name, attrs, objects, hooks)
 end
 local set_output, dc, train = checked(hw.set_output), checked(hw.dc), checked(hw.train)
 
--- reading buffers (manual: "Reading buffers"); buffer[i] is buffer.readings[i]
-local function new_buffer(name)
-  local data, count = {}, 0
-  local readings = setmetatable({}, {
-    __index = function(_, i)
-      if i == "getreading" then return function(k) return data[k] end end
-      return data[i]
-    end,
-    __newindex = function() error(name .. ".readings is read-only", 2) end,
-    __len = function() return count end,
-    Objects = {getreading = function(k) return data[k] end},
+-- reading buffers (manual: "Reading buffers"): buffer[i] is buffer.readings[i]; source
+-- values and timestamps are kept beside each reading
+local function column(name, data)
+  local function get(k) return data[k] end
+  return setmetatable({}, {
+    __index = function(_, i) if i == "getreading" then return get end return data[i] end,
+    __newindex = function() error(name .. " is read-only", 2) end,
+    __len = function() return #data end,
+    Objects = {getreading = get},
   })
-  local buffer
-  buffer = proxy(name, {appendmode = 0, collecttimestamps = 0, collectsourcevalues = 0,
-                        fillmode = 0}, {
-    readings = readings,
-    clear = function() data, count = {}, 0 end,
+end
+local function new_buffer(name)
+  local data, sources, times = {}, {}, {}
+  local buffer = proxy(name, {appendmode = 0, collecttimestamps = 0, collectsourcevalues = 0,
+                              fillmode = 0}, {
+    clear = function()
+      for i = #data, 1, -1 do data[i], sources[i], times[i] = nil, nil, nil end
+    end,
     clearcache = function() end,
+    readings = column(name .. ".readings", data),
+    sourcevalues = column(name .. ".sourcevalues", sources),
+    timestamps = column(name .. ".timestamps", times),
   }, {
-    get = {n = function() return count end, capacity = function() return 100000 end},
+    get = {n = function() return #data end, capacity = function() return 100000 end},
     index = function(i) if type(i) == "number" then return data[i] end end,
   })
-  getmetatable(buffer).__len = function() return count end
-  getmetatable(buffer).Objects.append = function(x)
-    if count >= 100000 then error(name .. " is full", 2) end
-    count = count + 1; data[count] = x
+  local mt = getmetatable(buffer)
+  mt.__len = function() return #data end
+  mt.append = function(x, source)
+    local n = #data + 1
+    if n > 100000 then error(name .. " is full", 2) end
+    data[n], sources[n], times[n] = x, source, timer.measure.t()
   end
   return buffer
 end
-local function store(buffer, x) if buffer then getmetatable(buffer).Objects.append(x) end end
+local function store(buffer, x, source)
+  if buffer then getmetatable(buffer).append(x, source) end
+end
 
 trigger = proxy("trigger", {}, {EVENT_ID = 1, timer = {}, blender = {},
   wait = function() return true end, clear = function() end})
 for k = 1, 4 do
-  trigger.timer[k] = proxy("trigger.timer[" .. k .. "]",
+  local timer_values
+  trigger.timer[k], timer_values = proxy("trigger.timer[" .. k .. "]",
     {delay = 10e-6, count = 1, passthrough = false, stimulus = 0},
     {EVENT_ID = 100 + k, clear = function() end})
+  getmetatable(trigger.timer[k]).Objects.reset = function()
+    timer_values.delay, timer_values.count, timer_values.passthrough = 10e-6, 1, false
+    timer_values.stimulus = 0
+  end
   trigger.blender[k] = proxy("trigger.blender[" .. k .. "]", {orenable = false},
     {EVENT_ID = 200 + k, stimulus = {0, 0, 0, 0}, clear = function() end})
 end
 
 local smu_objects = {OUTPUT_DCAMPS = 0, OUTPUT_DCVOLTS = 1, OUTPUT_OFF = 0, OUTPUT_ON = 1,
   OUTPUT_HIGH_Z = 2, DISABLE = 0, ENABLE = 1, SOURCE_IDLE = 0, SOURCE_HOLD = 1,
-  AUTORANGE_OFF = 0, AUTORANGE_ON = 1, SENSE_LOCAL = 0, SENSE_REMOTE = 1,
-  OUTPUT_NORMAL = 0, OUTPUT_ZERO = 1}
+  AUTORANGE_OFF = 0, AUTORANGE_ON = 1, AUTOZERO_OFF = 0, AUTOZERO_ONCE = 1, AUTOZERO_AUTO = 2,
+  SENSE_LOCAL = 0, SENSE_REMOTE = 1, OUTPUT_NORMAL = 0, OUTPUT_ZERO = 1, FILTER_OFF = 0,
+  FILTER_ON = 1, FILTER_MOVING_AVG = 0, FILTER_REPEAT_AVG = 1, FILTER_MEDIAN = 2}
 smua = proxy("smua", {sense = 0}, smu_objects)
 local src
 smu_objects.source, src = proxy("smua.source",
@@ -144,19 +158,21 @@ local meas
 local function measure_time() return meas.nplc * %(plc)r + math.max(meas.delay, 0) end
 -- one DC reading: voltage, current, and what the function asked for
 local function read(kind, b1, b2)
-  local v, i, _, r = dc(src.func, src.func == 1 and src.levelv or src.leveli,
-                        src.func == 1 and src.limiti or src.limitv, measure_time())
-  if kind == "i" then store(b1, i); return i
-  elseif kind == "v" then store(b1, v); return v
-  elseif kind == "r" then store(b1, r); return r
-  elseif kind == "p" then store(b1, v * i); return v * i end
-  store(b1, i); store(b2, v)
+  local level = src.func == 1 and src.levelv or src.leveli
+  local v, i, _, r = dc(src.func, level, src.func == 1 and src.limiti or src.limitv,
+                        measure_time())
+  if kind == "i" then store(b1, i, level); return i
+  elseif kind == "v" then store(b1, v, level); return v
+  elseif kind == "r" then store(b1, r, level); return r
+  elseif kind == "p" then store(b1, v * i, level); return v * i end
+  store(b1, i, level); store(b2, v, level)
   return i, v
 end
 smu_objects.measure, meas = proxy("smua.measure",
-  {nplc = 1, autorangei = 1, autorangev = 1, autozero = 1, rangei = 0.1, rangev = 0.2,
-   lowrangei = 0, lowrangev = 0, count = 1, delay = 0, interval = 0, filter = 0},
-  {i = function(b) return read("i", b) end, v = function(b) return read("v", b) end,
+  {nplc = 1, autorangei = 1, autorangev = 1, autozero = 2, rangei = 0.1, rangev = 0.2,
+   lowrangei = 0, lowrangev = 0, count = 1, delay = 0, interval = 0},
+  {filter = proxy("smua.measure.filter", {enable = 0, count = 1, type = 1}),
+   i = function(b) return read("i", b) end, v = function(b) return read("v", b) end,
    r = function(b) return read("r", b) end, p = function(b) return read("p", b) end,
    iv = function(b1, b2) return read("iv", b1, b2) end})
 smu_objects.nvbuffer1, smu_objects.nvbuffer2 = new_buffer("smua.nvbuffer1"),
@@ -230,11 +246,11 @@ local function sweep()
     if measuring then
       for j = 1, k do
         local current = currents[j]
-        if measure_kind == "i" then store(measure_b1, current)
-        elseif measure_kind == "v" then store(measure_b1, level)
-        elseif measure_kind == "r" then store(measure_b1, seen[j])
-        elseif measure_kind == "p" then store(measure_b1, level * current)
-        else store(measure_b1, current); store(measure_b2, level) end
+        if measure_kind == "i" then store(measure_b1, current, level)
+        elseif measure_kind == "v" then store(measure_b1, level, level)
+        elseif measure_kind == "r" then store(measure_b1, seen[j], level)
+        elseif measure_kind == "p" then store(measure_b1, level * current, level)
+        else store(measure_b1, current, level); store(measure_b2, level, level) end
       end
     end
     i = i + k
@@ -262,8 +278,9 @@ status = proxy("status", {}, {
     sweeping = proxy("status.operation.sweeping", {}, {}, {get = {condition = condition}}),
   }),
 })
-display = proxy("display", {}, {MEASURE_DCAMPS = 0, MEASURE_DCVOLTS = 1, MEASURE_OHMS = 2,
-  MEASURE_WATTS = 3, SMUA = 0, screen = 0,
+display = proxy("display", {screen = 0}, {MEASURE_DCAMPS = 0, MEASURE_DCVOLTS = 1,
+  MEASURE_OHMS = 2, MEASURE_WATTS = 3, SMUA = 0, clear = function() end,
+  settext = function() end, setcursor = function() end,
   smua = proxy("display.smua", {}, {measure = proxy("display.smua.measure", {func = 0}, {})})})
 
 smu_objects.reset = function()

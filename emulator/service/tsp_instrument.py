@@ -79,12 +79,16 @@ local function print_numbers(values)
   end
 end
 printnumber = function(...) print_numbers({...}) end
+-- 2600B manual, printbuffer(): with several buffers the readings are interleaved
+-- (a[1], b[1], a[2], b[2], ...), as in printbuffer(1, n, buf.readings, buf.sourcevalues)
 printbuffer = function(first, last, ...)
-  local values = {}
-  for _, b in ipairs({...}) do
-    local readings = b.readings or b
-    for i = first, last do
-      local v = readings[i]
+  local values, buffers = {}, {...}
+  if type(first) ~= "number" or type(last) ~= "number" or last - first > 1e6 then
+    error("printbuffer: bad index range", 2)
+  end
+  for i = first, last do
+    for _, b in ipairs(buffers) do
+      local v = b[i]
       if v == nil then error("printbuffer: index " .. i .. " is outside the buffer", 2) end
       values[#values + 1] = v
     end
