@@ -460,6 +460,10 @@ def test_runaway_lua_is_bounded_and_others_are_answered(bench):
         runaway.sendall(b"while true do end\n" * 3)
         time.sleep(0.05)
         answered_within(bench)
+        # a loop spending its time in instrument calls is bounded too
+        runaway.sendall(b"smua.source.output = 1 while true do smua.measure.i() end\n")
+        time.sleep(0.05)
+        answered_within(bench)
         runaway.sendall(b"print(errorqueue.count)\n")
-        assert ask_raw(runaway, "") == "3.00000e+00"
+        assert ask_raw(runaway, "") == "4.00000e+00"
     our_driver_works(bench)

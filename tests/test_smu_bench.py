@@ -173,6 +173,24 @@ class ExpectedLink:
         pass
 
 
+def test_a_long_batch_runs_as_several_scripts_with_the_same_result(benches, monkeypatch):
+    """More than PULSES_PER_GO pulses run as several mhil_go() calls (an entry split into
+    consecutive parts), so no script outlasts the bench's per-script time budget; the devices
+    end as the same pulses applied one at a time would leave them."""
+    import memristor_hil.drivers.smu as smu
+
+    monkeypatch.setattr(smu, "PULSES_PER_GO", 7)
+    batch = PulseBatch([0, 1, 0, 2], [1, 1, 1, 3], [5, 9, 2, 1], voltage=0.12, width=1e-4)
+    bench = benches()
+    with open_crossbar(DEVICES) as reference:
+        want = PulseByPulse(reference).apply(batch, read_back=True)
+    with open_crossbar(bench.url(), record=False) as xbar:
+        before = xbar.stats["batches"]
+        got = xbar.apply(batch, read_back=True)
+        assert xbar.stats["batches"] - before == 3  # 17 pulses in groups of at most 7
+    assert got.tobytes() == want.tobytes()
+
+
 def test_command_table_pins_what_the_driver_sends():
     wiring = Wiring.default(2, 3)  # rows on 1:01-1:02, columns on 1:03-1:05
     block = b"#0" + np.array([1e5, 2e5], "<f8").tobytes() + b"\n"

@@ -25,6 +25,9 @@ clock (``timer.measure.t()``) instead of being waited out.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 
 from .bench import Bench
 from .keithley707b import CHANNEL_LUA
@@ -35,6 +38,8 @@ __all__ = ["Keithley2600"]
 
 #: Seconds per power-line cycle (60 Hz mains).
 _PLC = 1 / 60
+#: Readings a buffer holds.
+_CAPACITY = 100_000
 #: The smallest current and voltage limits the source takes (a smaller one is raised to it,
 #: as the instrument does): 10 nA and 10 mV.
 _MIN_LIMIT = {1: 10e-9, 0: 10e-3}
@@ -106,21 +111,23 @@ local function new_buffer(name)
     sourcevalues = column(name .. ".sourcevalues", sources),
     timestamps = column(name .. ".timestamps", times),
   }, {
-    get = {n = function() return #data end, capacity = function() return 100000 end},
+    get = {n = function() return #data end, capacity = function() return %(capacity)d end},
     index = function(i) if type(i) == "number" then return data[i] end end,
   })
   local mt = getmetatable(buffer)
   mt.__len = function() return #data end
   mt.append = function(x, source)
     local n = #data + 1
-    if n > 100000 then error(name .. " is full", 2) end
+    if n > %(capacity)d then error(name .. " is full", 2) end
     data[n], sources[n], times[n] = x, source, timer.measure.t()
   end
+  mt.columns = {data, sources, times}  -- filled by the sweep's trains directly
   return buffer
 end
 local function store(buffer, x, source)
   if buffer then getmetatable(buffer).append(x, source) end
 end
+local function columns(buffer) return buffer and getmetatable(buffer).columns end
 
 trigger = proxy("trigger", {}, {EVENT_ID = 1, timer = {}, blender = {},
   wait = function() return true end, clear = function() end})
@@ -242,17 +249,8 @@ local function sweep()
     local level = source_list[(i - 1) %% n + 1]
     local k = 1
     while i + k <= total and source_list[(i + k - 1) %% n + 1] == level do k = k + 1 end
-    local currents, seen = train(level, width, k, limit)
-    if measuring then
-      for j = 1, k do
-        local current = currents[j]
-        if measure_kind == "i" then store(measure_b1, current, level)
-        elseif measure_kind == "v" then store(measure_b1, level, level)
-        elseif measure_kind == "r" then store(measure_b1, seen[j], level)
-        elseif measure_kind == "p" then store(measure_b1, level * current, level)
-        else store(measure_b1, current, level); store(measure_b2, level, level) end
-      end
-    end
+    train(level, width, k, limit, measuring and measure_kind or "", columns(measure_b1),
+          columns(measure_b2), timer.measure.t())
     i = i + k
   end
   sweeping = 1  -- status.operation.sweeping reports the sweep for one read (virtual time)
@@ -347,7 +345,7 @@ class Keithley2600(TspInstrument):
             CHANNEL_LUA + "\nMATRIX_NODE = {model = '707B', channel = channel}\nchannel = nil",
             self._matrix_table(),
         )
-        self._bus_trigger = self.sandbox.setup(_SMU % {"plc": _PLC}, hw)
+        self._bus_trigger = self.sandbox.setup(_SMU % {"plc": _PLC, "capacity": _CAPACITY}, hw)
 
     def _matrix_table(self):
         from .keithley707b import channel_functions
@@ -372,10 +370,42 @@ class Keithley2600(TspInstrument):
             return self.bench.source(level, limit)
         return self.bench.source_current(level, limit)
 
-    def _train(self, level: float, width: float, count: float, limit: float) -> tuple:
+    def _train(
+        self,
+        level: float,
+        width: float,
+        count: float,
+        limit: float,
+        kind: str = "",
+        *buffers: Any,
+    ) -> bool:
+        """Source ``count`` pulses; with a measurement ``kind`` (``i``, ``v``, ``r``, ``p``,
+        ``iv``), each pulse's reading goes into the buffers' columns (readings, source values,
+        timestamps; ``buffers`` ends with the time the train starts). Filled from here, so a
+        long train costs the script's instruction budget nothing per pulse."""
         level, width, count, limit = float(level), float(width), int(count), float(limit)
         if not (0 < width <= 10.0) or not (0 < limit <= 1.5) or abs(level) > 200:
             raise ValueError(f"pulse {level} V, {width} s, limit {limit} A is out of range")
+        *columns, start = buffers if buffers else (None,)
+        for column in columns:
+            if column is not None and len(column[1]) + count > _CAPACITY:
+                raise ValueError(f"the reading buffer is full ({_CAPACITY} readings)")
         currents, seen, compliance = self.bench.pulse_train(level, width, count, limit)
-        table = self.sandbox.table
-        return table(*currents.tolist()), table(*seen.tolist()), compliance
+        if kind:
+            levels = np.full(currents.size, level)
+            readings = {"i": currents, "v": levels, "r": seen, "p": levels * currents}
+            first = readings.get(kind, currents)  # iv: currents, then voltages
+            times = float(start) + width * np.arange(1, currents.size + 1)
+            targets = [first, levels] if kind == "iv" else [first]
+            for column, values in zip(columns, targets, strict=False):
+                if column is not None:
+                    _extend(column, values, levels, times)
+        return compliance
+
+
+def _extend(column: Any, values: np.ndarray, sources: np.ndarray, times: np.ndarray) -> None:
+    """Append to a buffer's Lua columns (readings, source values, timestamps)."""
+    data, source_values, timestamps = column[1], column[2], column[3]
+    rows = zip(values.tolist(), sources.tolist(), times.tolist(), strict=True)
+    for j, (x, s, t) in enumerate(rows, len(data) + 1):
+        data[j], source_values[j], timestamps[j] = x, s, t

@@ -109,7 +109,7 @@ class LuaSandbox:
 
     def __init__(
         self,
-        max_instructions: int = 20_000_000,
+        max_instructions: int = 5_000_000,
         max_seconds: float = 5.0,
         max_memory: int = 64 << 20,
     ) -> None:
