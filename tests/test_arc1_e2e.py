@@ -53,14 +53,17 @@ def as_float32(results):
     "faults",
     [
         [],
-        ["--drop-reply", "0.1", "--latency", "0.001", "--fault-seed", "4"],
+        # a masked read is paced as the vendor paces it (one reply per cell), so a lossy link
+        # loses a value of a 70-cell read far more often than a whole reply: 0.5 % per reply
+        ["--drop-reply", "0.005", "--latency", "0.001", "--fault-seed", "4"],
     ],
     ids=["clean", "dropped-replies"],
 )
 def test_a_seeded_workload_matches_the_in_process_emulator_bit_for_bit(faults):
     service = EmulatorService("--serial", "--dialect", "arc1", *faults, url=EMULATOR_URL)
     try:
-        with open_crossbar(arc1_url(service, 12, 10, "&retries=5"), record=False) as xbar:
+        url = arc1_url(service, 12, 10, "&retries=5")
+        with open_crossbar(url, record=False, timeout=0.3) as xbar:
             got = run(xbar)
             retries = xbar.stats["retries"]
         service.stop()  # prints which faults it injected
@@ -126,7 +129,7 @@ def test_info_characterize_fit_on_arc1_and_recording_by_default(tmp_path):
         url = arc1_url(service, 6, 5)
         code, out, err = cli("info", url, cwd=tmp_path)
         assert code == 0, err
-        assert "ArC ONE,6x5,firmware 2.0" in out and "6 x 5 (30 cells)" in out
+        assert "ArC ONE,6x5,firmware 9.3" in out and "6 x 5 (30 cells)" in out
         code, out, err = cli(
             "characterize", url, "--cells", "0:4,1:5", "--pulses", "2000", "--reads", "20",
             "--record", "a.sqlite", cwd=tmp_path,
