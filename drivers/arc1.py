@@ -62,7 +62,7 @@ from memristor_hil.errors import (
     SafetyLimitError,
 )
 from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
-from memristor_hil.url_options import query_options
+from memristor_hil.url_options import Option, keyword_only, query_options, read_options
 
 __all__ = [
     "ARC1_LIMITS",
@@ -572,6 +572,38 @@ def limits_from_options(options: dict[str, Any], default: SafetyLimits) -> Safet
     return SafetyLimits(**values)  # type: ignore[arg-type]
 
 
+_ARC1_OPTIONS = {
+    "rows": Option(int),
+    "cols": Option(int),
+    "vread": Option(float),
+    "read_mode": Option(int),
+    "read_cycles": Option(int),
+    "sneak_path": Option(int),
+    "timeout": Option(float),
+    "retries": Option(int),
+    "reset_delay": Option(float),
+    "write_delay": Option(float),
+    "baudrate": Option(int),
+    "limits": Option(keyword_only),
+}
+
+
+def read_limits_and_options(
+    scheme: str, options: dict[str, Any], fields: dict[str, Option[Any]], default: SafetyLimits
+) -> dict[str, Any]:
+    """The keyword arguments of a driver from URL options: ``fields`` read with
+    :func:`read_options` (those not given left out, so the driver's defaults hold), and
+    ``limits`` from ``default`` with any of the limit options replaced."""
+    try:
+        limits = limits_from_options(options, default)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bad {scheme}:// safety-limit option: {exc}") from None
+    values = read_options(scheme, options, fields)
+    kwargs = {key: value for key, value in values.items() if value is not None}
+    kwargs.setdefault("limits", limits)
+    return kwargs
+
+
 def open_arc1(url: str, **overrides: Any) -> ArC1Crossbar:
     """Open ``arc1://PORT[?rows=R&cols=C&vread=V&...]``.
 
@@ -586,28 +618,5 @@ def open_arc1(url: str, **overrides: Any) -> ArC1Crossbar:
         raise ValueError(f"{url!r} names no serial port: arc1:///dev/ttyACM0 or arc1://COM5")
     _, options = query_options("x://?" + query)
     options = {**options, **overrides}
-    limits = options.pop("limits", None)
-    try:
-        if limits is None:
-            limits = limits_from_options(options, DEFAULT_LIMITS)
-        kwargs: dict[str, Any] = {}
-        for key, kind in (
-            ("rows", int),
-            ("cols", int),
-            ("vread", float),
-            ("read_mode", int),
-            ("read_cycles", int),
-            ("sneak_path", int),
-            ("timeout", float),
-            ("retries", int),
-            ("reset_delay", float),
-            ("write_delay", float),
-            ("baudrate", int),
-        ):
-            if key in options:
-                kwargs[key] = kind(options.pop(key))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"bad option in {url!r}: {exc}") from None
-    if options:
-        raise ValueError(f"unknown arc1:// options {sorted(options)}")
-    return ArC1Crossbar(port, limits=limits, **kwargs)
+    kwargs = read_limits_and_options("arc1", options, _ARC1_OPTIONS, DEFAULT_LIMITS)
+    return ArC1Crossbar(port, **kwargs)

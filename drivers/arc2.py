@@ -53,9 +53,9 @@ from memristor_hil.errors import (
     ProtocolError,
 )
 from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
-from memristor_hil.url_options import query_options
+from memristor_hil.url_options import Option, keyword_only, query_options
 
-from .arc1 import _check_inside, limits_from_options
+from .arc1 import _check_inside, read_limits_and_options
 
 __all__ = [
     "ARC2_LIMITS",
@@ -503,6 +503,17 @@ def _vendor(kind: str, member: str) -> Any:
     return getattr(getattr(pyarc2, kind), member)
 
 
+_ARC2_OPTIONS = {
+    "firmware": Option(str),
+    "layout": Option(str),
+    "vread": Option(float),
+    "timeout": Option(float),
+    "max_instructions": Option(int),
+    "limits": Option(keyword_only),
+    "instrument": Option(keyword_only),
+}
+
+
 def open_arc2(url: str, **overrides: Any) -> ArC2Crossbar:
     """Open ``arc2://[ID][?firmware=PATH&layout=NAME|FILE&vread=V&...]``.
 
@@ -516,31 +527,17 @@ def open_arc2(url: str, **overrides: Any) -> ArC2Crossbar:
     ident, _, query = rest.partition("?")
     _, options = query_options("x://?" + query)
     options = {**options, **overrides}
-    instrument = options.pop("instrument", None)
-    limits = options.pop("limits", None)
-    firmware = options.pop("firmware", None)
+    kwargs = read_limits_and_options("arc2", options, _ARC2_OPTIONS, DEFAULT_LIMITS)
+    instrument, firmware = kwargs.pop("instrument", None), kwargs.pop("firmware", None)
     try:
-        if limits is None:
-            limits = limits_from_options(options, DEFAULT_LIMITS)
-        kwargs: dict[str, Any] = {}
-        for key, kind in (
-            ("layout", str),
-            ("vread", float),
-            ("timeout", float),
-            ("max_instructions", int),
-        ):
-            if key in options:
-                kwargs[key] = kind(options.pop(key))
         device = int(ident) if ident else None
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"bad option in {url!r}: {exc}") from None
-    if options:
-        raise ValueError(f"unknown arc2:// options {sorted(options)}")
+    except ValueError:
+        raise ValueError(f"{url!r}: the instrument id {ident!r} is not an integer") from None
     if instrument is None:
         instrument, device = _connect(device, firmware)
     name = f"ArC TWO #{device}" if device is not None else "ArC TWO"
     try:
-        return ArC2Crossbar(instrument, limits=limits, name=name, **kwargs)
+        return ArC2Crossbar(instrument, name=name, **kwargs)
     except BaseException:
         try:
             instrument.ground_all().execute()
