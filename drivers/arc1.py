@@ -320,6 +320,8 @@ class ArC1Crossbar(Crossbar):
         self._drain()
         marker = self._version_reply
         if marker is None:
+            time.sleep(self.timeout)  # let late values of the abandoned read arrive ...
+            self._drain()  # ... and discard them, so the next read starts clean
             raise _NoResync(
                 f"{self._port_name}: firmware {OLD_FIRMWARE} does not answer 999, so a lost "
                 "reply cannot be resynchronised and the read is not sent again"

@@ -11,7 +11,8 @@ vendor's code does, not as our driver expects (libarc2 ``src/instrument.rs`` at 
   low side of a pulse or read), 16..31 and 48..63 its ``ALL_WORDS`` (wordlines, columns).
   A slice read with low channel ``chan`` answers for the 32 channels of the other group in
   ascending channel order, ``NaN`` outside the mask (``read_slice_masked``, instrument.rs
-  1649-1700; pyarc2 documents the ``NaN``).
+  1649-1700; pyarc2 documents the ``NaN``, though libarc2's loop tests the channel group,
+  not the mask, and so returns raw values there: the driver uses only masked entries).
 - ``read_all(vread, order)`` biases, one slice read each, the channels ``BiasOrder.Rows``
   -> ``ALL_WORDS`` or ``BiasOrder.Cols`` -> ``ALL_BITS`` (instrument.rs 1713-1728) and pyarc2
   reshapes the 1024 values row-major to (32, 32) (lib.rs 1034-1038): axis 0 is the biased
