@@ -299,9 +299,9 @@ def test_each_device_read_has_its_own_timeout(scripted):
     read-all one float at a time, each with the port's timeout (7 s, arc.py 395): an
     instrument that needs longer per device than the driver's timeout for the whole reply
     but less than it per device is read, not timed out on every retry."""
-    slow = [(0.12, f32(v)) for v in range(1, 7)]  # 0.72 s in all, 0.12 s per device
+    slow = [(0.15, f32(v)) for v in range(1, 7)]  # 0.9 s in all, 0.15 s per device
     device = scripted([*CONNECT, (b"2\n1\n2\n3\n", slow), *masked([(1, 1)], [slow[:1]])])
-    xbar = ArC1Crossbar(device.port, **{**OPTIONS, "timeout": 0.3, "retries": 0})
+    xbar = ArC1Crossbar(device.port, **{**OPTIONS, "timeout": 0.5, "retries": 0})
     np.testing.assert_array_equal(xbar.read_all(), [[1, 2, 3], [4, 5, 6]])
     assert xbar.read([0], [0]).tolist() == [1.0]
     assert xbar.stats["retries"] == 0
