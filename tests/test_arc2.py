@@ -211,10 +211,12 @@ def test_read_all_and_read_back_return_each_cells_own_device_at_either_polarity(
         assert len(volts) == 4 and set(volts) == {vread}
 
 
-def vendor_mapping(words, bits, extra=""):
-    """A mapping file in arc2control's format (arc2control/mapper.py from_toml, 177-214)."""
+def vendor_mapping(words, bits, extra="", size=None):
+    """A mapping file in arc2control's format (arc2control/mapper.py from_toml, 177-214);
+    ``size``: the (words, bits) its config uses, default every channel listed."""
+    nwords, nbits = size or (len(words), len(bits))
     return (
-        f'[config]\nname = "board"\nwords = {len(words)}\nbits = {len(bits)}\n{extra}\n'
+        f'[config]\nname = "board"\nwords = {nwords}\nbits = {nbits}\n{extra}\n'
         '[ioconfs]\n[ioconfs.internal]\nname = "Socket"\nios = 0b0\n'
         'dir = ["out", "out", "out", "out"]\n'
         '[ioconfs.header]\nname = "Header"\nios = 0b1\ndir = ["out", "out", "out", "out"]\n'
@@ -359,12 +361,15 @@ def test_a_seeded_workload_changes_the_devices_exactly_as_in_process():
         assert np.array_equal(inst.xbar.pulse_counts, local.pulse_counts)
 
 
-def test_seeded_mpes_run_through_arc2_ends_with_the_in_process_weights():
-    rows, cols = 10, 20
-    # the vendor's standard32 mapping (arc2control mappings/standard32.toml), its first
-    # 10 bitlines and 20 wordlines
-    layout = ChannelLayout(STANDARD32.rows[:rows], STANDARD32.cols[:cols], "standard32 10x20")
-    xbar, inst = connect(MPES_URL, layout=layout)
+def test_seeded_mpes_run_through_arc2_ends_with_the_in_process_weights(tmp_path):
+    # the vendor's standard32 mapping in its own file format, configured for the first
+    # 10 bitlines and 20 wordlines (arc2control mapper.py from_toml: config words/bits)
+    path = tmp_path / "standard32-10x20.toml"
+    path.write_text(vendor_mapping(VENDOR_WORDS, VENDOR_BITS, size=(20, 10)))
+    layout = load_layout(str(path))
+    assert layout.rows == STANDARD32.rows[:10] and layout.cols == STANDARD32.cols[:20]
+    inst = EmulatedArC2(open_crossbar(MPES_URL), layout.rows, layout.cols)
+    xbar = open_crossbar(f"arc2://?layout={path}", instrument=inst, record=False)
     # the published rule: its pulses do not depend on the read-back, which ArC TWO measures
     # as float32 currents (the default policy's counts follow the read-back, so they may not
     # repeat the in-process run's exactly)
