@@ -175,7 +175,10 @@ def test_the_vendors_own_library_reads_the_emulated_arc1(monkeypatch):
     """libarc1 (Arc Instruments' ArC ONE library, GPL-3; a test-only client, installed with
     ``pip install --no-deps libarc1``: its metadata pins numpy < 2) connects to the emulated
     instrument, reads firmware 9.3, a read-all and a paced masked read, each the devices'."""
-    libarc1_arc = pytest.importorskip("libarc1.arc")
+    if os.environ.get("CI"):  # .ci/run installs it: there a missing library is a failure
+        import libarc1.arc as libarc1_arc
+    else:
+        libarc1_arc = pytest.importorskip("libarc1.arc")
     import serial
 
     opened = serial.Serial
