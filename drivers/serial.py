@@ -14,8 +14,7 @@ from memristor_hil.protocol.messages import Op
 from memristor_hil.pulses import SafetyLimits
 from memristor_hil.url_options import query_options
 
-from ._resume import ResumableCrossbar
-from ._sequenced import LinkTimeout
+from ._sequenced import LinkTimeout, SequencedCrossbar
 
 __all__ = ["SerialCrossbar", "open_serial"]
 
@@ -148,7 +147,7 @@ class _SerialLink:
             pass
 
 
-class SerialCrossbar(ResumableCrossbar):
+class SerialCrossbar(SequencedCrossbar):
     """A crossbar controller on a serial port, speaking the binary framing of docs/protocol.md.
 
     Parameters
@@ -183,7 +182,7 @@ class SerialCrossbar(ResumableCrossbar):
     -----
     After a failure (the device restarted, possibly on another port), :meth:`reopen` with the
     new port and repeat the call that failed: it is applied exactly once (see
-    :class:`~memristor_hil.drivers._resume.ResumableCrossbar`).
+    :class:`~memristor_hil.drivers._sequenced.SequencedCrossbar`).
 
     Examples
     --------

@@ -18,14 +18,13 @@ from memristor_hil.protocol.scpi import block_message, encode_command, read_bloc
 from memristor_hil.pulses import SafetyLimits
 from memristor_hil.url_options import query_options
 
-from ._resume import ResumableCrossbar
+from ._sequenced import LinkTimeout, SequencedCrossbar
 
 try:  # posix: how many bytes a socket holds (the closed-peer check below)
     import fcntl
     import termios
 except ImportError:  # pragma: no cover - Windows: pyvisa's own read, which waits out a hang-up
     fcntl = termios = None  # type: ignore[assignment]
-from ._sequenced import LinkTimeout
 
 __all__ = ["VisaCrossbar", "open_visa"]
 
@@ -166,7 +165,7 @@ class _VisaLink:
             self._inst = None
 
 
-class VisaCrossbar(ResumableCrossbar):
+class VisaCrossbar(SequencedCrossbar):
     """A crossbar controller behind a VISA resource, speaking SCPI (docs/protocol.md).
 
     Parameters

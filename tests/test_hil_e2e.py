@@ -403,7 +403,7 @@ def test_two_hosts_are_never_merged_and_a_dead_host_can_be_taken_over(services, 
         if transport != "visa":
             with pytest.raises(ConnectionLostError, match="port in use"):
                 connect(service, transport, timeout=2)
-            first._link.close()  # the first host dies: its port closes, its claim stays
+            first._session.link.close()  # the first host dies: its port closes, its claim stays
         with pytest.raises(DeviceError, match=r"controlled by another host .* since"):
             connect(service, transport, timeout=2)
         with connect(service, transport, timeout=2, takeover=True) as second:
@@ -508,7 +508,7 @@ def test_a_split_apply_cut_by_a_crash_is_resumed_without_applying_any_part_twice
     services, tmp_path
 ):
     """The device dies between the parts of a split batch: the error says which parts are
-    applied; after a restart (from its state file, on the same port) resume_apply() sends the
+    applied; after a restart (from its state file, on the same port) resume() sends the
     rest with their original sequence numbers, and the result equals one whole apply."""
     import threading
 
@@ -539,11 +539,11 @@ def test_a_split_apply_cut_by_a_crash_is_resumed_without_applying_any_part_twice
         first.stop(signal.SIGKILL)
         worker.join(30)
         assert caught, "the apply should have failed with the device gone"
-        assert re.search(r"parts 1\.\.\d+ of \d+ are applied.*resume_apply", str(caught[0]))
+        assert re.search(r"parts 1\.\.\d+ of \d+ are applied.*resume\(\)", str(caught[0]))
         with pytest.raises(CrossbarError, match="unfinished"):
             xbar.apply(batch)
         services("--tcp", f"127.0.0.1:{first.port}", "--state", str(state), *bounds)
-        got = xbar.resume_apply()
+        got = xbar.resume()
         assert xbar.stats["reclaims"] >= 1  # the restarted device forgot the claim
         np.testing.assert_array_equal(got, want)
         assert xbar.read_all().tobytes() == want_all.tobytes()
@@ -687,11 +687,142 @@ def test_visa_sends_each_command_at_once(services):
     xbar = connect(service, "visa")
     try:
         for _ in range(2):  # as opened, and after a reopen
-            sock, _session = xbar._link._session()
+            sock, _session = xbar._session.link._session()
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
-            xbar._link.reopen()
+            xbar._session.link.reopen()
         rows, cols = np.divmod(np.arange(600), COLS)  # a command well over 4096 bytes
         batch = PulseBatch(rows % ROWS, cols, pulses=np.arange(600) % 7 + 1)
         assert xbar.apply(batch, read_back=True).shape == (600,)
     finally:
         xbar.close()
+
+
+# ---------------------------------------------------------------------- issue 25, defect 1
+class _Proxy:
+    """Sits between a driver and a service and loses one APPLY request or reply on demand:
+    frames on a pseudo-terminal (the lost frame is not forwarded), SCPI on TCP (the connection
+    is cut where the lost bytes were, so they never arrive)."""
+
+    def __init__(self, service: EmulatorService, transport: str) -> None:
+        import threading
+
+        self.lose: str | None = None  # "request" or "reply": the next APPLY one is lost
+        self._stop = False
+        if transport == "serial":
+            import tty
+
+            self._master, self._slave = os.openpty()
+            tty.setraw(self._slave)
+            self.where = os.ttyname(self._slave)
+            self._up = os.open(service.where, os.O_RDWR | os.O_NOCTTY)
+            tty.setraw(self._up)
+            target = self._pump_frames
+        else:
+            self._listener = socket.create_server(("127.0.0.1", 0))
+            self._service = ("127.0.0.1", service.port)
+            self.where = f"TCPIP::127.0.0.1::{self._listener.getsockname()[1]}::SOCKET"
+            target = self._pump_tcp
+        self._thread = threading.Thread(target=target, daemon=True)
+        self._thread.start()
+
+    def _pump_frames(self) -> None:
+        import select
+
+        from memristor_hil.protocol.framing import FrameFault
+
+        decoders = {self._master: FrameDecoder(), self._up: FrameDecoder()}
+        while not self._stop:
+            for fd in select.select(list(decoders), [], [], 0.05)[0]:
+                try:
+                    decoders[fd].feed(os.read(fd, 1 << 16))
+                except OSError:
+                    continue
+                direction, to = ("request", self._up) if fd == self._master else ("reply", None)
+                for message in decoders[fd].events():
+                    if isinstance(message, FrameFault):
+                        continue
+                    if message[4] == Op.APPLY and self.lose == direction:
+                        self.lose = None
+                        continue
+                    os.write(to if to is not None else self._master, encode_frame(message))
+
+    def _pump_tcp(self) -> None:
+        import select
+
+        pairs: dict[socket.socket, socket.socket] = {}
+        clients: set[socket.socket] = set()
+        while not self._stop:
+            ready = select.select([self._listener, *pairs], [], [], 0.05)[0]
+            for sock in ready:
+                if sock is self._listener:
+                    client, _ = sock.accept()
+                    upstream = socket.create_connection(self._service)
+                    pairs[client], pairs[upstream] = upstream, client
+                    clients.add(client)
+                    continue
+                if sock not in pairs:
+                    continue
+                other = pairs[sock]
+                try:
+                    data = sock.recv(1 << 16)
+                except OSError:
+                    data = b""
+                direction = "request" if sock in clients else "reply"
+                if data and self.lose == direction:
+                    self.lose, data = None, b""  # cut: these bytes never arrive
+                if data:
+                    other.sendall(data)
+                    continue
+                for end in (sock, other):
+                    pairs.pop(end, None)
+                    clients.discard(end)
+                    end.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(5)
+        if hasattr(self, "_listener"):
+            self._listener.close()
+        else:
+            for fd in (self._master, self._slave, self._up):
+                os.close(fd)
+
+
+@pytest.mark.parametrize("lost", ["request", "reply"])
+@pytest.mark.parametrize("transport", ["serial", "visa"])
+def test_a_lost_apply_then_a_split_batch_then_another_apply_are_each_applied_once(
+    services, transport, lost
+):
+    """Issue 25, defect 1: an APPLY whose request or reply is lost (no retries left), then a
+    batch large enough to be split, then an unrelated apply. The unanswered APPLY stays in the
+    driver's outbox with its number and is confirmed first (applied once whether it was lost
+    before or after the device executed it); the parts and the third apply get new numbers.
+    Before, the third apply reused the unanswered number and was refused with SEQUENCE."""
+    service = start_backend(services, transport, "--max-message=256", "--max-cells=16")
+    first = PulseBatch([0], [0], pulses=7)
+    rng = np.random.default_rng(8)
+    split = PulseBatch.from_flat(rng.permutation(ROWS * COLS)[:60], COLS,
+                                 pulses=rng.integers(1, 9, 60))  # fmt: skip
+    third = PulseBatch([11], [9], pulses=3)
+    warm = PulseBatch([0], [1], pulses=2)
+    with open_crossbar(EMULATOR_URL) as local:
+        for batch in (warm, first, split, third):
+            local.apply(batch)
+        want = local.read_all()
+    proxy = _Proxy(service, transport)
+    try:
+        kind = SerialCrossbar if transport == "serial" else VisaCrossbar
+        with kind(proxy.where, timeout=0.5, retries=0) as xbar:
+            xbar.apply(warm)  # the link works; the next APPLY is lost
+            proxy.lose = lost
+            with pytest.raises((CrossbarTimeoutError, ConnectionLostError), match="unconfirmed"):
+                xbar.apply(first)
+            assert xbar.unanswered is not None
+            xbar.apply(split)
+            assert xbar.stats["split_parts"] > 1
+            xbar.apply(third)
+            assert xbar.unanswered is None
+            got = xbar.read_all()
+    finally:
+        proxy.close()
+    assert got.tobytes() == want.tobytes()
