@@ -515,3 +515,71 @@ def test_emulate_help_states_the_limits():
         f"{limits.total_input >> 20} MiB across",
     ):
         assert text in " ".join(out.split()), text
+
+
+# ---------------------------------------------------------------------- issue 25, defect 2
+VISA_EXIT_SCRIPT = """
+from memristor_hil.drivers import VisaCrossbar
+from memristor_hil import PulseBatch
+xbar = VisaCrossbar({resource!r}, timeout=5)
+xbar.apply(PulseBatch([0], [0], pulses=5))
+print("pulsed", flush=True)
+# ends without closing: the interpreter's exit must leave the outputs safe and release
+"""
+
+
+def test_visa_outputs_are_safe_at_interpreter_exit_without_close(services):
+    """A script that never closes its crossbar: before, pyvisa's exit handler closed the VISA
+    session first, our SAFE raised pyvisa's InvalidSession at exit, OUTP? stayed 1 and the
+    claim held. Now our handler runs first: SAFE and the release go out over the open link."""
+    import subprocess
+    import sys
+
+    service = services("--tcp", "127.0.0.1:0")
+    resource = service.visa_url.split("://", 1)[1]
+    result = subprocess.run(
+        [sys.executable, "-c", VISA_EXIT_SCRIPT.format(resource=resource)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout == "pulsed\n", result.stderr
+    assert "Error" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+    checker = tcp(service)
+    checker.sendall(b"OUTP?\n")
+    assert read_line(checker) == b"0\n"
+    checker.close()
+    assert "released by session" in service.log  # the driver's own release, not the link's
+    with VisaCrossbar(resource, timeout=5) as fresh:  # a plain open succeeds
+        assert fresh.shape == (12, 10)
+
+
+# ---------------------------------------------------------------------- issue 25, defect 4
+def test_eight_clients_holding_large_partial_commands_do_not_make_the_service_deaf(services):
+    """Eight clients each send a large command but its last byte: together more than the
+    service's input bound (128 MiB), so it stops reading most of them. Before, it then read
+    nobody else either: a new client's *IDN? waited for the idle timeout. Now every client
+    keeps a small reserve: *IDN? is answered within 1 s, and nobody is called idle for the
+    service's own pause."""
+    service = services("--tcp", "127.0.0.1:0", "--quiet")
+    size = (17 << 20) - 64  # 8 x 17 MiB > 128 MiB
+    command = encode_command(Op.APPLY, bytes(size))[:-1]  # all but the final newline
+    holders = []
+    try:
+        for _ in range(8):
+            sock = socket.create_connection(("127.0.0.1", service.port))
+            sock.settimeout(0.3)
+            try:
+                sock.sendall(command)
+            except TimeoutError:
+                pass  # the service stopped reading this one: its bytes wait in the socket
+            holders.append(sock)
+        start = time.monotonic()
+        asker = tcp(service)
+        asker.sendall(b"*IDN?\n")
+        assert b"EmulatedCrossbar" in read_line(asker, timeout=5)
+        assert time.monotonic() - start < 1.0
+        asker.sendall(b"OUTP OFF;OUTP?\n")
+        assert read_line(asker, timeout=5) == b"0\n"
+        asker.close()
+    finally:
+        for sock in holders:
+            sock.close()
