@@ -275,9 +275,7 @@ class CrossbarService:
     def _expire_claim(self) -> None:
         """End a claim whose holder sent no command for ``lease`` seconds."""
         if self.owner and self.lease and time.monotonic() - self._owner_seen > self.lease:
-            self.say(
-                f"claim of session {self.owner:08x} expired: no command for {self.lease:g} s"
-            )
+            self.say(f"claim of session {self.owner:08x} expired: no command for {self.lease:g} s")
             self.owner = 0
             self.safe()
 
