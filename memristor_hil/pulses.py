@@ -70,6 +70,46 @@ class SafetyLimits:
         kwargs["max_pulses"] = int(kwargs["max_pulses"])
         return cls(**kwargs)  # type: ignore[arg-type]
 
+    def within(self, outer: SafetyLimits, fields: tuple[str, ...] | None = None) -> bool:
+        """Whether these limits allow nothing that ``outer`` refuses: every range inside
+        ``outer``'s, ``max_pulses`` and ``compliance`` no larger. ``fields`` restricts the
+        comparison (an instrument that states only its voltage and width ranges)."""
+        names = self.field_names() if fields is None else fields
+        for name in names:
+            mine, theirs = getattr(self, name), getattr(outer, name)
+            if (mine < theirs) if name in ("v_min", "width_min") else (mine > theirs):
+                return False
+        return True
+
+    def check_within(
+        self, outer: SafetyLimits, what: str, fields: tuple[str, ...] | None = None
+    ) -> None:
+        """Raise :class:`SafetyLimitError` unless :meth:`within` ``outer`` (``what`` names
+        whose limits ``outer`` are, for the message)."""
+        if not self.within(outer, fields):
+            names = self.field_names() if fields is None else fields
+            allowed = ", ".join(f"{name}={getattr(outer, name)}" for name in names)
+            raise SafetyLimitError(
+                f"limits {self} lie outside what the instrument can do ({what}: {allowed})"
+            )
+
+    def narrowed(self, other: SafetyLimits) -> SafetyLimits:
+        """The limits both allow: the intersection of the ranges, the smaller counts.
+
+        Raises
+        ------
+        ValueError
+            If the ranges do not overlap.
+        """
+        return SafetyLimits(
+            max(self.v_min, other.v_min),
+            min(self.v_max, other.v_max),
+            max(self.width_min, other.width_min),
+            min(self.width_max, other.width_max),
+            min(self.max_pulses, other.max_pulses),
+            min(self.compliance, other.compliance),
+        )
+
     def check_voltage(self, voltage: np.ndarray | float) -> None:
         """Raise :class:`SafetyLimitError` unless every voltage is non-zero and within limits."""
         if isinstance(voltage, float):

@@ -418,17 +418,10 @@ class CrossbarService:
                     f"{want_rows}x{want_cols}",
                     Status.OUT_OF_RANGE,
                 )
-            hw = xbar.limits
-            if not (
-                hw.v_min <= limits.v_min
-                and limits.v_max <= hw.v_max
-                and hw.width_min <= limits.width_min
-                and limits.width_max <= hw.width_max
-                and limits.max_pulses <= hw.max_pulses
-                and limits.compliance <= hw.compliance
-            ):
+            if not limits.within(xbar.limits):
                 raise WireError(
-                    f"requested limits {limits} are wider than the device's {hw}", Status.SAFETY
+                    f"requested limits {limits} are wider than the device's {xbar.limits}",
+                    Status.SAFETY,
                 )
             self.limits = limits
             self.say(f"configured {limits}")
