@@ -30,7 +30,8 @@ class SafetyLimits:
     width_min, width_max : float
         Allowed pulse widths, in seconds.
     max_pulses : int
-        Most pulses one batch may give one cell.
+        Most pulses one batch *entry* may give its cell (docs/protocol.md, section 1: a cell
+        named in several entries may receive more in all, entry by entry).
     compliance : float
         Current compliance, in ampere, that the controller enforces during pulses.
     """
@@ -168,7 +169,9 @@ def _as_index_array(values: ArrayLike, name: str) -> NDArray[np.integer]:
 class PulseBatch:
     """A batch of pulse commands: which cells, how many pulses each, at what voltage and width.
 
-    A cell named more than once receives the sum of its pulses. The batch checks what it can
+    A cell named more than once receives each entry's pulses, entry by entry in batch order
+    (docs/protocol.md, section 1; at one voltage, mathematically the same as their sum).
+    The batch checks what it can
     on its own (lengths, counts >= 0, finite values); :meth:`locate` checks it against a
     crossbar's shape and safety limits, before anything reaches a device.
 
@@ -320,7 +323,7 @@ class PulseBatch:
         if self._max_pulses > limits.max_pulses:
             raise SafetyLimitError(
                 f"{self._max_pulses} pulses on one cell exceed the limit of "
-                f"{limits.max_pulses} per batch"
+                f"{limits.max_pulses} per batch entry"
             )
 
     def coalesced(self) -> PulseBatch:

@@ -20,6 +20,7 @@ from memristor_hil.drivers.serial import open_serial
 from memristor_hil.drivers.visa import open_visa
 from reference_model import ReferenceCrossbar
 from workloads import (
+    BOARD_IDENTITY,
     COLS,
     EMULATOR_URL,
     ROWS,
@@ -117,7 +118,7 @@ def test_workload_through_the_service_equals_the_in_process_run(
     with connect(service, transport, timeout=5) as xbar:
         assert isinstance(xbar, VisaCrossbar if transport == "visa" else SerialCrossbar)
         assert xbar.shape == (12, 10)
-        assert ("xbar-firmware" if transport == "firmware" else "EmulatedCrossbar") in (
+        assert (BOARD_IDENTITY if transport == "firmware" else "EmulatedCrossbar") in (
             xbar.identity
         )
         got = run_workload(xbar, STEPS)
