@@ -310,13 +310,13 @@ class CrossbarService:
             if self.owner != session:
                 raise WireError(self._busy_text(), Status.BUSY)
             self.owner = 0
-            self._say(f"released by session {session:08x}")
+            self.say(f"released by session {session:08x}")
             return
         if self.owner not in (0, session) and mode != wire.Claim.TAKE_OVER:
             raise WireError(self._busy_text(), Status.BUSY)
         if self.owner != session:
             before = f" (taken over from session {self.owner:08x})" if self.owner else ""
-            self._say(f"claimed by session {session:08x}{before}")
+            self.say(f"claimed by session {session:08x}{before}")
             self.owner = session
             self._owner_since = now
         self._owner_seen = now
@@ -472,8 +472,6 @@ class CrossbarService:
         """An event line on stderr (unless the service was made with ``log=False``)."""
         if self._log:
             print(f"memristor-hil emulate: {text}", file=sys.stderr, flush=True)
-
-    _say = say
 
 
 _KNOWN_OPS = frozenset(int(op) for op in Op)
