@@ -888,3 +888,22 @@ def test_a_lost_apply_then_a_split_batch_then_another_apply_are_each_applied_onc
     finally:
         proxy.close()
     assert got.tobytes() == want.tobytes()
+
+
+def test_split_parts_fill_the_device_bounds_over_the_wire(services):
+    """Issue 25, defect 5: a device reporting 1,024-byte messages and 100 cells per command
+    gets a 1,000-cell batch (shared pulses, per-cell voltages) in 13 parts of 83 entries (the
+    message bound); before, the driver's own arithmetic sent 21 parts of 49."""
+    service = start_backend(services, "visa", "--max-message=1024", "--max-cells=100")
+    rng = np.random.default_rng(4)
+    flat = rng.permutation(ROWS * COLS)[:100]
+    batch = PulseBatch.from_flat(np.tile(flat, 10), COLS, pulses=1,
+                                 voltage=rng.uniform(0.05, 0.3, 1000))  # fmt: skip
+    with open_crossbar(EMULATOR_URL) as local:
+        local.apply(batch)
+        want = local.read_all()
+    with connect(service, "visa", timeout=5) as xbar:
+        xbar.apply(batch)
+        assert xbar.stats["split_parts"] == 13
+        got = xbar.read_all()
+    assert got.tobytes() == want.tobytes()

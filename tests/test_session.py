@@ -235,9 +235,10 @@ def test_split_parts_fill_the_bounds_exactly(voltage, bounds):
                                                           (100, 100)), False)  # fmt: skip
         assert size == max_cells or wire.REQUEST_HEADER + len(bigger) > max_message
     if bounds == (1024, 100):
-        assert sizes[0] == 100  # shared entries: the cell bound, not 82
+        assert sizes[0] == 100 and len(bodies) == 10  # the cell bound: before, 82 (13 parts)
     if voltage == "per-cell":
-        assert sizes[0] == 83  # 6 + 1 + 8 + 83 * (4 + 8) = 1011 <= 1015, 84 do not fit
+        # 6 + 1 + 8 + 83 * (4 + 8) = 1011 <= 1015 bytes, 84 do not fit: before, 49 (21 parts)
+        assert sizes[0] == 83 and len(bodies) == 13
 
 
 def test_read_cells_per_command_fits_request_and_reply():
