@@ -532,17 +532,35 @@ print("pulsed", flush=True)
 """
 
 
-def test_visa_outputs_are_safe_at_interpreter_exit_without_close(services):
-    """A script that never closes its crossbar: before, pyvisa's exit handler closed the VISA
-    session first, our SAFE raised pyvisa's InvalidSession at exit, OUTP? stayed 1 and the
-    claim held. Now our handler runs first: SAFE and the release go out over the open link."""
+MPES_EXIT_SCRIPT = """
+import nengo, numpy as np
+from memristor_hil import mPES
+with nengo.Network(seed=1) as net:
+    pre, post = nengo.Ensemble(4, 1), nengo.Ensemble(4, 1)
+    nengo.Connection(nengo.Node(np.sin), pre)
+    conn = nengo.Connection(pre.neurons, post.neurons, transform=np.zeros((4, 4)),
+                            learning_rule_type=mPES(crossbar="visa://{resource}"))
+    nengo.Connection(post, conn.learning_rule)
+sim = nengo.Simulator(net, progress_bar=False)
+sim.run(0.02)
+print("pulsed", flush=True)
+# the simulator is never closed: the model's crossbar is closed at interpreter exit
+"""
+
+
+@pytest.mark.parametrize("script", [VISA_EXIT_SCRIPT, MPES_EXIT_SCRIPT], ids=["driver", "mpes"])
+def test_visa_outputs_are_safe_at_interpreter_exit_without_close(services, script):
+    """A script that never closes its crossbar (or its simulator, which owns one opened from a
+    URL): before, pyvisa's exit handler closed the VISA session first, our SAFE raised pyvisa's
+    InvalidSession at exit, OUTP? stayed 1 and the claim held. Now our handler runs first:
+    SAFE and the release go out over the open link."""
     import subprocess
     import sys
 
     service = services("--tcp", "127.0.0.1:0")
     resource = service.visa_url.split("://", 1)[1]
     result = subprocess.run(
-        [sys.executable, "-c", VISA_EXIT_SCRIPT.format(resource=resource)],
+        [sys.executable, "-c", script.format(resource=resource)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0 and result.stdout == "pulsed\n", result.stderr
