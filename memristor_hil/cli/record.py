@@ -128,6 +128,7 @@ def run_export(args: argparse.Namespace) -> int:
     from memristor_hil.lab import record_export
     from memristor_hil.lab.characterize import parse_cells
     from memristor_hil.lab.record import Record
+    from memristor_hil.lab.record_policy import format_size
 
     from ._progress import progress_bar
 
@@ -150,10 +151,9 @@ def run_export(args: argparse.Namespace) -> int:
             if args.format == "csv"
             else record_export.NPZ_BYTES_PER_ROW
         )
-        about = "about " if mask is not None else ""
         print(
-            f"exporting {events} events, {about}{expected:,} rows to {out}: expect about "
-            f"{expected * per_row / 1e6:,.0f} MB"
+            f"exporting {events} events, {expected:,} rows to {out}: expect about "
+            f"{format_size(expected * per_row)}"
             + (" (before compression; built in memory)" if args.format == "npz" else "")
         )
         if args.format == "csv" and args.writer == "auto" and not record_export.has_pyarrow():
@@ -166,5 +166,5 @@ def run_export(args: argparse.Namespace) -> int:
             else:
                 rows_written = record_export.export_npz(record, out, selection, bar.update)
     size = out.stat().st_size
-    print(f"wrote {rows_written:,} rows ({args.format}, {size / 1e6:,.1f} MB) to {out}")
+    print(f"wrote {rows_written:,} rows ({args.format}, {format_size(size)}) to {out}")
     return 0

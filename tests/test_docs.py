@@ -1,0 +1,43 @@
+"""The documentation's examples do what it says: docs/testing.md's lab suite passes in a fresh
+folder with plain ``pytest`` (no options, no ini file), as a lab's project would run it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def code_blocks(text: str, language: str) -> list[str]:
+    """The fenced code blocks of one language in a Markdown text, in order."""
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+
+
+def test_the_testing_guides_complete_example_passes_with_plain_pytest(tmp_path):
+    text = (ROOT / "docs" / "testing.md").read_text()
+    code = code_blocks(text.split("## A complete example", 1)[1], "python")[0]
+    assert code.count("def test_") == 3
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_lab.py").write_text(code)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHON"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
+
+
+def test_the_testing_guide_asks_for_no_p_option_and_no_package_index():
+    text = (ROOT / "docs" / "testing.md").read_text()
+    assert "no:nengo" not in text
+    installs = re.findall(r"pip install ([^\n]*)", text)
+    assert installs and all(not i.startswith("memristor-hil ") for i in installs), installs
