@@ -7,13 +7,11 @@ build, so a notebook that fails fails the build). Build with
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # pytest_memristor_hil and memristor_hil_nengo_compat
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 import memristor_hil  # noqa: E402
 

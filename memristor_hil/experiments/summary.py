@@ -161,13 +161,14 @@ def _panel_title(key: tuple) -> str:
 
 
 def _plot_spread(frame: Any, table: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     ok = frame[frame["status"] == "ok"]
     panels = list(table.groupby(TASK, dropna=False, sort=True))
     cols = min(2, len(panels))
     nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(7 * cols, 3.6 * nrows), squeeze=False)
+    fig = Figure(figsize=(7 * cols, 3.6 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False)
     rng = np.random.default_rng(0)
     for ax, (key, group) in zip(axes.flat, panels, strict=False):
         names = [
@@ -202,11 +203,10 @@ def _plot_spread(frame: Any, table: Any, path: Path) -> None:
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _plot_curves(frame: Any, path: Path) -> bool:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     ok = frame[frame["status"] == "ok"]
@@ -214,7 +214,8 @@ def _plot_curves(frame: Any, path: Path) -> bool:
     if ok.empty:
         return False
     panels = list(ok.groupby(TASK, dropna=False, sort=True))
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.6 * len(panels)), squeeze=False)
+    fig = Figure(figsize=(8, 3.6 * len(panels)))
+    axes = fig.subplots(len(panels), 1, squeeze=False)
     for ax, (key, runs) in zip(axes.flat, panels, strict=True):
         runs = runs.sort_values(["rule", "learning_rate", "label", "settings"], na_position="last")
         for (label, settings), group in runs.groupby(["label", "settings"], sort=False):
@@ -239,7 +240,6 @@ def _plot_curves(frame: Any, path: Path) -> bool:
     fig.suptitle("Error per testing block: mean over seeds (line), min to max (band)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True
 
 
@@ -248,9 +248,6 @@ def write_summary(frame: Any, out: str | Path, title: str = "sweep") -> list[Pat
 
     Returns the paths written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = summarize(frame)

@@ -219,7 +219,8 @@ class FitResult:
         return self.values["ok"] > 0
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """Median, mean and relative spread (std / |median|) of each parameter over the good fits.
+        """Median, mean and relative spread (``std / abs(median)``) of each parameter over the
+        good fits.
 
         The relative spread is the device-to-device sigma that :class:`~memristor_hil.Variability`
         means.
