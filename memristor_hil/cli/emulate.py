@@ -184,9 +184,9 @@ def run(args: argparse.Namespace) -> int:
     stop.install()
 
     def announce(where: str) -> None:
-        print(where, flush=True)
-        if args.ready_file is not None:
+        if args.ready_file is not None:  # first: whoever reads the line finds the file too
             _write_ready(args.ready_file, where)
+        print(where, flush=True)
         say(args, f"serving {service.xbar.identity} on {where}")
 
     try:
