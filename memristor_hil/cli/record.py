@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         + ", error (time: when the call started, Unix seconds UTC, the same for every cell of an "
         "event; resistance in ohm, voltage in V, width in s; pulses, voltage and width are empty "
         "for reads; resistance is empty for a batch without read-back). NPZ holds the same "
-        "columns as arrays (NaN/-1 for empty) plus 'meta' (JSON text), readable with numpy.load(..., allow_pickle=False).",
+        "columns as arrays (NaN/-1 for empty) plus 'meta' (JSON text), readable with "
+        "numpy.load(..., allow_pickle=False).",
         epilog="examples:\n  memristor-hil record export run.sqlite --format csv\n"
         "  memristor-hil record export run.sqlite --format npz --out run.npz\n"
         "  memristor-hil record export run.sqlite --events 0:100 --cells '0:4,0:8'",
