@@ -41,3 +41,27 @@ def test_the_testing_guide_asks_for_no_p_option_and_no_package_index():
     assert "no:nengo" not in text
     installs = re.findall(r"pip install ([^\n]*)", text)
     assert installs and all(not i.startswith("memristor-hil ") for i in installs), installs
+
+
+#: The README's two commands, exactly as a fresh clone runs them (CI and the lead run these).
+README_COMMANDS = (
+    "python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/memristor-hil demo",
+    "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest",
+)
+
+
+def test_the_readme_starts_with_the_two_commands_and_its_links_resolve():
+    text = (ROOT / "README.md").read_text()
+    blocks = code_blocks(text, "sh")
+    assert [b.strip() for b in blocks[:2]] == list(README_COMMANDS)
+    assert len(text.splitlines()) < 130  # a front page; the reference lives in docs/
+    for target in re.findall(r"\]\(([^)#]+)\)", text):
+        if not target.startswith("http"):
+            assert (ROOT / target).exists(), target
+
+
+def test_every_guide_is_a_page_of_the_site():
+    index = (ROOT / "docs" / "index.md").read_text()
+    guides = {p.stem for p in (ROOT / "docs").glob("*.md")} - {"index"}
+    missing = sorted(g for g in guides if f"\n{g}\n" not in index)
+    assert not missing, f"add to a toctree of docs/index.md: {missing}"
