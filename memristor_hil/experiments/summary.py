@@ -109,7 +109,8 @@ def _warning(table: Any) -> list[str]:
         f"**Warning: {len(failed)} of {len(table)} groups did not learn**: their mean test MSE "
         "is not below half the constant-output baseline (the MSE of the best constant output, "
         "the target's variance over the test period; column 'constant MSE'). Ratios among "
-        "them compare failures. Runs too short to learn do this: try more --seconds.",
+        "them compare failures. Runs too short to learn (try more --seconds) and learning "
+        "rates too high for the task do this.",
         "",
     ]
 
