@@ -65,3 +65,24 @@ def test_every_guide_is_a_page_of_the_site():
     guides = {p.stem for p in (ROOT / "docs").glob("*.md")} - {"index"}
     missing = sorted(g for g in guides if f"\n{g}\n" not in index)
     assert not missing, f"add to a toctree of docs/index.md: {missing}"
+
+
+def test_the_lab_bench_service_block_can_be_pasted_at_once(tmp_path):
+    """docs/lab-bench.md step 1 then `info`, pasted in one go: the service's ready file makes
+    the next command wait instead of meeting "Connection refused"."""
+    import socket
+
+    text = (ROOT / "docs" / "lab-bench.md").read_text()
+    block = next(b for b in code_blocks(text, "sh") if "memristor-hil emulate" in b)
+    info = next(b for b in code_blocks(text, "sh") if b.startswith("memristor-hil info visa"))
+    with socket.socket() as s:  # the walkthrough's port may be taken on a CI machine
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    script = (block + info).replace("5025", port) + "kill %1\nwait\n"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "memristor-hil,EmulatedCrossbar,208x200,seed=3" in done.stdout  # as the page says
+    assert not (tmp_path / "out" / "service.ready").exists()  # gone with the service
