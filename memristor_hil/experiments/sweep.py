@@ -37,7 +37,15 @@ from memristor_hil.experiments.plan import SweepPlan, load_plan
 from memristor_hil.experiments.results import ResultTable
 from memristor_hil.experiments.tasks import RunSpec, run_task, versions
 
-__all__ = ["NoFreeCellsError", "SweepProgress", "hardware_url", "run_one", "runs_left", "sweep"]
+__all__ = [
+    "NoFreeCellsError",
+    "SweepProgress",
+    "default_out",
+    "hardware_url",
+    "run_one",
+    "runs_left",
+    "sweep",
+]
 
 INSTALL_HINT = "pip install 'memristor-hil[sweep]' (in a clone: pip install -e '.[sweep]')"
 
