@@ -1,0 +1,269 @@
+"""ArrayCrossbar: the emulator's devices wired into one passive crossbar circuit."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from memristor_hil.errors import InvalidBatchError
+from memristor_hil.powerlaw import DeviceParameters, PowerLaw
+from memristor_hil.pulses import PulseBatch, SafetyLimits
+
+from ..crossbar import EmulatedCrossbar
+from ..kernels import resistance as law_resistance
+from .circuit import NodalSystem
+from .measure import admittance, sense_current
+from .options import DRIFT_T0, WRITE_SCHEMES, ArrayOptions, DeviceEffects
+from .writes import operation_fields, operations
+
+__all__ = ["ArrayCrossbar"]
+
+
+class ArrayCrossbar(EmulatedCrossbar):
+    """An :class:`~emulator.crossbar.EmulatedCrossbar` whose reads and writes go through the
+    array's circuit, with optional device and converter effects.
+
+    :meth:`read`, :meth:`read_all` and the read-back of :meth:`apply` return what the
+    instrument would measure (sneak currents, read noise, ADC steps);
+    :meth:`true_resistances` returns the devices' own resistances.
+
+    Parameters
+    ----------
+    rows, cols, model, seed, limits
+        As :class:`~emulator.crossbar.EmulatedCrossbar`.
+    array : ArrayOptions, optional
+        The circuit and its read and write schemes (default: ideal, each device alone).
+    effects : DeviceEffects, optional
+        Read noise, drift, stuck devices, converters (default: none).
+    """
+
+    def __init__(
+        self,
+        rows: int,
+        cols: int,
+        model: PowerLaw | None = None,
+        *,
+        seed: int | None = None,
+        limits: SafetyLimits | None = None,
+        array: ArrayOptions | None = None,
+        effects: DeviceEffects | None = None,
+    ) -> None:
+        super().__init__(rows, cols, model, seed=seed, limits=limits)
+        self.array = array or ArrayOptions()
+        self.effects = fx = effects or DeviceEffects()
+        self._system = NodalSystem(rows, cols, self.array.wiring)
+        # the parent draws its devices and noise from children 0 and 1 of the seed
+        stuck_seed, drift_seed, read_seed = np.random.SeedSequence(seed).spawn(3)[2].spawn(3)
+        self._read_rng = np.random.default_rng(read_seed)
+        self.time = 0.0
+        self._written_at = np.zeros(self.size)
+        self._nu = np.zeros(0)
+        if fx.drift:
+            nu = np.random.default_rng(drift_seed).normal(
+                fx.drift, fx.drift * fx.drift_sigma, self.size
+            )
+            self._nu = np.maximum(nu, 0.0)
+        self._stuck = np.zeros(0, np.intp)
+        self._stuck_r = np.zeros(0)
+        if fx.stuck:
+            rng = np.random.default_rng(stuck_seed)
+            count = int(round(fx.stuck * self.size))
+            self._stuck = np.sort(rng.choice(self.size, count, replace=False))
+            high = rng.random(count) < 0.5
+            self._stuck_r = np.where(high, self.model.r1, self.model.r0)
+        self._version = 0
+        self._y: tuple[int, np.ndarray] | None = None
+
+    # ------------------------------------------------------------------ state
+    def true_resistances(self) -> np.ndarray:
+        """Every device's own resistance now (drift and stuck devices included), shape
+        ``(rows, cols)``: what the reads would return without the circuit and converters."""
+        return self._device_resistance().reshape(self.shape)
+
+    def advance(self, seconds: float) -> None:
+        """Move the simulation clock on (devices drift in this time)."""
+        if not (np.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"seconds={seconds!r} must be finite and >= 0")
+        self.time += float(seconds)
+        if self.effects.drift:
+            self._version += 1
+
+    def _device_resistance(self, flat: np.ndarray | None = None) -> np.ndarray:
+        n = self._n if flat is None else self._n[flat]
+        r = law_resistance(np.array(n, copy=True), self.params, flat).astype(float)
+        if self.effects.drift:
+            nu = self._nu if flat is None else self._nu[flat]
+            age = self.time - (self._written_at if flat is None else self._written_at[flat])
+            r *= ((age + DRIFT_T0) / DRIFT_T0) ** nu
+        if self._stuck.size:
+            if flat is None:
+                r[self._stuck] = self._stuck_r
+            else:
+                where = np.searchsorted(self._stuck, flat)
+                hit = (where < self._stuck.size) & (
+                    self._stuck[np.minimum(where, self._stuck.size - 1)] == flat
+                )
+                r[hit] = self._stuck_r[where[hit]]
+        return r
+
+    def _free(self, flat: np.ndarray) -> np.ndarray:
+        """The cells of ``flat`` that are not stuck."""
+        if not self._stuck.size:
+            return flat
+        return flat[~np.isin(flat, self._stuck)]
+
+    def _written(self, flat: np.ndarray) -> None:
+        """Fold the drift so far into the state of cells about to be written; restart their
+        drift clocks."""
+        if self.effects.drift and flat.size:
+            r = self._device_resistance(flat)
+            self._n[flat] = self.model.pulse_number(r, _gather(self.params, flat))
+            self._written_at[flat] = self.time
+
+    # ------------------------------------------------------------------ writes
+    def _apply_batch(
+        self, batch: PulseBatch, read_back: bool, out: np.ndarray | None
+    ) -> np.ndarray | None:
+        flat = self._locate(batch.rows, batch.cols).flat.copy()  # raises before any change
+        voltage = batch.voltage
+        if self.effects.dac_step:
+            step = self.effects.dac_step
+            voltage = np.round(np.asarray(voltage, dtype=float) / step) * step
+            if np.any(voltage == 0):
+                raise InvalidBatchError(
+                    f"a pulse voltage rounds to 0 V at the DAC's step of {step} V"
+                )
+        if np.any(np.asarray(voltage) < 0) and not self.model.reset:
+            raise InvalidBatchError(
+                "negative (RESET) voltages need a model with reset=True; this emulator's model "
+                "has only the SET branch"
+            )
+        width = float(np.max(batch.width)) if np.size(batch.width) else 0.0
+        if self.array.write == "ideal":
+            duration = batch.total_pulses * width
+            self._apply_alone(batch, flat, voltage)
+        else:
+            duration = self._apply_through_array(batch, voltage) * width
+        self._version += 1
+        self.advance(duration + self.effects.tick)
+        if not read_back:
+            return None
+        result = self._read(flat)
+        if out is None:
+            return result
+        out[...] = result
+        return out
+
+    def _apply_alone(self, batch: PulseBatch, flat: np.ndarray, voltage: object) -> None:
+        """Each device written alone (the ideal emulator's path), stuck devices kept."""
+        self._written(self._free(np.unique(flat)))
+        if voltage is not batch.voltage:
+            batch = PulseBatch(batch.rows, batch.cols, batch.pulses, voltage, batch.width)
+        kept = self._n[self._stuck].copy()
+        super()._apply_batch(batch, False, None)
+        self._n[self._stuck] = kept
+
+    def _apply_through_array(self, batch: PulseBatch, voltage: object) -> int:
+        """Write through the circuit; returns the pulses the operations last, in total."""
+        ops = operations(
+            np.asarray(batch.rows, np.int64),
+            np.asarray(batch.cols, np.int64),
+            batch.pulses,
+            np.asarray(voltage, dtype=float),
+            self.array.group,
+        )
+        cols = self.shape[1]
+        conductance = 1.0 / self._device_resistance().reshape(self.shape)
+        bias = WRITE_SCHEMES[self.array.write]
+        total = 0
+        for op, dv in operation_fields(self._system, conductance, self._version, ops, bias):
+            total += op.pulses
+            dv = dv.ravel()
+            selected = op.row * cols + op.cols
+            disturbed = np.abs(dv) >= max(self.array.threshold, np.finfo(float).tiny)
+            disturbed[selected] = False
+            cells = np.concatenate([selected, np.flatnonzero(disturbed)])
+            self._pulse(cells, op.pulses, dv[cells])
+        return total
+
+    def _pulse(self, flat: np.ndarray, pulses: int, voltage: np.ndarray) -> None:
+        """``pulses`` pulses on each cell of ``flat`` at its own voltage, through the device
+        model (SET where positive, RESET where negative and the model has it; a polarity the
+        model cannot follow, or a SET voltage where a(V) >= 0, leaves the device as it is)."""
+        model = self.model
+        ok = voltage != 0
+        if not model.reset:
+            ok &= voltage > 0
+        params = _gather(self.params, flat)
+        a_v = model.exponent(np.abs(voltage), params)
+        ok &= (voltage < 0) | (a_v < 0)
+        if self._stuck.size:
+            ok &= ~np.isin(flat, self._stuck)
+        flat, voltage = flat[ok], voltage[ok]
+        if not flat.size:
+            return
+        self._written(flat)
+        draws = self._noise_rng.standard_normal(flat.size) if model.noise > 0 else None
+        k = np.full(flat.size, pulses, dtype=float)
+        self._n[flat] = model.after_pulses(
+            self._n[flat], k, voltage, _gather(self.params, flat), draws
+        )
+
+    # ------------------------------------------------------------------ reads
+    def _read(self, flat: np.ndarray) -> np.ndarray:
+        v = self.array.v_read
+        if self.array.read == "ideal":
+            r = self._device_resistance(flat)
+            if not (self.effects.read_noise or self.effects.adc_bits):
+                return r.astype(self._n.dtype)  # exactly the devices' own resistances
+            current = v / r
+        else:
+            rows, cols = np.divmod(flat, self.shape[1])
+            current = sense_current(
+                self._admittance(), self.shape[0], (rows, cols), v, self.array.read
+            )
+        return (v / self._converted(current)).astype(self._n.dtype)
+
+    def _read_all(self) -> np.ndarray:
+        return self._read(np.arange(self.size)).reshape(self.shape)
+
+    def _admittance(self) -> np.ndarray:
+        if self._y is None or self._y[0] != self._version:
+            conductance = 1.0 / self._device_resistance().reshape(self.shape)
+            self._y = (self._version, admittance(self._system, conductance, self._version))
+        return self._y[1]
+
+    def _converted(self, current: np.ndarray) -> np.ndarray:
+        """The current as the read-out reports it: read noise, then the ADC."""
+        fx = self.effects
+        if fx.read_noise:
+            current = current * (1 + fx.read_noise * self._read_rng.standard_normal(current.shape))
+        if fx.adc_bits is not None:
+            full = fx.adc_range or self.array.v_read / self.model.r0
+            lsb = full / 2**fx.adc_bits
+            current = np.clip(np.round(current / lsb) * lsb, lsb / 2, full)
+        return current
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self) -> dict[str, object]:
+        """As :meth:`EmulatedCrossbar.snapshot`, with the clock and the read-noise stream."""
+        state = super().snapshot()
+        state.update(
+            time=self.time,
+            written_at=self._written_at.copy(),
+            read_rng=self._read_rng.bit_generator.state,
+        )
+        return state
+
+    def restore(self, snapshot: dict[str, object]) -> None:
+        """As :meth:`EmulatedCrossbar.restore`, with the clock and the read-noise stream."""
+        super().restore(snapshot)
+        self.time = float(snapshot["time"])  # type: ignore[arg-type]
+        self._written_at[...] = snapshot["written_at"]
+        self._read_rng.bit_generator.state = snapshot["read_rng"]
+        self._version += 1
+
+
+def _gather(params: DeviceParameters, cells: np.ndarray) -> DeviceParameters:
+    if not params.per_device:
+        return params
+    return DeviceParameters(r0=params.r0[cells], r1=params.r1[cells], a=params.a[cells])

@@ -1,0 +1,78 @@
+"""Reads through the array: what the instrument's sense amplifier measures, sneak paths and all.
+
+A read of cell ``(r, c)`` drives word line ``r`` at ``v`` from its column-0 end and senses bit
+line ``c`` at 0 V at its last-row end (badcrossbar's convention); the scheme biases the other
+lines (:data:`~.options.READ_SCHEMES`). The reading is ``v / I`` with ``I`` the current into
+bit line ``c``'s sense amplifier.
+
+Every scheme is linear in the drivers' voltages, so one set of solves serves every cell: the
+short-circuit admittance matrix ``Y`` of the ``rows + cols`` drivers (``Y[k, l]``: the current
+driver ``k`` delivers when driver ``l`` is at 1 V and the others at 0 V; ``rows + cols``
+right-hand sides on one factorisation). Biased schemes read ``I = -(Y v)[c]``; the floating
+scheme reads the two-port resistance between drivers ``r`` and ``c`` with every other driver
+disconnected, ``R = (e_r - e_c)^T Y^+ (e_r - e_c)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .circuit import NodalSystem
+from .options import READ_SCHEMES
+
+__all__ = ["admittance", "sense_current"]
+
+_CHUNK = 64  # right-hand sides per solve (memory: _CHUNK * 2 * rows * cols floats)
+
+
+def admittance(system: NodalSystem, conductance: np.ndarray, version: object) -> np.ndarray:
+    """``Y``, shape ``(rows + cols, rows + cols)``: drivers are the word lines' column-0 ends
+    (first ``rows``) and the bit lines' last-row ends."""
+    rows, cols = system.shape
+    ports = rows + cols
+    y = np.empty((ports, ports))
+    for start in range(0, ports, _CHUNK):
+        stop = min(start + _CHUNK, ports)
+        k = stop - start
+        unit = np.zeros((ports, k))
+        unit[np.arange(start, stop), np.arange(k)] = 1.0
+        row_ends = np.full((rows, 2, k), np.nan)
+        col_ends = np.full((cols, 2, k), np.nan)
+        row_ends[:, 0, :] = unit[:rows]
+        col_ends[:, 1, :] = unit[rows:]
+        nodes = system.solve(conductance, row_ends, col_ends, version)
+        y[:rows, start:stop] = nodes.row_current[:, 0, :]
+        y[rows:, start:stop] = -nodes.col_current[:, 1, :]
+    return y
+
+
+def sense_current(
+    y: np.ndarray, n_rows: int, cells: tuple[np.ndarray, np.ndarray], v: float, scheme: str
+) -> np.ndarray:
+    """The sense current of reading each cell ``(rows[i], cols[i])`` at ``v`` volt, from the
+    admittance ``y`` of an array with ``n_rows`` word lines."""
+    rows, cols = cells
+    bias = READ_SCHEMES[scheme]
+    c_port = n_rows + cols
+    if bias is None:
+        z = _pseudo_inverse(y)
+        r = z[rows, rows] + z[c_port, c_port] - 2 * z[rows, c_port]
+        return v / r
+    alpha, beta = bias
+    row_sum = y[:, :n_rows].sum(axis=1)
+    col_sum = y[:, n_rows:].sum(axis=1)
+    into = (
+        alpha * row_sum[c_port]
+        + beta * col_sum[c_port]
+        + (1 - alpha) * y[c_port, rows]
+        - beta * y[c_port, c_port]
+    )
+    return -v * into
+
+
+def _pseudo_inverse(y: np.ndarray) -> np.ndarray:
+    """``Y^+`` up to a constant shift (enough for two-port resistances): ``Y`` grounded at
+    driver 0 and inverted, with a zero row and column for it."""
+    z = np.zeros_like(y)
+    z[1:, 1:] = np.linalg.inv(y[1:, 1:])
+    return z
