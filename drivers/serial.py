@@ -12,7 +12,13 @@ import serial
 from memristor_hil.protocol.framing import FrameDecoder, FrameFault, encode_frame
 from memristor_hil.protocol.messages import Op
 from memristor_hil.pulses import SafetyLimits
-from memristor_hil.url_options import query_options
+from memristor_hil.url_options import (
+    Option,
+    boolean,
+    keyword_only,
+    query_options,
+    read_options,
+)
 
 from ._resume import ResumableCrossbar
 from ._sequenced import LinkTimeout
@@ -234,6 +240,16 @@ class SerialCrossbar(ResumableCrossbar):
         super().reopen(port)
 
 
+_SERIAL_OPTIONS = {
+    "timeout": Option(float, 1.0),
+    "retries": Option(int, 3),
+    "baudrate": Option(int, 921_600),
+    "takeover": Option(boolean, False),
+    "monitor": Option(boolean, False),
+    "limits": Option(keyword_only, None),
+}
+
+
 def open_serial(url: str, **overrides: Any) -> SerialCrossbar:
     """Open ``serial://<port or pyserial URL>[?timeout=S&retries=N&baudrate=B]``.
 
@@ -245,23 +261,10 @@ def open_serial(url: str, **overrides: Any) -> SerialCrossbar:
     if "?" in port:
         base, _, _query = port.partition("?")
         _, query = query_options("x://?" + _query)
-        for key in ("timeout", "retries", "baudrate", "takeover", "monitor"):
+        for key in _SERIAL_OPTIONS:
             if key in query:
                 options[key] = query.pop(key)
         rest = "&".join(f"{k}={v}" if v else k for k, v in query.items())
         port = base + ("?" + rest if rest else "")
     options.update(overrides)
-    limits = options.pop("limits", None)
-    takeover = str(options.pop("takeover", "0")).lower() in ("1", "true", "yes")
-    monitor = str(options.pop("monitor", "0")).lower() in ("1", "true", "yes")
-    try:
-        kwargs = {
-            "timeout": float(options.pop("timeout", 1.0)),
-            "retries": int(options.pop("retries", 3)),
-            "baudrate": int(options.pop("baudrate", 921_600)),
-        }
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"bad option in {url!r}: {exc}") from None
-    if options:
-        raise ValueError(f"unknown serial:// options {sorted(options)}")
-    return SerialCrossbar(port, limits=limits, takeover=takeover, monitor=monitor, **kwargs)
+    return SerialCrossbar(port, **read_options("serial", options, _SERIAL_OPTIONS))

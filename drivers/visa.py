@@ -16,7 +16,13 @@ from memristor_hil.errors import ConnectionLostError
 from memristor_hil.protocol.messages import Op
 from memristor_hil.protocol.scpi import block_message, encode_command, read_block
 from memristor_hil.pulses import SafetyLimits
-from memristor_hil.url_options import query_options
+from memristor_hil.url_options import (
+    Option,
+    boolean,
+    keyword_only,
+    query_options,
+    read_options,
+)
 
 from ._resume import ResumableCrossbar
 
@@ -233,6 +239,16 @@ class VisaCrossbar(ResumableCrossbar):
         super().reopen(resource)
 
 
+_VISA_OPTIONS = {
+    "timeout": Option(float, 1.0),
+    "retries": Option(int, 3),
+    "backend": Option(str, "@py"),
+    "takeover": Option(boolean, False),
+    "monitor": Option(boolean, False),
+    "limits": Option(keyword_only, None),
+}
+
+
 def open_visa(url: str, **overrides: Any) -> VisaCrossbar:
     """Open ``visa://<resource string>[?timeout=S&retries=N&backend=@py]``."""
     resource = url.split("://", 1)[1]
@@ -241,17 +257,4 @@ def open_visa(url: str, **overrides: Any) -> VisaCrossbar:
         resource, _, query = resource.partition("?")
         _, options = query_options("x://?" + query)
     options.update(overrides)
-    limits = options.pop("limits", None)
-    takeover = str(options.pop("takeover", "0")).lower() in ("1", "true", "yes")
-    monitor = str(options.pop("monitor", "0")).lower() in ("1", "true", "yes")
-    try:
-        kwargs = {
-            "timeout": float(options.pop("timeout", 1.0)),
-            "retries": int(options.pop("retries", 3)),
-            "backend": str(options.pop("backend", "@py")),
-        }
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"bad option in {url!r}: {exc}") from None
-    if options:
-        raise ValueError(f"unknown visa:// options {sorted(options)}")
-    return VisaCrossbar(resource, limits=limits, takeover=takeover, monitor=monitor, **kwargs)
+    return VisaCrossbar(resource, **read_options("visa", options, _VISA_OPTIONS))

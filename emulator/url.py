@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from memristor_hil.powerlaw import PowerLaw, Variability
-from memristor_hil.url_options import query_options
+from memristor_hil.url_options import boolean, query_options
 
 from .crossbar import EmulatedCrossbar
 
@@ -57,7 +57,10 @@ def model_from_options(options: dict[str, Any]) -> PowerLaw:
         if name in options:
             fields[name] = float(options[name])
     if "reset" in options:
-        fields["reset"] = str(options["reset"]).lower() in ("1", "true", "yes", "on")
+        try:
+            fields["reset"] = boolean(options["reset"])
+        except ValueError as exc:
+            raise ValueError(f"bad emulator:// option reset={options['reset']!r}: {exc}") from None
     if "dtype" in options:
         fields["dtype"] = str(options["dtype"])
     variability = fields.get("variability") or {}

@@ -1,14 +1,105 @@
-"""Reading a crossbar URL's query: the one helper every backend's URL parser shares.
+"""Reading a crossbar URL's query: the one option parser every backend shares.
+
+A backend declares its options once, as a mapping from name to :class:`Option` (how to read
+the text, and the default), and reads them with :func:`read_options`. That gives every scheme
+the same behaviour, in the style of pyserial's URL handlers:
+
+- one boolean vocabulary (:func:`boolean`): ``1/true/yes/on`` and ``0/false/no/off``, in any
+  case; any other word is refused, never silently taken for False;
+- an option given twice in the query, an unknown option, or a value that does not read as its
+  type is refused with a :class:`ValueError` that names the scheme and the option;
+- keyword overrides (``open_crossbar(url, timeout=2.0)``) win over the query and may be Python
+  objects already (a bool, a float, a ``SafetyLimits``): those pass through unconverted.
 
 Backends import this module, never :mod:`memristor_hil.backends` (the dispatcher that names
 them), so the scheme registry stays at the top of the import graph.
+
+Examples
+--------
+>>> fields = {"timeout": Option(float, 1.0), "monitor": Option(boolean, False)}
+>>> _, query = query_options("serial:///dev/ttyACM0?monitor=on")
+>>> read_options("serial", query, fields)
+{'timeout': 1.0, 'monitor': True}
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
-__all__ = ["query_options"]
+__all__ = ["Option", "REQUIRED", "boolean", "keyword_only", "query_options", "read_options"]
+
+T = TypeVar("T")
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+class _Required:
+    """The default of an option that must be given."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+
+def boolean(text: str | bool) -> bool:
+    """Read a boolean option: ``1/true/yes/on`` or ``0/false/no/off``, in any case.
+
+    Raises
+    ------
+    ValueError
+        For any other word (``monitor=enabled`` is refused, not read as False).
+    """
+    if isinstance(text, bool):
+        return text
+    word = str(text).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(
+        f"{text!r} is not a boolean: use one of {sorted(TRUE_WORDS)} or {sorted(FALSE_WORDS)}"
+    )
+
+
+def keyword_only(text: str) -> Any:
+    """The parse of an option that only a keyword argument can give (a Python object).
+
+    Raises
+    ------
+    ValueError
+        Always: the option's text came from a URL.
+    """
+    raise ValueError("it is given as a keyword argument (a Python object), not in the URL")
+
+
+@dataclass(frozen=True)
+class Option(Generic[T]):
+    """One URL option: how its text reads, and its value when it is not given.
+
+    Parameters
+    ----------
+    parse : callable
+        Turns the query's text into the value (``int``, ``float``, :func:`boolean`, ``str``,
+        or any function that raises ``ValueError``/``TypeError`` on bad text).
+    default : object
+        The value when the option is absent; :data:`REQUIRED` makes it mandatory. ``None``
+        leaves the choice to the backend.
+    """
+
+    parse: Callable[[Any], T]
+    default: T | None | Any = None
+
+    def read(self, value: Any) -> T:
+        """The option's value from query text; Python objects that are not strings pass."""
+        if isinstance(value, str) or self.parse is boolean:
+            return self.parse(value)
+        return value
 
 
 def query_options(url: str) -> tuple[SplitResult, dict[str, str]]:
@@ -26,3 +117,54 @@ def query_options(url: str) -> tuple[SplitResult, dict[str, str]]:
             raise ValueError(f"query parameter {key!r} is given twice in {url!r}")
         options[key] = value
     return parts, options
+
+
+def read_options(
+    scheme: str,
+    options: MutableMapping[str, Any],
+    fields: Mapping[str, Option[Any]],
+    *,
+    strict: bool = True,
+) -> dict[str, Any]:
+    """Take the declared ``fields`` out of ``options`` and read each as its type.
+
+    Parameters
+    ----------
+    scheme : str
+        The URL scheme, for error messages (``"serial"``).
+    options : dict
+        Query text and keyword overrides, merged; the fields read are removed from it.
+    fields : mapping of str to Option
+        The options this scheme knows.
+    strict : bool
+        If True (the default), anything left in ``options`` afterwards is refused; pass False
+        where the rest belongs to someone else (pyserial's own URL options).
+
+    Returns
+    -------
+    dict
+        Every field's value: read from ``options`` where given, else its default.
+
+    Raises
+    ------
+    ValueError
+        Naming the scheme and the option: an unknown option (when ``strict``), a missing
+        required one, or text that does not read as the option's type.
+    """
+    values: dict[str, Any] = {}
+    for name, option in fields.items():
+        if name not in options:
+            if option.default is REQUIRED:
+                raise ValueError(f"{scheme}:// needs the option {name!r}")
+            values[name] = option.default
+            continue
+        raw = options.pop(name)
+        try:
+            values[name] = option.read(raw)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bad {scheme}:// option {name}={raw!r}: {exc}") from None
+    if strict and options:
+        raise ValueError(
+            f"unknown {scheme}:// options {sorted(options)}; known: {', '.join(sorted(fields))}"
+        )
+    return values

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
+from memristor_hil.url_options import boolean
+
 __all__ = ["RECORDS_ENV", "RecordOption", "default_record_path", "take_record_option"]
 
 #: Environment variable naming the folder for default records (default ``records`` under the
@@ -61,8 +63,9 @@ def take_record_option(url: str, record: RecordOption) -> tuple[str, RecordOptio
     if record is not None:
         return url, record
     value = values[0]
-    if value.lower() in ("", "1", "true", "yes", "on"):
+    if value == "":
         return url, True
-    if value.lower() in ("0", "false", "no", "off"):
-        return url, False
-    return url, value
+    try:
+        return url, boolean(value)
+    except ValueError:
+        return url, value  # a path
