@@ -3,11 +3,17 @@
 import numpy as np
 import pytest
 from memristor_hil.emulator import EmulatedCrossbar
+from memristor_hil.emulator.array import (
+    ArrayCrossbar,
+    ArrayOptions,
+    DeviceEffects,
+    NodalSystem,
+    Wiring,
+)
+from memristor_hil.emulator.array.options import DRIFT_T0, READ_SCHEMES
+from memristor_hil.emulator.array.writes import operations
 
-from emulator.array import ArrayCrossbar, ArrayOptions, DeviceEffects, NodalSystem, Wiring
-from emulator.array.options import DRIFT_T0, READ_SCHEMES
-from emulator.array.writes import operations
-from memristor_hil import InvalidBatchError, PowerLaw, PulseBatch
+from memristor_hil import InvalidBatchError, PowerLaw, PulseBatch, open_crossbar
 
 WIRE = Wiring(row_wire=3.0, col_wire=2.0, row_end=50.0, col_end=20.0)
 LOW_R = PowerLaw(r0=200, r1=2e5, r_init=1e4, variability=0.3)  # wire drops that show
@@ -269,3 +275,45 @@ def test_bad_effects_are_refused_naming_the_option(kw, option):
 def test_unknown_schemes_are_refused_naming_the_option(kw, option):
     with pytest.raises(ValueError, match=option):
         ArrayOptions(**kw)
+
+
+# ---------------------------------------------------------------------- emulator:// options
+def test_url_options_open_an_array_crossbar():
+    url = (
+        "emulator://?rows=4&cols=5&seed=3&wire=2&col_end=10&read=v2&write=v3&group=cell"
+        "&read_noise=0.01&drift=0.05&stuck=0.1&adc_bits=12&dac_step=0.01&tick=0.001"
+    )
+    with open_crossbar(url) as xbar:
+        assert isinstance(xbar, ArrayCrossbar) and xbar.shape == (4, 5)
+        assert xbar.array == ArrayOptions(
+            Wiring(row_wire=2, col_wire=2, col_end=10), read="v2", write="v3", group="cell"
+        )
+        assert xbar.effects == DeviceEffects(
+            read_noise=0.01, drift=0.05, stuck=0.1, adc_bits=12, dac_step=0.01, tick=0.001
+        )
+        xbar.apply(PulseBatch([0], [0]))
+        assert xbar.time == pytest.approx(0.001 + 1e-6)
+    with open_crossbar("emulator://?rows=2&cols=2") as ideal:
+        assert type(ideal) is EmulatedCrossbar  # no array option: the ideal emulator
+
+
+@pytest.mark.parametrize(
+    "query, option",
+    [
+        ("read=half", "read="),
+        ("write=grounded", "write="),
+        ("wire=-1", "wire="),
+        ("wire=nan", "wire="),
+        ("row_end=inf", "row_end="),
+        ("col_wire=-0.5&read=v2", "col_wire="),
+        ("stuck=1.5", "stuck="),
+        ("stuck=nan", "stuck="),
+        ("read_noise=-0.1", "read_noise="),
+        ("adc_bits=0", "adc_bits="),
+        ("adc_bits=1.5", "adc_bits="),
+        ("wire=2", "read= or write="),
+    ],
+)
+def test_bad_url_options_are_refused_at_open_naming_the_option(query, option):
+    with pytest.raises(ValueError, match=f"emulator:// option.*{option}"):
+        open_crossbar(f"emulator://?rows=2&cols=2&{query}")

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from memristor_hil.emulator.array import NodalSystem, Wiring
 from scipy import sparse
 from scipy.sparse.linalg import spsolve
-
-from emulator.array import NodalSystem, Wiring
 
 # Qucs DC results for 5x4 crossbars (and 1x1 ones) published with badcrossbar
 # (github:joksas/badcrossbar, tests/qucs/*.pickle, read by tests/test_compute.py lines 122-151,
