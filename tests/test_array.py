@@ -317,3 +317,23 @@ def test_url_options_open_an_array_crossbar():
 def test_bad_url_options_are_refused_at_open_naming_the_option(query, option):
     with pytest.raises(ValueError, match=f"emulator:// option.*{option}"):
         open_crossbar(f"emulator://?rows=2&cols=2&{query}")
+
+
+@pytest.mark.parametrize("scheme", ["v2", "v3"])
+def test_closed_form_writes_without_wire_match_the_solved_ones(scheme):
+    # The zero-wire shortcut (no solve) against the nodal solve of a vanishing wire
+    batch = PulseBatch([0, 0, 2, 3, 3], [1, 4, 4, 0, 5], pulses=[2, 3, 1, 4, 4], voltage=0.5)
+    model = LOW_R.replace(reset=True, reset_r3=1e6)
+    fast = _xbar(write=scheme, wiring=Wiring(), model=model, threshold=0.1)
+    solved = _xbar(
+        write=scheme, wiring=Wiring(row_wire=1e-9, col_wire=1e-9), model=model, threshold=0.1
+    )
+    fast.apply(batch)
+    solved.apply(batch)
+    np.testing.assert_allclose(fast.pulse_counts, solved.pulse_counts, rtol=1e-6)
+
+
+def test_an_array_crossbar_offers_no_independent_device_parameters():
+    # nengo-dl simulates devices natively from device_parameters: not through a circuit
+    assert _xbar().device_parameters is None
+    assert EmulatedCrossbar(2, 2).device_parameters is not None

@@ -13,7 +13,7 @@ from ..kernels import resistance as law_resistance
 from .circuit import NodalSystem
 from .measure import admittance, sense_current
 from .options import DRIFT_T0, WRITE_SCHEMES, ArrayOptions, DeviceEffects
-from .writes import operation_fields, operations
+from .writes import biased_cells, operation_fields, operations
 
 __all__ = ["ArrayCrossbar"]
 
@@ -74,6 +74,12 @@ class ArrayCrossbar(EmulatedCrossbar):
         self._y: tuple[int, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ state
+    @property
+    def device_parameters(self) -> None:
+        """None: the devices are not independent (the circuit couples them), so nothing may
+        simulate them elsewhere from their parameters alone (nengo-dl's native path)."""
+        return None
+
     def true_resistances(self) -> np.ndarray:
         """Every device's own resistance now (drift and stuck devices included), shape
         ``(rows, cols)``: what the reads would return without the circuit and converters."""
@@ -172,14 +178,20 @@ class ArrayCrossbar(EmulatedCrossbar):
             self.array.group,
         )
         cols = self.shape[1]
-        conductance = 1.0 / self._device_resistance().reshape(self.shape)
         bias = WRITE_SCHEMES[self.array.write]
+        threshold = max(self.array.threshold, np.finfo(float).tiny)
+        if bias is not None and self.array.wiring.ideal:  # no solve needed
+            for op in ops:
+                cells, volts = biased_cells(op, self.shape, bias, threshold)
+                self._pulse(cells, op.pulses, volts)
+            return sum(op.pulses for op in ops)
+        conductance = 1.0 / self._device_resistance().reshape(self.shape)
         total = 0
         for op, dv in operation_fields(self._system, conductance, self._version, ops, bias):
             total += op.pulses
             dv = dv.ravel()
             selected = op.row * cols + op.cols
-            disturbed = np.abs(dv) >= max(self.array.threshold, np.finfo(float).tiny)
+            disturbed = np.abs(dv) >= threshold
             disturbed[selected] = False
             cells = np.concatenate([selected, np.flatnonzero(disturbed)])
             self._pulse(cells, op.pulses, dv[cells])

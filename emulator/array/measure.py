@@ -8,9 +8,10 @@ bit line ``c``'s sense amplifier.
 Every scheme is linear in the drivers' voltages, so one set of solves serves every cell: the
 short-circuit admittance matrix ``Y`` of the ``rows + cols`` drivers (``Y[k, l]``: the current
 driver ``k`` delivers when driver ``l`` is at 1 V and the others at 0 V; ``rows + cols``
-right-hand sides on one factorisation). Biased schemes read ``I = -(Y v)[c]``; the floating
-scheme reads the two-port resistance between drivers ``r`` and ``c`` with every other driver
-disconnected, ``R = (e_r - e_c)^T Y^+ (e_r - e_c)``.
+right-hand sides on one factorisation; without wire and end resistance it is the devices'
+bipartite Laplacian, written down without a solve). Biased schemes read
+``I = -(Y v)[c]``; the floating scheme reads the two-port resistance between drivers ``r``
+and ``c`` with every other driver disconnected, ``R = (e_r - e_c)^T Y^+ (e_r - e_c)``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ def admittance(system: NodalSystem, conductance: np.ndarray, version: object) ->
     (first ``rows``) and the bit lines' last-row ends."""
     rows, cols = system.shape
     ports = rows + cols
+    if system.wiring.ideal:
+        # every line is one node held by its driver: Y is the devices' bipartite Laplacian
+        y = np.zeros((ports, ports))
+        y[:rows, rows:] = -conductance
+        y[rows:, :rows] = -conductance.T
+        y[np.arange(rows), np.arange(rows)] = conductance.sum(axis=1)
+        y[np.arange(rows, ports), np.arange(rows, ports)] = conductance.sum(axis=0)
+        return y
     y = np.empty((ports, ports))
     for start in range(0, ports, _CHUNK):
         stop = min(start + _CHUNK, ports)

@@ -31,7 +31,7 @@ import numpy as np
 
 from .circuit import NodalSystem
 
-__all__ = ["Operation", "operation_fields", "operations"]
+__all__ = ["Operation", "biased_cells", "operation_fields", "operations"]
 
 _CHUNK = 32  # operations solved together (memory: _CHUNK * 2 * rows * cols floats)
 
@@ -119,3 +119,34 @@ def operation_fields(
             dv = dv[..., None]
         for i, op in enumerate(chunk):
             yield op, dv[..., i]
+
+
+def biased_cells(
+    op: Operation, shape: tuple[int, int], bias: tuple[float, float], threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Without wire or end resistance, the cells an operation pulses and their voltages, in
+    closed form: the selected cells ``V``, the rest of the selected row ``(1 - beta) V``, the
+    rest of the selected columns ``alpha V``, every other cell ``(alpha - beta) V``; only
+    those at ``threshold`` or above (the selected cells always)."""
+    rows, cols = shape
+    alpha, beta = bias
+    v = op.voltage
+    in_cols = np.zeros(cols, bool)
+    in_cols[op.cols] = True
+    parts = [op.row * cols + op.cols]
+    volts = [np.full(op.cols.size, v)]
+    if abs((1 - beta) * v) >= threshold:
+        others = np.flatnonzero(~in_cols)
+        parts.append(op.row * cols + others)
+        volts.append(np.full(others.size, (1 - beta) * v))
+    other_rows = np.delete(np.arange(rows), op.row)
+    if abs(alpha * v) >= threshold:
+        cells = (other_rows[:, None] * cols + op.cols[None, :]).ravel()
+        parts.append(cells)
+        volts.append(np.full(cells.size, alpha * v))
+    if abs((alpha - beta) * v) >= threshold:
+        others = np.flatnonzero(~in_cols)
+        cells = (other_rows[:, None] * cols + others[None, :]).ravel()
+        parts.append(cells)
+        volts.append(np.full(cells.size, (alpha - beta) * v))
+    return np.concatenate(parts), np.concatenate(volts)
