@@ -215,3 +215,15 @@ def test_shorted_ends_are_refused():
 def test_bad_resistances_are_refused_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         Wiring(**{field: value})
+
+
+def test_a_256x256_array_agrees_with_spsolve():
+    rng = np.random.default_rng(0)
+    g = 1.0 / rng.uniform(200, 1e8, (256, 256))
+    row_ends = rng.uniform(-1, 1, (256, 2))
+    col_ends = rng.uniform(-1, 1, (256, 2))
+    wiring = Wiring(row_wire=1, col_wire=1, row_end=7, col_end=3)
+    nodes = NodalSystem(256, 256, wiring).solve(g, row_ends, col_ends)
+    u, w = _reference(g, wiring, row_ends, col_ends)
+    np.testing.assert_allclose(nodes.u, u, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(nodes.w, w, rtol=1e-9, atol=1e-9)

@@ -12,7 +12,7 @@ from ..crossbar import EmulatedCrossbar
 from ..kernels import resistance as law_resistance
 from .circuit import NodalSystem
 from .measure import admittance, sense_current
-from .options import DRIFT_T0, WRITE_SCHEMES, ArrayOptions, DeviceEffects
+from .options import DRIFT_T0, READ_SCHEMES, WRITE_SCHEMES, ArrayOptions, DeviceEffects
 from .writes import biased_cells, operation_fields, operations
 
 __all__ = ["ArrayCrossbar"]
@@ -72,6 +72,7 @@ class ArrayCrossbar(EmulatedCrossbar):
             self._stuck_r = np.where(high, self.model.r1, self.model.r0)
         self._version = 0
         self._y: tuple[int, np.ndarray] | None = None
+        self._columns: tuple[int, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -228,6 +229,12 @@ class ArrayCrossbar(EmulatedCrossbar):
             if not (self.effects.read_noise or self.effects.adc_bits):
                 return r.astype(self._n.dtype)  # exactly the devices' own resistances
             current = v / r
+        elif self.array.wiring.ideal and READ_SCHEMES[self.array.read] is not None:
+            # no wire: the sense amplifier collects the selected device at V and the rest of
+            # its column at alpha V (closed form; the same as the admittance's, without it)
+            alpha = READ_SCHEMES[self.array.read][0]
+            g = 1.0 / self._device_resistance(flat)
+            current = v * (g + alpha * (self._column_conductance()[flat % self.shape[1]] - g))
         else:
             rows, cols = np.divmod(flat, self.shape[1])
             current = sense_current(
@@ -237,6 +244,13 @@ class ArrayCrossbar(EmulatedCrossbar):
 
     def _read_all(self) -> np.ndarray:
         return self._read(np.arange(self.size)).reshape(self.shape)
+
+    def _column_conductance(self) -> np.ndarray:
+        """Each bit line's total device conductance (cached until the devices change)."""
+        if self._columns is None or self._columns[0] != self._version:
+            g = 1.0 / self._device_resistance().reshape(self.shape)
+            self._columns = (self._version, g.sum(axis=0))
+        return self._columns[1]
 
     def _admittance(self) -> np.ndarray:
         if self._y is None or self._y[0] != self._version:
