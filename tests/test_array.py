@@ -218,6 +218,9 @@ def test_read_noise_is_fresh_per_read_seeded_and_proportional():
 
 
 def test_drift_follows_the_power_law_and_restarts_at_each_write():
+    # aihwkit's PCM drift (github:IBM/aihwkit, src/aihwkit/inference/noise/pcm.py lines
+    # 138-142): t = t_inference + t_0, g = g_prog * (t / t_0) ** -nu, t_0 = 20 s (line 70);
+    # in resistance R = R_prog * ((t + t0) / t0) ** nu, t counted from the device's last write
     xbar = _effects(drift=0.05)
     r_w = xbar.true_resistances()
     xbar.advance(100.0)
