@@ -74,6 +74,9 @@ class NullArC2:
     def pulse_slice_masked(self, chan, voltage, nanos, mask):
         return self
 
+    def ground_all(self):
+        return self
+
     def execute(self):
         return self
 
@@ -141,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         program = plan_pulses(batch, cells, (args.n, ncols), rows_ch, cols_ch)
         for ins in program:
             instrument.pulse_slice_masked(ins.chan, ins.voltage, ins.nanos, ins.mask)
+            instrument.ground_all()  # as the driver does after every pulse
         instrument.execute()
         touched = np.unique(batch.rows)
         if len(touched) > READ_ALL_ROWS:
-            instrument.read_all(0.2, "Rows")
+            instrument.read_all(0.2, "Cols")
         else:
             for row in touched.tolist():
                 mask = np.unique(cols_ch[batch.cols[batch.rows == row]])

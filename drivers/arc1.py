@@ -11,23 +11,34 @@ job and arguments     what the instrument does                      reply
 ====================  ============================================  =========================
 ``00``                reset the microcontroller (safe state)         none
 ``0`` c w b m s p V   configure: read cycles, words, bits, read      ``1\\n`` when accepted
-                      mode, session mode, sneak-path mode, Vread
+                      mode, session mode, write scheme, Vread
 ``01`` m V            read mode and read voltage                     none
 ``02`` w b            select (close) one crosspoint                  none
 ``04`` V pw           pulse the selected crosspoint                  none
-``2 2`` W B n, n x    read n crosspoints (masked read)              n float32
-(w b)
+``2 2`` W B n, then   read n crosspoints (masked read); each         one float32 per pair
+n times ``w b``       pair is sent after the previous value came
 ``2 1`` W B           read every crosspoint, word-major              W*B float32
-``999``               firmware version                               2 x uint16
+``999``               firmware version (firmware 9.3 and later)      2 x uint16
 ====================  ============================================  =========================
 
 A batch becomes one write: per entry a select and its pulse train (``02`` then ``04`` per
-pulse); the read-back, when asked for, is one masked read of the batch's cells. ArC ONE's link
-has neither checksums nor sequence numbers, so a pulse is never re-sent (it could be applied
-twice); only reads, which change nothing, are retried after a timeout or a garbled reply. Before
-a retry the driver resynchronises: it asks for the firmware version (``999``) and discards
-every byte up to that known reply, so a late answer to the abandoned read (ArC ONE answers in
-order) can never be taken for the retry's answer.
+pulse); the read-back, when asked for, is one masked read of the batch's cells, paced as the
+vendor's software paces it (libarc1 ``modules/readops.py`` ``ReadMasked``, arc1_pyqt
+``ControlWidgets/manual_ops_widget.py`` ``readAll``): the header, then one ``w b`` pair at a
+time, each sent after the previous pair's value arrived. That costs one link round trip per
+cell read (about 1-2 ms on USB serial, plus the read itself). Every value gets its own
+``timeout`` (the vendor gives each ``read_floats(1)`` the port's 7 s), so a 32x32 read-all of
+an instrument that takes a few ms per device never times out as a whole.
+
+ArC ONE's link has neither checksums nor sequence numbers, so a pulse is never re-sent (it could
+be applied twice); only reads, which change nothing, are retried after a timeout or a garbled
+reply. Before a retry the driver resynchronises: it finishes a masked read it gave up on (the
+remaining pairs), asks for the firmware version (``999``) and discards every byte up to that
+known reply, so a late answer to the abandoned read (ArC ONE answers in order) can never be
+taken for the retry's answer. Firmware older than 9.3 does not answer ``999``; the vendor
+software connects to it anyway (arc1_pyqt ``instrument.py`` ``firmware_version`` returns
+(-1, -1), shown as "< 9.3"), and so does this driver; on such firmware a lost reply is not
+resynchronised and the read is not sent again (it raises, after discarding late bytes).
 """
 
 from __future__ import annotations
@@ -51,7 +62,7 @@ from memristor_hil.errors import (
     SafetyLimitError,
 )
 from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
-from memristor_hil.url_options import query_options
+from memristor_hil.url_options import Option, keyword_only, query_options, read_options
 
 __all__ = [
     "ARC1_LIMITS",
@@ -71,6 +82,12 @@ DEFAULT_LIMITS = SafetyLimits(v_min=-1.5, v_max=1.5, width_min=90e-9, width_max=
 READ_MODES = (0, 1, 2, 3)
 #: Most pulses one batch may send (each is a 3-line ``04`` command on the wire).
 MAX_BATCH_PULSES = 1_000_000
+#: Write schemes (the sneak-path option of job ``0``): the voltage on the lines not addressed.
+#: arc1_pyqt offers "Write: V/3" (0) and "Write: V/2" (1); libarc1's ``SNEAKPATH_LIMIT.FLOAT``
+#: (inactive lines floating) is 256.
+WRITE_SCHEMES = {0: "V/3", 1: "V/2", 256: "floating"}
+#: What identity says for a firmware that does not answer ``999`` (the vendor's words).
+OLD_FIRMWARE = "< 9.3"
 _FLOAT = np.dtype("<f4")
 
 
@@ -135,7 +152,8 @@ def _train(voltage: float, width: float) -> bytes:
 
 
 def encode_masked_read(nwords: int, nbits: int, words: np.ndarray, bits: np.ndarray) -> bytes:
-    """A masked read of the cells ``(words[i], bits[i])`` (1-based): one float32 each."""
+    """The bytes of a masked read of the cells ``(words[i], bits[i])`` (1-based): one float32
+    each. The driver sends them paced: the header, then one pair per value received."""
     head = b"2\n2\n%d\n%d\n%d\n" % (nwords, nbits, len(words))
     if len(words) == 0:
         return head
@@ -164,9 +182,10 @@ class ArC1Crossbar(Crossbar):
     read_cycles : int
         Averaging cycles per read. Default 50.
     sneak_path : int
-        Inactive lines: 0 at Vread/3, 1 at Vread/2 (default), 2 floating.
+        Write scheme, the voltage on the lines not addressed: 0 V/3, 1 V/2 (default, as in
+        arc1_pyqt), 256 floating (libarc1's value); see :data:`WRITE_SCHEMES`.
     timeout : float
-        Seconds to wait for a reply. Default 2.
+        Seconds to wait for each value (one device read) or reply line. Default 2.
     retries : int
         Re-sends of a *read* after a timeout or garbled reply (pulses are never re-sent).
     limits : SafetyLimits, optional
@@ -201,8 +220,11 @@ class ArC1Crossbar(Crossbar):
             raise ValueError(f"ArC ONE addresses 1..32 word and bit lines, got {rows}x{cols}")
         if not abs(vread) <= 12.0 or vread == 0:
             raise ValueError(f"vread={vread} V must be non-zero and within +-12 V")
-        if read_mode not in READ_MODES or sneak_path not in (0, 1, 2):
-            raise ValueError(f"read_mode must be in {READ_MODES} and sneak_path in 0..2")
+        if read_mode not in READ_MODES or sneak_path not in WRITE_SCHEMES:
+            raise ValueError(
+                f"read_mode must be in {READ_MODES} and sneak_path (write scheme) one of "
+                + ", ".join(f"{k} ({v})" for k, v in WRITE_SCHEMES.items())
+            )
         if not 1 <= read_cycles <= 1000:
             raise ValueError(f"read_cycles={read_cycles} must be in 1..1000")
         if not timeout > 0 or not 0 <= retries <= 100:
@@ -243,19 +265,24 @@ class ArC1Crossbar(Crossbar):
         self.stats["writes"] += 1
         self.stats["bytes_out"] += len(data)
 
-    def _read_exact(self, size: int) -> bytes:
-        """Exactly ``size`` bytes, or :class:`CrossbarTimeoutError` after ``timeout``."""
+    def _read_exact(self, size: int, step: int = 4) -> bytes:
+        """Exactly ``size`` bytes, each ``step`` of them (one value, one device read) within
+        ``timeout`` of the previous; else :class:`CrossbarTimeoutError`."""
         deadline = time.monotonic() + self.timeout
         data = bytearray()
         while len(data) < size:
             if time.monotonic() > deadline:
                 raise CrossbarTimeoutError(
-                    f"{self._port_name}: {len(data)} of {size} reply bytes within {self.timeout} s"
+                    f"{self._port_name}: {len(data)} of {size} reply bytes, the next value not "
+                    f"within {self.timeout} s"
                 )
+            done = len(data) // step
             try:
                 data += self._serial.read(size - len(data))
             except (OSError, serial.SerialException) as exc:
                 raise ConnectionLostError(f"{self._port_name}: read failed: {exc}") from None
+            if len(data) // step > done:
+                deadline = time.monotonic() + self.timeout
         self.stats["bytes_in"] += size
         return bytes(data)
 
@@ -291,6 +318,14 @@ class ArC1Crossbar(Crossbar):
         one port timeout (50 ms), what came before belonged to abandoned requests.
         """
         self._drain()
+        marker = self._version_reply
+        if marker is None:
+            time.sleep(self.timeout)  # let late values of the abandoned read arrive ...
+            self._drain()  # ... and discard them, so the next read starts clean
+            raise _NoResync(
+                f"{self._port_name}: firmware {OLD_FIRMWARE} does not answer 999, so a lost "
+                "reply cannot be resynchronised and the read is not sent again"
+            )
         self._write(b"999\n")
         deadline = time.monotonic() + self.timeout
         tail = b""
@@ -301,8 +336,9 @@ class ArC1Crossbar(Crossbar):
                 raise ConnectionLostError(f"{self._port_name}: read failed: {exc}") from None
             if chunk:
                 self.stats["bytes_in"] += len(chunk)
-                tail = (tail + chunk)[-len(self._version_reply) :]
-            elif tail == self._version_reply:
+                deadline = time.monotonic() + self.timeout  # late values still arriving
+                tail = (tail + chunk)[-len(marker) :]
+            elif tail == marker:
                 return
             if time.monotonic() > deadline:
                 raise CrossbarTimeoutError(
@@ -310,20 +346,45 @@ class ArC1Crossbar(Crossbar):
                     "while resynchronising after a lost reply"
                 )
 
-    def _floats(self, request: bytes, count: int) -> np.ndarray:
-        """Send a read request and decode ``count`` resistances, retrying (reads only)."""
+    def _paced(self, words: np.ndarray, bits: np.ndarray) -> np.ndarray:
+        """A masked read as the vendor sends it: the header, then each ``w b`` pair after the
+        previous pair's value arrived. After a timeout the remaining pairs are still sent
+        (unanswered values are discarded by the resynchronisation), so the instrument ends
+        the command in step with the driver."""
+        self._write(b"2\n2\n%d\n%d\n%d\n" % (*self.shape, len(words)))
+        out = bytearray()
+        pairs = [b"%d\n%d\n" % wb for wb in zip(words.tolist(), bits.tolist(), strict=True)]
+        for i, pair in enumerate(pairs):
+            self._write(pair)
+            try:
+                out += self._read_exact(4)
+            except CrossbarTimeoutError:
+                for rest in pairs[i + 1 :]:
+                    self._write(rest)
+                    time.sleep(self.write_delay)
+                raise
+        return np.frombuffer(bytes(out), dtype=_FLOAT)
+
+    def _floats(self, request: bytes | tuple[np.ndarray, np.ndarray], count: int) -> np.ndarray:
+        """Send a read request (bytes, or the words and bits of a paced masked read) and
+        decode ``count`` resistances, retrying (reads only)."""
         failure: CrossbarError | None = None
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats["retries"] += 1
                 try:
                     self._resync()
+                except _NoResync as exc:
+                    raise type(failure)(f"{failure}; {exc}") from None  # type: ignore[misc]
                 except CrossbarTimeoutError as exc:
                     failure = exc
                     continue
-            self._write(request)
             try:
-                values = np.frombuffer(self._read_exact(4 * count), dtype=_FLOAT)
+                if isinstance(request, tuple):
+                    values = self._paced(*request)
+                else:
+                    self._write(request)
+                    values = np.frombuffer(self._read_exact(4 * count), dtype=_FLOAT)
             except CrossbarTimeoutError as exc:
                 failure = exc
                 continue
@@ -366,20 +427,19 @@ class ArC1Crossbar(Crossbar):
         self._write(b"01\n%d\n" % mode + _number(vread) + b"\n")
 
     def _firmware_version(self) -> str:
-        for attempt in range(self.retries + 1):
-            self._write(b"999\n")
-            try:
-                reply = self._read_exact(4)
-            except CrossbarTimeoutError:
-                if attempt == self.retries:
-                    raise
-                self.stats["retries"] += 1
-                self._drain()
-                continue
-            self._version_reply = reply  # the marker _resync waits for
-            major, minor = np.frombuffer(reply, dtype="<u2")
-            return f"{major}.{minor}"
-        raise AssertionError("unreachable")
+        """Ask once, as the vendor's software does (arc1_pyqt ``instrument.py``
+        ``firmware_version``; libarc1 ``arc.py`` ``initialise``); firmware older than 9.3
+        stays silent and is connected to all the same."""
+        self._version_reply: bytes | None = None
+        self._write(b"999\n")
+        try:
+            reply = self._read_exact(4)
+        except CrossbarTimeoutError:
+            self._drain()  # a late answer must not be taken for a read's
+            return OLD_FIRMWARE
+        self._version_reply = reply  # the marker _resync waits for
+        major, minor = np.frombuffer(reply, dtype="<u2")
+        return f"{major}.{minor}"
 
     # ------------------------------------------------------------------ Crossbar hooks
     def _lines(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -405,14 +465,14 @@ class ArC1Crossbar(Crossbar):
                 self._write(data)
             if not read_back:
                 return None
-            return self._floats(encode_masked_read(*self.shape, words, bits), len(words))
+            return self._floats((words, bits), len(words))
         except CrossbarError:
             self._safe_quietly()
             raise
 
     def _read(self, flat: np.ndarray) -> np.ndarray:
         words, bits = self._lines(flat)
-        return self._floats(encode_masked_read(*self.shape, words, bits), len(flat))
+        return self._floats((words, bits), len(flat))
 
     def _read_all(self) -> np.ndarray:
         rows, cols = self.shape
@@ -440,6 +500,10 @@ class ArC1Crossbar(Crossbar):
 
     def _close(self) -> None:
         self._finalizer()
+
+
+class _NoResync(CrossbarError):
+    """The firmware cannot be resynchronised (it does not answer ``999``)."""
 
 
 def _reset_and_close(port: serial.SerialBase) -> None:
@@ -510,6 +574,38 @@ def limits_from_options(options: dict[str, Any], default: SafetyLimits) -> Safet
     return SafetyLimits(**values)  # type: ignore[arg-type]
 
 
+_ARC1_OPTIONS = {
+    "rows": Option(int),
+    "cols": Option(int),
+    "vread": Option(float),
+    "read_mode": Option(int),
+    "read_cycles": Option(int),
+    "sneak_path": Option(int),
+    "timeout": Option(float),
+    "retries": Option(int),
+    "reset_delay": Option(float),
+    "write_delay": Option(float),
+    "baudrate": Option(int),
+    "limits": Option(keyword_only),
+}
+
+
+def read_limits_and_options(
+    scheme: str, options: dict[str, Any], fields: dict[str, Option[Any]], default: SafetyLimits
+) -> dict[str, Any]:
+    """The keyword arguments of a driver from URL options: ``fields`` read with
+    :func:`read_options` (those not given left out, so the driver's defaults hold), and
+    ``limits`` from ``default`` with any of the limit options replaced."""
+    try:
+        limits = limits_from_options(options, default)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bad {scheme}:// safety-limit option: {exc}") from None
+    values = read_options(scheme, options, fields)
+    kwargs = {key: value for key, value in values.items() if value is not None}
+    kwargs.setdefault("limits", limits)
+    return kwargs
+
+
 def open_arc1(url: str, **overrides: Any) -> ArC1Crossbar:
     """Open ``arc1://PORT[?rows=R&cols=C&vread=V&...]``.
 
@@ -524,28 +620,5 @@ def open_arc1(url: str, **overrides: Any) -> ArC1Crossbar:
         raise ValueError(f"{url!r} names no serial port: arc1:///dev/ttyACM0 or arc1://COM5")
     _, options = query_options("x://?" + query)
     options = {**options, **overrides}
-    limits = options.pop("limits", None)
-    try:
-        if limits is None:
-            limits = limits_from_options(options, DEFAULT_LIMITS)
-        kwargs: dict[str, Any] = {}
-        for key, kind in (
-            ("rows", int),
-            ("cols", int),
-            ("vread", float),
-            ("read_mode", int),
-            ("read_cycles", int),
-            ("sneak_path", int),
-            ("timeout", float),
-            ("retries", int),
-            ("reset_delay", float),
-            ("write_delay", float),
-            ("baudrate", int),
-        ):
-            if key in options:
-                kwargs[key] = kind(options.pop(key))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"bad option in {url!r}: {exc}") from None
-    if options:
-        raise ValueError(f"unknown arc1:// options {sorted(options)}")
-    return ArC1Crossbar(port, limits=limits, **kwargs)
+    kwargs = read_limits_and_options("arc1", options, _ARC1_OPTIONS, DEFAULT_LIMITS)
+    return ArC1Crossbar(port, **kwargs)

@@ -1,22 +1,31 @@
 """ArC2Crossbar: Arc Instruments' ArC TWO through its Python library ``pyarc2``, as a Crossbar.
 
-ArC TWO has 64 channels; a daughterboard wires them to the array's word and bit lines. Channels
-0..15 and 32..47 drive rows, 16..31 and 48..63 columns (the standard 32x32 board). Operations
-queue in the instrument's command buffer and run on ``execute()``; this driver turns one batch
-into one buffered program:
+ArC TWO has 64 channels; a daughterboard wires them to the array's bitlines and wordlines.
+Crossbar row ``r`` is the board's bitline ``r`` (channels 0..15 and 32..47, the low side of a
+pulse or read) and column ``c`` its wordline ``c`` (channels 16..31 and 48..63), as arc2control
+numbers them (``arc2control/mapper.py``: ``wb2ch[w][b] = (high, low)``; its crossbar data is
+indexed ``[bitline][wordline]``). Which channel each line is on comes from the board's mapping:
+the built-in ``standard32`` is arc2control's ``mappings/standard32.toml``, and any mapping file
+in that format (or a JSON file) loads as given. Operations queue in the instrument's command
+buffer and run on ``execute()``; this driver turns one batch into one buffered program:
 
 1. for each row touched and each pulse round ``k`` (cells that need at least ``k`` pulses),
-   one ``pulse_slice_masked(row channel, voltage, nanos, column channels)``: a batch of one
-   pulse per cell is one instruction per row touched;
+   one ``pulse_slice_masked(row channel, voltage, nanos, column channels)`` followed by
+   ``ground_all()``, as arc2control grounds after every pulse operation (``widgets/app.py``
+   ``pulseSelectedSlices``); a pulse of 500 ms or more would otherwise leave +-V/2 on its lines;
 2. ``execute()``, then wait until the instrument is idle (``busy()`` polled against the
    timeout, then ``wait()``);
 3. with read-back, ``read_slice_masked(row channel, column channels, vread)`` per touched row,
-   or one ``read_all(vread, BiasOrder.Rows)`` when many rows were touched; resistance is
-   ``vread / |current|``.
+   or one ``read_all(vread, BiasOrder.Cols)`` when many rows were touched (axis 0 of its
+   result is the bitline channel, as arc2control reads it); resistance is
+   ``|vread / current|`` on every path.
 
-A program holds at most ``max_instructions`` pulse instructions (2048 by default, the chunk
-``pyarc2`` flushes); a larger batch is split into several programs, still one ``apply``.
-On close and on error the driver queues ``ground_all()`` and executes it.
+Widths are whole nanoseconds from 40 ns (libarc2 runs 1-40 ns as 40 ns; shorter widths are
+refused by the limits, never stretched). At connect the driver grounds the lines and sets the
+daughterboard's I/O logic from the mapping, as arc2control does. A program holds at most
+``max_instructions`` pulse instructions (2048 by default, the chunk ``pyarc2`` flushes); a
+larger batch is split into several programs, still one ``apply``. On close and on error the
+driver queues ``ground_all()`` and executes it.
 
 ``pyarc2`` is imported only by :func:`open_arc2` (``pip install memristor-hil[arc2]``);
 :class:`ArC2Crossbar` itself takes any object with the methods it calls, which is how the
@@ -44,9 +53,9 @@ from memristor_hil.errors import (
     ProtocolError,
 )
 from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
-from memristor_hil.url_options import query_options
+from memristor_hil.url_options import Option, keyword_only, query_options
 
-from .arc1 import _check_inside, limits_from_options
+from .arc1 import _check_inside, read_limits_and_options
 
 __all__ = [
     "ARC2_LIMITS",
@@ -58,35 +67,47 @@ __all__ = [
     "plan_pulses",
 ]
 
-#: ArC TWO's row channels (the low side of a row pulse) and column channels.
+#: ArC TWO's row channels (bitlines, the low side of a pulse) and column channels (wordlines).
 ROW_CHANNELS = tuple(range(0, 16)) + tuple(range(32, 48))
 COL_CHANNELS = tuple(range(16, 32)) + tuple(range(48, 64))
+#: The shortest pulse: libarc2 runs widths of 1 to 40 ns as 40 ns (``src/instrument.rs``).
+MIN_WIDTH = 40e-9
 #: What the instrument can do, as far as public material says (unverified on hardware: check
-#: the manual of your unit): +-10 V per channel, pulses from 10 ns to 1 s.
-ARC2_LIMITS = SafetyLimits(v_min=-10.0, v_max=10.0, width_min=1e-8, width_max=1.0)
-#: The default limits: the project's conservative defaults.
-DEFAULT_LIMITS = SafetyLimits()
+#: the manual of your unit): +-10 V per channel, pulses from 40 ns to 1 s.
+ARC2_LIMITS = SafetyLimits(v_min=-10.0, v_max=10.0, width_min=MIN_WIDTH, width_max=1.0)
+#: The default limits: the project's conservative defaults, from the instrument's 40 ns.
+DEFAULT_LIMITS = SafetyLimits(width_min=MIN_WIDTH)
 #: Pulse instructions per buffered program (pyarc2 flushes its buffer in chunks of 2048).
 MAX_INSTRUCTIONS = 2048
 #: Read-back through ``read_all`` (one call) when more rows than this were touched.
 READ_ALL_ROWS = 8
+#: I/O cluster directions a mapping file may name.
+_DIRECTIONS = ("in", "out")
 
 
 @dataclass(frozen=True)
 class ChannelLayout:
-    """Which ArC TWO channel each crossbar row and column is wired to (None: not wired).
+    """Which ArC TWO channel each crossbar row (bitline) and column (wordline) is wired to.
 
     Parameters
     ----------
     rows, cols : tuple of (int or None)
-        ``rows[r]`` is the channel of crossbar row ``r``; ``cols[c]`` that of column ``c``.
+        ``rows[r]`` is the channel of crossbar row (bitline) ``r``; ``cols[c]`` that of column
+        (wordline) ``c``; None: not wired.
     name : str
         What the layout is called (a built-in name or a file).
+    cells : tuple of (int, int), optional
+        The (row, column) cells the board connects (arc2control's ``mask``); None: all.
+    logic : (int, tuple of str), optional
+        The daughterboard's I/O logic, ``(ios, directions)``, set at connect with
+        ``set_logic`` (arc2control's first ``ioconfs`` entry); None: leave it.
     """
 
     rows: tuple[int | None, ...]
     cols: tuple[int | None, ...]
     name: str = ""
+    cells: tuple[tuple[int, int], ...] | None = None
+    logic: tuple[int, tuple[str, ...]] | None = None
 
     def __post_init__(self) -> None:
         if not self.rows or not self.cols:
@@ -104,6 +125,16 @@ class ChannelLayout:
                     f"layout {self.name!r}: channels {bad} cannot be {what}s (ArC TWO {what} "
                     f"channels are {allowed[0]}..{allowed[15]} and {allowed[16]}..{allowed[-1]})"
                 )
+        for r, c in self.cells or ():
+            if not (0 <= r < len(self.rows) and 0 <= c < len(self.cols)):
+                raise ValueError(f"layout {self.name!r}: masked cell ({r}, {c}) is outside it")
+        if self.logic is not None:
+            ios, dirs = self.logic
+            if not 0 <= ios <= 0xFFFF or len(dirs) != 4 or set(dirs) - set(_DIRECTIONS):
+                raise ValueError(
+                    f"layout {self.name!r}: I/O logic needs 0 <= ios <= 65535 and four "
+                    f"directions of {_DIRECTIONS}, got {self.logic}"
+                )
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -115,16 +146,42 @@ class ChannelLayout:
         cols = np.array([-1 if c is None else c for c in self.cols], dtype=np.int64)
         return rows, cols
 
+    def wired(self) -> np.ndarray:
+        """Boolean matrix of the cells wired to a channel pair (and inside the mask)."""
+        rows, cols = self.channel_arrays()
+        out = (rows[:, None] >= 0) & (cols[None, :] >= 0)
+        if self.cells is not None:
+            mask = np.zeros(self.shape, dtype=bool)
+            mask[tuple(np.array(self.cells, dtype=np.int64).reshape(-1, 2).T)] = True
+            out &= mask
+        return out
 
-#: Built-in layouts. ``std32``: the standard 32x32 daughterboard, rows on channels 0..15 and
-#: 32..47, columns on 16..31 and 48..63, each in channel order (check it against your board's
-#: mapping file from arc2control before pulsing real devices).
-LAYOUTS = {"std32": ChannelLayout(ROW_CHANNELS, COL_CHANNELS, "std32")}
+
+def _interleave(first: range, second: range) -> tuple[int, ...]:
+    return tuple(c for pair in zip(first, second, strict=True) for c in pair)
+
+
+#: arc2control's ``mappings/standard32.toml`` (the [32NNA68] PLCC 32x32 board): bitlines
+#: 15, 32, 14, 33, ..., 0, 47 and wordlines 16, 63, 17, 62, ..., 31, 48; socket I/O logic
+#: ``ios = 0b0``, four clusters out.
+STANDARD32 = ChannelLayout(
+    _interleave(range(15, -1, -1), range(32, 48)),
+    _interleave(range(16, 32), range(63, 47, -1)),
+    "standard32",
+    logic=(0, ("out",) * 4),
+)
+#: Built-in layouts: ``standard32`` (the default; ``std32`` is its older name) and
+#: ``channels32``, rows and columns in channel order (a board wired that way).
+LAYOUTS = {
+    "standard32": STANDARD32,
+    "std32": STANDARD32,
+    "channels32": ChannelLayout(ROW_CHANNELS, COL_CHANNELS, "channels32"),
+}
 
 
 def load_layout(spec: str | ChannelLayout) -> ChannelLayout:
-    """A built-in layout by name, or a JSON file ``{"rows": [ch, ...], "cols": [ch, ...]}``
-    (``null`` for a line that is not wired)."""
+    """A built-in layout by name, an arc2control mapping file (``.toml``, loaded as given), or
+    a JSON file ``{"rows": [ch, ...], "cols": [ch, ...]}`` (``null`` for a line not wired)."""
     if isinstance(spec, ChannelLayout):
         return spec
     if spec in LAYOUTS:
@@ -132,6 +189,8 @@ def load_layout(spec: str | ChannelLayout) -> ChannelLayout:
     path = Path(spec)
     if not path.is_file():
         raise ValueError(f"layout {spec!r} is neither a built-in ({', '.join(LAYOUTS)}) nor a file")
+    if path.suffix.lower() == ".toml":
+        return _load_mapping(path)
     data = json.loads(path.read_text())
     if not isinstance(data, dict) or set(data) - {"rows", "cols", "name"}:
         raise ValueError(f"{path}: a layout file holds {{'rows': [...], 'cols': [...]}}")
@@ -141,6 +200,37 @@ def load_layout(spec: str | ChannelLayout) -> ChannelLayout:
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: bad layout: {exc}") from None
     return ChannelLayout(rows, cols, str(data.get("name", path.name)))
+
+
+def _load_mapping(path: Path) -> ChannelLayout:
+    """An arc2control mapping file: ``[config]`` words, bits, optional mask of ``[w, b]``
+    pairs; ``[mapping]`` words and bits channel lists; optional ``[ioconfs.*]`` ios and dir
+    (the first is the one applied at connect). Format read in arc2control
+    ``arc2control/mapper.py`` ``ChannelMapper.from_toml``."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        words, bits = int(raw["config"]["words"]), int(raw["config"]["bits"])
+        cols = tuple(int(c) for c in raw["mapping"]["words"][:words])
+        rows = tuple(int(c) for c in raw["mapping"]["bits"][:bits])
+        mask = raw["config"].get("mask")
+        cells = None if mask is None else tuple((int(b), int(w)) for w, b in mask)
+        logic = None
+        for conf in (raw.get("ioconfs") or {}).values():
+            dirs = tuple(str(d).strip().lower() for d in conf.get("dir", ["out"] * 4))
+            logic = (int(conf["ios"]), dirs)
+            break
+        name = str(raw["config"].get("name", path.stem))
+    except (KeyError, TypeError, ValueError, AttributeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: bad arc2control mapping: {exc!r}") from None
+    if len(rows) != bits or len(cols) != words:
+        raise ValueError(
+            f"{path}: the mapping lists fewer channels than words={words}, bits={bits}"
+        )
+    return ChannelLayout(rows, cols, name, cells=cells, logic=logic)
 
 
 @dataclass(frozen=True)
@@ -207,13 +297,15 @@ class ArC2Crossbar(Crossbar):
     instrument : pyarc2.Instrument or a stand-in with the same methods
         The connected instrument.
     layout : ChannelLayout or str
-        Channel of each crossbar row and column (a built-in name, a file, or a layout).
+        Channel of each crossbar row (bitline) and column (wordline): a built-in name
+        (default ``standard32``, arc2control's), an arc2control mapping file, a JSON file, or
+        a layout.
     vread : float
-        Read voltage in volt. Default 0.2 V.
+        Read voltage in volt (either sign; reads are ``|vread / I|``). Default 0.2 V.
     timeout : float
         Seconds to wait for a program to finish. Default 5.
     limits : SafetyLimits, optional
-        Safety limits, inside :data:`ARC2_LIMITS`.
+        Safety limits, inside :data:`ARC2_LIMITS` (pulses from 40 ns).
     max_instructions : int
         Pulse instructions per buffered program; larger batches are split. Default 2048.
     name : str
@@ -223,7 +315,7 @@ class ArC2Crossbar(Crossbar):
     def __init__(
         self,
         instrument: Any,
-        layout: ChannelLayout | str = "std32",
+        layout: ChannelLayout | str = "standard32",
         *,
         vread: float = 0.2,
         timeout: float = 5.0,
@@ -247,6 +339,7 @@ class ArC2Crossbar(Crossbar):
         self.max_instructions = int(max_instructions)
         self._name = name
         self._row_ch, self._col_ch = layout.channel_arrays()
+        self._wired = layout.wired()
         self.stats = {"programs": 0, "instructions": 0, "reads": 0}
         super().__init__(
             layout.shape,
@@ -255,6 +348,17 @@ class ArC2Crossbar(Crossbar):
         )
         # outputs grounded on close, or at interpreter exit if never closed
         self._finalizer = weakref.finalize(self, _ground, instrument)
+        self._set_up()
+
+    def _set_up(self) -> None:
+        """What arc2control does at connect (``widgets/arc2connection_widget.py``
+        ``connectArC2``): lines to soft ground (``finalise_operation``), then the I/O logic of
+        the mapping (``set_logic(ios, *directions)``), run at once."""
+        self._call("finalise_operation", _vendor("IdleMode", "SoftGnd"))
+        if self.layout.logic is not None:
+            ios, dirs = self.layout.logic
+            self._call("set_logic", ios, *(_vendor("IODir", d.upper()) for d in dirs))
+            self._call("execute")
 
     # ------------------------------------------------------------------ instrument calls
     def _call(self, method: str, *args: Any) -> Any:
@@ -286,7 +390,7 @@ class ArC2Crossbar(Crossbar):
     # ------------------------------------------------------------------ Crossbar hooks
     def _check_wired(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows, cols = np.divmod(flat, self.shape[1])
-        unwired = (self._row_ch[rows] < 0) | (self._col_ch[cols] < 0)
+        unwired = ~self._wired[rows, cols]
         if unwired.any():
             i = int(np.argmax(unwired))
             raise AddressError(
@@ -302,6 +406,7 @@ class ArC2Crossbar(Crossbar):
             for start in range(0, len(program), self.max_instructions):
                 for ins in program[start : start + self.max_instructions]:
                     self._call("pulse_slice_masked", ins.chan, ins.voltage, ins.nanos, ins.mask)
+                    self._call("ground_all")  # arc2control grounds after every pulse
                 self.stats["instructions"] += min(self.max_instructions, len(program) - start)
                 self._run()
             return self._read(cells.flat) if read_back else None
@@ -336,8 +441,13 @@ class ArC2Crossbar(Crossbar):
         return out
 
     def _read_block(self) -> np.ndarray:
-        """Every wired cell's resistance through one ``read_all`` (NaN where not wired)."""
-        currents = np.asarray(self._call("read_all", self.vread, _bias_rows()))
+        """Every wired cell's resistance through one ``read_all`` (NaN where not wired).
+
+        ``BiasOrder.Cols`` biases the bitline channels, so axis 0 is the bitline (row) channel
+        in ascending order and axis 1 the wordline channel (libarc2 ``read_all``, pyarc2
+        ``read_all`` reshaping row-major; arc2control ``readAllClicked`` reads it so)."""
+        order = _vendor("BiasOrder", "Cols")
+        currents = np.asarray(self._call("read_all", self.vread, order))
         self.stats["reads"] += 1
         if currents.shape != (32, 32):
             raise ProtocolError(
@@ -346,7 +456,7 @@ class ArC2Crossbar(Crossbar):
         row_index = np.searchsorted(np.array(ROW_CHANNELS), self._row_ch)
         col_index = np.searchsorted(np.array(COL_CHANNELS), self._col_ch)
         block = currents[np.ix_(row_index % 32, col_index % 32)]
-        wired = (self._row_ch[:, None] >= 0) & (self._col_ch[None, :] >= 0)
+        wired = self._wired
         out = np.full(self.shape, np.nan)
         out[wired] = self._resistance(block[wired])
         return out
@@ -361,7 +471,7 @@ class ArC2Crossbar(Crossbar):
                 f"{self._name}: garbled reply: a read current of a wired cell is zero, NaN or "
                 "infinite"
             )
-        return self.vread / currents
+        return abs(self.vread) / currents
 
     def _ground_quietly(self) -> None:
         try:
@@ -383,13 +493,25 @@ def _ground(instrument: Any) -> None:
         pass
 
 
-def _bias_rows() -> Any:
-    """``pyarc2.BiasOrder.Rows`` (the name alone when pyarc2 is not installed: a stand-in)."""
+def _vendor(kind: str, member: str) -> Any:
+    """``pyarc2.<kind>.<member>`` (e.g. ``BiasOrder.Cols``); the member's name alone when
+    pyarc2 is not installed (a stand-in takes either)."""
     try:
-        from pyarc2 import BiasOrder
+        import pyarc2
     except ImportError:
-        return "Rows"
-    return BiasOrder.Rows
+        return member
+    return getattr(getattr(pyarc2, kind), member)
+
+
+_ARC2_OPTIONS = {
+    "firmware": Option(str),
+    "layout": Option(str),
+    "vread": Option(float),
+    "timeout": Option(float),
+    "max_instructions": Option(int),
+    "limits": Option(keyword_only),
+    "instrument": Option(keyword_only),
+}
 
 
 def open_arc2(url: str, **overrides: Any) -> ArC2Crossbar:
@@ -397,7 +519,7 @@ def open_arc2(url: str, **overrides: Any) -> ArC2Crossbar:
 
     ``ID`` is the instrument's id from ``pyarc2.find_ids()`` (default: the first found).
     Options: ``firmware`` (the firmware file shipped with the board; required), ``layout``
-    (default ``std32``), ``vread``, ``timeout``, ``max_instructions``; safety limits
+    (default ``standard32``), ``vread``, ``timeout``, ``max_instructions``; safety limits
     ``v_min``, ``v_max``, ``width_min``, ``width_max``, ``max_pulses``. The keyword
     ``instrument=`` passes an already connected instrument (or a stand-in) instead.
     """
@@ -405,31 +527,17 @@ def open_arc2(url: str, **overrides: Any) -> ArC2Crossbar:
     ident, _, query = rest.partition("?")
     _, options = query_options("x://?" + query)
     options = {**options, **overrides}
-    instrument = options.pop("instrument", None)
-    limits = options.pop("limits", None)
-    firmware = options.pop("firmware", None)
+    kwargs = read_limits_and_options("arc2", options, _ARC2_OPTIONS, DEFAULT_LIMITS)
+    instrument, firmware = kwargs.pop("instrument", None), kwargs.pop("firmware", None)
     try:
-        if limits is None:
-            limits = limits_from_options(options, DEFAULT_LIMITS)
-        kwargs: dict[str, Any] = {}
-        for key, kind in (
-            ("layout", str),
-            ("vread", float),
-            ("timeout", float),
-            ("max_instructions", int),
-        ):
-            if key in options:
-                kwargs[key] = kind(options.pop(key))
         device = int(ident) if ident else None
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"bad option in {url!r}: {exc}") from None
-    if options:
-        raise ValueError(f"unknown arc2:// options {sorted(options)}")
+    except ValueError:
+        raise ValueError(f"{url!r}: the instrument id {ident!r} is not an integer") from None
     if instrument is None:
         instrument, device = _connect(device, firmware)
     name = f"ArC TWO #{device}" if device is not None else "ArC TWO"
     try:
-        return ArC2Crossbar(instrument, limits=limits, name=name, **kwargs)
+        return ArC2Crossbar(instrument, name=name, **kwargs)
     except BaseException:
         try:
             instrument.ground_all().execute()

@@ -3,10 +3,29 @@
 ArC TWO has no simulation mode and no wire protocol one could reproduce, so the ``arc2://``
 backend is tested against this object. It implements the subset of ``pyarc2.Instrument`` that
 :class:`memristor_hil.drivers.arc2.ArC2Crossbar` calls, with the same names and parameters
-(``tests/test_arc2.py`` checks them against the installed ``pyarc2``), and the documented
-behaviour: pulse operations queue in a command buffer and return the instrument (so calls
-chain); ``execute()`` runs the buffer; reads return float32 currents, ``NaN`` for channels
-outside a mask; a row channel's slice answers for the 32 column channels in channel order.
+(``tests/test_arc2.py`` checks them against the installed ``pyarc2``), and behaves as the
+vendor's code does, not as our driver expects (libarc2 ``src/instrument.rs`` at commit
+72f8c9f, pyarc2 ``src/lib.rs`` and ``pyarc2/__init__.py`` at b06691d):
+
+- Channels 0..15 and 32..47 are libarc2's ``ALL_BITS`` (bitlines, the crossbar's rows, the
+  low side of a pulse or read), 16..31 and 48..63 its ``ALL_WORDS`` (wordlines, columns).
+  A slice read with low channel ``chan`` answers for the 32 channels of the other group in
+  ascending channel order, ``NaN`` outside the mask (``read_slice_masked``, instrument.rs
+  1649-1700; pyarc2 documents the ``NaN``, though libarc2's loop tests the channel group,
+  not the mask, and so returns raw values there: the driver uses only masked entries).
+- ``read_all(vread, order)`` biases, one slice read each, the channels ``BiasOrder.Rows``
+  -> ``ALL_WORDS`` or ``BiasOrder.Cols`` -> ``ALL_BITS`` (instrument.rs 1713-1728) and pyarc2
+  reshapes the 1024 values row-major to (32, 32) (lib.rs 1034-1038): axis 0 is the biased
+  channel. ``Rows`` therefore answers ``[word, bit]``, the transpose of a row-major crossbar.
+- Every read drives the low channel to ``-vread`` and the high channels to 0 V
+  (``vidx!(-vread)``, instrument.rs 1588, 1621, 1676); the current is returned with the sign
+  of a current leaving the high channel, ``-vread / R``. Its sign is not pinned by the
+  vendor code; arc2control only ever uses ``abs(vread / I)``.
+- Pulse widths from 1 to 40 ns run as 40 ns (instrument.rs 2399-2400). Pulses of 500 ms or
+  more take the slow path (instrument.rs 2081-2085), which leaves the high channels at
+  ``+V/2`` and the low channel at ``-V/2`` until something grounds them (``pulse_one_slow``
+  / ``setup_dacs_2t_pulsing``, instrument.rs 2131-2133, 2165-2183): :attr:`biased` says so.
+- Operations queue in a command buffer until ``execute()``; reads flush it.
 
 Each ``execute()`` applies its buffered pulses to the devices as one batch, cells in row-major
 order, so that a program built from a batch of distinct cells in row-major order (what mPES
@@ -28,12 +47,32 @@ from memristor_hil.pulses import PulseBatch
 
 from .crossbar import EmulatedCrossbar
 
-__all__ = ["EmulatedArC2"]
+__all__ = ["ALL_BITS", "ALL_WORDS", "EmulatedArC2"]
 
-_ROWS = tuple(range(0, 16)) + tuple(range(32, 48))
-_COLS = tuple(range(16, 32)) + tuple(range(48, 64))
+#: libarc2's ``ALL_BITS`` (bitlines, rows) and ``ALL_WORDS`` (wordlines, columns).
+ALL_BITS = tuple(range(0, 16)) + tuple(range(32, 48))
+ALL_WORDS = tuple(range(16, 32)) + tuple(range(48, 64))
 #: Instructions the stand-in's buffer holds before ``execute()`` (bounded, like the real one).
 BUFFER_LIMIT = 1 << 16
+#: libarc2 runs widths from 1 to 40 ns as 40 ns; from 500 ms on it takes the slow path.
+HS_MIN_NANOS = 40
+SLOW_NANOS = 500_000_000
+
+
+def _order_name(order: Any) -> str:
+    """``"Rows"`` or ``"Cols"`` for a ``pyarc2.BiasOrder`` (or the bare name)."""
+    if isinstance(order, str) and order in ("Rows", "Cols"):
+        return order
+    try:
+        from pyarc2 import BiasOrder
+    except ImportError:
+        BiasOrder = None  # noqa: N806 - the vendor's name
+    if BiasOrder is not None:
+        if order is BiasOrder.Rows:
+            return "Rows"
+        if order is BiasOrder.Cols:
+            return "Cols"
+    raise TypeError(f"order must be a pyarc2.BiasOrder, got {order!r}")
 
 
 class EmulatedArC2:
@@ -44,24 +83,34 @@ class EmulatedArC2:
     xbar : EmulatedCrossbar
         The devices.
     row_channels, col_channels : sequence of int or None
-        The channel wired to each crossbar row / column (None: not wired), as in the layout
-        the driver is given.
+        The bitline channel wired to each crossbar row and the wordline channel wired to each
+        column (None: not wired), as in the layout the driver is given.
     """
 
     def __init__(
         self,
         xbar: EmulatedCrossbar,
-        row_channels: Iterable[int | None] = _ROWS,
-        col_channels: Iterable[int | None] = _COLS,
+        row_channels: Iterable[int | None] = ALL_BITS,
+        col_channels: Iterable[int | None] = ALL_WORDS,
     ) -> None:
         self.xbar = xbar
         self._row_of = {c: r for r, c in enumerate(row_channels) if c is not None}
         self._col_of = {c: k for k, c in enumerate(col_channels) if c is not None}
+        if set(self._row_of) - set(ALL_BITS) or set(self._col_of) - set(ALL_WORDS):
+            raise ValueError("rows are wired to bitline channels, columns to wordline channels")
         self.calls: list[tuple[str, tuple]] = []
         self.fail: dict[str, BaseException] = {}
         self._buffer: list[tuple] = []
-        self.grounded = True
+        #: channels left at a voltage by a slow pulse, until a ground runs
+        self.biased: set[int] = set()
+        #: the I/O logic last set with ``set_logic`` (mask, four directions)
+        self.logic: tuple | None = None
         self.executed_programs = 0
+
+    @property
+    def grounded(self) -> bool:
+        """Whether every line is at 0 V now and no pulse waits in the buffer."""
+        return not self.biased and not any(item[0] == "pulse" for item in self._buffer)
 
     # ------------------------------------------------------------------ bookkeeping
     def _log(self, name: str, *args: Any) -> None:
@@ -79,12 +128,13 @@ class EmulatedArC2:
     def pulse_slice_masked(
         self, chan: int, voltage: float, nanos: int, mask: Iterable[int] | np.ndarray
     ) -> EmulatedArC2:
-        """Queue one pulse from the masked high channels to ``chan`` (the low channel)."""
+        """Queue one pulse: ``chan`` (the low channel) at ``-V``, the masked channels high."""
         mask = np.array(mask, dtype=np.uint64)
         self._log("pulse_slice_masked", chan, voltage, nanos, tuple(mask.tolist()))
-        if chan not in self._row_of:
-            raise ValueError(f"channel {chan} is not a wired row channel")
-        self._queue(("pulse", int(chan), float(voltage), int(nanos), mask))
+        if not 0 <= chan < 64 or int(nanos) < 0:
+            raise ValueError(f"bad channel {chan} or width {nanos} ns")
+        nanos = HS_MIN_NANOS if 0 < int(nanos) < HS_MIN_NANOS else int(nanos)
+        self._queue(("pulse", int(chan), float(voltage), nanos, mask))
         return self
 
     def ground_all(self) -> EmulatedArC2:
@@ -93,13 +143,18 @@ class EmulatedArC2:
         self._queue(("ground",))
         return self
 
+    def set_logic(
+        self, mask: int, cl0: Any = None, cl1: Any = None, cl2: Any = None, cl3: Any = None
+    ) -> EmulatedArC2:
+        """Set the daughterboard's I/O logic (which lines the socket or the header drive)."""
+        self._log("set_logic", mask, cl0, cl1, cl2, cl3)
+        self.logic = (int(mask), cl0, cl1, cl2, cl3)
+        return self
+
     def execute(self) -> EmulatedArC2:
-        """Run the buffered instructions: their pulses as one batch, then any grounding."""
+        """Run the buffered instructions."""
         self._log("execute")
-        buffer, self._buffer = self._buffer, []
-        self._apply_pulses([item for item in buffer if item[0] == "pulse"])
-        if any(item[0] == "ground" for item in buffer):
-            self.grounded = True
+        self._run_buffer()
         self.executed_programs += 1
         return self
 
@@ -115,67 +170,76 @@ class EmulatedArC2:
     def read_slice_masked(
         self, chan: int, mask: Iterable[int] | np.ndarray, vread: float
     ) -> np.ndarray:
-        """Currents (float32) from the masked column channels into row channel ``chan``."""
+        """Currents (float32) of the masked channels into low channel ``chan``; the 32
+        channels of the other group in ascending order, ``NaN`` outside the mask."""
         mask = np.array(mask, dtype=np.uint64)
         self._log("read_slice_masked", chan, tuple(mask.tolist()), vread)
-        self.execute_pending()
-        out = np.full(len(_COLS), np.nan, dtype=np.float32)
-        row = self._row_of.get(int(chan))
-        for i, col_chan in enumerate(_COLS):
-            if col_chan in mask:
-                col = self._col_of.get(col_chan)
-                out[i] = 0.0 if row is None or col is None else self._current(row, col, vread)
-        return out
+        return self._slice(int(chan), {int(c) for c in mask.tolist()}, vread)
 
     def read_all(self, vread: float, order: Any) -> np.ndarray:
-        """A 32x32 float32 array of currents, rows and columns in channel order."""
+        """(32, 32) float32 currents; axis 0 is the biased channel of ``order``."""
         self._log("read_all", vread, order)
-        self.execute_pending()
-        out = np.zeros((32, 32), dtype=np.float32)
-        rows = [(i, self._row_of[c]) for i, c in enumerate(_ROWS) if c in self._row_of]
-        cols = [(j, self._col_of[c]) for j, c in enumerate(_COLS) if c in self._col_of]
-        if rows and cols:
-            ri, rr = (np.array(v) for v in zip(*rows, strict=True))
-            cj, cc = (np.array(v) for v in zip(*cols, strict=True))
-            r = self.xbar.read_all()[np.ix_(rr, cc)]
-            out[np.ix_(ri, cj)] = (vread / r).astype(np.float32)
-        return out
+        bias = ALL_WORDS if _order_name(order) == "Rows" else ALL_BITS
+        rows = [self._slice(chan, None, vread) for chan in bias]
+        return np.stack(rows).reshape(32, 32)
 
     def finalise_operation(self, mode: Any = None, control: Any = None) -> None:
-        """Leave the channels grounded (any ``mode``) and run the buffer."""
+        """Ground the channels (any ``mode`` but None) and run the buffer."""
         self._log("finalise_operation", mode, control)
-        self._queue(("ground",))
-        self.execute_pending()
+        if mode is not None:
+            self._queue(("ground",))
+            self._run_buffer()
 
     # ------------------------------------------------------------------ internals
-    def execute_pending(self) -> None:
-        """Run what is buffered (the real read calls flush the buffer too)."""
-        if self._buffer:
-            buffer, self._buffer = self._buffer, []
-            self._apply_pulses([item for item in buffer if item[0] == "pulse"])
-            if any(item[0] == "ground" for item in buffer):
-                self.grounded = True
+    def _slice(self, low: int, mask: set[int] | None, vread: float) -> np.ndarray:
+        """One slice read at ``-vread`` on ``low``; the buffer runs first, lines ground after
+        (``ground_all_fast`` in libarc2's read functions)."""
+        self._run_buffer()
+        is_row = low in ALL_BITS
+        highs = ALL_WORDS if is_row else ALL_BITS
+        out = np.full(32, np.nan, dtype=np.float32)
+        resistance = self.xbar.read_all()
+        for i, high in enumerate(highs):
+            if mask is not None and high not in mask:
+                continue
+            row, col = (low, high) if is_row else (high, low)
+            r, c = self._row_of.get(row), self._col_of.get(col)
+            out[i] = 0.0 if r is None or c is None else np.float32(-vread / resistance[r, c])
+        self.biased.clear()
+        return out
 
-    def _current(self, row: int, col: int, vread: float) -> np.float32:
-        r = self.xbar.read(np.array([row]), np.array([col]))[0]
-        return np.float32(vread / r)
+    def _run_buffer(self) -> None:
+        buffer, self._buffer = self._buffer, []
+        pulses = []
+        for item in buffer:
+            if item[0] == "ground":
+                self.biased.clear()
+                continue
+            pulses.append(item)
+            _, chan, _, nanos, mask = item
+            if nanos >= SLOW_NANOS:
+                self.biased |= {chan, *(int(c) for c in mask.tolist())}
+        self._apply_pulses(pulses)
 
     def _apply_pulses(self, pulses: list[tuple]) -> None:
         if not pulses:
             return
-        self.grounded = False
         totals: dict[tuple[float, int], dict[int, int]] = {}
         ncols = self.xbar.shape[1]
         for _, chan, voltage, nanos, mask in pulses:
-            row = self._row_of[chan]
-            group = totals.setdefault((voltage, nanos), {})
-            for col_chan in mask.tolist():
-                col = self._col_of.get(int(col_chan))
-                if col is None:
+            # the device sees +V from its wordline to its bitline when the bitline is low
+            seen = voltage if chan in ALL_BITS else -voltage
+            group = totals.setdefault((seen, nanos), {})
+            for high in mask.tolist():
+                row, col = (chan, int(high)) if chan in ALL_BITS else (int(high), chan)
+                r, c = self._row_of.get(row), self._col_of.get(col)
+                if r is None or c is None:
                     continue  # a channel wired to nothing: the pulse reaches no device
-                cell = row * ncols + col
+                cell = r * ncols + c
                 group[cell] = group.get(cell, 0) + 1
         for (voltage, nanos), counts in sorted(totals.items()):
+            if not counts:
+                continue
             cells = np.array(sorted(counts), dtype=np.int64)
             number = np.array([counts[c] for c in cells.tolist()], dtype=np.int64)
             pulses_arg: Any = int(number[0]) if np.all(number == number[0]) else number

@@ -201,8 +201,8 @@ class EmulatedCrossbar(Crossbar):
             result = np.empty(size, n.dtype)
         if self._float32:
             convert = kernels.FLOAT32_LAW
-        elif size < kernels.SMALL_BATCH and params.r0.shape[0] == 1:  # shared parameters
-            convert = kernels.SMALL_FLOAT64_LAW
+        elif params.r0.shape[0] == 1:  # shared parameters
+            convert = kernels.SHARED_FLOAT64_LAW
         else:
             convert = kernels.STATES
         model = self._model

@@ -6,11 +6,20 @@ without Intel SVML and cannot vectorise it; NumPy's ``np.power`` is vectorised o
 machines (about 2.8 ns float64, 1.1 ns float32 per element there) and costs 6-25 ns per float32
 element elsewhere (AVX2 machines: glibc's scalar ``powf``). So the per-device scatter
 (``n[cell] += k``) runs in a compiled loop that also writes each touched cell's new state into
-a contiguous buffer, and the power law runs over that buffer: for float64 devices with NumPy,
-for float32 devices with :func:`power_law_f32`, a vectorisable ``x**a`` evaluated in float64
-arithmetic (within 3e-10 of the exact power before the final rounding to float32, so within
-one float32 ulp of a correctly rounded result), the same function for every batch size, so
-small and large batches and full reads agree bit for bit.
+a contiguous buffer, and the power law runs over that buffer: for float32 devices with
+:func:`power_law_f32`, a vectorisable ``x**a`` evaluated in float64 arithmetic (within 3e-10 of
+the exact power before the final rounding to float32, so within one float32 ulp of a correctly
+rounded result); for float64 devices with shared parameters in a compiled loop of the C
+library's scalar ``pow``; for float64 devices with per-device parameters with NumPy. Each is
+the same function for every batch size, so small and large batches and full reads agree bit
+for bit on one machine.
+
+Across CPUs (docs/protocol.md, section 7): the compiled loops give the same bits on every
+x86-64 CPU with FMA (the C library's ``pow``, or plain binary64 arithmetic); NumPy's
+``np.power`` is SIMD code on AVX-512 CPUs and the C library's ``pow`` elsewhere, up to 2 ulp
+apart. So float64 shared-parameter reads take the compiled loop at every size, although
+``np.power`` is 3.6x faster on AVX-512 machines (3.0 against 10.9 ms per 10^6 devices on an
+AMD EPYC): one read path per cell, and the same bits on every CPU.
 
 The numpy reference for all of this is :class:`memristor_hil.powerlaw.PowerLaw`; the tests
 check these kernels against it.
@@ -25,17 +34,12 @@ from numba.extending import intrinsic
 from memristor_hil.powerlaw import DeviceParameters
 
 __all__ = [
-    "SMALL_BATCH",
     "apply_set_pulses",
     "flat_indices",
     "gather",
     "power_law_f32",
     "resistance",
 ]
-
-#: Below this many cells the power law is evaluated in the compiled loop; above it, NumPy's
-#: vectorised ``np.power`` is faster (benchmarks/bench_emulator.py shows both sides).
-SMALL_BATCH = 256
 
 _EMPTY = np.empty(0)
 _NO_CELLS = np.empty(0, dtype=np.intp)
@@ -70,7 +74,7 @@ def flat_indices(rows, cols, nrows, ncols, out):  # pragma: no cover - compiled
 
 
 #: ``convert`` values of :func:`apply_set_pulses`.
-STATES, FLOAT32_LAW, SMALL_FLOAT64_LAW = 0, 1, 2
+STATES, FLOAT32_LAW, SHARED_FLOAT64_LAW = 0, 1, 2
 
 
 @njit(cache=True, nogil=True)
@@ -88,8 +92,8 @@ def apply_set_pulses(
 
     With a read-back, ``out[i]`` ends as entry ``i``'s cell after the whole batch: its state
     (``convert == STATES``) or its resistance ``r0 + r1 * n**a`` (``FLOAT32_LAW``:
-    :func:`power_law_f32`; ``SMALL_FLOAT64_LAW``: the scalar float64 law of a small batch with
-    shared parameters). When the cells strictly ``ascend`` no cell repeats, so each entry's new
+    :func:`power_law_f32`; ``SHARED_FLOAT64_LAW``: the scalar float64 law with shared
+    parameters). When the cells strictly ``ascend`` no cell repeats, so each entry's new
     state is final as the pulse loop writes it; otherwise the cells are gathered again after
     the loop. (Turning states into resistances block by block inside the pulse loop, while
     they are in cache, measured slower than this second, vectorised pass.)
@@ -155,8 +159,8 @@ def _pulse(n, flat, pulses, n_min, ratio, noise, draws, out):  # pragma: no cove
 def _to_resistance(x, cells, r0, r1, a, convert):  # pragma: no cover - compiled
     if convert == FLOAT32_LAW:
         power_law_f32(x, r0, r1, a, cells)
-    elif convert == SMALL_FLOAT64_LAW:
-        _power_law_small(x, r0[0], r1[0], a[0])
+    elif convert == SHARED_FLOAT64_LAW:
+        _power_law_shared(x, r0[0], r1[0], a[0])
 
 
 @njit(cache=True, nogil=True)
@@ -168,7 +172,8 @@ def gather(values, flat, out):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _power_law_small(x, r0, r1, a):  # pragma: no cover - compiled
+def _power_law_shared(x, r0, r1, a):  # pragma: no cover - compiled
+    """In place: ``x <- r0 + r1 * x**a`` with the C library's ``pow`` (same bits on any CPU)."""
     for i in range(x.shape[0]):
         x[i] = r0 + r1 * x[i] ** a
     return x
@@ -277,12 +282,6 @@ def _power_law_f32_range(x, start, stop, r0, r1, a, flat):  # pragma: no cover -
 
 
 @njit(cache=True, nogil=True)
-def _affine(x, r0, r1):  # pragma: no cover - compiled
-    for i in range(x.shape[0]):
-        x[i] = r0 + r1 * x[i]
-
-
-@njit(cache=True, nogil=True)
 def _affine_gather(x, r0, r1, flat):  # pragma: no cover - compiled
     for i in range(x.shape[0]):
         j = flat[i]
@@ -307,12 +306,8 @@ def resistance(
     if x.dtype == np.float32:
         return power_law_f32(x, params.r0, params.r1, params.a, _NO_CELLS if flat is None else flat)
     if not params.per_device:
-        r0, r1, a = params.r0[0], params.r1[0], params.a[0]
-        if x.shape[0] < SMALL_BATCH:
-            return _power_law_small(x, r0, r1, a)
-        np.power(x, a, out=x)
-        _affine(x, r0, r1)  # one compiled pass instead of numpy's multiply and add
-    elif flat is None:
+        return _power_law_shared(x, params.r0[0], params.r1[0], params.a[0])
+    if flat is None:
         np.power(x, params.a, out=x)
         np.multiply(x, params.r1, out=x)
         np.add(x, params.r0, out=x)

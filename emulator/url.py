@@ -62,7 +62,9 @@ def model_from_options(options: dict[str, Any]) -> PowerLaw:
         try:
             fields["reset"] = boolean(options["reset"])
         except ValueError as exc:
-            raise ValueError(f"bad emulator:// option reset={options['reset']!r}: {exc}") from None
+            raise ValueError(
+                f"bad option reset={options['reset']!r} for emulator://: {exc}"
+            ) from None
     if "dtype" in options:
         fields["dtype"] = str(options["dtype"])
     variability = fields.get("variability") or {}

@@ -162,7 +162,7 @@ def read_options(
         try:
             values[name] = option.read(raw)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"bad {scheme}:// option {name}={raw!r}: {exc}") from None
+            raise ValueError(f"bad option {name}={raw!r} for {scheme}://: {exc}") from None
     if strict and options:
         raise ValueError(
             f"unknown {scheme}:// options {sorted(options)}; known: {', '.join(sorted(fields))}"

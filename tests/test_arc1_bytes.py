@@ -10,6 +10,9 @@ import tty
 import numpy as np
 import pytest
 from memristor_hil.drivers.arc1 import ArC1Crossbar, encode_batch, encode_masked_read, open_arc1
+from memristor_hil.emulator import EmulatedCrossbar
+from memristor_hil.emulator.service.arc1 import ArC1Dialect
+from memristor_hil.emulator.service.core import CrossbarService
 
 from memristor_hil import (
     AddressError,
@@ -27,16 +30,25 @@ def f32(*values):
     return np.array(values, dtype="<f4").tobytes()
 
 
+VERSION = bytes.fromhex("0900 0300")  # firmware 9.3, two little-endian uint16
 #: Connecting to a 2x3 array at Vread 0.5 V: reset, configure (answer "1"), read settings, version.
 CONNECT = [
     (b"00\n", None),
     (b"0\n50\n2\n3\n2\n0\n1\n0.5\n", b"1\n"),
     (b"01\n2\n0.5\n", None),
-    (b"999\n", bytes.fromhex("0200 0700")),  # firmware 2.7
+    (b"999\n", VERSION),
 ]
 OPTIONS = {"rows": 2, "cols": 3, "reset_delay": 0, "write_delay": 0, "timeout": 0.3}
 #: Before a read is sent again: the firmware version, whose known reply marks where late bytes end.
-RESYNC = (b"999\n", bytes.fromhex("0200 0700"))
+RESYNC = (b"999\n", VERSION)
+
+
+def masked(pairs, replies):
+    """A masked read as the vendor paces it (libarc1 5bfc6af modules/readops.py 84-100,
+    arc1_pyqt a9a18a1 ControlWidgets/manual_ops_widget.py 66-77): the header ``2 2 W B n``,
+    then each ``w b`` pair, answered by one float32 before the next pair is sent."""
+    head = (b"2\n2\n2\n3\n%d\n" % len(pairs), None)
+    return [head] + [(b"%d\n%d\n" % p, r) for p, r in zip(pairs, replies, strict=True)]
 
 
 class ScriptedArC1:
@@ -47,6 +59,7 @@ class ScriptedArC1:
         self.script = list(script)
         self.received = b""
         self.mismatch = None
+        self.ahead = []  # rows whose reply was due while later bytes had already arrived
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
         self.port = os.ttyname(self.slave)
@@ -69,7 +82,11 @@ class ScriptedArC1:
                     self.mismatch = (expected, got)
                     return
                 if reply:
-                    os.write(self.master, reply)
+                    if pending:
+                        self.ahead.append((expected, pending))
+                    for delay, chunk in reply if isinstance(reply, list) else [(0, reply)]:
+                        time.sleep(delay)
+                        os.write(self.master, chunk)
 
     def close(self):
         self._thread.join(5)
@@ -82,6 +99,7 @@ class ScriptedArC1:
             time.sleep(0.01)
         assert self.mismatch is None, f"expected {self.mismatch[0]!r}, got {self.mismatch[1]!r}"
         assert not self.script, f"rows never sent: {self.script}"
+        assert not self.ahead, f"sent before the value it waits for came: {self.ahead}"
 
 
 @pytest.fixture
@@ -104,14 +122,14 @@ def test_connect_apply_read_and_safe_state_on_close(scripted):
             *CONNECT,
             # a batch: cell (0, 2) twice at 0.1 V, 1 us; cell (1, 0) once; read back both
             (b"02\n1\n3\n04\n0.1\n1e-06\n04\n0.1\n1e-06\n02\n2\n1\n04\n0.1\n1e-06\n", None),
-            (b"2\n2\n2\n3\n2\n1\n3\n2\n1\n", f32(1.5e8, 2.5e7)),
+            *masked([(1, 3), (2, 1)], [f32(1.5e8), f32(2.5e7)]),
             # a read of every cell, word-major
             (b"2\n1\n2\n3\n", f32(1, 2, 3, 4, 5, 6)),
             (b"00\n", None),  # close: the board is reset, its safe state
         ]
     )
     xbar = ArC1Crossbar(device.port, **OPTIONS)
-    assert xbar.identity == "Arc Instruments,ArC ONE,2x3,firmware 2.7"
+    assert xbar.identity == "Arc Instruments,ArC ONE,2x3,firmware 9.3"
     r = xbar.apply(PulseBatch([0, 1], [2, 0], pulses=[2, 1]), read_back=True)
     np.testing.assert_array_equal(r, np.float32([1.5e8, 2.5e7]))
     np.testing.assert_array_equal(xbar.read_all(), [[1, 2, 3], [4, 5, 6]])
@@ -124,9 +142,9 @@ def test_a_read_that_times_out_is_sent_again_but_pulses_never_are(scripted):
         [
             *CONNECT,
             (b"02\n1\n1\n04\n-0.2\n5e-07\n", None),
-            (b"2\n2\n2\n3\n1\n1\n1\n", None),  # the reply is lost ...
+            *masked([(1, 1)], [None]),  # the reply is lost ...
             RESYNC,  # ... the driver resynchronises on the firmware version ...
-            (b"2\n2\n2\n3\n1\n1\n1\n", f32(3e6)),  # ... and sends the read (only) again
+            *masked([(1, 1)], [f32(3e6)]),  # ... and sends the read (only) again
         ]
     )
     xbar = ArC1Crossbar(device.port, **OPTIONS)
@@ -145,10 +163,10 @@ def test_a_late_reply_to_an_abandoned_read_is_never_taken_for_the_next_one(scrip
     device = scripted(
         [
             *CONNECT,
-            (b"2\n2\n2\n3\n1\n1\n1\n", None),  # no answer within the timeout ...
+            *masked([(1, 1)], [None]),  # no answer within the timeout ...
             (b"999\n", late + RESYNC[1]),  # ... it comes late, in order, before the version
-            (b"2\n2\n2\n3\n1\n1\n1\n", f32(3e6)),
-            (b"2\n2\n2\n3\n1\n1\n2\n", f32(4e6)),
+            *masked([(1, 1)], [f32(3e6)]),
+            *masked([(1, 2)], [f32(4e6)]),
         ]
     )
     xbar = ArC1Crossbar(device.port, **OPTIONS)
@@ -165,7 +183,7 @@ def test_a_silent_resync_costs_its_attempt_and_ends_in_a_timeout(scripted):
     device = scripted(
         [
             *CONNECT,
-            (b"2\n2\n2\n3\n1\n1\n1\n", None),
+            *masked([(1, 1)], [None]),
             (b"999\n", None),
         ]
     )
@@ -181,11 +199,11 @@ def test_a_garbled_reply_is_read_again_then_raises(scripted):
     device = scripted(
         [
             *CONNECT,
-            (b"2\n2\n2\n3\n1\n2\n2\n", garbled),
+            *masked([(2, 2)], [garbled]),
             RESYNC,
-            (b"2\n2\n2\n3\n1\n2\n2\n", f32(-5.0)),  # negative: garbled too
+            *masked([(2, 2)], [f32(-5.0)]),  # negative: garbled too
             RESYNC,
-            (b"2\n2\n2\n3\n1\n2\n2\n", garbled),
+            *masked([(2, 2)], [garbled]),
         ]
     )
     xbar = ArC1Crossbar(device.port, **{**OPTIONS, "retries": 2})
@@ -255,3 +273,80 @@ def test_encoders_keep_batch_order_and_skip_entries_without_pulses():
     assert encode_masked_read(32, 32, np.array([], dtype=int), np.array([], dtype=int)) == (
         b"2\n2\n32\n32\n0\n"
     )
+
+
+# ---------------------------------------------------------------- the vendor code as oracle
+# arc1_pyqt a9a18a1 (arc1pyqt/instrument.py, main.py, ControlWidgets/*), libarc1 5bfc6af
+# (libarc1/arc.py, libarc1/modules/readops.py).
+def test_firmware_older_than_9_3_is_connected_and_a_lost_reply_is_not_sent_again(scripted):
+    """arc1_pyqt instrument.py 187-207: 999 is asked once (2 s); no answer gives (-1, -1),
+    shown as "< 9.3" (ControlWidgets/about_widget.py 150-151), and the session goes on
+    (libarc1 arc.py 411-423 likewise). Without 999 there is no marker to resynchronise on:
+    the read is not sent again."""
+    device = scripted([*CONNECT[:3], (b"999\n", None), *masked([(1, 1)], [None])])
+    xbar = ArC1Crossbar(device.port, **OPTIONS)
+    assert xbar.identity == "Arc Instruments,ArC ONE,2x3,firmware < 9.3"
+    with pytest.raises(CrossbarTimeoutError, match="does not answer 999.*not sent again"):
+        xbar.read([0], [0])
+    device.done()
+    time.sleep(0.1)
+    assert device.received.endswith(b"1\n1\n")  # nothing was sent after the lost read
+    xbar._serial.close()
+
+
+def test_each_device_read_has_its_own_timeout(scripted):
+    """libarc1 modules/readops.py 46-49 and arc1_pyqt manual_ops_widget.py 59-60 read a
+    read-all one float at a time, each with the port's timeout (7 s, arc.py 395): an
+    instrument that needs longer per device than the driver's timeout for the whole reply
+    but less than it per device is read, not timed out on every retry."""
+    slow = [(0.15, f32(v)) for v in range(1, 7)]  # 0.9 s in all, 0.15 s per device
+    device = scripted([*CONNECT, (b"2\n1\n2\n3\n", slow), *masked([(1, 1)], [slow[:1]])])
+    xbar = ArC1Crossbar(device.port, **{**OPTIONS, "timeout": 0.5, "retries": 0})
+    np.testing.assert_array_equal(xbar.read_all(), [[1, 2, 3], [4, 5, 6]])
+    assert xbar.read([0], [0]).tolist() == [1.0]
+    assert xbar.stats["retries"] == 0
+    device.done()
+    xbar._serial.close()
+
+
+def test_write_schemes_are_the_vendors_values(scripted):
+    """arc1_pyqt ControlWidgets/config_hardware_widget.py 53-56: "Write: V/3" is 0 and
+    "Write: V/2" is 1 (the default, instrument.py 16); libarc1 arc.py 51-59: FLOAT is 256.
+    There is no scheme 2."""
+    floating = [CONNECT[0], (b"0\n50\n2\n3\n2\n0\n256\n0.5\n", b"1\n"), *CONNECT[2:]]
+    device = scripted(floating)
+    xbar = ArC1Crossbar(device.port, **OPTIONS, sneak_path=256)
+    device.done()
+    xbar._serial.close()
+    with pytest.raises(ValueError, match=r"write scheme.*0 \(V/3\), 1 \(V/2\), 256"):
+        open_arc1("arc1:///dev/null?sneak_path=2")
+
+
+def vendor_bytes(*fields):
+    """Lines as the vendor writes them: ints with %d, floats with %f (instrument.py 148-170)."""
+    return b"".join((b"%f\n" % f if isinstance(f, float) else b"%d\n" % f) for f in fields)
+
+
+def test_the_emulated_arc1_answers_the_vendors_own_bytes():
+    """The emulated dialect, fed what arc1_pyqt and libarc1 send, answers as the instrument."""
+    xbar = EmulatedCrossbar(4, 4, seed=2)
+    devices = xbar.read_all().astype("<f4")
+    dialect = ArC1Dialect(CrossbarService(xbar, log=False))
+    # initialise (instrument.py 145-170): reset, configure 4 x 4, TIA4P, V/2, then 01
+    assert dialect.feed(b"00\n" + vendor_bytes(0, 50, 4, 4, 2, 0, 1, 0.5)) == b"1\n"
+    assert dialect.feed(b"01\n" + vendor_bytes(2, 0.5)) == b""
+    assert np.frombuffer(dialect.feed(b"999\n"), "<u2").tolist() == [9, 3]  # 9.3 on
+    # main.py 429-436: 011, read cycles, write scheme; the next read is still device (2, 3)
+    assert dialect.feed(b"011\n" + vendor_bytes(20, 0)) == b""
+    assert dialect.read_cycles == 20 and dialect.write_scheme == 0
+    assert dialect.feed(b"1\n2\n3\n") == devices[1, 2].tobytes()
+    # readops.py 7-14, 46-49: read-all answers W x B values of the command, word-major
+    assert dialect.feed(b"2\n" + vendor_bytes(1, 2, 3)) == devices[:2, :3].tobytes()
+    # readops.py 16-24, 95-99: masked read, W and B "useless" (32, 32), one pair at a time
+    assert dialect.feed(b"2\n" + vendor_bytes(2, 32, 32, 2)) == b""
+    assert dialect.feed(vendor_bytes(4, 1)) == devices[3, 0].tobytes()
+    assert dialect.feed(vendor_bytes(1, 4)) == devices[0, 3].tobytes()
+    # libarc1's floating write scheme (arc.py 58) configures; firmware before 9.3 is silent
+    assert dialect.feed(vendor_bytes(0, 50, 4, 4, 2, 0, 256, 0.5)) == b"1\n"
+    old = ArC1Dialect(CrossbarService(EmulatedCrossbar(4, 4, seed=2), log=False), firmware=None)
+    assert old.feed(b"999\n") == b""

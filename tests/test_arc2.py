@@ -9,14 +9,14 @@ import numpy as np
 import pyarc2
 import pytest
 from memristor_hil.drivers.arc2 import (
-    COL_CHANNELS,
-    ROW_CHANNELS,
+    STANDARD32,
     ArC2Crossbar,
     ChannelLayout,
     load_layout,
     open_arc2,
 )
-from memristor_hil.emulator.arc2 import EmulatedArC2
+from memristor_hil.emulator import EmulatedCrossbar
+from memristor_hil.emulator.arc2 import ALL_BITS, ALL_WORDS, EmulatedArC2
 from test_hil_mpes import URL as MPES_URL
 from test_hil_mpes import in_process, mpes_run
 
@@ -27,6 +27,7 @@ from memristor_hil import (
     ProtocolError,
     PulseBatch,
     SafetyLimitError,
+    SafetyLimits,
     cli,
     open_crossbar,
 )
@@ -36,11 +37,14 @@ URL = "emulator://?rows=32&cols=32&seed=3&sigma=0.15&noise=0.05"
 V = 0.2  # the driver's default read voltage
 
 
-def connect(url=URL, cls=EmulatedArC2, layout="std32", **options):
-    """An ArC2Crossbar on a stand-in over a fresh emulated crossbar; (crossbar, instrument)."""
+def connect(url=URL, cls=EmulatedArC2, layout="standard32", **options):
+    """An ArC2Crossbar on a stand-in over a fresh emulated crossbar; (crossbar, instrument),
+    the instrument's call log cleared of the set-up at connect."""
     lay = load_layout(layout)
     inst = cls(open_crossbar(url), lay.rows, lay.cols)
-    return ArC2Crossbar(inst, lay, **options), inst
+    xbar = ArC2Crossbar(inst, lay, **options)
+    inst.calls.clear()
+    return xbar, inst
 
 
 def exercise(xbar):
@@ -58,6 +62,7 @@ def test_every_method_the_driver_calls_exists_in_pyarc2_with_the_same_signature(
     exercise(xbar)
     called = {name for name, _ in inst.calls}
     assert {"pulse_slice_masked", "execute", "busy", "wait", "ground_all"} <= called
+    called |= {"finalise_operation", "set_logic"}  # at connect
     assert {"read_slice_masked", "read_all"} <= called
     for name in sorted(called):
         real = getattr(pyarc2.Instrument, name, None)
@@ -71,7 +76,7 @@ def test_every_method_the_driver_calls_exists_in_pyarc2_with_the_same_signature(
         "firmware",
     ]
     assert pyarc2.find_ids() == []  # no hardware here
-    assert hasattr(pyarc2.BiasOrder, "Rows")
+    assert hasattr(pyarc2.BiasOrder, "Cols") and hasattr(pyarc2.IdleMode, "SoftGnd")
 
 
 # ---------------------------------------------------------------- call sequences
@@ -79,17 +84,23 @@ def test_call_sequence_of_a_batch_with_read_back_and_of_close():
     xbar, inst = connect()
     xbar.apply(PulseBatch([1, 0, 0], [2, 5, 0], pulses=[1, 1, 2]), read_back=True)
     xbar.close()
+    # standard32: bitlines (rows) 15, 32, ...; wordlines (columns) 16, 63, 17, 62, 18, 61, ...
+    # arc2control grounds after every pulse operation: widgets/app.py pulseSelectedSlices
+    # (arc2control 52ba1f2, lines 678-680: pulse_slice_masked(...).ground_all().execute())
     assert inst.calls == [
         # one buffered program: row 0 twice (cell (0,0) needs 2 pulses), row 1 once
-        ("pulse_slice_masked", (0, 0.1, 1000, (16, 21))),
-        ("pulse_slice_masked", (0, 0.1, 1000, (16,))),
-        ("pulse_slice_masked", (1, 0.1, 1000, (18,))),
+        ("pulse_slice_masked", (15, 0.1, 1000, (16, 61))),
+        ("ground_all", ()),
+        ("pulse_slice_masked", (15, 0.1, 1000, (16,))),
+        ("ground_all", ()),
+        ("pulse_slice_masked", (32, 0.1, 1000, (17,))),
+        ("ground_all", ()),
         ("execute", ()),
         ("busy", ()),
         ("wait", ()),
         # read-back: one masked slice per touched row, at the read voltage
-        ("read_slice_masked", (0, (16, 21), V)),
-        ("read_slice_masked", (1, (18,), V)),
+        ("read_slice_masked", (15, (16, 61), V)),
+        ("read_slice_masked", (32, (17,), V)),
         # close: every channel to ground
         ("ground_all", ()),
         ("execute", ()),
@@ -101,10 +112,10 @@ def test_many_rows_are_read_back_with_one_read_all_and_big_batches_split_into_pr
     xbar, inst = connect(max_instructions=5)
     xbar.apply(PulseBatch(np.arange(12), np.arange(12)), read_back=True)
     names = [name for name, _ in inst.calls]
-    assert names.count("pulse_slice_masked") == 12
+    assert names.count("pulse_slice_masked") == 12 and names.count("ground_all") == 12
     assert names.count("execute") == 3  # 5 + 5 + 2 instructions, still one apply
     assert names.count("read_all") == 1 and "read_slice_masked" not in names
-    assert names[-1] == "read_all" and inst.calls[-1][1][0] == V
+    assert names[-1] == "read_all" and inst.calls[-1][1] == (V, pyarc2.BiasOrder.Cols)
 
 
 def test_outputs_are_grounded_when_a_crossbar_is_dropped_unclosed():
@@ -155,10 +166,152 @@ def test_an_instrument_error_raises_a_device_error_and_grounds_the_outputs():
     assert inst.calls[-2:] == [("ground_all", ()), ("execute", ())]
 
 
+# ---------------------------------------------------------------- the vendor code as oracle
+# libarc2 72f8c9f src/instrument.rs; pyarc2 b06691d src/lib.rs, pyarc2/__init__.py;
+# arc2control 52ba1f2 arc2control/{mapper.py,mappings/*.toml,widgets/app.py,
+# widgets/arc2connection_widget.py}.
+ASYMMETRIC = "emulator://?rows=32&cols=32&seed=11&sigma=0.4"
+
+
+def test_the_stand_in_lays_out_read_all_as_libarc2_does():
+    """instrument.rs 1713-1728: read_all biases ALL_WORDS (16..31, 48..63) for
+    BiasOrder::Rows and ALL_BITS (0..15, 32..47) for Columns, one read_slice (32 values of
+    the other group, ascending) each; lib.rs 1034-1038 reshapes them row-major to (32, 32).
+    Reads drive the low channel to -vread (instrument.rs 1621, 1631)."""
+    inst = EmulatedArC2(open_crossbar(ASYMMETRIC))  # rows on ALL_BITS, columns on ALL_WORDS
+    devices = inst.xbar.read_all()
+    cols = np.asarray(inst.read_all(V, pyarc2.BiasOrder.Cols), dtype=np.float64)
+    rows = np.asarray(inst.read_all(V, pyarc2.BiasOrder.Rows), dtype=np.float64)
+    np.testing.assert_allclose(np.abs(V / cols), devices, rtol=1e-6)  # [bit, word]
+    np.testing.assert_allclose(np.abs(V / rows), devices.T, rtol=1e-6)  # [word, bit]
+    assert not np.allclose(devices, devices.T, rtol=1e-3)  # the test can tell them apart
+    # a slice with a bitline low answers for the wordlines in channel order
+    got = inst.read_slice_masked(ALL_BITS[3], [ALL_WORDS[7], ALL_WORDS[20]], V)
+    assert np.isnan(got).sum() == 30
+    np.testing.assert_allclose(np.abs(V / got[[7, 20]]), devices[3, [7, 20]], rtol=1e-6)
+    with pytest.raises(TypeError, match="BiasOrder"):
+        inst.read_all(V, "Rows, please")
+
+
+def test_read_all_and_read_back_return_each_cells_own_device_at_either_polarity():
+    """The driver reads each cell's own device on every path: read_all, many-row read-back,
+    slice read-back; |vread / I| also for a negative vread (arc2control widgets/app.py 489,
+    543, 962: np.abs(volt / curr))."""
+    for vread in (V, -V):
+        xbar, inst = connect(ASYMMETRIC, vread=vread)
+        devices = inst.xbar.read_all()
+        np.testing.assert_allclose(xbar.read_all(), devices, rtol=1e-6)
+        rows, cols = np.divmod(np.arange(0, 1024, 7), 32)  # 32 rows: read back via read_all
+        got = xbar.apply(PulseBatch(rows, cols, pulses=0), read_back=True)
+        np.testing.assert_allclose(got, devices[rows, cols], rtol=1e-6)
+        got = xbar.read([2, 2, 30], [31, 0, 5])  # three rows: slice reads
+        np.testing.assert_allclose(got, devices[[2, 2, 30], [31, 0, 5]], rtol=1e-6)
+        assert [n for n, _ in inst.calls].count("read_all") == 2
+        volts = [a[0] if n == "read_all" else a[2] for n, a in inst.calls if n.startswith("read")]
+        assert len(volts) == 4 and set(volts) == {vread}
+
+
+def vendor_mapping(words, bits, extra="", size=None):
+    """A mapping file in arc2control's format (arc2control/mapper.py from_toml, 177-214);
+    ``size``: the (words, bits) its config uses, default every channel listed."""
+    nwords, nbits = size or (len(words), len(bits))
+    return (
+        f'[config]\nname = "board"\nwords = {nwords}\nbits = {nbits}\n{extra}\n'
+        '[ioconfs]\n[ioconfs.internal]\nname = "Socket"\nios = 0b0\n'
+        'dir = ["out", "out", "out", "out"]\n'
+        '[ioconfs.header]\nname = "Header"\nios = 0b1\ndir = ["out", "out", "out", "out"]\n'
+        f"[mapping]\nwords = {list(words)}\nbits = {list(bits)}\n"
+    )
+
+
+# arc2control mappings/standard32.toml, lines 22-35 (the [32NNA68] PLCC 32x32 board)
+VENDOR_WORDS = [16, 63, 17, 62, 18, 61, 19, 60, 20, 59, 21, 58, 22, 57, 23, 56,
+                24, 55, 25, 54, 26, 53, 27, 52, 28, 51, 29, 50, 30, 49, 31, 48]  # fmt: skip
+VENDOR_BITS = [15, 32, 14, 33, 13, 34, 12, 35, 11, 36, 10, 37, 9, 38, 8, 39,
+               7, 40, 6, 41, 5, 42, 4, 43, 3, 44, 2, 45, 1, 46, 0, 47]  # fmt: skip
+
+
+def test_the_default_layout_is_arc2controls_standard32_and_mapping_files_load_as_given(tmp_path):
+    """mapper.py 44-50: wb2ch[w][b] = (words[w], bits[b]) = (high, low); app.py 630-637
+    stores reads as data[bitline][wordline]: crossbar cell (r, c) is bitline r, wordline c."""
+    path = tmp_path / "standard32.toml"
+    path.write_text(vendor_mapping(VENDOR_WORDS, VENDOR_BITS), encoding="utf-8")
+    loaded = load_layout(str(path))
+    assert loaded.rows == tuple(VENDOR_BITS) and loaded.cols == tuple(VENDOR_WORDS)
+    assert loaded.logic == (0, ("out",) * 4)  # the first ioconf: what arc2control applies
+    assert STANDARD32.rows == loaded.rows and STANDARD32.cols == loaded.cols
+    assert load_layout("std32") is load_layout("standard32") is STANDARD32
+    xbar, inst = connect(layout=str(path))
+    xbar.apply(PulseBatch([4], [9]))
+    assert inst.calls[0] == ("pulse_slice_masked", (13, 0.1, 1000, (59,)))
+    # a crosspoint mask (sa-standard32.toml: [w, b] pairs) leaves the other cells unwired
+    path.write_text(vendor_mapping(VENDOR_WORDS[:4], VENDOR_BITS[:3], "mask = [[0, 0], [3, 2]]"))
+    xbar, inst = connect(layout=str(path))
+    assert xbar.shape == (3, 4)
+    with pytest.raises(AddressError, match=r"cell \(0, 3\) is not wired"):
+        xbar.apply(PulseBatch([0], [3]))
+    block = xbar.read_all()
+    assert np.isfinite(block[[0, 2], [0, 3]]).all() and np.isnan(block).sum() == 10
+    path.write_text(vendor_mapping([16], [0], 'mask = "all"'))
+    with pytest.raises(ValueError, match="bad arc2control mapping"):
+        load_layout(str(path))
+
+
+def test_connect_grounds_and_sets_the_mapping_io_logic_as_arc2control_does():
+    """arc2connection_widget.py 177-185 (then 112): Instrument(id, fw); finalise_operation
+    with the idle mode; set_logic(ios, *directions) from the mapping's ioconf."""
+    lay = load_layout("standard32")
+    inst = EmulatedArC2(open_crossbar(URL), lay.rows, lay.cols)
+    xbar = ArC2Crossbar(inst, lay)
+    out = pyarc2.IODir.OUT
+    assert inst.calls == [
+        ("finalise_operation", (pyarc2.IdleMode.SoftGnd, None)),
+        ("set_logic", (0, out, out, out, out)),
+        ("execute", ()),
+    ]
+    assert inst.logic == (0, out, out, out, out) and inst.grounded
+    xbar.close()
+
+
+def test_widths_below_40_ns_are_refused_before_anything_is_sent():
+    """instrument.rs 2399-2400: 'anything between 1 ns and 40 ns will be clamped to 40 ns'
+    (the stand-in does so); the driver refuses such widths rather than stretch them."""
+    xbar, inst = connect()
+    assert xbar.limits.width_min == 40e-9
+    with pytest.raises(SafetyLimitError, match="width"):
+        xbar.apply(PulseBatch([0], [0], width=20e-9))
+    assert inst.calls == []
+    with pytest.raises(SafetyLimitError, match="outside what the instrument"):
+        open_arc2("arc2://?width_min=1e-8", instrument=object())
+    xbar.apply(PulseBatch([0], [0], width=40e-9))
+    assert inst.calls[0][1][2] == 40
+    batches = []
+    apply = inst.xbar.apply
+    inst.xbar.apply = lambda batch, **kw: (batches.append(batch), apply(batch, **kw))[1]
+    inst.pulse_slice_masked(15, 0.1, 10, [16]).execute()
+    assert np.all(batches[0].width == 40e-9)  # the stand-in ran the 10 ns pulse at 40 ns
+
+
+def test_long_pulses_leave_no_voltage_on_the_lines():
+    """instrument.rs 2081-2085, 2131-2133: pulses of 500 ms or more take the slow path and
+    leave +-V/2 on the lines; arc2control grounds after every pulse (app.py 678-680)."""
+    limits = SafetyLimits(width_min=40e-9, width_max=1.0)
+    lay = load_layout("standard32")
+    inst = EmulatedArC2(EmulatedCrossbar(32, 32, seed=1, limits=limits), lay.rows, lay.cols)
+    xbar = ArC2Crossbar(inst, lay, limits=limits)
+    inst.calls.clear()
+    xbar.apply(PulseBatch([0, 1], [0, 1], width=0.5))
+    names = [n for n, _ in inst.calls]
+    assert names[:4] == ["pulse_slice_masked", "ground_all", "pulse_slice_masked", "ground_all"]
+    assert inst.grounded  # nothing left biased after the program
+    inst.pulse_slice_masked(15, 0.1, 500_000_000, [16]).execute()
+    assert not inst.grounded  # what the stand-in reports when a driver forgets to ground
+
+
 # ---------------------------------------------------------------- refused before any call
 def test_unwired_cells_and_unsafe_pulses_are_refused_before_any_call(tmp_path):
     path = tmp_path / "board.json"
-    path.write_text(json.dumps({"rows": [0, 1, None], "cols": [16, None, 18]}))
+    path.write_text(json.dumps({"rows": [15, 32, None], "cols": [16, None, 63]}))
     xbar, inst = connect(layout=str(path))
     assert xbar.shape == (3, 3)
     with pytest.raises(AddressError, match=r"cell \(0, 1\) is not wired"):
@@ -208,10 +361,15 @@ def test_a_seeded_workload_changes_the_devices_exactly_as_in_process():
         assert np.array_equal(inst.xbar.pulse_counts, local.pulse_counts)
 
 
-def test_seeded_mpes_run_through_arc2_ends_with_the_in_process_weights():
-    rows, cols = 10, 20
-    layout = ChannelLayout(ROW_CHANNELS[:rows], COL_CHANNELS[:cols], "10x20")
-    xbar, inst = connect(MPES_URL, layout=layout)
+def test_seeded_mpes_run_through_arc2_ends_with_the_in_process_weights(tmp_path):
+    # the vendor's standard32 mapping in its own file format, configured for the first
+    # 10 bitlines and 20 wordlines (arc2control mapper.py from_toml: config words/bits)
+    path = tmp_path / "standard32-10x20.toml"
+    path.write_text(vendor_mapping(VENDOR_WORDS, VENDOR_BITS, size=(20, 10)))
+    layout = load_layout(str(path))
+    assert layout.rows == STANDARD32.rows[:10] and layout.cols == STANDARD32.cols[:20]
+    inst = EmulatedArC2(open_crossbar(MPES_URL), layout.rows, layout.cols)
+    xbar = open_crossbar(f"arc2://?layout={path}", instrument=inst, record=False)
     # the published rule: its pulses do not depend on the read-back, which ArC TWO measures
     # as float32 currents (the default policy's counts follow the read-back, so they may not
     # repeat the in-process run's exactly)
@@ -222,6 +380,9 @@ def test_seeded_mpes_run_through_arc2_ends_with_the_in_process_weights():
     with open_crossbar(MPES_URL) as local:
         mpes_run(local, pulses="one")
         assert np.array_equal(inst.xbar.pulse_counts, local.pulse_counts)  # the same pulses
+        # the same devices, cell for cell, and read_all is each cell's own (not a transpose)
+        assert np.array_equal(inst.xbar.read_all(), local.read_all())
+        np.testing.assert_allclose(xbar.read_all(), local.read_all(), rtol=1e-6)
     # the weights differ only by ArC TWO's float32 current readings
     scale = np.abs(want_weights).max()
     np.testing.assert_allclose(weights, want_weights, rtol=0, atol=1e-5 * scale)
@@ -236,7 +397,8 @@ def fake_pyarc2(monkeypatch):
 
     def instrument(port, firmware):
         assert port == 3 and firmware == "fw.bin"
-        made.append(EmulatedArC2(open_crossbar("emulator://?rows=32&cols=32&seed=9&sigma=0.15")))
+        xbar = open_crossbar("emulator://?rows=32&cols=32&seed=9&sigma=0.15")
+        made.append(EmulatedArC2(xbar, STANDARD32.rows, STANDARD32.cols))
         return made[-1]
 
     monkeypatch.setattr(pyarc2, "find_ids", lambda: [3])
@@ -248,7 +410,7 @@ def test_info_characterize_fit_on_arc2_and_recording_by_default(fake_pyarc2, tmp
     url = "arc2://?firmware=fw.bin"
     assert cli.main(["info", url]) == 0
     out = capsys.readouterr().out
-    assert "ArC TWO #3,layout std32" in out and "32 x 32 (1024 cells)" in out
+    assert "ArC TWO #3,layout standard32" in out and "32 x 32 (1024 cells)" in out
     record = tmp_path / "c.sqlite"
     args = ["characterize", url, "--cells", "0:4,0:4", "--pulses", "2000", "--reads", "20"]
     assert cli.main([*args, "--record", str(record)]) == 0

@@ -116,7 +116,11 @@ def test_per_cell_voltages_with_repeated_cells_match_the_reference_entry_by_entr
         params = type(p)(p.r0[[j]], p.r1[[j]], p.a[[j]])
         n[j] = xbar.model.after_pulses(n[[j]], pulses[i], voltage[i], params)[0]
     xbar.apply(PulseBatch.from_flat(flat, 5, pulses=pulses, voltage=voltage))
-    np.testing.assert_array_equal(xbar.pulse_counts.reshape(-1), n)
+    # In order and in full, but not bit for bit: the compiled pass takes the C library's pow,
+    # the reference NumPy's, which is SIMD code on AVX-512 CPUs and 1-3 ulp away there
+    # (docs/protocol.md, section 7; tests/test_cpu_targets.py). A lost or reordered entry
+    # moves a state by far more than 8 ulp.
+    np.testing.assert_array_max_ulp(xbar.pulse_counts.reshape(-1), n, maxulp=8)
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.05])

@@ -75,10 +75,10 @@ def test_strict_false_leaves_the_rest_for_someone_else():
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("timeout=soon", "bad x:// option timeout='soon'"),
-        ("retries=2.5", "bad x:// option retries='2.5'"),
-        ("monitor=maybe", "bad x:// option monitor='maybe'.*not a boolean"),
-        ("limits=narrow", "bad x:// option limits='narrow'.*keyword argument"),
+        ("timeout=soon", "bad option timeout='soon'"),
+        ("retries=2.5", "bad option retries='2.5'"),
+        ("monitor=maybe", "bad option monitor='maybe'.*not a boolean"),
+        ("limits=narrow", "bad option limits='narrow'.*keyword argument"),
     ],
 )
 def test_bad_text_is_refused_naming_the_option(query, message):

@@ -1,7 +1,15 @@
 """The emulator service speaking ArC ONE's serial command set (``emulate --dialect arc1``).
 
 The same power-law devices as every other service dialect, behind the ASCII commands that
-:mod:`memristor_hil.drivers.arc1` sends (see its table). The pulses of consecutive ``02``
+:mod:`memristor_hil.drivers.arc1` sends (see its table), and the vendor's commands beyond that
+subset that change no device: ``011`` c p (read cycles and write scheme, as arc1_pyqt
+``main.py`` ``updateHW`` sends them) is taken with its two arguments. A read-all ``2 1 W B``
+answers W x B values, word-major, as the command asks (libarc1 ``modules/readops.py``
+``ReadAll`` reads W x B values); a masked read ``2 2 W B n`` ignores W and B (libarc1 sends
+32, 32, "useless") and answers each pair as it arrives, so a client that waits for each value
+before sending the next pair (the vendor's pacing) is served. ``999`` answers a firmware
+version in the range of firmware that knows it (9.3 on); ``firmware=None`` emulates older
+firmware, which does not answer it. The pulses of consecutive ``02``
 selects and ``04`` pulses are collected and applied together as one batch when the next
 command of any other kind arrives, in the order they came; an emulator's state is seen only
 through reads, so this is what an instrument that pulses at once would show, and it applies
@@ -32,8 +40,11 @@ __all__ = ["ArC1Dialect", "serve_arc1"]
 MAX_LINE = 64
 #: The most cells one masked read may name.
 MAX_MASKED = 1 << 20
-#: Firmware version reported to ``999``.
-FIRMWARE = (2, 0)
+#: Firmware version reported to ``999``: 9.3, the first that answers it (arc1_pyqt
+#: ``ControlWidgets/about_widget.py`` shows "< 9.3" for firmware that does not).
+FIRMWARE = (9, 3)
+#: Write schemes job ``0`` and ``011`` accept: V/3 (0), V/2 (1), floating (256, libarc1).
+WRITE_SCHEMES = (0, 1, 256)
 _READ_SIZE = 1 << 16
 _NAN32 = np.float32(np.nan).tobytes()
 
@@ -48,8 +59,13 @@ class ArC1Dialect:
     Feed it bytes as they arrive with :meth:`feed`; it returns the reply bytes that became due.
     """
 
-    def __init__(self, service: CrossbarService) -> None:
+    def __init__(
+        self, service: CrossbarService, firmware: tuple[int, int] | None = FIRMWARE
+    ) -> None:
         self.service = service
+        self.firmware = firmware
+        self.read_cycles = 50
+        self.write_scheme = 1
         self.xbar = service.xbar
         self.words = 0
         self.bits = 0
@@ -110,6 +126,11 @@ class ArC1Dialect:
                 elif job == b"01":
                     _mode, vread = (yield), (yield)
                     self.vread = _float(vread)
+                elif job == b"011":
+                    cycles, scheme = _int((yield)), _int((yield))
+                    if cycles < 1 or scheme not in WRITE_SCHEMES:
+                        raise _Dropped(f"011 with cycles {cycles}, write scheme {scheme}")
+                    self.read_cycles, self.write_scheme = cycles, scheme
                 elif job == b"02":
                     w, b = (yield), (yield)
                     self._selected = self._cell(w, b)
@@ -128,9 +149,9 @@ class ArC1Dialect:
                     self._flush()
                     self._out += self._read_cell(self._cell(w, b))
                 elif job == b"2":
-                    mode, _w, _b = _int((yield)), (yield), (yield)
+                    mode, words, bits = _int((yield)), _int((yield)), _int((yield))
                     if mode == 1:
-                        self._read_all()
+                        self._read_all(words, bits)
                     elif mode == 2:
                         count = _int((yield))
                         if not 0 <= count <= MAX_MASKED:
@@ -141,7 +162,8 @@ class ArC1Dialect:
                     else:
                         raise _Dropped(f"read mode {mode}")
                 elif job == b"999":
-                    self._out += np.array(FIRMWARE, dtype="<u2").tobytes()
+                    if self.firmware is not None:  # older firmware does not know the job
+                        self._out += np.array(self.firmware, dtype="<u2").tobytes()
                 elif job:
                     raise _Dropped(f"unknown job {job[:16]!r}")
             except _Dropped as exc:
@@ -161,12 +183,13 @@ class ArC1Dialect:
             and 1 <= bits <= min(32, cols)
             and mode in (0, 1, 2, 3)
             and session in (0, 1, 2, 3)
-            and sneak in (0, 1, 2)
+            and sneak in WRITE_SCHEMES
             and 1 <= cycles
             and 0 < abs(vread) <= 12
         )
         if ok:
             self.words, self.bits, self.vread = words, bits, vread
+            self.read_cycles, self.write_scheme = cycles, sneak
         self._out += b"1\n" if ok else b"0\n"
 
     def _cell(self, w: bytes, b: bytes) -> int | None:
@@ -217,11 +240,16 @@ class ArC1Dialect:
         value = self.xbar.read(np.array([rows]), np.array([cols]))
         return value.astype("<f4").tobytes()
 
-    def _read_all(self) -> None:
+    def _read_all(self, words: int, bits: int) -> None:
+        """W x B values, word-major, as the command asks; NaN outside the configured array."""
         if not self.words:
             raise _Dropped("read-all before the array was configured")
-        block = self.xbar.read_region(0, 0, self.words, self.bits)
-        self._out += block.astype("<f4").tobytes()
+        if not (1 <= words <= 32 and 1 <= bits <= 32):
+            raise _Dropped(f"read-all of {words} x {bits} lines")
+        out = np.full((words, bits), np.nan, dtype="<f4")
+        w, b = min(words, self.words), min(bits, self.bits)
+        out[:w, :b] = self.xbar.read_region(0, 0, w, b)
+        self._out += out.tobytes()
 
     def close(self) -> None:
         """Apply any pulses still pending (the service is stopping)."""
