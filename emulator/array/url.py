@@ -7,6 +7,7 @@ when none was given (then the emulator stays the ideal one, unchanged).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from memristor_hil.url_options import Option
@@ -69,5 +70,8 @@ def array_from_options(values: dict[str, Any]) -> tuple[ArrayOptions, DeviceEffe
         text = str(exc)
         if wire is not None and text.startswith("row_wire="):
             text = "wire=" + text.removeprefix("row_wire=")
-        raise ValueError(f"bad emulator:// option {text}") from None
+        named = re.match(r"(\w+=\S+) (.*)", text, re.DOTALL)
+        if named:  # url_options' wording: "bad option NAME=VALUE for emulator://: WHY"
+            raise ValueError(f"bad option {named[1]} for emulator://: {named[2]}") from None
+        raise ValueError(f"bad options for emulator://: {text}") from None
     return array, effects
