@@ -387,9 +387,15 @@ class EmulatedCrossbar(Crossbar):
     def from_state(
         cls, path: str | os.PathLike[str], limits: SafetyLimits | None = None
     ) -> EmulatedCrossbar:
-        """A crossbar rebuilt from a file written by :meth:`save_state`."""
+        """A crossbar rebuilt from a file written by :meth:`save_state` (an
+        :class:`~emulator.array.ArrayCrossbar` when an array wrote it)."""
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
+            array = "array_meta" in data.files
+        if array and cls is EmulatedCrossbar:
+            from .array.crossbar import ArrayCrossbar  # (it imports this module)
+
+            return ArrayCrossbar.from_state(path, limits)
         xbar = cls(
             *meta["shape"],
             model=PowerLaw.from_dict(meta["model"]),

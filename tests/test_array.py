@@ -340,3 +340,27 @@ def test_an_array_crossbar_offers_no_independent_device_parameters():
     # nengo-dl simulates devices natively from device_parameters: not through a circuit
     assert _xbar().device_parameters is None
     assert EmulatedCrossbar(2, 2).device_parameters is not None
+
+
+def test_a_saved_array_comes_back_as_the_same_array(tmp_path):
+    # the emulator service restores its devices with EmulatedCrossbar.from_state
+    xbar = ArrayCrossbar(
+        5,
+        6,
+        LOW_R,
+        seed=2,
+        array=ArrayOptions(WIRE, read="v2", write="v3", group="cell", threshold=0.05),
+        effects=DeviceEffects(drift=0.02, stuck=0.1),
+    )
+    xbar.apply(PulseBatch([1, 2], [3, 4], pulses=[5, 2], voltage=0.3))
+    xbar.advance(12.5)
+    xbar.save_state(tmp_path / "state.npz")
+    back = EmulatedCrossbar.from_state(tmp_path / "state.npz")
+    assert type(back) is ArrayCrossbar
+    assert back.array == xbar.array and back.effects == xbar.effects
+    assert back.time == xbar.time
+    np.testing.assert_array_equal(back.pulse_counts, xbar.pulse_counts)
+    np.testing.assert_array_equal(back.read_all(), xbar.read_all())
+    ideal = EmulatedCrossbar(2, 2, seed=0)
+    ideal.save_state(tmp_path / "ideal.npz")
+    assert type(EmulatedCrossbar.from_state(tmp_path / "ideal.npz")) is EmulatedCrossbar

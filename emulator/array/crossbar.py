@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+
 import numpy as np
 
 from memristor_hil.errors import InvalidBatchError
@@ -10,7 +14,7 @@ from memristor_hil.pulses import PulseBatch, SafetyLimits
 
 from ..crossbar import EmulatedCrossbar
 from ..kernels import resistance as law_resistance
-from .circuit import NodalSystem
+from .circuit import NodalSystem, Wiring
 from .measure import admittance, sense_current
 from .options import DRIFT_T0, READ_SCHEMES, WRITE_SCHEMES, ArrayOptions, DeviceEffects
 from .writes import biased_cells, operation_fields, operations
@@ -48,8 +52,8 @@ class ArrayCrossbar(EmulatedCrossbar):
         effects: DeviceEffects | None = None,
     ) -> None:
         super().__init__(rows, cols, model, seed=seed, limits=limits)
-        self.array = array or ArrayOptions()
-        self.effects = fx = effects or DeviceEffects()
+        self._array = array or ArrayOptions()
+        self._effects = fx = effects or DeviceEffects()
         self._system = NodalSystem(rows, cols, self.array.wiring)
         # the parent draws its devices and noise from children 0 and 1 of the seed
         stuck_seed, drift_seed, read_seed = np.random.SeedSequence(seed).spawn(3)[2].spawn(3)
@@ -75,6 +79,17 @@ class ArrayCrossbar(EmulatedCrossbar):
         self._columns: tuple[int, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ state
+    @property
+    def array(self) -> ArrayOptions:
+        """The circuit and its read and write schemes (fixed at construction)."""
+        return self._array
+
+    @property
+    def effects(self) -> DeviceEffects:
+        """The device and converter effects (fixed at construction: the stuck set and drift
+        exponents are drawn from them)."""
+        return self._effects
+
     @property
     def device_parameters(self) -> None:
         """None: the devices are not independent (the circuit couples them), so nothing may
@@ -287,6 +302,59 @@ class ArrayCrossbar(EmulatedCrossbar):
         self._written_at[...] = snapshot["written_at"]
         self._read_rng.bit_generator.state = snapshot["read_rng"]
         self._version += 1
+
+    # ------------------------------------------------------------------ persistence
+    def save_state(
+        self, path: str | os.PathLike[str], extra: dict[str, np.ndarray] | None = None
+    ) -> None:
+        """As :meth:`EmulatedCrossbar.save_state`, with the array's options, the clock and
+        the write times (so a restored service serves the same array); the read-noise
+        stream is not saved."""
+        arrays = dict(extra or {})
+        meta = {
+            "array": dataclasses.asdict(self.array),
+            "effects": dataclasses.asdict(self.effects),
+            "time": self.time,
+        }
+        arrays[_ARRAY_META] = np.array(json.dumps(meta))
+        arrays["array_written_at"] = self._written_at
+        super().save_state(path, arrays)
+
+    def load_state(self, path: str | os.PathLike[str]) -> None:
+        """As :meth:`EmulatedCrossbar.load_state`, with the clock and write times when the
+        file has them."""
+        super().load_state(path)
+        with np.load(path, allow_pickle=False) as data:
+            if _ARRAY_META in data.files:
+                self.time = float(json.loads(str(data[_ARRAY_META]))["time"])
+                self._written_at[...] = data["array_written_at"]
+        self._version += 1
+
+    @classmethod
+    def from_state(
+        cls, path: str | os.PathLike[str], limits: SafetyLimits | None = None
+    ) -> ArrayCrossbar:
+        """An array crossbar rebuilt from a file :meth:`save_state` wrote."""
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            array_meta = json.loads(str(data[_ARRAY_META])) if _ARRAY_META in data.files else {}
+        options = dict(array_meta.get("array", {}))
+        wiring = Wiring(**options.pop("wiring", {}))
+        xbar = cls(
+            *meta["shape"],
+            model=PowerLaw.from_dict(meta["model"]),
+            seed=meta["seed"],
+            limits=limits,
+            array=ArrayOptions(wiring, **options),
+            effects=DeviceEffects(**array_meta.get("effects", {})),
+        )
+        xbar.load_state(path)
+        return xbar
+
+
+#: The name of the array's options in a state file (:meth:`EmulatedCrossbar.from_state`
+#: looks for it to rebuild an array crossbar).
+_ARRAY_META = "array_meta"
 
 
 def _gather(params: DeviceParameters, cells: np.ndarray) -> DeviceParameters:
