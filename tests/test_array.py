@@ -364,3 +364,27 @@ def test_a_saved_array_comes_back_as_the_same_array(tmp_path):
     ideal = EmulatedCrossbar(2, 2, seed=0)
     ideal.save_state(tmp_path / "ideal.npz")
     assert type(EmulatedCrossbar.from_state(tmp_path / "ideal.npz")) is EmulatedCrossbar
+
+
+class _NumPyWrites(ArrayCrossbar):
+    """An array crossbar that always takes the NumPy write path (the compiled one's oracle)."""
+
+    _compiled_writes = False
+
+
+@pytest.mark.parametrize("scheme", ["v2", "v3"])
+@pytest.mark.parametrize("group", ["row", "cell"])
+def test_compiled_closed_form_writes_match_the_numpy_path(scheme, group):
+    batch = PulseBatch(
+        [0, 0, 2, 3, 3, 3], [1, 4, 4, 0, 5, 5], pulses=[2, 3, 1, 4, 4, 1], voltage=0.5
+    )
+    model = LOW_R.replace(reset=True, reset_r3=1e6)
+    effects = DeviceEffects(stuck=0.2)
+    array = ArrayOptions(Wiring(), write=scheme, group=group, threshold=0.1)
+    fast = ArrayCrossbar(5, 6, model, seed=2, array=array, effects=effects)
+    reference = _NumPyWrites(5, 6, model, seed=2, array=array, effects=effects)
+    for xbar in (fast, reference):
+        xbar.apply(batch)
+        xbar.apply(PulseBatch([4], [2], pulses=3, voltage=-0.5))
+    assert np.any(fast.pulse_counts != ArrayCrossbar(5, 6, model, seed=2).pulse_counts)
+    np.testing.assert_allclose(fast.pulse_counts, reference.pulse_counts, rtol=1e-12)

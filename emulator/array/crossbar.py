@@ -15,6 +15,7 @@ from memristor_hil.pulses import PulseBatch, SafetyLimits
 from ..crossbar import EmulatedCrossbar
 from ..kernels import resistance as law_resistance
 from .circuit import NodalSystem, Wiring
+from .kernels import apply_biased_operations
 from .measure import admittance, sense_current
 from .options import DRIFT_T0, READ_SCHEMES, WRITE_SCHEMES, ArrayOptions, DeviceEffects
 from .writes import biased_cells, operation_fields, operations
@@ -196,6 +197,9 @@ class ArrayCrossbar(EmulatedCrossbar):
         cols = self.shape[1]
         bias = WRITE_SCHEMES[self.array.write]
         threshold = max(self.array.threshold, np.finfo(float).tiny)
+        if bias is not None and self.array.wiring.ideal and self._compiled_writes:
+            self._apply_compiled(ops, bias, threshold)
+            return sum(op.pulses for op in ops)
         if bias is not None and self.array.wiring.ideal:  # no solve needed
             for op in ops:
                 cells, volts = biased_cells(op, self.shape, bias, threshold)
@@ -212,6 +216,48 @@ class ArrayCrossbar(EmulatedCrossbar):
             cells = np.concatenate([selected, np.flatnonzero(disturbed)])
             self._pulse(cells, op.pulses, dv[cells])
         return total
+
+    @property
+    def _compiled_writes(self) -> bool:
+        """The compiled closed-form path applies: no drift to fold in per write, no write
+        noise to draw (both stay with the NumPy path, which orders them per operation)."""
+        return not self.effects.drift and not self.model.noise
+
+    def _apply_compiled(self, ops: list, bias: tuple[float, float], threshold: float) -> None:
+        """The batch's operations in one compiled call (see :mod:`.kernels`)."""
+        starts = np.cumsum([0] + [op.cols.size for op in ops])
+        table = np.array(
+            [(op.row, starts[i], starts[i + 1], op.pulses, op.voltage) for i, op in enumerate(ops)],
+            dtype=float,
+        ).reshape(-1, 5)
+        op_cols = np.concatenate([op.cols for op in ops]) if ops else np.zeros(0, np.int64)
+        stuck = np.zeros(0, np.bool_)
+        if self._stuck.size:
+            stuck = np.zeros(self.size, np.bool_)
+            stuck[self._stuck] = True
+        model, p = self.model, self.params
+        ft = np.finfo(self._n.dtype)
+        law = (
+            float(model.a_slope),
+            float(model.v_ref),
+            1.0 if model.reset else 0.0,
+            float(model.reset_r3),
+            float(model.reset_exponent),
+            float(ft.eps),
+            float(ft.tiny),
+        )
+        params = tuple(np.asarray(x, dtype=float) for x in (p.a, p.r0, p.r1, p.n_min))
+        apply_biased_operations(
+            self._n,
+            self.shape,
+            table,
+            op_cols.astype(np.int64),
+            (float(bias[0]), float(bias[1])),
+            float(threshold),
+            stuck,
+            params,
+            law,
+        )
 
     def _pulse(self, flat: np.ndarray, pulses: int, voltage: np.ndarray) -> None:
         """``pulses`` pulses on each cell of ``flat`` at its own voltage, through the device
