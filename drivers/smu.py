@@ -294,7 +294,7 @@ class SmuMatrixCrossbar(Crossbar):
                 raise ValueError(f"{name}={value} is outside {low}..{high}")
         own = SafetyLimits(-vmax, vmax, width_min, width_max, int(max_pulses), compliance)
         if limits is not None:
-            own = _narrowed(own, limits)
+            own = own.narrowed(limits)
         self._smu_name, self._matrix_name = smu, matrix
         self._backend, self._timeout = backend, float(timeout)
         self._node = int(matrix_node)
@@ -502,17 +502,6 @@ def _safe_state(smu: Link, matrix: Link, node: int, close: bool = True) -> None:
     if close:
         smu.close()
         matrix.close()
-
-
-def _narrowed(own: SafetyLimits, asked: SafetyLimits) -> SafetyLimits:
-    return SafetyLimits(
-        max(own.v_min, asked.v_min),
-        min(own.v_max, asked.v_max),
-        max(own.width_min, asked.width_min),
-        min(own.width_max, asked.width_max),
-        min(own.max_pulses, asked.max_pulses),
-        min(own.compliance, asked.compliance),
-    )
 
 
 def _num(value: float) -> str:

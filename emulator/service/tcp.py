@@ -63,7 +63,12 @@ class TcpLimits:
         unsent reply have their commands run.
     total_input : int
         Bytes of partly received commands buffered across clients; beyond it only the client
-        with the most buffered (the nearest to a whole command) reads on.
+        with the most buffered (the nearest to a whole command) reads on, and every other
+        client still reads up to ``reserve`` bytes (so short commands, ``*IDN?`` or
+        ``OUTP OFF``, are answered while large ones wait).
+    reserve : int
+        Bytes each client may always have buffered, whatever the total (bounded in all by
+        ``max_clients * reserve``).
     """
 
     max_clients: int = 64
@@ -72,6 +77,7 @@ class TcpLimits:
     client_output: int = 1 << 20
     total_output: int = 64 << 20
     total_input: int = 128 << 20
+    reserve: int = 64 << 10
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_clients <= 4096:
@@ -150,6 +156,7 @@ class _ScpiSession:
         self.parser.feed(data)
 
     def replies(self) -> Iterator[tuple[bytes, bool]]:
+        self.service.link = self  # a claim made by these commands goes with this connection
         events = self.parser.events()
         try:
             for event in events:
@@ -158,7 +165,7 @@ class _ScpiSession:
             events.close()
 
     def close(self) -> None:
-        pass
+        self.service.link_lost(self)  # a claim made over this connection ends with it
 
 
 def serve_sessions(
@@ -336,16 +343,25 @@ class _TcpServer:
         return self.queued_output < limits.total_output or not client.out
 
     def _may_read(self, client: _Client) -> bool:
+        return self._read_budget(client) > 0
+
+    def _read_budget(self, client: _Client) -> int:
+        """How many bytes to read from the client now (0: leave them in its socket)."""
         if not self._has_room(client):
-            return False
+            return 0
         buffered = [c.session.buffered for c in self.clients.values()]
-        if sum(buffered) < self.limits.total_input:
-            return True
-        return client.session.buffered == max(buffered)
+        if sum(buffered) < self.limits.total_input or client.session.buffered == max(buffered):
+            return _READ_SIZE
+        # over the total: the others read into their reserve only, so a short command from a
+        # new client (or an operator's OUTP OFF) is still answered
+        return max(0, self.limits.reserve - client.session.buffered)
 
     def _receive(self, client: _Client) -> None:
+        budget = self._read_budget(client)
+        if not budget:
+            return
         try:
-            data = client.sock.recv(_READ_SIZE)
+            data = client.sock.recv(budget)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -425,6 +441,8 @@ class _TcpServer:
             if client.out:
                 if now - client.last_output > limits.stall_timeout:
                     self._drop(client, f"read no reply for {limits.stall_timeout:g} s")
+            elif not client.mask & selectors.EVENT_READ:
+                client.last_input = now  # the service is not reading it: not the client's idling
             elif not client.unparsed and now - client.last_input > limits.idle_timeout:
                 self._drop(client, f"idle for {limits.idle_timeout:g} s")
         for sock, deadline in list(self.refused.items()):
