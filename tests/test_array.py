@@ -12,6 +12,7 @@ from memristor_hil.emulator.array import (
 )
 from memristor_hil.emulator.array.options import DRIFT_T0, READ_SCHEMES
 from memristor_hil.emulator.array.writes import operations
+from memristor_hil.emulator.state import crossbar_from_state
 
 from memristor_hil import InvalidBatchError, PowerLaw, PulseBatch, open_crossbar
 
@@ -343,7 +344,7 @@ def test_an_array_crossbar_offers_no_independent_device_parameters():
 
 
 def test_a_saved_array_comes_back_as_the_same_array(tmp_path):
-    # the emulator service restores its devices with EmulatedCrossbar.from_state
+    # the emulator service restores its devices with crossbar_from_state
     xbar = ArrayCrossbar(
         5,
         6,
@@ -355,7 +356,7 @@ def test_a_saved_array_comes_back_as_the_same_array(tmp_path):
     xbar.apply(PulseBatch([1, 2], [3, 4], pulses=[5, 2], voltage=0.3))
     xbar.advance(12.5)
     xbar.save_state(tmp_path / "state.npz")
-    back = EmulatedCrossbar.from_state(tmp_path / "state.npz")
+    back = crossbar_from_state(tmp_path / "state.npz")
     assert type(back) is ArrayCrossbar
     assert back.array == xbar.array and back.effects == xbar.effects
     assert back.time == xbar.time
@@ -363,7 +364,9 @@ def test_a_saved_array_comes_back_as_the_same_array(tmp_path):
     np.testing.assert_array_equal(back.read_all(), xbar.read_all())
     ideal = EmulatedCrossbar(2, 2, seed=0)
     ideal.save_state(tmp_path / "ideal.npz")
-    assert type(EmulatedCrossbar.from_state(tmp_path / "ideal.npz")) is EmulatedCrossbar
+    assert type(crossbar_from_state(tmp_path / "ideal.npz")) is EmulatedCrossbar
+    with pytest.raises(ValueError, match="array crossbar"):  # never silently the ideal one
+        EmulatedCrossbar.from_state(tmp_path / "state.npz")
 
 
 class _NumPyWrites(ArrayCrossbar):
