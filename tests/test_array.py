@@ -391,3 +391,16 @@ def test_compiled_closed_form_writes_match_the_numpy_path(scheme, group):
         xbar.apply(PulseBatch([4], [2], pulses=3, voltage=-0.5))
     assert np.any(fast.pulse_counts != ArrayCrossbar(5, 6, model, seed=2).pulse_counts)
     np.testing.assert_allclose(fast.pulse_counts, reference.pulse_counts, rtol=1e-12)
+
+
+@pytest.mark.parametrize("scheme", ["v2", "floating"])
+def test_empty_batches_and_regions_read_like_the_whole_array(scheme):
+    xbar = _xbar(read=scheme, write=scheme)
+    before = xbar.pulse_counts
+    assert xbar.apply(PulseBatch([], []), read_back=True).shape == (0,)
+    np.testing.assert_array_equal(xbar.pulse_counts, before)
+    np.testing.assert_allclose(xbar.read_region(1, 2, 3, 4), xbar.read_all()[1:4, 2:6], rtol=1e-12)
+    out = np.empty(2)
+    back = xbar.apply(PulseBatch([0, 4], [0, 5], pulses=2), read_back=True, out=out)
+    assert back is out
+    np.testing.assert_allclose(out, xbar.read([0, 4], [0, 5]), rtol=1e-12)

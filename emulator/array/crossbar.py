@@ -284,6 +284,8 @@ class ArrayCrossbar(EmulatedCrossbar):
 
     # ------------------------------------------------------------------ reads
     def _read(self, flat: np.ndarray) -> np.ndarray:
+        if not flat.size:
+            return np.empty(0, self._n.dtype)
         v = self.array.v_read
         if self.array.read == "ideal":
             r = self._device_resistance(flat)
