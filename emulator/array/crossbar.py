@@ -16,7 +16,7 @@ from ..crossbar import EmulatedCrossbar
 from ..kernels import resistance as law_resistance
 from .circuit import NodalSystem, Wiring
 from .kernels import apply_biased_operations
-from .measure import admittance, sense_current
+from .measure import admittance, biased_sense_current, floating_sense_current
 from .options import DRIFT_T0, READ_SCHEMES, WRITE_SCHEMES, ArrayOptions, DeviceEffects
 from .writes import biased_cells, operation_fields, operations
 
@@ -78,6 +78,7 @@ class ArrayCrossbar(EmulatedCrossbar):
         self._version = 0
         self._y: tuple[int, np.ndarray] | None = None
         self._columns: tuple[int, np.ndarray] | None = None
+        self._y_columns: tuple[int, dict[int, np.ndarray]] | None = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -300,9 +301,14 @@ class ArrayCrossbar(EmulatedCrossbar):
             current = v * (g + alpha * (self._column_conductance()[flat % self.shape[1]] - g))
         else:
             rows, cols = np.divmod(flat, self.shape[1])
-            current = sense_current(
-                self._admittance(), self.shape[0], (rows, cols), v, self.array.read
-            )
+            bias = READ_SCHEMES[self.array.read]
+            if bias is None:
+                y = self._admittance()
+                current = floating_sense_current(y, self.shape[0], (rows, cols), v)
+            else:  # only the bit lines read: one right-hand side per distinct column
+                used, where = np.unique(cols, return_inverse=True)
+                columns = self._bit_line_columns(used)[:, where.ravel()]
+                current = biased_sense_current(columns, self.shape[0], (rows, cols), v, bias)
         return (v / self._converted(current)).astype(self._n.dtype)
 
     def _read_all(self) -> np.ndarray:
@@ -314,6 +320,22 @@ class ArrayCrossbar(EmulatedCrossbar):
             g = 1.0 / self._device_resistance().reshape(self.shape)
             self._columns = (self._version, g.sum(axis=0))
         return self._columns[1]
+
+    def _bit_line_columns(self, used: np.ndarray) -> np.ndarray:
+        """``Y[:, rows + used]``; columns solved once per device state, as they are needed."""
+        cache = self._y_columns
+        if cache is None or cache[0] != self._version:
+            cache = self._y_columns = (self._version, {})
+        known = cache[1]
+        missing = np.array([c for c in used.tolist() if c not in known], dtype=np.int64)
+        if missing.size:
+            conductance = 1.0 / self._device_resistance().reshape(self.shape)
+            solved = admittance(
+                self._system, conductance, self._version, ports=self.shape[0] + missing
+            )
+            for i, c in enumerate(missing.tolist()):
+                known[c] = solved[:, i]
+        return np.stack([known[c] for c in used.tolist()], axis=1)
 
     def _admittance(self) -> np.ndarray:
         if self._y is None or self._y[0] != self._version:

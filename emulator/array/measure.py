@@ -19,18 +19,26 @@ from __future__ import annotations
 import numpy as np
 
 from .circuit import NodalSystem
-from .options import READ_SCHEMES
 
-__all__ = ["admittance", "sense_current"]
+__all__ = ["admittance", "biased_sense_current", "floating_sense_current"]
 
 _CHUNK = 64  # right-hand sides per solve (memory: _CHUNK * 2 * rows * cols floats)
 
 
-def admittance(system: NodalSystem, conductance: np.ndarray, version: object) -> np.ndarray:
+def admittance(
+    system: NodalSystem,
+    conductance: np.ndarray,
+    version: object,
+    ports: np.ndarray | None = None,
+) -> np.ndarray:
     """``Y``, shape ``(rows + cols, rows + cols)``: drivers are the word lines' column-0 ends
-    (first ``rows``) and the bit lines' last-row ends."""
+    (first ``rows``) and the bit lines' last-row ends. With ``ports``, only those columns
+    ``Y[:, ports]`` (one right-hand side each)."""
     rows, cols = system.shape
-    ports = rows + cols
+    total = rows + cols
+    if ports is not None:
+        return _columns(system, conductance, version, np.asarray(ports))
+    ports = total
     if system.wiring.ideal:
         # every line is one node held by its driver: Y is the devices' bipartite Laplacian
         y = np.zeros((ports, ports))
@@ -39,12 +47,20 @@ def admittance(system: NodalSystem, conductance: np.ndarray, version: object) ->
         y[np.arange(rows), np.arange(rows)] = conductance.sum(axis=1)
         y[np.arange(rows, ports), np.arange(rows, ports)] = conductance.sum(axis=0)
         return y
-    y = np.empty((ports, ports))
-    for start in range(0, ports, _CHUNK):
-        stop = min(start + _CHUNK, ports)
+    return _columns(system, conductance, version, np.arange(total))
+
+
+def _columns(
+    system: NodalSystem, conductance: np.ndarray, version: object, ports: np.ndarray
+) -> np.ndarray:
+    rows, cols = system.shape
+    total = rows + cols
+    y = np.empty((total, ports.size))
+    for start in range(0, ports.size, _CHUNK):
+        stop = min(start + _CHUNK, ports.size)
         k = stop - start
-        unit = np.zeros((ports, k))
-        unit[np.arange(start, stop), np.arange(k)] = 1.0
+        unit = np.zeros((total, k))
+        unit[ports[start:stop], np.arange(k)] = 1.0
         row_ends = np.full((rows, 2, k), np.nan)
         col_ends = np.full((cols, 2, k), np.nan)
         row_ends[:, 0, :] = unit[:rows]
@@ -55,28 +71,40 @@ def admittance(system: NodalSystem, conductance: np.ndarray, version: object) ->
     return y
 
 
-def sense_current(
-    y: np.ndarray, n_rows: int, cells: tuple[np.ndarray, np.ndarray], v: float, scheme: str
+def biased_sense_current(
+    columns: np.ndarray,
+    n_rows: int,
+    cells: tuple[np.ndarray, np.ndarray],
+    v: float,
+    bias: tuple[float, float],
 ) -> np.ndarray:
-    """The sense current of reading each cell ``(rows[i], cols[i])`` at ``v`` volt, from the
-    admittance ``y`` of an array with ``n_rows`` word lines."""
+    """The sense current of reading each cell ``(rows[i], cols[i])`` at ``v`` volt in a biased
+    scheme, ``I = -(Y v)[c]``, from the bit lines' columns of ``Y`` only:
+    ``columns[:, i]`` is ``Y[:, rows + cols[i]]`` (one per cell). ``Y`` is symmetric
+    (reciprocity), so row ``rows + c`` of ``Y`` is that column."""
     rows, cols = cells
-    bias = READ_SCHEMES[scheme]
-    c_port = n_rows + cols
-    if bias is None:
-        z = _pseudo_inverse(y)
-        r = z[rows, rows] + z[c_port, c_port] - 2 * z[rows, c_port]
-        return v / r
     alpha, beta = bias
-    row_sum = y[:, :n_rows].sum(axis=1)
-    col_sum = y[:, n_rows:].sum(axis=1)
+    idx = np.arange(rows.size)
+    col_of = columns.T  # (cells, ports): Y[rows + c, :]
     into = (
-        alpha * row_sum[c_port]
-        + beta * col_sum[c_port]
-        + (1 - alpha) * y[c_port, rows]
-        - beta * y[c_port, c_port]
+        alpha * col_of[:, :n_rows].sum(axis=1)
+        + beta * col_of[:, n_rows:].sum(axis=1)
+        + (1 - alpha) * col_of[idx, rows]
+        - beta * col_of[idx, n_rows + cols]
     )
     return -v * into
+
+
+def floating_sense_current(
+    y: np.ndarray, n_rows: int, cells: tuple[np.ndarray, np.ndarray], v: float
+) -> np.ndarray:
+    """The sense current of reading each cell ``(rows[i], cols[i])`` at ``v`` volt with every
+    other line floating, from the admittance ``y`` of an array with ``n_rows`` word lines."""
+    rows, cols = cells
+    c_port = n_rows + cols
+    z = _pseudo_inverse(y)
+    r = z[rows, rows] + z[c_port, c_port] - 2 * z[rows, c_port]
+    return v / r
 
 
 def _pseudo_inverse(y: np.ndarray) -> np.ndarray:
