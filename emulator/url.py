@@ -9,7 +9,6 @@ from typing import Any
 from memristor_hil.powerlaw import PowerLaw, Variability
 from memristor_hil.url_options import boolean, query_options, read_options
 
-from .array.crossbar import ArrayCrossbar
 from .array.url import ARRAY_FIELDS, array_from_options
 from .crossbar import EmulatedCrossbar
 
@@ -120,4 +119,6 @@ def open_emulator(url: str, **overrides: Any) -> EmulatedCrossbar:
         model = model_from_options(options)
     if array is None:
         return EmulatedCrossbar(rows, cols, model, seed=seed)
+    from .array.crossbar import ArrayCrossbar  # scipy.sparse: only for an array
+
     return ArrayCrossbar(rows, cols, model, seed=seed, array=array[0], effects=array[1])

@@ -28,39 +28,9 @@ from scipy import sparse
 from scipy.sparse import csgraph
 from scipy.sparse.linalg import splu
 
+from .options import Wiring
+
 __all__ = ["Nodes", "NodalSystem", "Wiring"]
-
-
-@dataclass(frozen=True)
-class Wiring:
-    """The array's interconnect, in ohm.
-
-    Parameters
-    ----------
-    row_wire, col_wire : float
-        Resistance of one word-line segment (between two adjacent columns, and from an end to
-        its first node) and of one bit-line segment.
-    row_end, col_end : float
-        Resistance between a held line end and its source: the word-line drivers' source
-        resistance and the bit-line drivers' (or sense amplifiers') resistance. It adds to the
-        end segment's wire resistance.
-    """
-
-    row_wire: float = 0.0
-    col_wire: float = 0.0
-    row_end: float = 0.0
-    col_end: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("row_wire", "col_wire", "row_end", "col_end"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name}={value!r} must be a finite resistance >= 0 ohm")
-
-    @property
-    def ideal(self) -> bool:
-        """True when every wire and end resistance is zero."""
-        return not (self.row_wire or self.col_wire or self.row_end or self.col_end)
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,17 @@ from memristor_hil.pulses import PulseBatch, SafetyLimits
 
 from ..crossbar import EmulatedCrossbar
 from ..kernels import resistance as law_resistance
-from .circuit import NodalSystem, Wiring
+from .circuit import NodalSystem
 from .kernels import apply_biased_operations
 from .measure import admittance, biased_sense_current, floating_sense_current
-from .options import DRIFT_T0, READ_SCHEMES, WRITE_SCHEMES, ArrayOptions, DeviceEffects
+from .options import (
+    DRIFT_T0,
+    READ_SCHEMES,
+    WRITE_SCHEMES,
+    ArrayOptions,
+    DeviceEffects,
+    Wiring,
+)
 from .writes import biased_cells, operation_fields, operations
 
 __all__ = ["ArrayCrossbar"]

@@ -9,9 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .circuit import Wiring
-
-__all__ = ["READ_SCHEMES", "WRITE_SCHEMES", "ArrayOptions", "DeviceEffects"]
+__all__ = ["READ_SCHEMES", "WRITE_SCHEMES", "ArrayOptions", "DeviceEffects", "Wiring"]
 
 #: Bias of the unselected word lines and bit lines, as fractions of the selected row's
 #: voltage (the selected bit line is at 0 V); None: unselected lines float. "ideal" reads and
@@ -28,6 +26,38 @@ WRITE_SCHEMES: dict[str, tuple[float, float] | None] = {
     "floating": None,
 }
 GROUPINGS = ("row", "cell")
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """The array's interconnect, in ohm.
+
+    Parameters
+    ----------
+    row_wire, col_wire : float
+        Resistance of one word-line segment (between two adjacent columns, and from an end to
+        its first node) and of one bit-line segment.
+    row_end, col_end : float
+        Resistance between a held line end and its source: the word-line drivers' source
+        resistance and the bit-line drivers' (or sense amplifiers') resistance. It adds to the
+        end segment's wire resistance.
+    """
+
+    row_wire: float = 0.0
+    col_wire: float = 0.0
+    row_end: float = 0.0
+    col_end: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("row_wire", "col_wire", "row_end", "col_end"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name}={value!r} must be a finite resistance >= 0 ohm")
+
+    @property
+    def ideal(self) -> bool:
+        """True when every wire and end resistance is zero."""
+        return not (self.row_wire or self.col_wire or self.row_end or self.col_end)
 
 
 def _resistance(name: str, value: float) -> None:

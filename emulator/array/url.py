@@ -12,8 +12,7 @@ from typing import Any
 
 from memristor_hil.url_options import Option
 
-from .circuit import Wiring
-from .options import ArrayOptions, DeviceEffects
+from .options import ArrayOptions, DeviceEffects, Wiring
 
 __all__ = ["ARRAY_FIELDS", "array_from_options"]
 
