@@ -8,7 +8,6 @@ import numpy as np
 
 from memristor_hil.pulses import SafetyLimits
 
-from .array.crossbar import ArrayCrossbar
 from .crossbar import EmulatedCrossbar
 
 __all__ = ["crossbar_from_state"]
@@ -23,5 +22,7 @@ def crossbar_from_state(
     with np.load(path, allow_pickle=False) as data:
         array = "array_meta" in data.files
     if array:
+        from .array.crossbar import ArrayCrossbar  # scipy.sparse: only for an array
+
         return ArrayCrossbar.from_state(path, limits)
     return EmulatedCrossbar.from_state(path, limits)
