@@ -404,3 +404,28 @@ def test_empty_batches_and_regions_read_like_the_whole_array(scheme):
     back = xbar.apply(PulseBatch([0, 4], [0, 5], pulses=2), read_back=True, out=out)
     assert back is out
     np.testing.assert_allclose(out, xbar.read([0, 4], [0, 5]), rtol=1e-12)
+
+
+def test_the_service_serves_an_array_and_restores_it_from_its_state(tmp_path):
+    # memristor-hil emulate as its own process, over TCP through the project's driver: the
+    # same emulator:// array options, the same readings (sneak currents) as in process, and
+    # after a kill and restart from --state the same array, not the ideal one
+    from memristor_hil.testing.service import EmulatorService
+
+    options = {"wire": 2, "read": "v2", "write": "v2", "r1": 2e5, "r_init": 1e4}
+    local = open_crossbar(
+        "emulator://?rows=4&cols=5&seed=7&" + "&".join(f"{k}={v}" for k, v in options.items())
+    )
+    batch = PulseBatch([0, 2, 3], [1, 1, 4], pulses=[3, 2, 5], voltage=0.2)
+    state = tmp_path / "state.npz"
+    with EmulatorService.start(
+        "tcp", rows=4, cols=5, seed=7, model=options, state=state, save_interval=0
+    ) as service:
+        with open_crossbar(service.url) as remote:
+            back = remote.apply(batch, read_back=True)
+            np.testing.assert_allclose(back, local.apply(batch, read_back=True), rtol=1e-12)
+            np.testing.assert_allclose(remote.read_all(), local.read_all(), rtol=1e-12)
+        service.restart()
+        with open_crossbar(service.url) as remote:
+            np.testing.assert_allclose(remote.read_all(), local.read_all(), rtol=1e-12)
+            assert not np.allclose(local.read_all(), local.true_resistances())  # sneak paths
