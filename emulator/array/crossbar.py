@@ -25,7 +25,7 @@ from .options import (
     DeviceEffects,
     Wiring,
 )
-from .writes import biased_cells, operation_fields, operations
+from .writes import Operation, biased_cells, operation_fields, operations
 
 __all__ = ["ArrayCrossbar"]
 
@@ -82,6 +82,8 @@ class ArrayCrossbar(EmulatedCrossbar):
             self._stuck = np.sort(rng.choice(self.size, count, replace=False))
             high = rng.random(count) < 0.5
             self._stuck_r = np.where(high, self.model.r1, self.model.r0)
+        self._stuck_mask = np.zeros(self.size if self._stuck.size else 0, np.bool_)
+        self._stuck_mask[self._stuck] = True
         self._version = 0
         self._y: tuple[int, np.ndarray] | None = None
         self._columns: tuple[int, np.ndarray] | None = None
@@ -231,7 +233,9 @@ class ArrayCrossbar(EmulatedCrossbar):
         noise to draw (both stay with the NumPy path, which orders them per operation)."""
         return not self.effects.drift and not self.model.noise
 
-    def _apply_compiled(self, ops: list, bias: tuple[float, float], threshold: float) -> None:
+    def _apply_compiled(
+        self, ops: list[Operation], bias: tuple[float, float], threshold: float
+    ) -> None:
         """The batch's operations in one compiled call (see :mod:`.kernels`)."""
         starts = np.cumsum([0] + [op.cols.size for op in ops])
         table = np.array(
@@ -239,10 +243,6 @@ class ArrayCrossbar(EmulatedCrossbar):
             dtype=float,
         ).reshape(-1, 5)
         op_cols = np.concatenate([op.cols for op in ops]) if ops else np.zeros(0, np.int64)
-        stuck = np.zeros(0, np.bool_)
-        if self._stuck.size:
-            stuck = np.zeros(self.size, np.bool_)
-            stuck[self._stuck] = True
         model, p = self.model, self.params
         ft = np.finfo(self._n.dtype)
         law = (
@@ -254,7 +254,7 @@ class ArrayCrossbar(EmulatedCrossbar):
             float(ft.eps),
             float(ft.tiny),
         )
-        params = tuple(np.asarray(x, dtype=float) for x in (p.a, p.r0, p.r1, p.n_min))
+        params = tuple(np.asarray(x, dtype=float) for x in (p.a, p.r0, p.r1, self._n_min))
         apply_biased_operations(
             self._n,
             self.shape,
@@ -262,7 +262,7 @@ class ArrayCrossbar(EmulatedCrossbar):
             op_cols.astype(np.int64),
             (float(bias[0]), float(bias[1])),
             float(threshold),
-            stuck,
+            self._stuck_mask,
             params,
             law,
         )
