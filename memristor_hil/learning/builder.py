@@ -29,7 +29,7 @@ from . import kernels
 from .crossbars import CrossbarUse, crossbar_uses
 from .layout import Block
 from .nengo_internals import remove_weight_increment, set_initial_value
-from .operator import ConnectionPart, Refresh, SimmPES
+from .operator import ConnectionPart, Refresh, SimmPES, SimmPESCollect
 from .rule import DEFAULT_CROSSBAR, DEFAULT_MODEL, mPES
 
 __all__ = ["BuiltmPES", "build_mpes"]
@@ -294,6 +294,8 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     if op is None:  # the first connection on this crossbar: its operator
         op = use.operator = SimmPES(use, voltage, width, tag=f"mPES on {xbar.identity}")
         model.add_op(op)
+        # stores each step's read-back in the next step: the round trip overlaps Nengo's work
+        model.add_op(SimmPESCollect(op, tag=f"mPES read-back of {xbar.identity}"))
     elif (op.voltage, op.width) != (voltage, width):
         raise BuildError(
             f"{conn}: connections sharing the crossbar {xbar.identity!r} share its one batch "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -10,11 +11,12 @@ import numpy as np
 from nengo.builder.operator import Operator
 from nengo.builder.signal import Signal
 
+from ..crossbar import PendingApply
 from ..pulses import PulseBatch
 from . import kernels, pairs
 from .crossbars import CrossbarUse
 
-__all__ = ["ConnectionPart", "ConnectionSignals", "Refresh", "SimmPES"]
+__all__ = ["ConnectionPart", "ConnectionSignals", "Refresh", "SimmPES", "SimmPESCollect"]
 
 
 class ConnectionSignals(NamedTuple):
@@ -166,6 +168,9 @@ class SimmPES(Operator):
         self.voltage = float(voltage)
         self.width = float(width)
         self.parts: list[ConnectionPart] = []
+        #: The operator that stores each step's read-back in the next step (the builder adds
+        #: it; without it, or without its make_step, each step stores its own read-back).
+        self.collector: SimmPESCollect | None = None
         self.sets = []
         self.incs = []
         self.reads = []
@@ -223,6 +228,8 @@ class SimmPES(Operator):
         self.parts.append(part)
         self.reads.extend(signals.reads)
         self.updates.extend(signals.updates)
+        if self.collector is not None:
+            self.collector.add_connection(signals)
 
     def connection_signals(self, k: int) -> ConnectionSignals:
         """The signals of the ``k``-th connection added, by name."""
@@ -255,50 +262,182 @@ class SimmPES(Operator):
             )
             for k, part in enumerate(self.parts)
         ]
-        apply = self.use.crossbar.apply
-        use = self.use
-        voltage, width = self.voltage, self.width
-        # One read-back buffer, reused every step (apply(out=)); in the devices' float type, so
-        # an emulator writes into it directly. store() copies what it needs before the next step.
-        model = self.use.crossbar.model
-        readback = np.empty(
-            sum(runner.rows.shape[0] for runner in runners),
-            np.float64 if model is None else model.float_type,
-        )
+        pipeline = self.collector.pipeline_for(signals) if self.collector is not None else None
+        if pipeline is not None:  # the collector's make_step ran first, for these signals
+            return _overlapped_step(self, runners, pipeline)
+        return _immediate_step(self, runners)
 
-        if len(runners) == 1:
-            runner = runners[0]
-            choose, store = runner.choose, runner.store
 
-            def step_simmpes() -> None:
-                size, count = choose()
-                if size:
-                    use.pulsed = True
-                    batch = runner.batch(size, count, voltage, width)
-                    store(apply(batch, read_back=True, out=readback[:size]))
+class SimmPESCollect(Operator):
+    """Store the read-back of the batch :class:`SimmPES` submitted in the previous step.
 
-            return step_simmpes
+    :class:`SimmPES` sends a step's batch with :meth:`Crossbar.submit` and returns; this
+    operator collects the read-back in the next step, before anything reads the weights (it
+    ``sets`` them), and stores it as :class:`SimmPES` did right away before: the weights the
+    connection reads in every step are bit for bit those of before, while the device round
+    trip (a serial or VISA link, an instrument) overlaps the rest of the step, the probes'
+    sampling, and the next step's operators up to the weights' readers.
 
-        def step_simmpes_shared() -> None:
-            chosen = [(runner, *runner.choose()) for runner in runners]
-            chosen = [c for c in chosen if c[1]]
-            if not chosen:
-                return
-            rows = np.concatenate([r.rows[:size] for r, size, _ in chosen])
-            cols = np.concatenate([r.cols[:size] for r, size, _ in chosen])
-            counts = np.concatenate([np.broadcast_to(count, (size,)) for _, size, count in chosen])
-            volts: Any = voltage
-            if any(r.refreshing for r, _, _ in chosen):  # RESET entries: one voltage per cell
-                volts = np.concatenate([r.cell_voltages(size, voltage) for r, size, _ in chosen])
-            use.pulsed = True
-            batch = PulseBatch(rows, cols, counts, volts, width)
-            resistances = apply(batch, read_back=True, out=readback[: len(batch)])
+    The one visible change is in the probes: in step ``t`` the ``weights``,
+    ``pos_resistances`` and ``neg_resistances`` signals show the devices after the batch of
+    step ``t - 1`` (as Nengo's PES, whose weight probe in step ``t`` shows the increments up
+    to step ``t - 1``); ``pulses`` still counts the pulses sent in step ``t``. After
+    ``sim.run()`` the last step's read-back is stored by the next step (the crossbar's next
+    call, e.g. ``read_all()`` or ``close()``, collects it from the device).
+
+    Without this operator's ``make_step`` (NengoDL, which gives it no step), :class:`SimmPES`
+    applies and stores within its own step as before.
+
+    Notes
+    -----
+    1. sets ``[pos_resistances, neg_resistances, weights]`` of every connection
+    2. incs ``[]``
+    3. reads ``[]``
+    4. updates ``[]``
+    """
+
+    def __init__(self, op: SimmPES, tag: str | None = None) -> None:
+        super().__init__(tag=tag)
+        self.op = op
+        op.collector = self
+        self.sets = []
+        self.incs = []
+        self.reads = []
+        self.updates = []
+        self._pipeline: tuple[weakref.ref, _Pipeline] | None = None
+
+    def add_connection(self, signals: ConnectionSignals) -> None:
+        """Take over storing the read-back into one connection's signals."""
+        self.sets.extend([signals.pos_resistances, signals.neg_resistances, signals.weights])
+
+    def pipeline_for(self, signals: Any) -> _Pipeline | None:
+        """The pipeline this operator's last ``make_step`` made for ``signals``, if any."""
+        if self._pipeline is None or self._pipeline[0]() is not signals:
+            return None
+        return self._pipeline[1]
+
+    @property
+    def _descstr(self) -> str:
+        return f"collect {self.op._descstr}"
+
+    def make_step(self, signals: Any, dt: float, rng: np.random.RandomState) -> Callable[[], None]:
+        # Runs before SimmPES.make_step (it sets what SimmPES updates). A reset drops the
+        # previous pipeline: its outstanding apply, if any, is collected by the crossbar's
+        # next call, and SimmPES.make_step rewinds the devices.
+        pipeline = _Pipeline()
+        self._pipeline = (weakref.ref(signals), pipeline)
+        return pipeline.collect
+
+
+class _Pipeline:
+    """The batch in flight between :class:`SimmPES` (submit) and :class:`SimmPESCollect`."""
+
+    __slots__ = ("pending", "runners", "sizes")
+
+    def __init__(self) -> None:
+        self.pending: PendingApply | None = None
+        self.runners: list[_PartRunner] = []
+        self.sizes: list[int] = []
+
+    def collect(self) -> None:
+        """Store the previous step's read-back (nothing in the first step)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            resistances = pending.result()
             start = 0
-            for runner, size, _ in chosen:
-                runner.store(resistances[start : start + size])
-                start += size
+            for runner, size in zip(self.runners, self.sizes, strict=True):
+                if size:
+                    runner.store(resistances[start : start + size])
+                    start += size
 
-        return step_simmpes_shared
+
+def _chosen_batch(
+    chosen: list[tuple[_PartRunner, int, Any]], voltage: float, width: float
+) -> PulseBatch:
+    """One batch of the cells the runners chose, runner after runner."""
+    if len(chosen) == 1:
+        runner, size, count = chosen[0]
+        return runner.batch(size, count, voltage, width)
+    rows = np.concatenate([r.rows[:size] for r, size, _ in chosen])
+    cols = np.concatenate([r.cols[:size] for r, size, _ in chosen])
+    counts = np.concatenate([np.broadcast_to(count, (size,)) for _, size, count in chosen])
+    volts: Any = voltage
+    if any(r.refreshing for r, _, _ in chosen):  # RESET entries: one voltage per cell
+        volts = np.concatenate([r.cell_voltages(size, voltage) for r, size, _ in chosen])
+    return PulseBatch(rows, cols, counts, volts, width)
+
+
+def _overlapped_step(
+    op: SimmPES, runners: list[_PartRunner], pipeline: _Pipeline
+) -> Callable[[], None]:
+    """A step that chooses and submits the batch; :class:`SimmPESCollect` stores it."""
+    submit = op.use.crossbar.submit
+    use = op.use
+    voltage, width = op.voltage, op.width
+    pipeline.runners = runners
+    pipeline.sizes = [0] * len(runners)
+    sizes = pipeline.sizes
+
+    def step_simmpes_overlapped() -> None:
+        chosen = []
+        for k, runner in enumerate(runners):
+            size, count = runner.choose()
+            runner.pulses[0] = runner.total
+            sizes[k] = size
+            if size:
+                chosen.append((runner, size, count))
+        if chosen:
+            use.pulsed = True
+            pipeline.pending = submit(_chosen_batch(chosen, voltage, width), read_back=True)
+
+    return step_simmpes_overlapped
+
+
+def _immediate_step(op: SimmPES, runners: list[_PartRunner]) -> Callable[[], None]:
+    """A step that applies the batch and stores its read-back at once."""
+    apply = op.use.crossbar.apply
+    use = op.use
+    voltage, width = op.voltage, op.width
+    # One read-back buffer, reused every step (apply(out=)); in the devices' float type, so
+    # an emulator writes into it directly. store() copies what it needs before the next step.
+    model = op.use.crossbar.model
+    readback = np.empty(
+        sum(runner.rows.shape[0] for runner in runners),
+        np.float64 if model is None else model.float_type,
+    )
+
+    if len(runners) == 1:
+        runner = runners[0]
+        choose, store = runner.choose, runner.store
+
+        def step_simmpes() -> None:
+            size, count = choose()
+            runner.pulses[0] = runner.total
+            if size:
+                use.pulsed = True
+                batch = runner.batch(size, count, voltage, width)
+                store(apply(batch, read_back=True, out=readback[:size]))
+
+        return step_simmpes
+
+    def step_simmpes_shared() -> None:
+        chosen = []
+        for runner in runners:
+            size, count = runner.choose()
+            runner.pulses[0] = runner.total
+            if size:
+                chosen.append((runner, size, count))
+        if not chosen:
+            return
+        use.pulsed = True
+        batch = _chosen_batch(chosen, voltage, width)
+        resistances = apply(batch, read_back=True, out=readback[: len(batch)])
+        start = 0
+        for runner, size, _ in chosen:
+            runner.store(resistances[start : start + size])
+            start += size
+
+    return step_simmpes_shared
 
 
 class _PartRunner:
@@ -380,10 +519,11 @@ class _PartRunner:
             self.counts, self.polarity = np.empty(3, np.int64), np.empty(3, np.bool_)
             self.kinds, self.voltages = np.empty(3, np.int8), np.empty(3, np.float64)
         self.n_active = self.n_rows = 0
+        self.total = 0  # pulses of the last choose(): what the step writes to ``pulses``
 
     def choose(self) -> tuple[int, Any]:
         """Choose this step's cells; returns their number and the pulse count(s)."""
-        self.pulses[0] = 0.0
+        self.total = 0
         if self.interval_steps is None:
             per_step = 1
         else:
@@ -480,7 +620,7 @@ class _PartRunner:
             total = size * per_step
             count = per_step
         self.size = size
-        self.pulses[0] = total
+        self.total = total
         return size, count
 
     def _choose_balance(self) -> tuple[int, Any]:
@@ -503,7 +643,7 @@ class _PartRunner:
         if size == 0 or self.balance_steps >= pairs.BALANCE_STEPS:
             self.balancing = False
         self.size = size
-        self.pulses[0] = total
+        self.total = total
         return size, self.counts[:size]
 
     def _choose_refresh(self) -> tuple[int, Any]:
@@ -541,7 +681,7 @@ class _PartRunner:
         self.refreshing = True
         self.size = size
         total = int(self.counts[:size].sum())
-        self.pulses[0] = total
+        self.total = total
         return size, self.counts[:size]
 
     def cell_voltages(self, size: int, voltage: float) -> np.ndarray:
