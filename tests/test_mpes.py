@@ -1131,3 +1131,30 @@ def test_a_read_back_that_fails_raises_in_the_next_step_and_nothing_more_is_sent
             sim.run(0.2)
     assert xbar.events[-2:] == ["submit", "failed"]
     assert xbar.events.count("submit") == 5
+
+
+def test_the_read_back_is_collected_late_in_the_step_but_before_the_weights_are_read():
+    """The later the collector runs, the more of Nengo's step overlaps the round trip: after
+    the pre neurons' output is computed, before any operator reads the weights."""
+    from memristor_hil.learning.operator import SimmPES, SimmPESCollect
+
+    net = channel_net(mPES())
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        order = list(sim.step_order)
+        weights = sim.model.sig[net.conn]["weights"]
+        pre_out = sim.model.sig[net.conn]["in"]
+    (collect,) = [i for i, op in enumerate(order) if isinstance(op, SimmPESCollect)]
+    (simmpes,) = [i for i, op in enumerate(order) if isinstance(op, SimmPES)]
+
+    def touches(op, sig, kinds):
+        return any(s.base is sig.base for kind in kinds for s in getattr(op, kind))
+
+    writers = [i for i, op in enumerate(order) if touches(op, pre_out, ("sets", "incs"))]
+    readers = [
+        i
+        for i, op in enumerate(order)
+        if touches(op, weights, ("reads",)) and not isinstance(op, SimmPES)
+    ]
+    assert writers and readers
+    assert max(writers) < collect < min(readers) and collect < simmpes
+    assert collect > len(order) // 2  # most of the step runs before it

@@ -302,6 +302,9 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
             f"per step, so they need the same pulse: the first uses {op.voltage} V, "
             f"{op.width} s; this one asks for {voltage} V, {width} s"
         )
+    # the read-back is collected as late as it can be: once the pre neurons' output, which
+    # the weights multiply, is computed (it reads it), just before the weights are read
+    op.collector.wait_for(model.sig[conn]["in"])
     refresh = _refresh(mpes, xbar, device_model, voltage)
     part = ConnectionPart(
         origins=(pos.row, pos.col, neg.row, neg.col),

@@ -292,7 +292,7 @@ class SimmPESCollect(Operator):
     -----
     1. sets ``[pos_resistances, neg_resistances, weights]`` of every connection
     2. incs ``[]``
-    3. reads ``[]``
+    3. reads ``[pre_output]`` of every connection (:meth:`wait_for`: only to run late)
     4. updates ``[]``
     """
 
@@ -309,6 +309,13 @@ class SimmPESCollect(Operator):
     def add_connection(self, signals: ConnectionSignals) -> None:
         """Take over storing the read-back into one connection's signals."""
         self.sets.extend([signals.pos_resistances, signals.neg_resistances, signals.weights])
+
+    def wait_for(self, signal: Signal) -> None:
+        """Run after ``signal`` is computed in the step (it is read): the later this operator
+        runs, the more of Nengo's work overlaps the round trip. Give the signal the weights
+        multiply, so it still runs before they are read."""
+        if signal not in self.reads:
+            self.reads.append(signal)
 
     def pipeline_for(self, signals: Any) -> _Pipeline | None:
         """The pipeline this operator's last ``make_step`` made for ``signals``, if any."""
@@ -332,18 +339,23 @@ class SimmPESCollect(Operator):
 class _Pipeline:
     """The batch in flight between :class:`SimmPES` (submit) and :class:`SimmPESCollect`."""
 
-    __slots__ = ("pending", "runners", "sizes")
+    __slots__ = ("pending", "ready", "runners", "sizes")
 
     def __init__(self) -> None:
+        #: The submitted apply whose read-back the next step stores, if any.
         self.pending: PendingApply | None = None
+        #: Or its read-back already (devices simulated in this process).
+        self.ready: np.ndarray | None = None
         self.runners: list[_PartRunner] = []
         self.sizes: list[int] = []
 
     def collect(self) -> None:
         """Store the previous step's read-back (nothing in the first step)."""
-        pending, self.pending = self.pending, None
-        if pending is not None:
+        resistances, self.ready = self.ready, None
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
             resistances = pending.result()
+        if resistances is not None:
             start = 0
             for runner, size in zip(self.runners, self.sizes, strict=True):
                 if size:
@@ -370,8 +382,17 @@ def _chosen_batch(
 def _overlapped_step(
     op: SimmPES, runners: list[_PartRunner], pipeline: _Pipeline
 ) -> Callable[[], None]:
-    """A step that chooses and submits the batch; :class:`SimmPESCollect` stores it."""
-    submit = op.use.crossbar.submit
+    """A step that chooses and submits the batch; :class:`SimmPESCollect` stores it.
+
+    Devices simulated in this process (``device_parameters``: an in-process emulator) have no
+    round trip to overlap: their batch is applied at once into a reused buffer, as in
+    :func:`_immediate_step`, and only the store waits for the next step (the same probes on
+    every backend).
+    """
+    crossbar = op.use.crossbar
+    submit, apply = crossbar.submit, crossbar.apply
+    in_process = crossbar.device_parameters is not None
+    readback = _readback_buffer(crossbar, runners)
     use = op.use
     voltage, width = op.voltage, op.width
     pipeline.runners = runners
@@ -388,9 +409,23 @@ def _overlapped_step(
                 chosen.append((runner, size, count))
         if chosen:
             use.pulsed = True
-            pipeline.pending = submit(_chosen_batch(chosen, voltage, width), read_back=True)
+            batch = _chosen_batch(chosen, voltage, width)
+            if in_process:
+                pipeline.ready = apply(batch, read_back=True, out=readback[: len(batch)])
+            else:
+                pipeline.pending = submit(batch, read_back=True)
 
     return step_simmpes_overlapped
+
+
+def _readback_buffer(crossbar: Any, runners: list[_PartRunner]) -> np.ndarray:
+    """One read-back buffer for every step (``apply(out=)``), in the devices' float type, so
+    an emulator writes into it directly; the store copies what it needs before it is reused."""
+    model = crossbar.model
+    return np.empty(
+        sum(runner.rows.shape[0] for runner in runners),
+        np.float64 if model is None else model.float_type,
+    )
 
 
 def _immediate_step(op: SimmPES, runners: list[_PartRunner]) -> Callable[[], None]:
@@ -398,13 +433,7 @@ def _immediate_step(op: SimmPES, runners: list[_PartRunner]) -> Callable[[], Non
     apply = op.use.crossbar.apply
     use = op.use
     voltage, width = op.voltage, op.width
-    # One read-back buffer, reused every step (apply(out=)); in the devices' float type, so
-    # an emulator writes into it directly. store() copies what it needs before the next step.
-    model = op.use.crossbar.model
-    readback = np.empty(
-        sum(runner.rows.shape[0] for runner in runners),
-        np.float64 if model is None else model.float_type,
-    )
+    readback = _readback_buffer(op.use.crossbar, runners)
 
     if len(runners) == 1:
         runner = runners[0]
