@@ -470,7 +470,8 @@ def _immediate_step(op: SimmPES, runners: list[_PartRunner]) -> Callable[[], Non
 
 
 class _PartRunner:
-    """One connection's buffers and per-step work, bound to its signals' arrays."""
+    """One connection's signals and buffers, the selection every policy shares, and its pulse
+    policy (:class:`_Policy`), chosen once when the step is made."""
 
     def __init__(
         self,
@@ -488,7 +489,6 @@ class _PartRunner:
         rng: np.random.Generator,
     ) -> None:
         n_post, n_pre = weights.shape
-        self.rng = rng
         self.acts, self.local_error, self.threshold = acts, local_error, threshold
         self.mask_source, self.mask_threshold = mask_source, float(part.mask_threshold)
         self.r_pos, self.r_neg, self.weights = r_pos, r_neg, weights
@@ -497,58 +497,22 @@ class _PartRunner:
         self.order = part.order
         self.c = part.gain * part.conductance_scale
         self.interval_steps = None if part.pulse_interval is None else dt / part.pulse_interval
-        self.levels = part.levels
-        self.scaled = part.policy == "scaled"
-        self.by_rate = part.policy == "learning_rate"
-        # cell-by-cell batches (zero counts dropped): stored through store_cells
-        self.stochastic = part.policy == "stochastic" or self.by_rate
-        if self.by_rate:
-            self.alpha = float(part.learning_rate) * dt / n_pre  # Nengo PES's scale
-            r0, r1, a = part.nominal
-            self.nominal = (float(r0), float(r1), 1.0 / float(a))
-            # each device's weight change per pulse, from the resistances as the run starts,
-            # and its measured / nominal change per pulse (pairs.store_calibrated): float32,
-            # plenty for a pulse count's expectation, and half the memory the step sweeps
-            # (at 100x100 the model's arrays then stay in cache with Nengo's own)
-            self.per_pos = pairs.nominal_pulse_change(r_pos, self.c, r0, r1, a).astype(np.float32)
-            self.per_neg = pairs.nominal_pulse_change(r_neg, self.c, r0, r1, a).astype(np.float32)
-            self.ratio_pos = np.ones(weights.shape, dtype=np.float32)
-            self.ratio_neg = np.ones(weights.shape, dtype=np.float32)
-        self.balancing = self.by_rate and part.balance
-        self.max_count = int(part.max_count)
-        self.balance_steps = 0
-        self.refresh = part.refresh if self.by_rate else None
-        self.refreshing = False
-        if self.refresh is not None:
-            self.pending = np.zeros(weights.shape, dtype=np.bool_)
-            self.pend_i = np.empty(n_post * n_pre, dtype=np.uint64)
-            self.pend_j = np.empty(n_post * n_pre, dtype=np.uint64)
-            self.n_pending = 0
-            self.since_refresh = 0
-            self.kinds = np.empty(n_post * n_pre, dtype=np.int8)
-            self.voltages = np.empty(n_post * n_pre, dtype=np.float64)
         self.active = np.empty(n_pre, dtype=np.uint64)  # unsigned: no wraparound checks
         self.rows_sel = np.empty(n_post, dtype=np.uint64)
         self.positive = np.empty(n_post, dtype=np.bool_)
         self.rows = np.empty(n_post * n_pre, dtype=np.int32)
         self.cols = np.empty(n_post * n_pre, dtype=np.int32)
         self.cols_scratch = np.empty(n_pre, dtype=np.int32)
-        per_cell = self.scaled or self.stochastic
-        self.counts = np.empty(n_post * n_pre if per_cell else 0, dtype=np.int64)
-        self.polarity = np.empty(n_post * n_pre if self.stochastic else 0, dtype=np.bool_)
-        # one uniform per candidate cell, drawn in bulk each step (same stream as per-cell draws)
-        self.uniforms = np.empty(
-            n_post * n_pre if self.stochastic and not self.by_rate else 0, dtype=np.float64
-        )
-        if self.by_rate:  # the learning_rate policy's draws, as many as it needs
-            self.stream = kernels.new_stream(rng)
         self.running_max = state[1:2]
-        if self.refresh is not None and self.rows.shape[0] < 3:  # room for one pair's refresh
-            self.rows, self.cols = np.empty(3, np.int32), np.empty(3, np.int32)
-            self.counts, self.polarity = np.empty(3, np.int64), np.empty(3, np.bool_)
-            self.kinds, self.voltages = np.empty(3, np.int8), np.empty(3, np.float64)
         self.n_active = self.n_rows = 0
+        self.size = 0  # cells of the last batch chosen (what store() takes)
         self.total = 0  # pulses of the last choose(): what the step writes to ``pulses``
+        self.policy: _Policy = _POLICIES[part.policy](self, part, dt, rng)
+
+    @property
+    def refreshing(self) -> bool:
+        """True when the last batch chosen is a refresh (RESET entries: per-cell voltages)."""
+        return self.policy.refreshing
 
     def choose(self) -> tuple[int, Any]:
         """Choose this step's cells; returns their number and the pulse count(s)."""
@@ -561,13 +525,12 @@ class _PartRunner:
             self.state[0] = credit - per_step
             if per_step == 0:
                 return 0, 0
-        self.refreshing = False
-        if self.balancing:
-            return self._choose_balance()
-        if self.refresh is not None:
-            self.since_refresh += 1
-            if self.n_pending and self.since_refresh >= pairs.REFRESH_PERIOD_STEPS:
-                return self._choose_refresh()
+        self.policy.refreshing = False
+        return self.policy.choose(per_step)
+
+    def select(self, fill: bool) -> int:
+        """The pulsed rows and active columns (:func:`kernels.select_pulses`); with ``fill``
+        their cells too, row by row. Returns the number of candidate cells."""
         n_active, n_rows = kernels.select_pulses(
             self.mask_source,
             self.mask_threshold,
@@ -581,146 +544,14 @@ class _PartRunner:
             self.rows,
             self.cols,
             self.cols_scratch,
-            not self.stochastic,
+            fill,
         )
         self.n_active, self.n_rows = n_active, n_rows
-        size = n_active * n_rows
-        if size == 0:
-            return 0, 0
-        if self.stochastic and not self.by_rate:
-            uniforms = self.uniforms[:size]
-            self.rng.random(out=uniforms)
-        if self.by_rate:
-            size, total = kernels.learning_rate_cells(
-                self.acts,
-                self.local_error,
-                self.active,
-                n_active,
-                self.rows_sel,
-                self.positive,
-                n_rows,
-                self.origins,
-                self.alpha * per_step,
-                self.levels,
-                self.per_pos,
-                self.per_neg,
-                self.rows,
-                self.cols,
-                self.counts,
-                self.polarity,
-                self.stream,
-            )
-            count: Any = self.counts[:size]
-        elif self.stochastic:
-            size, total = kernels.stochastic_cells(
-                self.acts,
-                self.local_error,
-                self.active,
-                n_active,
-                self.rows_sel,
-                self.positive,
-                n_rows,
-                self.origins,
-                self.levels,
-                per_step,
-                self.running_max,
-                self.rows,
-                self.cols,
-                self.counts,
-                self.polarity,
-                uniforms,
-            )
-            count = self.counts[:size]
-        elif self.scaled:
-            total = kernels.scaled_counts(
-                self.acts,
-                self.local_error,
-                self.active,
-                n_active,
-                self.rows_sel,
-                n_rows,
-                self.levels,
-                per_step,
-                self.running_max,
-                self.counts,
-            )
-            count = self.counts[:size]
-        else:
-            total = size * per_step
-            count = per_step
-        self.size = size
-        self.total = total
-        return size, count
-
-    def _choose_balance(self) -> tuple[int, Any]:
-        """This step balances the pairs (SET pulses towards weight 0), no learning; the last
-        balance step is the first with nothing left to balance, or step BALANCE_STEPS."""
-        size, total = pairs.balance_cells(
-            self.origins,
-            self.r_pos,
-            self.r_neg,
-            self.ratio_pos,
-            self.ratio_neg,
-            *self.nominal,
-            pairs.balance_count_cap(self.balance_steps, self.max_count),
-            self.rows,
-            self.cols,
-            self.counts,
-            self.polarity,
-        )
-        self.balance_steps += 1
-        if size == 0 or self.balance_steps >= pairs.BALANCE_STEPS:
-            self.balancing = False
-        self.size = size
-        self.total = total
-        return size, self.counts[:size]
-
-    def _choose_refresh(self) -> tuple[int, Any]:
-        """This step is a refresh step: the queued pairs' RESET and SET pulses, no learning.
-
-        At most a third of the buffers' cells worth of pairs (three entries each); the rest
-        stay queued for the next refresh step.
-        """
-        ref = self.refresh
-        take = min(self.n_pending, self.rows.shape[0] // 3)
-        size = pairs.refresh_cells(
-            self.pend_i,
-            self.pend_j,
-            take,
-            self.origins,
-            self.r_pos,
-            self.r_neg,
-            self.ratio_pos,
-            self.ratio_neg,
-            *self.nominal,
-            ref.r3,
-            ref.exponent,
-            self.max_count,
-            self.rows,
-            self.cols,
-            self.counts,
-            self.polarity,
-            self.kinds,
-        )
-        rest = self.n_pending - take
-        self.pend_i[:rest] = self.pend_i[take : self.n_pending]
-        self.pend_j[:rest] = self.pend_j[take : self.n_pending]
-        self.n_pending = rest
-        self.since_refresh = 0
-        self.refreshing = True
-        self.size = size
-        total = int(self.counts[:size].sum())
-        self.total = total
-        return size, self.counts[:size]
+        return n_active * n_rows
 
     def cell_voltages(self, size: int, voltage: float) -> np.ndarray:
         """Each chosen cell's pulse voltage: ``voltage``, or the RESET voltage in a refresh."""
-        if not self.refreshing:
-            return np.full(size, voltage)
-        out = self.voltages[:size]
-        out[:] = voltage
-        out[self.kinds[:size] == pairs.KIND_RESET] = self.refresh.voltage
-        return out
+        return self.policy.cell_voltages(size, voltage)
 
     def batch(self, size: int, count: Any, voltage: float, width: float) -> PulseBatch:
         """This connection's cells as a batch of its own."""
@@ -731,83 +562,256 @@ class _PartRunner:
 
     def store(self, resistances: np.ndarray) -> None:
         """Take the read-back resistances of the chosen cells, in the order chosen."""
+        self.policy.store(resistances)
+
+
+class _Policy:
+    """How one connection's candidate cells become pulse counts, and how their read-back is
+    stored: one subclass per ``mPES(pulses=...)`` policy, chosen once at ``make_step``.
+
+    Parameters
+    ----------
+    runner : _PartRunner
+        The connection's signals and shared buffers.
+    part : ConnectionPart
+        The connection's settings.
+    dt : float
+        The simulator's timestep.
+    rng : numpy.random.Generator
+        The operator's own generator (the random policies draw from it).
+    """
+
+    #: True while the last batch chosen is a refresh (only the learning-rate policy has one).
+    refreshing = False
+
+    def __init__(
+        self, runner: _PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
+    ) -> None:
+        self.r = runner
+
+    def choose(self, per_step: int) -> tuple[int, Any]:
+        """This step's cells (in the runner's ``rows``/``cols``) for ``per_step`` pulse
+        intervals: their number and pulse count(s); sets the runner's ``size`` and ``total``."""
+        raise NotImplementedError
+
+    def store(self, resistances: np.ndarray) -> None:
+        """Store the read-back of the cells chosen last, in the order chosen."""
+        raise NotImplementedError
+
+    def cell_voltages(self, size: int, voltage: float) -> np.ndarray:
+        """Each chosen cell's pulse voltage (all ``voltage`` but in a refresh)."""
+        return np.full(size, voltage)
+
+
+class _OnePulse(_Policy):
+    """The published rule: one pulse per interval on every candidate cell."""
+
+    def choose(self, per_step: int) -> tuple[int, Any]:
+        r = self.r
+        size = r.select(fill=True)
+        if size == 0:
+            return 0, 0
+        r.size, r.total = size, size * per_step
+        return size, per_step
+
+    def store(self, resistances: np.ndarray) -> None:
+        r = self.r
+        kernels.store(r.rows_sel, r.positive, r.n_rows, r.active, r.n_active, resistances,
+                      r.r_pos, r.r_neg, r.weights, r.c)  # fmt: skip
+
+
+class _Scaled(_OnePulse):
+    """Every candidate cell, with a count growing with ``|e_i| a_j`` (``kernels.scaled_counts``)."""
+
+    def __init__(
+        self, runner: _PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
+    ) -> None:
+        super().__init__(runner, part, dt, rng)
+        self.levels = part.levels
+        self.counts = np.empty(runner.rows.shape[0], dtype=np.int64)
+
+    def choose(self, per_step: int) -> tuple[int, Any]:
+        r = self.r
+        size = r.select(fill=True)
+        if size == 0:
+            return 0, 0
+        r.total = kernels.scaled_counts(r.acts, r.local_error, r.active, r.n_active, r.rows_sel,
+                                        r.n_rows, self.levels, per_step, r.running_max,
+                                        self.counts)  # fmt: skip
+        r.size = size
+        return size, self.counts[:size]
+
+
+class _Stochastic(_Policy):
+    """Stochastically rounded counts (``kernels.stochastic_cells``), cell by cell, zeros
+    dropped; one uniform per candidate cell from the operator's generator."""
+
+    def __init__(
+        self, runner: _PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
+    ) -> None:
+        super().__init__(runner, part, dt, rng)
+        n = runner.rows.shape[0]
+        self.levels = part.levels
+        self.rng = rng
+        self.counts = np.empty(n, dtype=np.int64)
+        self.polarity = np.empty(n, dtype=np.bool_)
+        # one uniform per candidate cell, drawn in bulk each step (same stream as per-cell draws)
+        self.uniforms = np.empty(n, dtype=np.float64)
+
+    def choose(self, per_step: int) -> tuple[int, Any]:
+        r = self.r
+        size = r.select(fill=False)
+        if size == 0:
+            return 0, 0
+        uniforms = self.uniforms[:size]
+        self.rng.random(out=uniforms)
+        size, r.total = kernels.stochastic_cells(
+            r.acts, r.local_error, r.active, r.n_active, r.rows_sel, r.positive, r.n_rows,
+            r.origins, self.levels, per_step, r.running_max, r.rows, r.cols, self.counts,
+            self.polarity, uniforms,
+        )  # fmt: skip
+        r.size = size
+        return size, self.counts[:size]
+
+    def store(self, resistances: np.ndarray) -> None:
+        r = self.r
+        kernels.store_cells(r.rows, r.cols, self.polarity, r.size, r.origins, resistances,
+                            r.r_pos, r.r_neg, r.weights, r.c)  # fmt: skip
+
+
+class _LearningRate(_Policy):
+    """Nengo PES's expected weight change in pulses (``kernels.learning_rate_cells``), with
+    the read-back calibration, the first steps' pair balance and the pair refresh of
+    :mod:`~memristor_hil.learning.pairs`."""
+
+    def __init__(
+        self, runner: _PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
+    ) -> None:
+        super().__init__(runner, part, dt, rng)
+        r = runner
+        shape = r.weights.shape
+        n = shape[0] * shape[1]
+        self.levels = part.levels
+        self.alpha = float(part.learning_rate) * dt / shape[1]  # Nengo PES's scale
+        r0, r1, a = part.nominal
+        self.nominal = (float(r0), float(r1), 1.0 / float(a))
+        # each device's weight change per pulse, from the resistances as the run starts,
+        # and its measured / nominal change per pulse (pairs.store_calibrated): float32,
+        # plenty for a pulse count's expectation, and half the memory the step sweeps
+        # (at 100x100 the model's arrays then stay in cache with Nengo's own)
+        self.per_pos = pairs.nominal_pulse_change(r.r_pos, r.c, r0, r1, a).astype(np.float32)
+        self.per_neg = pairs.nominal_pulse_change(r.r_neg, r.c, r0, r1, a).astype(np.float32)
+        self.ratio_pos = np.ones(shape, dtype=np.float32)
+        self.ratio_neg = np.ones(shape, dtype=np.float32)
+        self.balancing = bool(part.balance)
+        self.max_count = int(part.max_count)
+        self.balance_steps = 0
+        self.refresh = part.refresh
+        if self.refresh is not None:
+            self.pending = np.zeros(shape, dtype=np.bool_)
+            self.pend_i = np.empty(n, dtype=np.uint64)
+            self.pend_j = np.empty(n, dtype=np.uint64)
+            self.n_pending = 0
+            self.since_refresh = 0
+            if n < 3:  # room for one pair's refresh
+                r.rows, r.cols = np.empty(3, np.int32), np.empty(3, np.int32)
+                n = 3
+            self.kinds = np.empty(n, dtype=np.int8)
+            self.voltages = np.empty(n, dtype=np.float64)
+        self.counts = np.empty(n, dtype=np.int64)
+        self.polarity = np.empty(n, dtype=np.bool_)
+        self.stream = kernels.new_stream(rng)  # the policy's draws, as many as it needs
+
+    def choose(self, per_step: int) -> tuple[int, Any]:
+        if self.balancing:
+            return self._choose_balance()
+        if self.refresh is not None:
+            self.since_refresh += 1
+            if self.n_pending and self.since_refresh >= pairs.REFRESH_PERIOD_STEPS:
+                return self._choose_refresh()
+        r = self.r
+        size = r.select(fill=False)
+        if size == 0:
+            return 0, 0
+        size, r.total = kernels.learning_rate_cells(
+            r.acts, r.local_error, r.active, r.n_active, r.rows_sel, r.positive, r.n_rows,
+            r.origins, self.alpha * per_step, self.levels, self.per_pos, self.per_neg,
+            r.rows, r.cols, self.counts, self.polarity, self.stream,
+        )  # fmt: skip
+        r.size = size
+        return size, self.counts[:size]
+
+    def _choose_balance(self) -> tuple[int, Any]:
+        """This step balances the pairs (SET pulses towards weight 0), no learning; the last
+        balance step is the first with nothing left to balance, or step BALANCE_STEPS."""
+        r = self.r
+        size, r.total = pairs.balance_cells(
+            r.origins, r.r_pos, r.r_neg, self.ratio_pos, self.ratio_neg, *self.nominal,
+            pairs.balance_count_cap(self.balance_steps, self.max_count),
+            r.rows, r.cols, self.counts, self.polarity,
+        )  # fmt: skip
+        self.balance_steps += 1
+        if size == 0 or self.balance_steps >= pairs.BALANCE_STEPS:
+            self.balancing = False
+        r.size = size
+        return size, self.counts[:size]
+
+    def _choose_refresh(self) -> tuple[int, Any]:
+        """This step is a refresh step: the queued pairs' RESET and SET pulses, no learning.
+
+        At most a third of the buffers' cells worth of pairs (three entries each); the rest
+        stay queued for the next refresh step.
+        """
+        r, ref = self.r, self.refresh
+        take = min(self.n_pending, r.rows.shape[0] // 3)
+        size = pairs.refresh_cells(
+            self.pend_i, self.pend_j, take, r.origins, r.r_pos, r.r_neg, self.ratio_pos,
+            self.ratio_neg, *self.nominal, ref.r3, ref.exponent, self.max_count,
+            r.rows, r.cols, self.counts, self.polarity, self.kinds,
+        )  # fmt: skip
+        rest = self.n_pending - take
+        self.pend_i[:rest] = self.pend_i[take : self.n_pending]
+        self.pend_j[:rest] = self.pend_j[take : self.n_pending]
+        self.n_pending = rest
+        self.since_refresh = 0
+        self.refreshing = True
+        r.size = size
+        r.total = int(self.counts[:size].sum())
+        return size, self.counts[:size]
+
+    def cell_voltages(self, size: int, voltage: float) -> np.ndarray:
+        if not self.refreshing:
+            return np.full(size, voltage)
+        out = self.voltages[:size]
+        out[:] = voltage
+        out[self.kinds[:size] == pairs.KIND_RESET] = self.refresh.voltage
+        return out
+
+    def store(self, resistances: np.ndarray) -> None:
+        r = self.r
         if self.refreshing:
             pairs.store_refresh(
-                self.rows,
-                self.cols,
-                self.polarity,
-                self.size,
-                self.origins,
-                resistances,
-                self.r_pos,
-                self.r_neg,
-                self.weights,
-                self.c,
-                self.per_pos,
-                self.per_neg,
-                self.ratio_pos,
-                self.ratio_neg,
-                self.pending,
-                *self.nominal,
-            )
-        elif self.by_rate:
-            pairs.store_calibrated(
-                self.rows,
-                self.cols,
-                self.polarity,
-                self.counts,
-                self.size,
-                self.origins,
-                resistances,
-                self.r_pos,
-                self.r_neg,
-                self.weights,
-                self.c,
-                self.per_pos,
-                self.per_neg,
-                self.ratio_pos,
-                self.ratio_neg,
-                *self.nominal,
-                pairs.CALIBRATION_RATE,
-            )
-            if self.refresh is not None:
-                self.n_pending = pairs.mark_saturated(
-                    self.rows,
-                    self.cols,
-                    self.polarity,
-                    self.size,
-                    self.origins,
-                    self.r_pos,
-                    self.r_neg,
-                    self.refresh.r_limit,
-                    self.pending,
-                    self.pend_i,
-                    self.pend_j,
-                    self.n_pending,
-                )
-        elif self.stochastic:
-            kernels.store_cells(
-                self.rows,
-                self.cols,
-                self.polarity,
-                self.size,
-                self.origins,
-                resistances,
-                self.r_pos,
-                self.r_neg,
-                self.weights,
-                self.c,
-            )
-        else:
-            kernels.store(
-                self.rows_sel,
-                self.positive,
-                self.n_rows,
-                self.active,
-                self.n_active,
-                resistances,
-                self.r_pos,
-                self.r_neg,
-                self.weights,
-                self.c,
-            )
+                r.rows, r.cols, self.polarity, r.size, r.origins, resistances, r.r_pos,
+                r.r_neg, r.weights, r.c, self.per_pos, self.per_neg, self.ratio_pos,
+                self.ratio_neg, self.pending, *self.nominal,
+            )  # fmt: skip
+            return
+        pairs.store_calibrated(
+            r.rows, r.cols, self.polarity, self.counts, r.size, r.origins, resistances,
+            r.r_pos, r.r_neg, r.weights, r.c, self.per_pos, self.per_neg, self.ratio_pos,
+            self.ratio_neg, *self.nominal, pairs.CALIBRATION_RATE,
+        )  # fmt: skip
+        if self.refresh is not None:
+            self.n_pending = pairs.mark_saturated(
+                r.rows, r.cols, self.polarity, r.size, r.origins, r.r_pos, r.r_neg,
+                self.refresh.r_limit, self.pending, self.pend_i, self.pend_j, self.n_pending,
+            )  # fmt: skip
+
+
+#: The policy of each ``ConnectionPart.policy``.
+_POLICIES: dict[str, type[_Policy]] = {
+    "one": _OnePulse,
+    "scaled": _Scaled,
+    "stochastic": _Stochastic,
+    "learning_rate": _LearningRate,
+}
