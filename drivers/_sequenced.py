@@ -1,21 +1,16 @@
-"""What the serial and VISA drivers share: sequence numbers, retries, reconnects, replies.
+"""What the serial and VISA drivers share: a Crossbar over one :class:`~._session.Session`.
 
-A driver is a :class:`SequencedCrossbar` over a :class:`Link` (the transport). It claims the
-device with a random session number (one controlling host at a time); each command gets the
-next sequence number, never reused in the session; a retry after a timeout, a damaged reply or
-a dropped link sends the *same* message again, so the device answers a command it already
-executed from its sequence window instead of executing it twice. A reply counts only if it
-echoes the command's sequence number, opcode and session. A batch larger than the device's
-bounds is split into several sequenced APPLY commands (see docs/protocol.md, sections 4-5).
+A driver is a :class:`SequencedCrossbar` over a :class:`Link` (the transport). The session
+(drivers/_session.py) claims the device with a random session number (one controlling host at
+a time), numbers each command once, re-sends the same bytes after a timeout, a damaged reply or
+a dropped link, and keeps a state-changing command in its outbox until the device answers it:
+the device answers a command it already executed from its sequence window instead of executing
+it twice. A batch larger than the device's bounds is split (by the codec,
+:func:`~memristor_hil.protocol.messages.split_batch`) into parts queued together, which go the
+same way as one command (docs/protocol.md, sections 4-5).
 """
 
 from __future__ import annotations
-
-import secrets
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
@@ -23,7 +18,6 @@ from memristor_hil.crossbar import Crossbar, PendingApply
 from memristor_hil.errors import (
     ConnectionLostError,
     CrossbarError,
-    CrossbarTimeoutError,
     DeviceError,
     ProtocolError,
     UnsupportedError,
@@ -32,35 +26,11 @@ from memristor_hil.protocol import messages as wire
 from memristor_hil.protocol.messages import Op, Status
 from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
 
+from ._session import Job, Link, LinkTimeout, Session
+
 __all__ = ["Link", "LinkTimeout", "SequencedCrossbar"]
 
 _VERSIONS = " and ".join(map(str, wire.SUPPORTED_VERSIONS))
-
-
-class LinkTimeout(Exception):
-    """No complete reply arrived before the deadline (internal to the drivers)."""
-
-
-class Link(Protocol):
-    """A transport that carries wire messages (see drivers/serial.py and drivers/visa.py)."""
-
-    #: Whether a timeout may leave the stream out of step, so that the link must be reopened.
-    reopen_after_timeout: bool
-
-    def send(self, op: Op, message: bytes) -> None:
-        """Send one request message (raises OSError when the link is down)."""
-
-    def receive(self, timeout: float) -> bytes | None:
-        """The next reply message; None for a damaged one; raises LinkTimeout or OSError."""
-
-    def drain(self) -> None:
-        """Discard whatever input is pending (called once, before the first command)."""
-
-    def reopen(self) -> None:
-        """Close and open the transport again (raises OSError if it cannot)."""
-
-    def close(self) -> None:
-        """Release the transport."""
 
 
 class SequencedCrossbar(Crossbar):
@@ -86,6 +56,14 @@ class SequencedCrossbar(Crossbar):
         Open without claiming the device, to watch one another host drives (docs/protocol.md
         5.1: reads need no claim). Reads work; ``apply()`` raises :class:`UnsupportedError`
         before sending anything, and closing sends neither SAFE nor a release.
+
+    Notes
+    -----
+    An apply that fails without an answer (the link broke, no reply came) stays *unconfirmed*
+    (:attr:`unanswered`): the device may or may not have executed it. It is never applied
+    twice: repeating the same call, or :meth:`resume`, sends it again with its own sequence
+    number (the device answers from its window if it executed it); any other apply first
+    confirms it the same way, then goes. The parts of a split apply go the same way.
     """
 
     def __init__(
@@ -101,53 +79,35 @@ class SequencedCrossbar(Crossbar):
     ) -> None:
         if monitor and (takeover or limits is not None):
             raise ValueError("a monitor neither takes over nor configures limits")
-        if not timeout > 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
-        if not 0 <= int(retries) <= 100:
-            raise ValueError(f"retries must be in 0..100, got {retries}")
-        self._link = link
-        self._name = name
+        try:
+            self._session = Session(link, name, timeout=timeout, retries=retries)
+        except ValueError:
+            link.close()
+            raise
         self._monitor = bool(monitor)
-        self._timeout = float(timeout)
-        self._retries = int(retries)
-        self._seq = 0
-        self._session = secrets.randbits(32) or 1
-        self._reopen = False
-        self._unfinished: _SplitApply | None = None
         self._native = False
-        self.stats = {"commands": 0, "retries": 0, "reopens": 0, "split_parts": 0, "reclaims": 0}
         claimed = False
         try:
             link.drain()  # stale bytes (a previous client's replies, line noise) are not ours
-            try:
-                info = wire.decode_info(self._call(Op.IDENTIFY))
-            except DeviceError as exc:
-                if exc.status == Status.MALFORMED:
-                    raise ProtocolError(
-                        f"{name} refused this driver's IDENTIFY ({exc}): it probably speaks "
-                        f"protocol version 1; this driver speaks versions {_VERSIONS} "
-                        "(update the device's firmware)"
-                    ) from None
-                raise
-            if info.version not in wire.SUPPORTED_VERSIONS:
-                raise ProtocolError(
-                    f"{name} speaks protocol version {info.version}; this driver speaks "
-                    f"versions {_VERSIONS}"
-                )
+            info = self._identify()
             # version 3: read-backs come in the device's own precision (binary32 devices send
             # half the bytes); a version-2 device (the C firmware) sends binary64 as before
             self._native = info.version >= 3
             if not monitor:
                 mode = wire.Claim.TAKE_OVER if takeover else wire.Claim.CLAIM
-                info = wire.decode_info(self._call(Op.CLAIM, bytes([mode])))
+                info = wire.decode_info(self._session.call(Op.CLAIM, bytes([mode])))
                 claimed = True
             # never reuse a number in this session: IDENTIFY and CLAIM used some already
-            self._seq = max(self._seq, info.last_seq)
-            self._bounds(info)
+            self._session.follow(info.last_seq)
+            self._bounds = (info.max_message, info.max_cells)
             if limits is not None:
-                body = wire.encode_limits(info.rows, info.cols, limits)
-                info = wire.decode_info(self._call(Op.CONFIGURE, body))
+                job = self._session.queue(
+                    Op.CONFIGURE, [wire.encode_limits(info.rows, info.cols, limits)]
+                )
+                self._session.flush()
+                info = wire.decode_info(job.replies[0])
         except BaseException:
+            self._session.outbox.clear()
             if claimed:  # e.g. CONFIGURE refused: leave the device as free as we found it
                 self._release_quietly()
             link.close()
@@ -155,352 +115,278 @@ class SequencedCrossbar(Crossbar):
         self.device_info = info
         super().__init__((info.rows, info.cols), limits=info.limits, identity=info.identity)
 
-    def _bounds(self, info: wire.DeviceInfo) -> None:
-        """Cells per READ and per APPLY part that fit the device's bounds."""
-        self._max_message = info.max_message
-        self._max_cells = info.max_cells
-        room = info.max_message - wire.REPLY_HEADER
-        self._read_cells = max(1, min(info.max_cells, room // 8, (room - 4) // 4))
+    def _identify(self) -> wire.DeviceInfo:
+        name = self._session.name
+        try:
+            info = wire.decode_info(self._session.call(Op.IDENTIFY))
+        except DeviceError as exc:
+            if exc.status == Status.MALFORMED:
+                raise ProtocolError(
+                    f"{name} refused this driver's IDENTIFY ({exc}): it probably speaks "
+                    f"protocol version 1; this driver speaks versions {_VERSIONS} "
+                    "(update the device's firmware)"
+                ) from None
+            raise
+        if info.version not in wire.SUPPORTED_VERSIONS:
+            raise ProtocolError(
+                f"{name} speaks protocol version {info.version}; this driver speaks "
+                f"versions {_VERSIONS}"
+            )
+        return info
 
     @property
     def timeout(self) -> float:
         """Seconds to wait for each reply."""
-        return self._timeout
+        return self._session.timeout
 
     @property
     def retries(self) -> int:
         """How often a command is re-sent, with the same sequence number, before giving up."""
-        return self._retries
+        return self._session.retries
 
     @property
     def session(self) -> int:
         """This host's session number (its claim on the device)."""
-        return self._session
+        return self._session.id
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counts: commands, retries, reopens, split parts sent, reclaims."""
+        return self._session.stats
+
+    @property
+    def unanswered(self) -> int | None:
+        """Sequence number of the oldest state-changing command still unconfirmed (sent, no
+        answer yet: :meth:`resume` or the next apply sends it again first), or None."""
+        job = self._session.unconfirmed
+        return None if job is None else job.next_seq
 
     # ------------------------------------------------------------------ Crossbar hooks
     def _apply(self, batch: PulseBatch, cells: Cells, read_back: bool) -> np.ndarray | None:
+        job = self._queue_apply(batch, cells, read_back)
+        try:
+            self._finish(job)
+            return self._result(job)
+        except BaseException:
+            self._safe_quietly()  # also for an interrupt, or a reply that did not decode
+            raise
+
+    def _queue_apply(self, batch: PulseBatch, cells: Cells, read_back: bool) -> Job:
+        """The job that applies the batch, queued (or the unconfirmed one, when this is the
+        same call repeated); its context is what its result needs: cells, read-back, native
+        precision."""
         if self._monitor:
             raise UnsupportedError(
-                f"{self._name} was opened as a monitor (monitor=True): it reads, it cannot pulse"
+                f"{self._session.name} was opened as a monitor (monitor=True): it reads, it "
+                "cannot pulse"
             )
-        if self._unfinished is not None:
-            raise CrossbarError(
-                f"{self._name}: an earlier split apply is unfinished (parts "
-                f"{self._unfinished.next + 1}..{len(self._unfinished.messages)} not confirmed); "
-                "call resume_apply() first"
-            )
-        command = self._one_command(batch, cells, read_back)
-        if command is not None:
-            body, count, native = command
-            try:
-                reply = self._call(Op.APPLY, body)
-            except CrossbarError:
-                self._safe_quietly()
-                raise
-            return _read_back(reply, count, read_back, native)
-        self._unfinished = self._split(batch, cells.flat, read_back)
-        return self.resume_apply()
-
-    def _one_command(
-        self, batch: PulseBatch, cells: Cells, read_back: bool
-    ) -> tuple[bytes, int, bool] | None:
-        """The APPLY body of the batch, its cell count and whether its read-back comes in
-        the device's precision; None when it does not fit one command of the device."""
-        count = len(cells.flat)
         native = read_back and self._native
-        body = wire.encode_batch(batch, cells, read_back, native)
-        fits = (
-            count <= self._max_cells
-            and wire.REQUEST_HEADER + len(body) <= self._max_message
-            and (not read_back or wire.REPLY_HEADER + 8 * count <= self._max_message)
-        )
-        return (body, count, native) if fits else None
+        bodies = wire.split_batch(batch, cells, read_back, native, self._bounds)
+        key = (tuple(bodies), read_back)
+        pending = self._session.unconfirmed
+        if pending is not None and pending.key == key:
+            return pending  # the same call again: finish that one, never apply it twice
+        if pending is not None:
+            self._confirm_earlier()
+        return self._session.queue(Op.APPLY, bodies, key, (cells.flat, read_back, native))
+
+    def _confirm_earlier(self) -> None:
+        """Send what is still unconfirmed (applied at most once) before anything newer."""
+        try:
+            self.resume()
+        except DeviceError as exc:
+            raise type(exc)(f"{exc}; this apply was not sent", exc.status) from exc
+        except CrossbarError as exc:
+            raise type(exc)(f"{exc}; this apply was not sent") from exc
+
+    def _finish(self, job: Job, sent: bool = False) -> None:
+        """Flush the outbox (``job`` is its only job), with errors that say what happened."""
+        try:
+            self._session.flush(sent)
+        except DeviceError as exc:
+            raise type(exc)(f"{exc}{_refused(job)}", exc.status) from exc
+        except CrossbarError as exc:
+            raise type(exc)(f"{exc}{_unconfirmed(job)}") from exc
+
+    def _result(self, job: Job) -> np.ndarray | None:
+        """An answered apply job's result: None, or its read-back."""
+        flat, read_back, native = job.context
+        if not read_back:
+            return None
+        if job.total == 1:
+            return _read_back(job.replies[0], len(flat), True, native)
+        return self._read(flat)
 
     def _submit(self, batch: PulseBatch, cells: Cells, read_back: bool) -> PendingApply:
         """Send the APPLY now and wait for its reply in ``result()`` (Crossbar.submit).
 
         The command is the one ``apply()`` sends, with the same retries (same sequence number)
-        and the safe state after a failure; only the wait moves. A monitor, an unfinished
-        split apply, or a batch that must be split is handled by ``apply()`` at once.
+        and the safe state after a failure; only the wait moves. A monitor, an unconfirmed
+        earlier command, or a batch that must be split is handled by ``apply()`` at once.
         """
-        if self._monitor or self._unfinished is not None:
+        if self._monitor or self._session.unconfirmed is not None:
             return super()._submit(batch, cells, read_back)
-        command = self._one_command(batch, cells, read_back)
-        if command is None:
+        job = self._queue_apply(batch, cells, read_back)
+        if job.total != 1:
+            self._session.outbox.remove(job)  # not sent yet: apply() queues it again
             return super()._submit(batch, cells, read_back)
-        body, count, native = command
-        wait = self._start(Op.APPLY, body, send_now=True)
+        sent = self._session.send_first(job)
 
         def finish() -> np.ndarray | None:
             try:
-                return _read_back(wait(), count, read_back, native)
+                self._finish(job, sent)
+                return self._result(job)
             except BaseException:
                 self._safe_quietly()
                 raise
 
         return PendingApply(finish)
 
-    def _split(self, batch: PulseBatch, flat: np.ndarray, read_back: bool) -> _SplitApply:
-        """Encode the parts of a batch too large for one command, each with its own sequence
-        number, in batch order (so applying them in turn is applying the batch)."""
-        pulses = batch.compact_pulses
-        per_entry = 4 + pulses.dtype.itemsize
-        per_entry += 8 * (not isinstance(batch.voltage, float))
-        per_entry += 8 * (not isinstance(batch.width, float))
-        room = self._max_message - wire.REQUEST_HEADER - 6 - 4 - 16
-        step = max(1, min(self._max_cells, room // per_entry))
-        messages = []
-        cols = self.shape[1]
-        for start in range(0, len(flat), step):
-            part = slice(start, start + step)
-            sub = PulseBatch.from_flat(
-                flat[part],
-                cols,
-                pulses=pulses if pulses.shape[0] == 1 else pulses[part],
-                voltage=_part(batch.voltage, part),
-                width=_part(batch.width, part),
-            )
-            body = wire.encode_batch(sub, sub.locate(self.shape, self.limits), False)
-            messages.append(wire.encode_request(self._next_seq(), Op.APPLY, body, self._session))
-        return _SplitApply(messages, flat if read_back else None)
+    def resume(self) -> np.ndarray | None:
+        """Send again what an error left unconfirmed; returns the read-back of the interrupted
+        apply if it asked for one (else None; None also when nothing was unconfirmed).
 
-    def resume_apply(self) -> np.ndarray | None:
-        """Finish a split apply that an error interrupted; returns its read-back (or None).
-
-        Each part keeps its sequence number, so a part the device already executed is answered
+        Each message keeps its sequence number, so one the device already executed is answered
         from its window, never applied twice. Call it once the device can be reached again
-        (for a serial port on a new path, reopen the port first).
+        (for a serial port on a new path, :meth:`reopen` first).
         """
-        job = self._unfinished
+        self._check_open()
+        job = self._session.unconfirmed
         if job is None:
             return None
-        total = len(job.messages)
-        while job.next < total:
-            message = job.messages[job.next]
-            try:
-                self._exchange(Op.APPLY, message, self._retries)
-            except DeviceError as exc:
-                self._unfinished = None
-                self._safe_quietly()
-                raise type(exc)(
-                    f"{exc}; split apply: parts 1..{job.next} of {total} were applied, part "
-                    f"{job.next + 1} was refused and later parts were not sent",
-                    exc.status,
-                ) from exc
-            except CrossbarError as exc:
-                self._safe_quietly()
-                raise type(exc)(
-                    f"{exc}; split apply: parts 1..{job.next} of {total} are applied, part "
-                    f"{job.next + 1} is unconfirmed (applied or not), later parts were not sent; "
-                    "call resume_apply() when the device is back: no part is applied twice"
-                ) from exc
-            job.next += 1
-            self.stats["split_parts"] += 1
-        self._unfinished = None
-        return None if job.read_back is None else self._read(job.read_back)
+        try:
+            self._finish(job)
+        except BaseException:
+            self._safe_quietly()
+            raise
+        return None if job.context is None else self._result(job)
+
+    resume_apply = resume  # the name before resume() covered every command
+
+    def reopen(self, where: str | None = None) -> None:
+        """Open the link again, at ``where`` (a new port or resource) if given.
+
+        The device is identified again and must have this crossbar's shape. Sequence state and
+        the unconfirmed command (if any) are kept: repeat the call that failed, or
+        :meth:`resume`, and it is applied exactly once.
+
+        Raises
+        ------
+        ConnectionLostError
+            If the link cannot be opened.
+        DeviceError
+            If the device there is not a crossbar of this shape.
+        """
+        self._check_open()
+        session = self._session
+        if where is not None:
+            session.link.retarget(where)
+            session.name = where
+        try:
+            session.reopen()
+        except OSError as exc:
+            raise ConnectionLostError(f"cannot reopen {session.name}: {exc}") from None
+        info = self._identify()
+        if (info.rows, info.cols) != self.shape:
+            raise DeviceError(
+                f"{session.name} is a {info.rows}x{info.cols} crossbar, not the "
+                f"{self.shape[0]}x{self.shape[1]} one this driver was controlling"
+            )
+
+    def keep_alive(self) -> None:
+        """Renew this host's claim (its lease) without changing anything on the device.
+
+        A device releases a claim whose host sent no command for its lease time
+        (docs/protocol.md, section 5.1); a host that idles longer calls this now and then.
+        """
+        self._check_open()
+        if not self._monitor:
+            self._session.call(Op.CLAIM, bytes([wire.Claim.CLAIM]))
 
     def _read(self, flat: np.ndarray) -> np.ndarray:
-        step = self._read_cells
+        step = wire.read_cells_per_command(self._bounds)
         parts = [
             wire.decode_resistances(
-                self._call(Op.READ, wire.encode_cells(flat[i : i + step])), len(flat[i : i + step])
+                self._session.call(Op.READ, wire.encode_cells(flat[i : i + step])),
+                len(flat[i : i + step]),
             )
             for i in range(0, len(flat), step)
         ]
         return np.concatenate(parts) if parts else np.empty(0)
 
     def _read_region(self, row: int, col: int, nrows: int, ncols: int) -> np.ndarray:
-        if nrows * ncols > self._read_cells:
+        if nrows * ncols > wire.read_cells_per_command(self._bounds):
             return super()._read_region(row, col, nrows, ncols)
-        body = self._call(Op.READ_REGION, wire.encode_region(row, col, nrows, ncols))
+        body = self._session.call(Op.READ_REGION, wire.encode_region(row, col, nrows, ncols))
         return wire.decode_resistances(body, nrows * ncols).reshape(nrows, ncols)
 
     def _read_all(self) -> np.ndarray:
-        if self.size > self._read_cells:
+        if self.size > wire.read_cells_per_command(self._bounds):
             return super()._read_all()
-        return wire.decode_resistances(self._call(Op.READ_ALL), self.size).reshape(self.shape)
+        body = self._session.call(Op.READ_ALL)
+        return wire.decode_resistances(body, self.size).reshape(self.shape)
 
     def _close(self) -> None:
         if self._monitor:  # the owner's outputs and claim are not ours to touch
-            self._link.close()
+            self._session.close()
             return
         try:
             self._safe_quietly()
-            if self._unfinished is None:  # else keep the claim: another host must take over
+            if self._session.unconfirmed is None:  # else keep the claim for resume()
                 self._release_quietly()
         finally:
-            self._link.close()
+            self._session.close()
 
     # ------------------------------------------------------------------ more commands
     def next_error(self) -> tuple[int, str]:
         """Pop the device's oldest queued error: ``(code, message)``, ``(0, "No error")``."""
         self._check_open()
-        return wire.decode_error_entry(self._call(Op.ERROR))
+        return wire.decode_error_entry(self._session.call(Op.ERROR))
 
     def reset(self) -> None:
         """Outputs to the safe state and the device's error queue cleared (state is kept)."""
         self._check_open()
-        self._call(Op.RESET)
+        self._session.call(Op.RESET)
 
-    # ------------------------------------------------------------------ exchange
     def _safe_quietly(self) -> None:
         """Ask for the safe output state; a device that cannot be reached is left as it is."""
         try:
-            self._call(Op.SAFE, retries=0)
+            self._session.call(Op.SAFE, retries=0)
         except CrossbarError:
             pass
 
     def _release_quietly(self) -> None:
         try:
-            self._call(Op.CLAIM, bytes([wire.Claim.RELEASE]), retries=0)
+            self._session.call(Op.CLAIM, bytes([wire.Claim.RELEASE]), retries=0)
         except CrossbarError:
             pass
 
-    def _next_seq(self) -> int:
-        self._seq = self._seq % 0xFFFFFFFF + 1  # 1 .. 2**32-1, never 0
-        return self._seq
 
-    def _call(self, op: Op, body: bytes = b"", retries: int | None = None) -> bytes:
-        """Send a command and return its reply body (see :meth:`_start`)."""
-        return self._start(op, body, retries)()
-
-    def _start(
-        self, op: Op, body: bytes = b"", retries: int | None = None, send_now: bool = False
-    ) -> Callable[[], bytes]:
-        """Number a command (the next sequence number) and, with ``send_now``, send it; the
-        function returned sends it if not yet sent and waits for its reply body.
-
-        Every command goes through here: a subclass that must choose the sequence number
-        itself (``_resume.ResumableCrossbar`` re-sends an unanswered one) overrides this and
-        calls :meth:`_begin` with the number it chose.
-        """
-        return self._begin(op, body, self._next_seq(), retries, send_now)
-
-    def _begin(
-        self,
-        op: Op,
-        body: bytes,
-        seq: int,
-        retries: int | None = None,
-        send_now: bool = False,
-    ) -> Callable[[], bytes]:
-        """Encode ``op`` with sequence number ``seq`` (and send it now with ``send_now``); the
-        function returned waits for its reply body, re-sending the same message (same number)
-        on a timeout or damaged reply up to ``retries`` times (default: :attr:`retries`)."""
-        message = wire.encode_request(seq, op, body, self._session)
-        retries = self._retries if retries is None else retries
-        sent = send_now and self._send_first(op, message)
-        return lambda: self._exchange(op, message, retries, sent)
-
-    def _send_first(self, op: Op, message: bytes) -> bool:
-        """Send a command's first attempt ahead of its wait; False if it was not sent (the
-        link needs reopening or failed: the wait's first attempt then does it, as usual)."""
-        if self._reopen:
-            return False
-        try:
-            self._link.send(op, message)
-        except OSError:
-            self._reopen = True
-            return False
-        return True
-
-    def _exchange(self, op: Op, message: bytes, retries: int, sent: bool = False) -> bytes:
-        try:
-            return self._send_until_answered(op, message, retries, sent)
-        except DeviceError as exc:
-            if exc.status != Status.BUSY or op not in wire.SEQUENCED:
-                raise
-            # the device forgot our claim (it restarted) or nobody holds it: claim again, and
-            # re-send only if that succeeds (if another host holds it, its error stands)
-            claim = wire.encode_request(self._next_seq(), Op.CLAIM, b"\x00", self._session)
-            try:
-                self._send_until_answered(Op.CLAIM, claim, retries)
-            except DeviceError:
-                raise exc from None
-            self.stats["reclaims"] += 1
-            return self._send_until_answered(op, message, retries)
-
-    def _send_until_answered(
-        self, op: Op, message: bytes, retries: int, sent: bool = False
-    ) -> bytes:
-        """The reply body to ``message`` (its first attempt already sent if ``sent``)."""
-        seq = int.from_bytes(message[:4], "little")
-        self.stats["commands"] += 1
-        failure = "no reply"
-        link_down = False
-        damaged = False
-        for attempt in range(retries + 1):
-            if attempt:
-                self.stats["retries"] += 1
-            try:
-                if self._reopen:
-                    self.stats["reopens"] += 1
-                    self._link.reopen()
-                    self._reopen = False
-                if attempt or not sent:
-                    self._link.send(op, message)
-                # after a re-send for a damaged reply, more damage notices are most likely
-                # the rest of the same damaged bytes: wait for the reply (or the timeout)
-                reply = self._await(seq, op, ignore_damage=damaged)
-            except LinkTimeout:
-                failure, link_down = f"no reply within {self._timeout} s", False
-                damaged = False
-                self._reopen = self._link.reopen_after_timeout
-                continue
-            except OSError as exc:
-                failure, link_down = f"link failed: {exc}", True
-                self._reopen = True
-                time.sleep(min(0.02 * 2**attempt, 0.5))
-                continue
-            damaged = reply is None
-            if damaged:
-                failure, link_down = "damaged reply", False
-                continue
-            if reply.status != Status.OK:
-                raise DeviceError(
-                    f"{self._name}: {wire.decode_error(reply.body)} ({_status_name(reply.status)})",
-                    reply.status,
-                )
-            return reply.body
-        tries = f"{op.name} (sequence {seq}) failed after {retries + 1} attempt(s): {failure}"
-        if link_down:
-            raise ConnectionLostError(f"{self._name}: {tries}")
-        raise CrossbarTimeoutError(f"{self._name}: {tries}")
-
-    def _await(self, seq: int, op: Op, ignore_damage: bool = False) -> wire.Reply | None:
-        """The reply to ``seq`` and ``op`` in this session; None when the device or the link saw
-        a damaged frame (unless ``ignore_damage``: then only the reply or the timeout ends the
-        wait)."""
-        deadline = time.monotonic() + self._timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LinkTimeout
-            message = self._link.receive(remaining)
-            reply = None
-            if message is not None:
-                try:
-                    reply = wire.decode_reply(message)
-                except wire.WireError:
-                    pass
-            if reply is None or (reply.status == Status.FRAME and reply.seq == 0):
-                if ignore_damage:
-                    continue
-                return None  # damaged, or the device saw a damaged frame: send again
-            if reply.seq == seq and reply.op == op and reply.session == self._session:
-                return reply
-            if op == Op.IDENTIFY and _refused_identify(message, seq):
-                return wire.Reply(seq, op, Status.MALFORMED, message[6:], self._session)
-            # a late reply to an earlier attempt or command (or another client's): skip it
+def _refused(job: Job) -> str:
+    """What a refusal (an error status) of part of ``job`` means, for the error text."""
+    if job.total == 1:
+        return ""
+    done = len(job.replies)
+    return (
+        f"; split apply: parts 1..{done} of {job.total} were applied, part {done + 1} was "
+        "refused and later parts were not sent"
+    )
 
 
-@dataclass
-class _SplitApply:
-    """The parts of a split apply (encoded, sequence numbers fixed) and how far it got."""
-
-    messages: list[bytes]
-    read_back: np.ndarray | None
-    next: int = 0
+def _unconfirmed(job: Job) -> str:
+    """What an unanswered message of ``job`` means, for the error text."""
+    done = len(job.replies)
+    if job.total == 1:
+        return (
+            f"; {job.op.name} (sequence {job.next_seq}) is unconfirmed (applied or not): repeat "
+            "the call or call resume() when the device is back, or the next apply sends it "
+            "first: it is never applied twice"
+        )
+    return (
+        f"; split apply unfinished: parts 1..{done} of {job.total} are applied, part "
+        f"{done + 1} is unconfirmed (applied or not), later parts were not sent; call resume() "
+        "(or repeat the call) when the device is back: no part is applied twice"
+    )
 
 
 def _read_back(reply: bytes, count: int, read_back: bool, native: bool) -> np.ndarray | None:
@@ -510,20 +396,3 @@ def _read_back(reply: bytes, count: int, read_back: bool, native: bool) -> np.nd
     if native:
         return wire.decode_readings(reply, count)
     return wire.decode_resistances(reply, count)
-
-
-def _part(value: float | np.ndarray, part: slice) -> float | np.ndarray:
-    return value if isinstance(value, float) else value[part]
-
-
-def _refused_identify(message: bytes, seq: int) -> bool:
-    """A version-1 device's MALFORMED answer to our IDENTIFY (its header has no session)."""
-    head = wire.reply_status(message)
-    return head == (seq, Op.IDENTIFY, Status.MALFORMED)
-
-
-def _status_name(status: int) -> str:
-    try:
-        return Status(status).name
-    except ValueError:
-        return f"status {status}"

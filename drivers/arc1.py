@@ -59,7 +59,6 @@ from memristor_hil.errors import (
     DeviceError,
     InvalidBatchError,
     ProtocolError,
-    SafetyLimitError,
 )
 from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
 from memristor_hil.url_options import Option, keyword_only, query_options, read_options
@@ -78,6 +77,8 @@ MAX_LINES = 32
 ARC1_LIMITS = SafetyLimits(v_min=-12.0, v_max=12.0, width_min=90e-9, width_max=10.0)
 #: The default limits: the project's conservative defaults, inside the instrument's range.
 DEFAULT_LIMITS = SafetyLimits(v_min=-1.5, v_max=1.5, width_min=90e-9, width_max=1e-3)
+#: What the ArC instruments' limits state: voltage and width ranges (SafetyLimits.within).
+INSTRUMENT_RANGES = ("v_min", "v_max", "width_min", "width_max")
 #: Read modes (job ``01``): 0 classic, 1 TIA, 2 TIA 4-point (V > 0), 3 TIA 4-point (V < 0).
 READ_MODES = (0, 1, 2, 3)
 #: Most pulses one batch may send (each is a 3-line ``04`` command on the wire).
@@ -232,7 +233,7 @@ class ArC1Crossbar(Crossbar):
         if read_mode == 2 and vread < 0:
             read_mode = 3
         limits = limits or DEFAULT_LIMITS
-        _check_inside(limits, ARC1_LIMITS)
+        limits.check_within(ARC1_LIMITS, "the ArC ONE", INSTRUMENT_RANGES)
         self._port_name = port
         self._settings = (read_cycles, rows, cols, read_mode, 0, sneak_path, float(vread))
         self.vread = float(vread)
@@ -544,19 +545,6 @@ def _open_port(port: str, baudrate: int) -> serial.SerialBase:
             return serial.serial_for_url(port, **settings)
     except Exception as exc:  # noqa: BLE001 - SerialException, OSError, termios.error, ValueError
         raise ConnectionLostError(f"cannot open ArC ONE port {port!r}: {exc}") from None
-
-
-def _check_inside(limits: SafetyLimits, outer: SafetyLimits) -> None:
-    if not (
-        outer.v_min <= limits.v_min
-        and limits.v_max <= outer.v_max
-        and outer.width_min <= limits.width_min
-        and limits.width_max <= outer.width_max
-    ):
-        raise SafetyLimitError(
-            f"limits {limits} lie outside what the instrument can do: voltage "
-            f"{outer.v_min}..{outer.v_max} V, width {outer.width_min}..{outer.width_max} s"
-        )
 
 
 _LIMIT_OPTIONS = ("v_min", "v_max", "width_min", "width_max", "max_pulses")

@@ -55,7 +55,7 @@ from memristor_hil.errors import (
 from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
 from memristor_hil.url_options import Option, keyword_only, query_options
 
-from .arc1 import _check_inside, read_limits_and_options
+from .arc1 import INSTRUMENT_RANGES, read_limits_and_options
 
 __all__ = [
     "ARC2_LIMITS",
@@ -331,7 +331,7 @@ class ArC2Crossbar(Crossbar):
         if not 1 <= int(max_instructions) <= 1 << 20:
             raise ValueError(f"max_instructions={max_instructions} must be in 1..{1 << 20}")
         limits = limits or DEFAULT_LIMITS
-        _check_inside(limits, ARC2_LIMITS)
+        limits.check_within(ARC2_LIMITS, "the ArC TWO", INSTRUMENT_RANGES)
         self.instrument = instrument
         self.layout = layout
         self.vread = float(vread)

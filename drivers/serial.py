@@ -20,8 +20,7 @@ from memristor_hil.url_options import (
     read_options,
 )
 
-from ._resume import ResumableCrossbar
-from ._sequenced import LinkTimeout
+from ._sequenced import LinkTimeout, SequencedCrossbar
 
 __all__ = ["SerialCrossbar", "open_serial"]
 
@@ -154,7 +153,7 @@ class _SerialLink:
             pass
 
 
-class SerialCrossbar(ResumableCrossbar):
+class SerialCrossbar(SequencedCrossbar):
     """A crossbar controller on a serial port, speaking the binary framing of docs/protocol.md.
 
     Parameters
@@ -189,7 +188,7 @@ class SerialCrossbar(ResumableCrossbar):
     -----
     After a failure (the device restarted, possibly on another port), :meth:`reopen` with the
     new port and repeat the call that failed: it is applied exactly once (see
-    :class:`~memristor_hil.drivers._resume.ResumableCrossbar`).
+    :class:`~memristor_hil.drivers._sequenced.SequencedCrossbar`).
 
     Examples
     --------

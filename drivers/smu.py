@@ -43,6 +43,9 @@ __all__ = ["ComplianceError", "SmuMatrixCrossbar", "open_smu"]
 #: Entries sent per line, and most pulse trains or reads per script call.
 ENTRIES_PER_LINE = 50
 MAX_ENTRIES = 5000
+#: Most pulses one ``mhil_go()`` sources: a longer batch runs as several, in order, so that no
+#: script holds the SMU (or the emulated bench's per-script time budget) for long.
+PULSES_PER_GO = 20_000
 
 #: The script uploaded once per session (TSP is Lua 5.0: no ``#``, ``table.getn`` for sizes).
 SCRIPT_NAME = "mhilScript"
@@ -291,7 +294,7 @@ class SmuMatrixCrossbar(Crossbar):
                 raise ValueError(f"{name}={value} is outside {low}..{high}")
         own = SafetyLimits(-vmax, vmax, width_min, width_max, int(max_pulses), compliance)
         if limits is not None:
-            own = _narrowed(own, limits)
+            own = own.narrowed(limits)
         self._smu_name, self._matrix_name = smu, matrix
         self._backend, self._timeout = backend, float(timeout)
         self._node = int(matrix_node)
@@ -384,19 +387,22 @@ class SmuMatrixCrossbar(Crossbar):
         pulses = batch.pulses
         voltage = np.broadcast_to(np.asarray(batch.voltage, dtype=float), (n,))
         width = np.broadcast_to(np.asarray(batch.width, dtype=float), (n,))
-        send = np.flatnonzero(pulses > 0)
         channels = self._channels(batch.rows, batch.cols)
-        for start in range(0, len(send), ENTRIES_PER_LINE):
-            part = send[start : start + ENTRIES_PER_LINE]
-            self._send(
-                self._smu,
-                f"mhil_pulses({len(part)},{_lua_strings(channels[i] for i in part)},"
-                f"{_lua_numbers(pulses[part])},{_lua_numbers(voltage[part])},"
-                f"{_lua_numbers(width[part])})",
-            )
-        reads = self._queue_reads(channels) if read_back else 0
-        seconds = float(np.sum(pulses * width)) + (len(send) + reads) * self._settle
-        result = self._go(reads, seconds)
+        groups = _pulse_groups(pulses)
+        result = None
+        for k, (entries, counts) in enumerate(groups):
+            for start in range(0, len(entries), ENTRIES_PER_LINE):
+                part = slice(start, start + ENTRIES_PER_LINE)
+                which = entries[part]
+                self._send(
+                    self._smu,
+                    f"mhil_pulses({len(which)},{_lua_strings(channels[i] for i in which)},"
+                    f"{_lua_numbers(counts[part])},{_lua_numbers(voltage[which])},"
+                    f"{_lua_numbers(width[which])})",
+                )
+            reads = self._queue_reads(channels) if read_back and k == len(groups) - 1 else 0
+            seconds = float(np.sum(counts * width[entries])) + (len(entries) + reads) * self._settle
+            result = self._go(reads, seconds)
         return result if read_back else None
 
     def _read(self, flat: np.ndarray) -> np.ndarray:
@@ -498,23 +504,35 @@ def _safe_state(smu: Link, matrix: Link, node: int, close: bool = True) -> None:
         matrix.close()
 
 
-def _narrowed(own: SafetyLimits, asked: SafetyLimits) -> SafetyLimits:
-    return SafetyLimits(
-        max(own.v_min, asked.v_min),
-        min(own.v_max, asked.v_max),
-        max(own.width_min, asked.width_min),
-        min(own.width_max, asked.width_max),
-        min(own.max_pulses, asked.max_pulses),
-        min(own.compliance, asked.compliance),
-    )
-
-
 def _num(value: float) -> str:
     return repr(float(value))
 
 
 def _lua_numbers(values: np.ndarray) -> str:
     return "{" + ",".join(repr(float(v)) if v % 1 else str(int(v)) for v in values) + "}"
+
+
+def _pulse_groups(pulses: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The entries with pulses, as ``(entry indices, counts)`` groups of at most
+    :data:`PULSES_PER_GO` pulses each (at least one group, maybe empty); an entry with more is
+    split into consecutive parts: the same pulses, in the same order."""
+    groups: list[tuple[np.ndarray, np.ndarray]] = []
+    entries: list[int] = []
+    counts: list[int] = []
+    total = 0
+    for i in np.flatnonzero(pulses > 0).tolist():
+        left = int(pulses[i])
+        while left:
+            take = min(left, PULSES_PER_GO - total)
+            entries.append(i)
+            counts.append(take)
+            total, left = total + take, left - take
+            if total == PULSES_PER_GO:
+                groups.append((np.array(entries, dtype=np.int64), np.array(counts)))
+                entries, counts, total = [], [], 0
+    if entries or not groups:
+        groups.append((np.array(entries, dtype=np.int64), np.array(counts, dtype=np.int64)))
+    return groups
 
 
 def _lua_strings(values: Any) -> str:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import select
 import socket
 import struct
 import time
+import weakref
 from typing import Any
 
 import pyvisa
 from pyvisa import constants
+from pyvisa.errors import Error as VisaError
 from pyvisa.errors import VisaIOError
 
 from memristor_hil.errors import ConnectionLostError
@@ -24,14 +27,13 @@ from memristor_hil.url_options import (
     read_options,
 )
 
-from ._resume import ResumableCrossbar
+from ._sequenced import LinkTimeout, SequencedCrossbar
 
 try:  # posix: how many bytes a socket holds (the closed-peer check below)
     import fcntl
     import termios
 except ImportError:  # pragma: no cover - Windows: pyvisa's own read, which waits out a hang-up
     fcntl = termios = None  # type: ignore[assignment]
-from ._sequenced import LinkTimeout
 
 __all__ = ["VisaCrossbar", "open_visa"]
 
@@ -72,10 +74,14 @@ class _VisaLink:
             found[0].setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send(self, op: Op, message: bytes) -> None:
+        if self._inst is None:
+            raise OSError(f"{self.resource} is closed")
         try:
             self._inst.write_raw(encode_command(op, message))
         except VisaIOError as exc:
             raise OSError(exc.description) from None
+        except VisaError as exc:  # e.g. InvalidSession: pyvisa closed it (at exit)
+            raise OSError(f"{self.resource}: {exc}") from None
 
     def receive(self, timeout: float) -> bytes | None:
         deadline = time.monotonic() + timeout
@@ -94,6 +100,8 @@ class _VisaLink:
             if exc.error_code == constants.StatusCode.error_timeout:
                 raise LinkTimeout from None
             raise OSError(exc.description) from None
+        except VisaError as exc:
+            raise OSError(f"{self.resource}: {exc}") from None
         except ValueError:
             return None  # out of step: the caller sends again after reopening
         return block_message(data)
@@ -167,12 +175,12 @@ class _VisaLink:
         if self._inst is not None:
             try:
                 self._inst.close()
-            except (VisaIOError, OSError):
+            except (VisaError, OSError):
                 pass
             self._inst = None
 
 
-class VisaCrossbar(ResumableCrossbar):
+class VisaCrossbar(SequencedCrossbar):
     """A crossbar controller behind a VISA resource, speaking SCPI (docs/protocol.md).
 
     Parameters
@@ -221,6 +229,15 @@ class VisaCrossbar(ResumableCrossbar):
             takeover=takeover,
             monitor=monitor,
         )
+        # At interpreter exit, pyvisa's own handler (registered when the link made its
+        # ResourceManager) closes every session; handlers run last-registered first, so this
+        # one, registered after it, leaves the outputs safe and releases the claim before.
+        self._at_exit = _close_at_exit(weakref.ref(self))
+        atexit.register(self._at_exit)
+
+    def _close(self) -> None:
+        atexit.unregister(self._at_exit)
+        super()._close()
 
     def reopen(self, resource: str | None = None) -> None:
         """Open the resource again, or ``resource`` instead, keeping the sequence state.
@@ -237,6 +254,15 @@ class VisaCrossbar(ResumableCrossbar):
             If the instrument there is not a crossbar of this shape.
         """
         super().reopen(resource)
+
+
+def _close_at_exit(ref: weakref.ref[VisaCrossbar]) -> Any:
+    def close() -> None:
+        xbar = ref()
+        if xbar is not None:
+            xbar.close()
+
+    return close
 
 
 _VISA_OPTIONS = {

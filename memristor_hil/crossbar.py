@@ -222,13 +222,9 @@ class Crossbar(ABC):
             With ``read_back``, resistances in batch order (shape ``(len(batch),)``): ``out``
             when given, else a new array the caller owns.
         """
-        self._check_open()
-        self._collect_submitted()
-        if not isinstance(batch, PulseBatch):
-            raise InvalidBatchError(f"apply() takes a PulseBatch, got {type(batch).__name__}")
+        self._check_batch(batch, "apply")
         if out is not None:
             _check_out(out, len(batch), read_back)
-        batch.check(self._limits)
         return self._apply_batch(batch, read_back, out)
 
     def submit(self, batch: PulseBatch, *, read_back: bool = False) -> PendingApply:
@@ -255,11 +251,7 @@ class Crossbar(ABC):
         PendingApply
             ``result()`` waits for the answer: the read-back (or None without ``read_back``).
         """
-        self._check_open()
-        self._collect_submitted()
-        if not isinstance(batch, PulseBatch):
-            raise InvalidBatchError(f"submit() takes a PulseBatch, got {type(batch).__name__}")
-        batch.check(self._limits)
+        self._check_batch(batch, "submit")
         cells = self._locate(batch.rows, batch.cols)
         pending = self._submit(batch, cells, read_back)
         self._submitted = None if pending.done else pending
@@ -316,6 +308,16 @@ class Crossbar(ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _check_batch(self, batch: object, caller: str) -> None:
+        """What apply() and submit() check before anything reaches a device: the crossbar is
+        open, an outstanding submit is collected, and ``batch`` is a PulseBatch within the
+        safety limits (its cells are checked by the backend)."""
+        self._check_open()
+        self._collect_submitted()
+        if not isinstance(batch, PulseBatch):
+            raise InvalidBatchError(f"{caller}() takes a PulseBatch, got {type(batch).__name__}")
+        batch.check(self._limits)
 
     def _check_open(self) -> None:
         if self._closed:

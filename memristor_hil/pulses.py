@@ -30,7 +30,8 @@ class SafetyLimits:
     width_min, width_max : float
         Allowed pulse widths, in seconds.
     max_pulses : int
-        Most pulses one batch may give one cell.
+        Most pulses one batch *entry* may give its cell (docs/protocol.md, section 1: a cell
+        named in several entries may receive more in all, entry by entry).
     compliance : float
         Current compliance, in ampere, that the controller enforces during pulses.
     """
@@ -69,6 +70,46 @@ class SafetyLimits:
         kwargs = {name: float(value) for name, value in zip(cls.field_names(), values, strict=True)}
         kwargs["max_pulses"] = int(kwargs["max_pulses"])
         return cls(**kwargs)  # type: ignore[arg-type]
+
+    def within(self, outer: SafetyLimits, fields: tuple[str, ...] | None = None) -> bool:
+        """Whether these limits allow nothing that ``outer`` refuses: every range inside
+        ``outer``'s, ``max_pulses`` and ``compliance`` no larger. ``fields`` restricts the
+        comparison (an instrument that states only its voltage and width ranges)."""
+        names = self.field_names() if fields is None else fields
+        for name in names:
+            mine, theirs = getattr(self, name), getattr(outer, name)
+            if (mine < theirs) if name in ("v_min", "width_min") else (mine > theirs):
+                return False
+        return True
+
+    def check_within(
+        self, outer: SafetyLimits, what: str, fields: tuple[str, ...] | None = None
+    ) -> None:
+        """Raise :class:`SafetyLimitError` unless :meth:`within` ``outer`` (``what`` names
+        whose limits ``outer`` are, for the message)."""
+        if not self.within(outer, fields):
+            names = self.field_names() if fields is None else fields
+            allowed = ", ".join(f"{name}={getattr(outer, name)}" for name in names)
+            raise SafetyLimitError(
+                f"limits {self} lie outside what the instrument can do ({what}: {allowed})"
+            )
+
+    def narrowed(self, other: SafetyLimits) -> SafetyLimits:
+        """The limits both allow: the intersection of the ranges, the smaller counts.
+
+        Raises
+        ------
+        ValueError
+            If the ranges do not overlap.
+        """
+        return SafetyLimits(
+            max(self.v_min, other.v_min),
+            min(self.v_max, other.v_max),
+            max(self.width_min, other.width_min),
+            min(self.width_max, other.width_max),
+            min(self.max_pulses, other.max_pulses),
+            min(self.compliance, other.compliance),
+        )
 
     def check_voltage(self, voltage: np.ndarray | float) -> None:
         """Raise :class:`SafetyLimitError` unless every voltage is non-zero and within limits."""
@@ -128,7 +169,9 @@ def _as_index_array(values: ArrayLike, name: str) -> NDArray[np.integer]:
 class PulseBatch:
     """A batch of pulse commands: which cells, how many pulses each, at what voltage and width.
 
-    A cell named more than once receives the sum of its pulses. The batch checks what it can
+    A cell named more than once receives each entry's pulses, entry by entry in batch order
+    (docs/protocol.md, section 1; at one voltage, mathematically the same as their sum).
+    The batch checks what it can
     on its own (lengths, counts >= 0, finite values); :meth:`locate` checks it against a
     crossbar's shape and safety limits, before anything reaches a device.
 
@@ -280,7 +323,7 @@ class PulseBatch:
         if self._max_pulses > limits.max_pulses:
             raise SafetyLimitError(
                 f"{self._max_pulses} pulses on one cell exceed the limit of "
-                f"{limits.max_pulses} per batch"
+                f"{limits.max_pulses} per batch entry"
             )
 
     def coalesced(self) -> PulseBatch:

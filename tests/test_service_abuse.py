@@ -24,7 +24,7 @@ from workloads import (
 )
 
 from memristor_hil import PulseBatch, open_crossbar
-from memristor_hil.errors import ConnectionLostError, CrossbarTimeoutError, DeviceError
+from memristor_hil.errors import ConnectionLostError, CrossbarTimeoutError
 from memristor_hil.protocol import messages as wire
 from memristor_hil.protocol.messages import Op
 from memristor_hil.protocol.scpi import encode_command
@@ -394,7 +394,11 @@ def _hold_terminal(dead) -> list[int]:
     return fds  # not found (another process took it): the assertion below says so
 
 
-def test_a_different_batch_after_an_executed_unanswered_one_is_refused_clearly(services, tmp_path):
+def test_a_different_batch_after_an_executed_unanswered_one_confirms_it_first(services, tmp_path):
+    """The unanswered batch keeps its sequence number in the driver's outbox: the next,
+    different, apply sends it again first (the device answers it from its window: applied
+    once), then goes itself. (Before: the different batch was sent with the unanswered one's
+    number, refused with SEQUENCE, and had to be sent again.)"""
     state = tmp_path / "state.npz"
     first = services(
         "--tcp", "127.0.0.1:0", "--state", str(state), "--save-interval=0", "--latency=1.0"
@@ -404,13 +408,13 @@ def test_a_different_batch_after_an_executed_unanswered_one_is_refused_clearly(s
     try:
         # applied and saved within ms; killed half-way through the 1 s before its reply
         threading.Timer(0.5, first.stop, args=(signal.SIGKILL,)).start()
-        with pytest.raises((ConnectionLostError, CrossbarTimeoutError)):
+        with pytest.raises((ConnectionLostError, CrossbarTimeoutError), match="unconfirmed"):
             xbar.apply(interrupted)  # applied and saved, then killed before the reply
+        assert xbar.unanswered is not None
         second = services("--tcp", "127.0.0.1:0", "--state", str(state))
         xbar.reopen(_where(second, "visa"))
-        with pytest.raises(DeviceError, match="had been executed"):
-            xbar.apply(different)
-        xbar.apply(different)  # now with a new sequence number
+        xbar.apply(different)
+        assert xbar.unanswered is None
         got = xbar.read_all()
     finally:
         xbar.close()
@@ -515,3 +519,89 @@ def test_emulate_help_states_the_limits():
         f"{limits.total_input >> 20} MiB across",
     ):
         assert text in " ".join(out.split()), text
+
+
+# ---------------------------------------------------------------------- issue 25, defect 2
+VISA_EXIT_SCRIPT = """
+from memristor_hil.drivers import VisaCrossbar
+from memristor_hil import PulseBatch
+xbar = VisaCrossbar({resource!r}, timeout=5)
+xbar.apply(PulseBatch([0], [0], pulses=5))
+print("pulsed", flush=True)
+# ends without closing: the interpreter's exit must leave the outputs safe and release
+"""
+
+
+MPES_EXIT_SCRIPT = """
+import nengo, numpy as np
+from memristor_hil import mPES
+with nengo.Network(seed=1) as net:
+    pre, post = nengo.Ensemble(4, 1), nengo.Ensemble(4, 1)
+    nengo.Connection(nengo.Node(np.sin), pre)
+    conn = nengo.Connection(pre.neurons, post.neurons, transform=np.zeros((4, 4)),
+                            learning_rule_type=mPES(crossbar="visa://{resource}"))
+    nengo.Connection(post, conn.learning_rule)
+sim = nengo.Simulator(net, progress_bar=False)
+sim.run(0.02)
+print("pulsed", flush=True)
+# the simulator is never closed: the model's crossbar is closed at interpreter exit
+"""
+
+
+@pytest.mark.parametrize("script", [VISA_EXIT_SCRIPT, MPES_EXIT_SCRIPT], ids=["driver", "mpes"])
+def test_visa_outputs_are_safe_at_interpreter_exit_without_close(services, script):
+    """A script that never closes its crossbar (or its simulator, which owns one opened from a
+    URL): before, pyvisa's exit handler closed the VISA session first, our SAFE raised pyvisa's
+    InvalidSession at exit, OUTP? stayed 1 and the claim held. Now our handler runs first:
+    SAFE and the release go out over the open link."""
+    import subprocess
+    import sys
+
+    service = services("--tcp", "127.0.0.1:0")
+    resource = service.visa_url.split("://", 1)[1]
+    result = subprocess.run(
+        [sys.executable, "-c", script.format(resource=resource)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout == "pulsed\n", result.stderr
+    assert "Error" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+    checker = tcp(service)
+    checker.sendall(b"OUTP?\n")
+    assert read_line(checker) == b"0\n"
+    checker.close()
+    assert "released by session" in service.log  # the driver's own release, not the link's
+    with VisaCrossbar(resource, timeout=5) as fresh:  # a plain open succeeds
+        assert fresh.shape == (12, 10)
+
+
+# ---------------------------------------------------------------------- issue 25, defect 4
+def test_eight_clients_holding_large_partial_commands_do_not_make_the_service_deaf(services):
+    """Eight clients each send a large command but its last byte: together more than the
+    service's input bound (128 MiB), so it stops reading most of them. Before, it then read
+    nobody else either: a new client's *IDN? waited for the idle timeout. Now every client
+    keeps a small reserve: *IDN? is answered within 1 s, and nobody is called idle for the
+    service's own pause."""
+    service = services("--tcp", "127.0.0.1:0", "--quiet")
+    size = (17 << 20) - 64  # 8 x 17 MiB > 128 MiB
+    command = encode_command(Op.APPLY, bytes(size))[:-1]  # all but the final newline
+    holders = []
+    try:
+        for _ in range(8):
+            sock = socket.create_connection(("127.0.0.1", service.port))
+            sock.settimeout(0.3)
+            try:
+                sock.sendall(command)
+            except TimeoutError:
+                pass  # the service stopped reading this one: its bytes wait in the socket
+            holders.append(sock)
+        start = time.monotonic()
+        asker = tcp(service)
+        asker.sendall(b"*IDN?\n")
+        assert b"EmulatedCrossbar" in read_line(asker, timeout=5)
+        assert time.monotonic() - start < 1.0
+        asker.sendall(b"OUTP OFF;OUTP?\n")
+        assert read_line(asker, timeout=5) == b"0\n"
+        asker.close()
+    finally:
+        for sock in holders:
+            sock.close()

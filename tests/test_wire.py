@@ -294,3 +294,20 @@ def test_a_partial_frame_expires_after_the_idle_timeout_and_the_hunt_goes_on():
     assert [type(e) for e in events] == [FrameFault, bytes]
     assert events[0].discarded == len(bogus) and events[1] == real
     assert decoder.buffered == 0 and decoder.idle_deadline() is None
+
+
+def test_safety_limits_within_and_narrowed_are_the_one_rule():
+    """One SafetyLimits.within()/narrowed() for the service's CONFIGURE, the SMU driver and
+    the ArC drivers (issue 25)."""
+    from memristor_hil.errors import SafetyLimitError
+
+    hw = SafetyLimits()
+    assert SafetyLimits(v_min=-1.0, v_max=1.0, max_pulses=10, compliance=1e-4).within(hw)
+    for wider in ({"v_min": -2.0}, {"width_max": 1e-2}, {"max_pulses": 70_000},
+                  {"compliance": 1e-2}):  # fmt: skip
+        assert not SafetyLimits(**wider).within(hw)
+    assert SafetyLimits(max_pulses=70_000).within(hw, ("v_min", "v_max"))
+    with pytest.raises(SafetyLimitError, match="outside what the instrument can do"):
+        SafetyLimits(v_max=2.0).check_within(hw, "the board")
+    both = SafetyLimits(v_min=-1.0, width_min=1e-6).narrowed(SafetyLimits(v_max=0.5))
+    assert both == SafetyLimits(v_min=-1.0, v_max=0.5, width_min=1e-6)

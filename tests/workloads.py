@@ -8,6 +8,8 @@ between the in-process emulator and the service.
 
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,15 +74,25 @@ def state_file(tmp: Path) -> Path:
     return tmp / "xbar-state.npz"
 
 
-#: The reference firmware's host build, with sanitizers (built by ``firmware_binary``).
+#: The reference firmware's host build, with sanitizers (built by ``firmware_command``).
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
 
 
-def firmware_binary() -> Path:
-    """The sanitizer (ASan + UBSan) build of the firmware's host program, built if needed."""
+#: Conformance (docs/protocol.md, section 10): a command that serves another implementation
+#: of the protocol on a new pseudo-terminal, run instead of the reference firmware by every
+#: "firmware" test; and a text its identity contains.
+BOARD = os.environ.get("MEMRISTOR_HIL_BOARD", "")
+BOARD_IDENTITY = os.environ.get("MEMRISTOR_HIL_BOARD_IDENTITY", "xbar-firmware")
+
+
+def firmware_command() -> list[str]:
+    """The board under test (``MEMRISTOR_HIL_BOARD``), else the sanitizer (ASan + UBSan)
+    build of the firmware's host program, built if needed."""
+    if BOARD:
+        return shlex.split(BOARD)
     binary = FIRMWARE_DIR / "build" / "xbar-host-asan"
     subprocess.run(["make", "-s", "-C", str(FIRMWARE_DIR), "asan"], check=True, timeout=600)
-    return binary
+    return [str(binary)]
 
 
 class FirmwareProcess(EmulatorService):
@@ -101,7 +113,7 @@ class FirmwareProcess(EmulatorService):
 
     def _launch(self) -> None:
         self.proc = subprocess.Popen(
-            [str(firmware_binary()), *self.args],
+            [*firmware_command(), *self.args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log,

@@ -167,7 +167,7 @@ class ArC1Dialect:
                 elif job:
                     raise _Dropped(f"unknown job {job[:16]!r}")
             except _Dropped as exc:
-                self.service._say(f"arc1: dropped a command: {exc}")
+                self.service.say(f"arc1: dropped a command: {exc}")
 
     # ------------------------------------------------------------------ commands
     def _reset(self) -> None:
@@ -229,7 +229,7 @@ class ArC1Dialect:
         try:
             self.xbar.apply(PulseBatch(rows, cols, pulses, voltage, width))
         except CrossbarError as exc:
-            self.service._say(f"arc1: pulses refused: {exc}")
+            self.service.say(f"arc1: pulses refused: {exc}")
             return
         self.service.note_change()
 

@@ -6,9 +6,11 @@ crosspoints and the SMU's output state. The SMU reaches the devices that the clo
 connect between its force row and its ground row; several devices in parallel when several
 crosspoints are closed, none (an open circuit) when either side is open.
 
-A train of identical pulses from one trigger-model sweep is applied to the device model as one
-step (one ``apply`` of ``count`` pulses), as the in-process emulator applies one batch entry,
-so the same workload gives the same devices.
+Each pulse of a trigger-model sweep is its own step: it draws the current of the state it
+meets (a characterisation measures the devices' response inside a train), then moves the
+devices by one pulse, exactly as the in-process emulator applies a batch of single pulses in
+the same order. A 0 V step draws no current and changes nothing; a negative (RESET) pulse on
+a device model without a RESET branch leaves the devices as they are.
 """
 
 from __future__ import annotations
@@ -42,14 +44,17 @@ class BenchError(Exception):
 def parse_channels(text: str, slots: frozenset[int]) -> set[tuple[int, str, int]] | None:
     """The crosspoints a 707B channel list names; None for ``"allslots"``.
 
-    Accepts comma-separated channels ``1A05``, and ``"allslots"`` / ``"slotN"``.
+    Accepts channels ``1A05`` separated by commas or semicolons, ranges ``1A01:1A05`` (the
+    block of rows and columns between the two corners, lowest first: ``1A01:1H12`` is a whole
+    card), ``"slotN"`` and ``"allslots"`` (707B reference manual, "Channel list parameter for
+    remote commands").
     """
     if not isinstance(text, str):
         raise BenchError(f"a channel list is a string, got {type(text).__name__}")
     if len(text) > 65_536:
         raise BenchError("channel list too long")
     found: set[tuple[int, str, int]] = set()
-    for item in (part.strip() for part in text.split(",")):
+    for item in (part.strip() for part in re.split(r"[,;]", text)):
         low = item.lower()
         if low == "allslots":
             return None
@@ -59,14 +64,24 @@ def parse_channels(text: str, slots: frozenset[int]) -> set[tuple[int, str, int]
                 raise BenchError(f"slot {slot} has no card")
             found |= {(slot, r, c) for r in CARD_ROWS for c in range(1, CARD_COLUMNS + 1)}
             continue
-        match = _CHANNEL.match(item.upper())
-        if match is None:
-            raise BenchError(f"{item!r} is not a channel (expected e.g. 1A05)")
-        slot, row, column = int(match.group(1)), match.group(2), int(match.group(3))
-        if slot not in slots or not 1 <= column <= CARD_COLUMNS:
-            raise BenchError(f"channel {item} does not exist")
-        found.add((slot, row, column))
+        first, colon, last = item.partition(":")
+        start = _channel(first.strip(), slots)
+        end = _channel(last.strip(), slots) if colon else start
+        if end[0] != start[0] or end[1] < start[1] or end[2] < start[2]:
+            raise BenchError(f"range {item!r}: one slot, the lowest channel first")
+        rows = CARD_ROWS[CARD_ROWS.index(start[1]) : CARD_ROWS.index(end[1]) + 1]
+        found |= {(start[0], r, c) for r in rows for c in range(start[2], end[2] + 1)}
     return found
+
+
+def _channel(item: str, slots: frozenset[int]) -> tuple[int, str, int]:
+    match = _CHANNEL.match(item.upper())
+    if match is None:
+        raise BenchError(f"{item!r} is not a channel (expected e.g. 1A05)")
+    slot, row, column = int(match.group(1)), match.group(2), int(match.group(3))
+    if slot not in slots or not 1 <= column <= CARD_COLUMNS:
+        raise BenchError(f"channel {item} does not exist")
+    return slot, row, column
 
 
 class Bench:
@@ -205,27 +220,62 @@ class Bench:
 
     def pulse_train(
         self, level: float, width: float, count: int, limit_i: float
-    ) -> tuple[float, bool]:
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
         """Source ``count`` pulses of ``level`` V, ``width`` s, current limit ``limit_i`` A.
 
-        Returns the current each pulse drew (from the resistance before the train) and whether
-        the current limit was reached; a train in compliance leaves the devices untouched (the
-        source clamps: its voltage collapses to ``limit_i * R``).
+        Returns the current each pulse drew and the resistance it met (from the state that
+        pulse met), and whether the current limit was reached. A pulse in compliance leaves
+        the devices untouched (the source clamps: its voltage collapses to ``limit_i * R``),
+        and so do the rest of the train.
         """
         self.clock += count * width
+        currents = np.zeros(max(int(count), 0))
         r = self.resistance()
-        if not self.output_on or r >= OPEN_CIRCUIT or count <= 0:
-            return 0.0, False
-        current = level / r
-        if abs(current) > limit_i:
-            self._log(f"smu: compliance at {level} V ({abs(current):.3g} A > {limit_i:.3g} A)")
-            return float(np.copysign(limit_i, level)), True
+        seen = np.full(currents.size, r)
+        if not self.output_on or r >= OPEN_CIRCUIT or count <= 0 or level == 0:
+            return currents, seen, False
         rows, cols = self._path()
-        batch = PulseBatch(rows, cols, int(count), voltage=float(level), width=float(width))
-        self.xbar.apply(batch)
-        self.counts["pulses"] += int(count) * rows.size
+        moves = level > 0 or self.xbar.model.reset  # no RESET branch: a RESET pulse does nothing
+        batch = PulseBatch(rows, cols, 1, voltage=float(level), width=float(width))
         self.counts["trains"] += 1
-        return current, False
+        for k in range(currents.size):
+            current = level / r
+            if abs(current) > limit_i:
+                self._log(f"smu: compliance at {level} V ({abs(current):.3g} A > {limit_i:.3g} A)")
+                currents[k:] = np.copysign(limit_i, level)
+                seen[k:] = r
+                return currents, seen, True
+            currents[k], seen[k] = current, r
+            if moves:
+                after = self.xbar.apply(batch, read_back=True)
+                self.counts["pulses"] += rows.size
+                r = float(after[0]) if after.size == 1 else float(1.0 / np.sum(1.0 / after))
+        return currents, seen, False
+
+    def source(self, level_v: float, limit_i: float) -> tuple[float, float, bool, float]:
+        """A DC voltage source at ``level_v`` with current limit ``limit_i``: the voltage and
+        current it reaches, whether it is in compliance (the current clamps at the limit, the
+        voltage falls to ``limit_i * R``) and the load R. DC does not move the devices."""
+        r = self.resistance()
+        if not self.output_on:
+            return 0.0, 0.0, False, r
+        current = level_v / r
+        if abs(current) > limit_i:
+            current = float(np.copysign(limit_i, level_v))
+            return current * r, current, True, r
+        return level_v, current, False, r
+
+    def source_current(self, level_i: float, limit_v: float) -> tuple[float, float, bool, float]:
+        """A DC current source: as :meth:`source` with the roles of voltage and current
+        swapped (the voltage clamps at ``limit_v``)."""
+        r = self.resistance()
+        if not self.output_on:
+            return 0.0, 0.0, False, r
+        voltage = level_i * r
+        if abs(voltage) > limit_v:
+            voltage = float(np.copysign(limit_v, level_i))
+            return voltage, voltage / r, True, r
+        return voltage, level_i, False, r
 
     def measure_r(self, seconds: float) -> float:
         """One resistance reading, taking ``seconds`` of instrument time."""

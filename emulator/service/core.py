@@ -74,6 +74,9 @@ class CrossbarService:
         larger commands.
     max_cells : int
         Most cells one command may name (reported at IDENTIFY).
+    lease : float
+        Seconds a claim lasts without a command from its holder (any command renews it; 0:
+        forever). A claim also ends when its link is lost (:meth:`link_lost`).
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class CrossbarService:
         max_message: int = wire.MAX_MESSAGE,
         max_cells: int = wire.MAX_CELLS,
         log: bool = True,
+        lease: float = 30.0,
     ) -> None:
         if not wire.MIN_MESSAGE <= int(max_message) <= wire.MAX_MESSAGE:
             raise ValueError(
@@ -94,11 +98,18 @@ class CrossbarService:
             )
         if not 1 <= int(max_cells) <= wire.MAX_CELLS:
             raise ValueError(f"max_cells={max_cells} must be in 1..{wire.MAX_CELLS}")
+        if not float(lease) >= 0:
+            raise ValueError(f"lease={lease} must be >= 0 seconds")
         self.max_message = int(max_message)
         self.max_cells = int(max_cells)
+        self.lease = float(lease)
         #: The controlling host's session (0: none), when it claimed, when it was last heard.
         self.owner = 0
         self._owner_since = self._owner_seen = time.monotonic()
+        #: The link the command being handled arrived on (the transport sets it; any object
+        #: that identifies a connection), and the link the holder's last command came on.
+        self.link: object = None
+        self._owner_link: object = None
         self.xbar = xbar
         self.limits: SafetyLimits = xbar.limits
         self.state_path = Path(state_path) if state_path is not None else None
@@ -205,6 +216,10 @@ class CrossbarService:
         except WireError as exc:
             return self._error(0, 0, exc.status, str(exc))
         seq, op, session = request.seq, request.op, request.session
+        self._expire_claim()
+        if session and session == self.owner:  # any command of the holder renews its lease
+            self._owner_seen = time.monotonic()
+            self._owner_link = self.link
         if op not in _KNOWN_OPS:
             return self._error(
                 seq, op, Status.UNKNOWN_COMMAND, f"unknown opcode 0x{op:02x}", session
@@ -257,6 +272,23 @@ class CrossbarService:
                 self.save()  # before the reply: an acknowledged command is never lost
         return reply
 
+    def _expire_claim(self) -> None:
+        """End a claim whose holder sent no command for ``lease`` seconds."""
+        if self.owner and self.lease and time.monotonic() - self._owner_seen > self.lease:
+            self.say(f"claim of session {self.owner:08x} expired: no command for {self.lease:g} s")
+            self.owner = 0
+            self.safe()
+
+    def link_lost(self, link: object) -> None:
+        """A link closed (a TCP connection, a terminal hung up): if the holder's commands came
+        on it, its claim ends and the outputs go safe. (The holder may come back: it claims
+        again, and resends what it did not see answered; docs/protocol.md 5.1.)"""
+        if self.owner and link is not None and link is self._owner_link:
+            self.say(f"released session {self.owner:08x}: its link closed")
+            self.owner = 0
+            self._owner_link = None
+            self.safe()
+
     def _busy_text(self) -> str:
         if self.owner == 0:
             return "crossbar is not claimed by any host: send CLAIM first"
@@ -278,16 +310,17 @@ class CrossbarService:
             if self.owner != session:
                 raise WireError(self._busy_text(), Status.BUSY)
             self.owner = 0
-            self._say(f"released by session {session:08x}")
+            self.say(f"released by session {session:08x}")
             return
         if self.owner not in (0, session) and mode != wire.Claim.TAKE_OVER:
             raise WireError(self._busy_text(), Status.BUSY)
         if self.owner != session:
             before = f" (taken over from session {self.owner:08x})" if self.owner else ""
-            self._say(f"claimed by session {session:08x}{before}")
+            self.say(f"claimed by session {session:08x}{before}")
             self.owner = session
             self._owner_since = now
         self._owner_seen = now
+        self._owner_link = self.link
 
     def frame_fault(self, reason: str) -> bytes:
         """The reply to a frame or block that failed its check (sequence number unknown: 0)."""
@@ -385,17 +418,10 @@ class CrossbarService:
                     f"{want_rows}x{want_cols}",
                     Status.OUT_OF_RANGE,
                 )
-            hw = xbar.limits
-            if not (
-                hw.v_min <= limits.v_min
-                and limits.v_max <= hw.v_max
-                and hw.width_min <= limits.width_min
-                and limits.width_max <= hw.width_max
-                and limits.max_pulses <= hw.max_pulses
-                and limits.compliance <= hw.compliance
-            ):
+            if not limits.within(xbar.limits):
                 raise WireError(
-                    f"requested limits {limits} are wider than the device's {hw}", Status.SAFETY
+                    f"requested limits {limits} are wider than the device's {xbar.limits}",
+                    Status.SAFETY,
                 )
             self.limits = limits
             self.say(f"configured {limits}")
@@ -446,8 +472,6 @@ class CrossbarService:
         """An event line on stderr (unless the service was made with ``log=False``)."""
         if self._log:
             print(f"memristor-hil emulate: {text}", file=sys.stderr, flush=True)
-
-    _say = say
 
 
 _KNOWN_OPS = frozenset(int(op) for op in Op)

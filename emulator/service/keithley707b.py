@@ -93,4 +93,7 @@ class Keithley707B(TspInstrument):
             sandbox=LuaSandbox(**sandbox_limits) if sandbox_limits else None,
         )
         self.sandbox.setup(CHANNEL_LUA, self.sandbox.table(**channel_functions(bench)))
-        self.sandbox.setup("reset = function() channel.open('allslots') end")
+        self.sandbox.setup(
+            "local base_reset = reset\n"
+            "reset = function() base_reset(); channel.open('allslots') end"
+        )

@@ -2,7 +2,9 @@
 
 Two TCP ports, one process: the 2600B on ``--tcp`` and the 707B on ``--matrix-port``, both
 switching and pulsing the same emulated devices (:class:`~.bench.Bench`), the matrix reachable
-from the SMU's scripts as TSP-Link node 2. The first stdout line is ``HOST:PORT HOST:PORT``
+from the SMU's scripts as TSP-Link node 2. Both are served by the main service's TCP server
+(:func:`~.tcp.serve_sessions`) and share its limits (``--max-clients`` across both ports,
+``--idle-timeout``, ``--stall-timeout``). The first stdout line is ``HOST:PORT HOST:PORT``
 (SMU, matrix).
 """
 
@@ -15,10 +17,12 @@ from memristor_hil.protocol.tsp import Wiring
 from memristor_hil.url_options import query_options
 
 from .bench import Bench
+from .faults import Faults
 from .keithley707b import Keithley707B
 from .keithley2600 import Keithley2600
 from .stop import StopFlag
-from .tsp_tcp import serve_tsp
+from .tcp import TcpLimits, serve_sessions
+from .tsp_tcp import TspFaults, TspSession
 
 __all__ = ["serve_keithley"]
 
@@ -50,16 +54,29 @@ def serve_keithley(
         print(where, flush=True)
         say(f"serving a {bench.xbar.shape} bench: 2600B + 707B on {where}")
 
+    faults = Faults(args.corrupt, args.drop_byte, args.drop_reply, args.latency, args.fault_seed)
+    links = TspFaults(int(args.drop_after), int(args.stall_after))
+    limits = TcpLimits(args.max_clients, args.idle_timeout, args.stall_timeout)
+    endpoints = [
+        (address, lambda: TspSession(smu, links)),
+        ((host, int(args.matrix_port)), lambda: TspSession(matrix, links)),
+    ]
     try:
-        serve_tsp(
-            [(smu, address), (matrix, (host, int(args.matrix_port)))],
-            stop,
-            announce,
-            latency=float(args.latency),
-            drop_after=int(args.drop_after),
-            stall_after=int(args.stall_after),
-        )
+        serve_sessions(_Host(say), stop, endpoints, announce, faults, limits)
     finally:
         stop.close()
     say(f"stopped ({stop.reason}); {bench.counts}")
     return 0
+
+
+class _Host:
+    """What the TCP server asks of the bench besides sessions: event lines (nothing to save)."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+
+    def tick(self) -> None:
+        pass
+
+    def seconds_to_next_save(self) -> None:
+        return None

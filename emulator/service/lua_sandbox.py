@@ -18,6 +18,7 @@ Whatever a client uploads runs here, so the interpreter is cut off and bounded:
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -108,7 +109,7 @@ class LuaSandbox:
 
     def __init__(
         self,
-        max_instructions: int = 20_000_000,
+        max_instructions: int = 5_000_000,
         max_seconds: float = 5.0,
         max_memory: int = 64 << 20,
     ) -> None:
@@ -165,46 +166,42 @@ class LuaSandbox:
         ScriptLimitError
             When the chunk ran past its budget.
         """
-        self._used = 0
-        self._stopped = ""
-        self._deadline = time.monotonic() + self.max_seconds
         try:
-            try:
-                function = self._lua.compile(code, name)
-            except lua54.LuaSyntaxError as exc:
-                raise ScriptError(_first_line(exc), syntax=True) from None
-            except lua54.LuaMemoryError:
-                raise ScriptLimitError("script stopped: not enough memory") from None
-            try:
-                function()
-            except _Stop as exc:
-                raise ScriptLimitError(str(exc)) from None
-            except lua54.LuaMemoryError:
-                raise ScriptLimitError("script stopped: not enough memory") from None
-            except lua54.LuaError as exc:
-                if self._stopped:
-                    raise ScriptLimitError(self._stopped) from None
-                raise ScriptError(_first_line(exc)) from None
-            except MemoryError:
-                raise ScriptLimitError("script stopped: not enough memory") from None
-            except Exception as exc:  # an instrument function refused its arguments
-                if self._stopped:
-                    raise ScriptLimitError(self._stopped) from None
-                raise ScriptError(str(exc) or type(exc).__name__) from None
-        finally:
-            self._deadline = float("inf")
+            function = self._lua.compile(code, name)
+        except lua54.LuaSyntaxError as exc:
+            raise ScriptError(_first_line(exc), syntax=True) from None
+        except lua54.LuaMemoryError:
+            raise ScriptLimitError("script stopped: not enough memory") from None
+        self.call(function)
 
     def call(self, function: Callable[..., Any], *args: Any) -> Any:
-        """Call a Lua function under the same limits as :meth:`run`."""
+        """Call a Lua function under the same limits and with the same errors as :meth:`run`."""
         self._used = 0
         self._stopped = ""
         self._deadline = time.monotonic() + self.max_seconds
         try:
             return function(*args)
+        except _Stop as exc:
+            raise ScriptLimitError(str(exc)) from None
+        except (lua54.LuaMemoryError, MemoryError):
+            raise ScriptLimitError("script stopped: not enough memory") from None
+        except lua54.LuaError as exc:
+            if self._stopped:
+                raise ScriptLimitError(self._stopped) from None
+            raise ScriptError(_first_line(exc)) from None
+        except Exception as exc:  # an instrument function refused its arguments
+            if self._stopped:
+                raise ScriptLimitError(self._stopped) from None
+            raise ScriptError(_first_line(exc)) from None
         finally:
             self._deadline = float("inf")
 
 
+#: Where the instrument's own Lua says an error arose: not the user's business.
+_OWN_CHUNK = re.compile(r'\[string "<python>"\]:\d+: ')
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    """The error's first line, without positions inside the instrument's own Lua."""
+    text = _OWN_CHUNK.sub("", str(exc).strip())
     return text.splitlines()[0] if text else type(exc).__name__

@@ -73,11 +73,17 @@ def serve_pty(
     deadline). Saves the state when due, and closes the pty however it ends.
     """
     master, slave = open_raw_pty()
+    path = os.ttyname(slave)
     selector = selectors.DefaultSelector()
     selector.register(master, selectors.EVENT_READ)
     selector.register(stop, selectors.EVENT_READ)
+    # The service holds the terminal open only while no client is connected (so that a client
+    # may come at any time); once a client talks, the service lets go, and the client's close
+    # shows as a hang-up (EIO on the master): its claim ends (docs/protocol.md 5.1).
+    held = slave
+    link = object()
     try:
-        announce(os.ttyname(slave))
+        announce(path)
         while not stop.is_set:
             save_in = service.seconds_to_next_save()
             ready = selector.select(save_in if wait is None else wait(save_in))
@@ -88,14 +94,37 @@ def serve_pty(
                     data = os.read(master, read_size)
                 except BlockingIOError:
                     continue
-                on_bytes(faults.damage(data), master, slave)
+                except OSError:  # EIO: no client holds the terminal any more
+                    data = b""
+                if not data:
+                    service.link_lost(link)
+                    link = object()
+                    held = _hold(path, held)
+                    time.sleep(0.01)  # a hung-up master stays readable until someone opens
+                    continue
+                if held != -1:  # a client is here: let go, so that its hang-up shows
+                    os.close(held)
+                    held = -1
+                service.link = link
+                on_bytes(faults.damage(data), master, held)
             if not ready and on_quiet is not None:
-                on_quiet(master, slave)
+                on_quiet(master, held)
             service.tick()
     finally:
         selector.close()
         os.close(master)
-        os.close(slave)
+        if held != -1:
+            os.close(held)
+
+
+def _hold(path: str, held: int) -> int:
+    """The service's own handle on its terminal (opened again if it had let go)."""
+    if held != -1:
+        return held
+    try:
+        return os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return -1
 
 
 def open_raw_pty() -> tuple[int, int]:
@@ -164,6 +193,7 @@ def write_all(master: int, slave: int, data: bytes) -> None:
         now = time.monotonic()
         deadline = deadline or now + _WRITE_TIMEOUT
         if now >= deadline:
-            termios.tcflush(slave, termios.TCIFLUSH)  # stale replies nobody will read
+            if slave != -1:  # -1: the service let go of its terminal (a client holds it)
+                termios.tcflush(slave, termios.TCIFLUSH)  # stale replies nobody will read
             return
         select.select([], [master], [], min(deadline - now, 0.1))

@@ -1,4 +1,9 @@
-"""The emulator service on a TCP socket: SCPI with binary blocks, as a VISA instrument."""
+"""The emulator service on a TCP socket: SCPI with binary blocks, as a VISA instrument.
+
+The server is dialect-neutral: each connection gets a :class:`Session` from its listener's
+factory (SCPI here; the Keithley bench plugs in its TSP sessions), and every dialect shares the
+same limits (:class:`TcpLimits`), time slices and non-blocking output.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,9 @@ import ipaddress
 import selectors
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from memristor_hil.protocol.scpi import ScpiParser
 
@@ -16,9 +22,22 @@ from .faults import Faults
 from .scpi_commands import CompoundReplies, scpi_reply
 from .stop import StopFlag
 
-__all__ = ["TcpLimits", "parse_address", "scpi_reply", "serve_tcp"]
+__all__ = [
+    "Host",
+    "Session",
+    "TcpLimits",
+    "parse_address",
+    "scpi_reply",
+    "serve_sessions",
+    "serve_tcp",
+]
 
 _READ_SIZE = 1 << 20
+#: Linux's TCP_QUICKACK: acknowledge at once (a reply-less command would otherwise wait for
+#: the delayed ACK, and a client's next small write with it).
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+#: Seconds one client's commands may run before the others get their turn (round robin).
+_TIME_SLICE = 0.05
 #: How long a refused client's connection is drained before it is closed (so that the reason
 #: it was sent is not lost to a TCP reset).
 _REFUSAL_LINGER = 1.0
@@ -44,7 +63,12 @@ class TcpLimits:
         unsent reply have their commands run.
     total_input : int
         Bytes of partly received commands buffered across clients; beyond it only the client
-        with the most buffered (the nearest to a whole command) reads on.
+        with the most buffered (the nearest to a whole command) reads on, and every other
+        client still reads up to ``reserve`` bytes (so short commands, ``*IDN?`` or
+        ``OUTP OFF``, are answered while large ones wait).
+    reserve : int
+        Bytes each client may always have buffered, whatever the total (bounded in all by
+        ``max_clients * reserve``).
     """
 
     max_clients: int = 64
@@ -53,6 +77,7 @@ class TcpLimits:
     client_output: int = 1 << 20
     total_output: int = 64 << 20
     total_input: int = 128 << 20
+    reserve: int = 64 << 10
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_clients <= 4096:
@@ -81,6 +106,84 @@ def parse_address(text: str, allow_remote: bool = False) -> tuple[str, int]:
     return host, int(port_text)
 
 
+class Session(Protocol):
+    """One connection's side of a dialect: bytes in, replies out.
+
+    ``buffered`` is how many bytes of partly received commands it holds; ``closed`` set by the
+    session ends the connection (a fault it injects); :meth:`close` is called once when the
+    connection is gone, so the session can abandon what it held for it.
+    """
+
+    buffered: int
+    closed: bool
+
+    def feed(self, data: bytes) -> None: ...
+
+    def replies(self) -> Iterator[tuple[bytes, bool]]:
+        """Run the complete commands, yielding ``(reply, more)`` for each (``more``: another
+        command of the same message follows). The server may stop iterating between commands
+        and call again later; commands not yet run stay buffered."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Host(Protocol):
+    """What the server asks of what it serves besides sessions: event lines and upkeep."""
+
+    def say(self, text: str) -> None: ...
+
+    def tick(self) -> None: ...
+
+    def seconds_to_next_save(self) -> float | None: ...
+
+
+class _ScpiSession:
+    """docs/protocol.md's SCPI on one connection."""
+
+    closed = False
+
+    def __init__(self, service: CrossbarService) -> None:
+        self.service = service
+        self.parser = ScpiParser()
+        self.compound = CompoundReplies()
+
+    @property
+    def buffered(self) -> int:
+        return self.parser.buffered
+
+    def feed(self, data: bytes) -> None:
+        self.parser.feed(data)
+
+    def replies(self) -> Iterator[tuple[bytes, bool]]:
+        self.service.link = self  # a claim made by these commands goes with this connection
+        events = self.parser.events()
+        try:
+            for event in events:
+                yield self.compound.reply(self.service, event), getattr(event, "more", False)
+        finally:
+            events.close()
+
+    def close(self) -> None:
+        self.service.link_lost(self)  # a claim made over this connection ends with it
+
+
+def serve_sessions(
+    host: Host,
+    stop: StopFlag,
+    endpoints: Sequence[tuple[tuple[str, int], Callable[[], Session]]],
+    announce: Callable[[str], None],
+    faults: Faults | None = None,
+    limits: TcpLimits | None = None,
+) -> None:
+    """Serve each ``(address, session factory)`` until ``stop`` is set, under one set of limits.
+
+    ``announce`` gets the bound addresses, ``"HOST:PORT HOST:PORT ..."`` in the order given.
+    """
+    server = _TcpServer(host, stop, faults or Faults(), limits or TcpLimits())
+    server.run(endpoints, announce)
+
+
 def serve_tcp(
     service: CrossbarService,
     stop: StopFlag,
@@ -95,7 +198,8 @@ def serve_tcp(
     commands run one at a time, sockets never block (a client that does not read its replies
     delays nobody else), and idle or stalled clients are closed (see :class:`TcpLimits`).
     """
-    _TcpServer(service, stop, faults or Faults(), limits or TcpLimits()).run(address, announce)
+    endpoint = (address, lambda: _ScpiSession(service))
+    serve_sessions(service, stop, [endpoint], announce, faults, limits)
 
 
 @dataclass(eq=False)
@@ -103,8 +207,7 @@ class _Client:
     sock: socket.socket
     name: str
     now: float
-    parser: ScpiParser = field(default_factory=ScpiParser)
-    replies: CompoundReplies = field(default_factory=CompoundReplies)
+    session: Session
     out: bytearray = field(default_factory=bytearray)
     unparsed: bool = False  # the parser may hold commands not yet run
     mask: int = selectors.EVENT_READ
@@ -114,9 +217,7 @@ class _Client:
 
 
 class _TcpServer:
-    def __init__(
-        self, service: CrossbarService, stop: StopFlag, faults: Faults, limits: TcpLimits
-    ) -> None:
+    def __init__(self, service: Host, stop: StopFlag, faults: Faults, limits: TcpLimits) -> None:
         self.service = service
         self.stop = stop
         self.faults = faults
@@ -126,18 +227,27 @@ class _TcpServer:
         self.refused: dict[socket.socket, float] = {}  # draining until this deadline
         self.queued_output = 0
 
-    def run(self, address: tuple[str, int], announce: Callable[[str], None]) -> None:
-        listener = socket.create_server(address, reuse_port=False, backlog=128)
-        listener.setblocking(False)
-        self.selector.register(listener, selectors.EVENT_READ)
-        self.selector.register(self.stop, selectors.EVENT_READ)
+    def run(
+        self,
+        endpoints: Sequence[tuple[tuple[str, int], Callable[[], Session]]],
+        announce: Callable[[str], None],
+    ) -> None:
+        listeners: dict[socket.socket, Callable[[], Session]] = {}
         try:
-            host, port = listener.getsockname()[:2]
-            announce(f"{host}:{port}")
+            where = []
+            for address, factory in endpoints:
+                listener = socket.create_server(address, reuse_port=False, backlog=128)
+                listeners[listener] = factory
+                listener.setblocking(False)
+                self.selector.register(listener, selectors.EVENT_READ)
+                host, port = listener.getsockname()[:2]
+                where.append(f"{host}:{port}")
+            self.selector.register(self.stop, selectors.EVENT_READ)
+            announce(" ".join(where))
             while not self.stop.is_set:
                 for key, events in self.selector.select(self._wait()):
-                    if key.fileobj is listener:
-                        self._accept(listener)
+                    if key.fileobj in listeners:
+                        self._accept(key.fileobj, listeners[key.fileobj])
                     elif key.fileobj in self.refused:
                         self._drain_refused(key.fileobj)
                     elif key.fileobj in self.clients:
@@ -151,13 +261,16 @@ class _TcpServer:
                 self._update_interest()
                 self.service.tick()
         finally:
-            for sock in [*self.clients, *self.refused]:
+            for client in list(self.clients.values()):
+                self._drop(client)
+            for sock in self.refused:
                 sock.close()
             self.selector.close()
-            listener.close()
+            for listener in listeners:
+                listener.close()
 
     # ------------------------------------------------------------------ connections
-    def _accept(self, listener: socket.socket) -> None:
+    def _accept(self, listener: socket.socket, factory: Callable[[], Session]) -> None:
         while True:
             try:
                 sock, peer = listener.accept()
@@ -171,7 +284,7 @@ class _TcpServer:
                 self._refuse(sock, name)
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.clients[sock] = _Client(sock, name, time.monotonic())
+            self.clients[sock] = _Client(sock, name, time.monotonic(), factory())
             self.selector.register(sock, selectors.EVENT_READ)
 
     def _refuse(self, sock: socket.socket, name: str) -> None:
@@ -217,6 +330,7 @@ class _TcpServer:
         del self.clients[client.sock]
         self.queued_output -= len(client.out)
         client.sock.close()
+        client.session.close()
 
     # ------------------------------------------------------------------ input
     def _has_room(self, client: _Client) -> bool:
@@ -229,16 +343,25 @@ class _TcpServer:
         return self.queued_output < limits.total_output or not client.out
 
     def _may_read(self, client: _Client) -> bool:
+        return self._read_budget(client) > 0
+
+    def _read_budget(self, client: _Client) -> int:
+        """How many bytes to read from the client now (0: leave them in its socket)."""
         if not self._has_room(client):
-            return False
-        buffered = [c.parser.buffered for c in self.clients.values()]
-        if sum(buffered) < self.limits.total_input:
-            return True
-        return client.parser.buffered == max(buffered)
+            return 0
+        buffered = [c.session.buffered for c in self.clients.values()]
+        if sum(buffered) < self.limits.total_input or client.session.buffered == max(buffered):
+            return _READ_SIZE
+        # over the total: the others read into their reserve only, so a short command from a
+        # new client (or an operator's OUTP OFF) is still answered
+        return max(0, self.limits.reserve - client.session.buffered)
 
     def _receive(self, client: _Client) -> None:
+        budget = self._read_budget(client)
+        if not budget:
+            return
         try:
-            data = client.sock.recv(_READ_SIZE)
+            data = client.sock.recv(budget)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -246,8 +369,10 @@ class _TcpServer:
         if not data:
             self._drop(client)
             return
+        if _QUICKACK is not None:  # a client's write-then-query is not held ~40 ms by Nagle
+            client.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         client.last_input = time.monotonic()
-        client.parser.feed(self.faults.damage(data))
+        client.session.feed(self.faults.damage(data))
         client.unparsed = True
 
     def _run_commands(self) -> None:
@@ -257,18 +382,25 @@ class _TcpServer:
                 self._run_client(client)
 
     def _run_client(self, client: _Client) -> None:
-        events = client.parser.events()
-        for event in events:
-            reply = client.replies.reply(self.service, event)
+        """Run the client's commands until they run out, its replies fill up, or its time
+        slice ends (the rest wait for the next round, so no client holds up the others)."""
+        replies = client.session.replies()
+        slice_end = time.monotonic() + _TIME_SLICE
+        for reply, more in replies:
             out = self.faults.outgoing(reply) if reply else None
             if out:
                 client.out += out
                 self.queued_output += len(out)
-            if not getattr(event, "more", False) and not self._has_room(client):
-                events.close()
+            if client.session.closed:
+                break
+            if not more and (not self._has_room(client) or time.monotonic() > slice_end):
+                replies.close()
                 break
         else:
             client.unparsed = False
+        if client.session.closed:
+            self._drop(client, "closed by the session (fault injection)")
+            return
         self._flush(client)
 
     # ------------------------------------------------------------------ output
@@ -309,6 +441,8 @@ class _TcpServer:
             if client.out:
                 if now - client.last_output > limits.stall_timeout:
                     self._drop(client, f"read no reply for {limits.stall_timeout:g} s")
+            elif not client.mask & selectors.EVENT_READ:
+                client.last_input = now  # the service is not reading it: not the client's idling
             elif not client.unparsed and now - client.last_input > limits.idle_timeout:
                 self._drop(client, f"idle for {limits.idle_timeout:g} s")
         for sock, deadline in list(self.refused.items()):

@@ -1,13 +1,16 @@
 """An emulated TSP instrument: lines in, output bytes out, Lua chunks run in a sandbox.
 
 What every Keithley TSP instrument shares is here: each line received is a Lua chunk; a
-script is uploaded between ``loadscript NAME`` and ``endscript`` lines and run with
-``NAME.run()`` (or ``NAME()``); a few IEEE-488.2 common commands (``*IDN?``, ``*RST``,
-``*CLS``, ``*OPC?``); ``print``, ``printnumber``, ``printbuffer`` with ``format.data``
-(``ASCII`` or ``REAL64``/``REAL32`` binary blocks), ``format.byteorder``, ``delay``,
-``waitcomplete``, ``timer``, ``errorqueue`` and ``localnode``. A failing chunk queues a TSP
-error (-285 syntax, -286 runtime) and changes nothing else. The instruments themselves
-(:mod:`.keithley2600`, :mod:`.keithley707b`) add their own Lua on top.
+script is uploaded between ``loadscript NAME`` and ``endscript`` lines (by one connection: its
+:class:`ScriptUpload`) and run with ``NAME.run()`` (or ``NAME()``); the IEEE-488.2 common
+commands (``*IDN?``, ``*RST``, ``*CLS``, ``*OPC``, ``*OPC?``, ``*WAI``, ``*TRG``, ``*STB?``,
+``*ESR?``, ``*ESE``, ``*SRE``, ``*TST?``), with a status byte and standard event register as
+the 2600B reference manual's status model describes; ``print``, ``printnumber``, ``printbuffer``
+with ``format.data`` (``ASCII``, or ``REAL32``/``REAL64`` binary blocks), ``format.byteorder``
+and ``format.asciiprecision`` (restored by ``reset()``), ``delay``, ``waitcomplete``,
+``timer``, ``errorqueue`` (code, message, severity, node) and ``localnode``. A failing chunk
+queues a TSP error (-285 syntax, -286 runtime, severity 20) and changes nothing else. The
+instruments themselves (:mod:`.keithley2600`, :mod:`.keithley707b`) add their own Lua on top.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import math
 import struct
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .lua_sandbox import LuaSandbox, ScriptError
 
-__all__ = ["TspInstrument", "lua_safe"]
+__all__ = ["ScriptUpload", "TspInstrument", "lua_safe"]
 
 #: Longest line accepted; a longer one is dropped with an error (memory stays bounded).
 MAX_LINE = 64 * 1024
@@ -29,6 +33,11 @@ MAX_SCRIPT = 1 << 20
 #: Most output one chunk may produce.
 MAX_OUTPUT = 16 << 20
 _MAX_ERRORS = 64
+#: Error severities (2600B reference manual, errorqueue.next(): 0 no error, 10 informational,
+#: 20 recoverable, 30 serious, 40 fatal); everything a client's input causes is recoverable.
+RECOVERABLE = 20
+#: Standard event status register bits (IEEE 488.2 11.5.1; the 2600B status model).
+_OPC, _QYE, _DDE, _EXE, _CME = 1, 4, 8, 16, 32
 
 _COMMON = """
 local emit, emit_numbers, wait, now, err_count, err_next, err_clear, make_checked = ...
@@ -40,9 +49,13 @@ local function checked(f)
   end
 end
 CHECKED = checked
-format = {ASCII = 1, SREAL = 2, REAL = 3, REAL32 = 4, REAL64 = 5, DREAL = 5,
-          NORMAL = 1, BIGENDIAN = 1, NETWORK = 1, SWAPPED = 0, LITTLEENDIAN = 0,
-          data = 1, byteorder = 1, asciiprecision = 6}
+-- 2600B reference manual, format.data / format.byteorder / format.asciiprecision
+format = {ASCII = 1, SREAL = 2, REAL32 = 2, REAL = 3, REAL64 = 3, DREAL = 3,
+          NORMAL = 0, BIGENDIAN = 0, NETWORK = 0, SWAPPED = 1, LITTLEENDIAN = 1}
+local function format_defaults()
+  format.data, format.byteorder, format.asciiprecision = 1, 1, 6
+end
+format_defaults()
 local function number_text(x)
   if type(x) ~= "number" then return tostring(x) end
   return string.format("%." .. math.max(1, math.min(16, format.asciiprecision)) - 1 .. "e", x)
@@ -66,12 +79,16 @@ local function print_numbers(values)
   end
 end
 printnumber = function(...) print_numbers({...}) end
+-- 2600B manual, printbuffer(): with several buffers the readings are interleaved
+-- (a[1], b[1], a[2], b[2], ...), as in printbuffer(1, n, buf.readings, buf.sourcevalues)
 printbuffer = function(first, last, ...)
-  local values = {}
-  for _, b in ipairs({...}) do
-    local readings = b.readings or b
-    for i = first, last do
-      local v = readings[i]
+  local values, buffers = {}, {...}
+  if type(first) ~= "number" or type(last) ~= "number" or last - first > 1e6 then
+    error("printbuffer: bad index range", 2)
+  end
+  for i = first, last do
+    for _, b in ipairs(buffers) do
+      local v = b[i]
       if v == nil then error("printbuffer: index " .. i .. " is outside the buffer", 2) end
       values[#values + 1] = v
     end
@@ -86,8 +103,10 @@ timer = {reset = function() t0 = now() end, measure = {t = function() return now
 errorqueue = setmetatable({
   clear = function() err_clear() end,
   next = function() return err_next() end,
-}, {__index = function(t, k) if k == "count" then return err_count() end end})
+}, {__index = function(t, k) if k == "count" then return err_count() end end,
+    Getters = {count = err_count}, Setters = {}})
 table.getn = function(t) return #t end
+reset = function() format_defaults() end
 """
 
 
@@ -138,7 +157,12 @@ class TspInstrument:
     ) -> None:
         self.identity = identity
         self.model = model
+        self.node = 1  #: ``localnode`` number: the node errors originate at
         self.errors: deque[tuple[int, str]] = deque()
+        self.event_status = 0  # the standard event status register
+        self.event_enable = 0
+        self.request_enable = 0
+        self._upload = ScriptUpload()  # for lines handed in without a connection
         self.lines = 0
         self._log = log or (lambda text: None)
         self._wait = wait
@@ -160,7 +184,9 @@ class TspInstrument:
             None,
         )
         self.sandbox.setup(
-            "localnode = {model = ..., prompts = 0, prompts4882 = 0, showerrors = 0}", model
+            "localnode = {model = ..., prompts = 0, prompts4882 = 1, showerrors = 0, linefreq = 60,"
+            " node = 1}",
+            model,
         )
 
     # ------------------------------------------------------------------ errors
@@ -169,13 +195,14 @@ class TspInstrument:
         if len(self.errors) >= _MAX_ERRORS:
             self.errors.popleft()
         self.errors.append((int(code), message[:200]))
+        self.event_status |= _event_bit(int(code))
         self._log(f"{self.model}: error {code}: {message[:200]}")
 
     def _next_error(self) -> tuple[int, str, int, int]:
         if not self.errors:
-            return 0, "Queue Is Empty", 0, 0
+            return 0, "Queue Is Empty", 0, self.node
         code, message = self.errors.popleft()
-        return code, message, 1, 0
+        return code, message, RECOVERABLE, self.node
 
     # ------------------------------------------------------------------ output
     def _emit(self, text: str) -> None:
@@ -186,10 +213,10 @@ class TspInstrument:
 
     def _emit_numbers(self, values: Any, data_format: float, byteorder: float) -> None:
         numbers = [float(values[i]) for i in range(1, len(values) + 1)]
-        little = int(byteorder) == 0
-        if int(data_format) == 4:
+        little = int(byteorder) == 1
+        if int(data_format) == 2:
             code, size = "f", 4
-        elif int(data_format) in (3, 5):
+        elif int(data_format) == 3:
             code, size = "d", 8
         else:
             raise ValueError(f"format.data = {data_format} is not emulated")
@@ -207,8 +234,13 @@ class TspInstrument:
         self._wait(seconds)
 
     # ------------------------------------------------------------------ lines
-    def handle_line(self, raw: bytes) -> bytes:
-        """Execute one received line (without its terminator) and return what it printed."""
+    def handle_line(self, raw: bytes, upload: ScriptUpload | None = None) -> bytes:
+        """Execute one received line (without its terminator) and return what it printed.
+
+        ``upload`` is the sending connection's script upload (one of the instrument's own
+        when None), so a script being uploaded collects that connection's lines only.
+        """
+        upload = self._upload if upload is None else upload
         self.lines += 1
         self._out = bytearray()
         try:
@@ -217,41 +249,88 @@ class TspInstrument:
             self.queue_error(-286, "TSP Runtime error: non-ASCII input")
             return b""
         line = line.rstrip("\r")
-        if self._script is not None:
-            self._script_line(line)
+        if upload.active:
+            self._script_line(upload, line)
             return b""
         stripped = line.strip()
         if not stripped:
             return b""
         word = stripped.split(None, 1)
         if word[0] in ("loadscript", "loadandrunscript") and len(word) == 2:
-            return self._begin_script(word[1].strip(), run=word[0] == "loadandrunscript")
+            self._begin_script(upload, word[1].strip(), run=word[0] == "loadandrunscript")
+            return b""
         if stripped.startswith("*"):
-            return self._common(stripped.upper())
+            return self._common(stripped)
         if stripped == "abort":
             return b""
         self._run(line, "=line")
         return bytes(self._out)
 
-    def overlong_line(self) -> None:
-        """A line longer than :data:`MAX_LINE` arrived and was dropped."""
+    def overlong_line(self, upload: ScriptUpload | None = None) -> None:
+        """A line longer than :data:`MAX_LINE` arrived and was refused."""
+        upload = self._upload if upload is None else upload
         self.queue_error(-363, f"Input buffer overrun: a line longer than {MAX_LINE} bytes")
-        if self._script is not None:
-            self._script = None
-            self.queue_error(-285, f"TSP Syntax error: script {self._script_name} discarded")
+        if upload.active:
+            self.abandon_script(upload)
+            self.queue_error(-285, f"TSP Syntax error: script {upload.name} discarded")
 
-    def _common(self, command: str) -> bytes:
+    def abandon_script(self, upload: ScriptUpload) -> None:
+        """Drop a script being uploaded (its connection went, or it was refused)."""
+        if upload.active:
+            self._log(f"{self.model}: script {upload.name} abandoned")
+        upload.lines = None
+
+    # ------------------------------------------------------------------ IEEE 488.2
+    def _common(self, text: str) -> bytes:
+        """The common commands (IEEE 488.2 10; the 2600B manual's "Common commands")."""
+        command, _, argument = text.upper().partition(" ")
         if command == "*IDN?":
             return self.identity.encode("ascii") + b"\n"
         if command == "*OPC?":
             return b"1\n"
-        if command == "*RST":
+        if command == "*TST?":
+            return b"0\n"  # self-test passed
+        if command == "*STB?":
+            return f"{self.status_byte()}\n".encode()
+        if command == "*ESR?":
+            value, self.event_status = self.event_status, 0  # reading clears it
+            return f"{value}\n".encode()
+        if command in ("*ESE?", "*SRE?"):
+            value = self.event_enable if command == "*ESE?" else self.request_enable
+            return f"{value}\n".encode()
+        if command in ("*ESE", "*SRE"):
+            try:
+                value = int(float(argument))
+                if not 0 <= value <= 255:
+                    raise ValueError
+            except ValueError:
+                self.queue_error(-222, f"Parameter data out of range: {command} {argument[:20]}")
+                return b""
+            if command == "*ESE":
+                self.event_enable = value
+            else:
+                self.request_enable = value & ~64
+        elif command == "*RST":
             self._run("reset()", "=*RST")
         elif command == "*CLS":
             self.errors.clear()
-        elif command not in ("*WAI", "*TRG", "*OPC"):
+            self.event_status = 0
+        elif command == "*OPC":
+            self.event_status |= _OPC
+        elif command == "*TRG":
+            self.trigger()
+        elif command != "*WAI":
             self.queue_error(-113, f"Undefined header {command[:40]}")
         return b""
+
+    def status_byte(self) -> int:
+        """The status byte: EAV (bit 2) with errors queued, ESB (bit 5) when an enabled
+        standard event is set, MSS (bit 6) when an enabled summary bit is."""
+        stb = (4 if self.errors else 0) | (32 if self.event_status & self.event_enable else 0)
+        return stb | (64 if stb & self.request_enable else 0)
+
+    def trigger(self) -> None:
+        """``*TRG``: the instrument's trigger event (instruments that use it override this)."""
 
     def _run(self, code: str, name: str) -> None:
         try:
@@ -261,27 +340,25 @@ class TspInstrument:
             self.queue_error(-285 if exc.syntax else -286, f"TSP {kind} error: {exc}")
 
     # ------------------------------------------------------------------ scripts
-    def _begin_script(self, name: str, run: bool) -> bytes:
+    def _begin_script(self, upload: ScriptUpload, name: str, run: bool) -> None:
         if not (name.isidentifier() and name.isascii()) or len(name) > 64:
             self.queue_error(-285, f"TSP Syntax error: bad script name {name[:64]!r}")
-            return b""
-        self._script, self._script_name, self._script_size = [], name, 0
-        self._run_after_load = run
-        return b""
-
-    def _script_line(self, line: str) -> None:
-        if line.strip() == "endscript":
-            body, self._script = "\n".join(self._script or []), None
-            self._finish_script(self._script_name, body)
             return
-        self._script_size += len(line) + 1
-        if self._script_size > MAX_SCRIPT:
-            self._script = None
+        upload.lines, upload.name, upload.size, upload.run = [], name, 0, run
+
+    def _script_line(self, upload: ScriptUpload, line: str) -> None:
+        if line.strip() == "endscript":
+            body, upload.lines = "\n".join(upload.lines or []), None
+            self._finish_script(upload.name, body, upload.run)
+            return
+        upload.size += len(line) + 1
+        if upload.size > MAX_SCRIPT:
+            upload.lines = None
             self.queue_error(-285, f"TSP Syntax error: script longer than {MAX_SCRIPT} bytes")
             return
-        self._script.append(line)
+        upload.lines.append(line)
 
-    def _finish_script(self, name: str, body: str) -> None:
+    def _finish_script(self, name: str, body: str, run: bool) -> None:
         try:
             self.sandbox.run(
                 f"local f = function(...)\n{body}\nend\n"
@@ -294,5 +371,33 @@ class TspInstrument:
             self.queue_error(-285 if exc.syntax else -286, f"TSP {kind} error in {name}: {exc}")
             return
         self._log(f"{self.model}: script {name} loaded ({len(body)} bytes)")
-        if self._run_after_load:
+        if run:
             self._run(f"{name}.run()", f"={name}")
+
+
+@dataclass
+class ScriptUpload:
+    """One connection's script upload in progress (``lines`` is None when there is none)."""
+
+    lines: list[str] | None = None
+    name: str = ""
+    size: int = 0
+    run: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.lines is not None
+
+
+def _event_bit(code: int) -> int:
+    """The standard event bit an error sets (SCPI error classes: -1xx command, -2xx
+    execution, -3xx device-specific, -4xx query)."""
+    if -199 <= code <= -100:
+        return _CME
+    if -299 <= code <= -200:
+        return _EXE
+    if -399 <= code <= -300 or code > 0:
+        return _DDE
+    if -499 <= code <= -400:
+        return _QYE
+    return 0

@@ -1,138 +1,106 @@
-"""Emulated TSP instruments on TCP sockets (raw socket, as a VISA ``TCPIP::...::SOCKET``).
+"""TSP on one TCP connection (raw socket, as a VISA ``TCPIP::...::SOCKET``): a :class:`Session`
+that the main service's TCP server (:mod:`.tcp`) runs, so the emulated instruments share its
+limits (``--max-clients``, ``--idle-timeout``, non-blocking output, time slices).
 
-One listener per instrument, served from one loop: each received line is handed to its
-instrument and whatever it prints is sent back. Lines are bounded (:data:`MAX_LINE`); a client
-that floods the service loses its excess, never the service's memory. For tests,
-``latency`` delays every reply and ``drop_after`` closes a client's connection after that many
-lines (once per instrument), as a cable pulled mid-batch would, and ``stall_after`` executes
-that line but never answers on that connection again (a hung session).
+Each received line is handed to its instrument and whatever it prints is the reply. A script
+being uploaded (``loadscript`` .. ``endscript``) belongs to the connection that started it and is
+abandoned when that connection goes. Lines are bounded (:data:`~.tsp_instrument.MAX_LINE`): a
+longer one is refused with error -363 and never run. For tests, :class:`TspFaults` closes a
+connection at the instrument's Nth line (as a cable pulled mid-batch would) or executes that line
+but never answers on that connection again (a hung session); each once per instrument.
 """
 
 from __future__ import annotations
 
-import selectors
-import socket
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
-from .stop import StopFlag
-from .tsp_instrument import MAX_LINE, TspInstrument
+from .tsp_instrument import MAX_LINE, ScriptUpload, TspInstrument
 
-__all__ = ["serve_tsp"]
-
-_READ_SIZE = 1 << 16
-_SEND_TIMEOUT = 5.0
-_MAX_CLIENTS = 8
+__all__ = ["TspFaults", "TspSession"]
 
 
-class _Client:
-    def __init__(self, instrument: TspInstrument) -> None:
+@dataclass
+class TspFaults:
+    """Injected link faults, counted in the instrument's lines (0: none)."""
+
+    drop_after: int = 0
+    stall_after: int = 0
+    fired: set[int] = field(default_factory=set)  # id() of the instruments already faulted
+
+    def drops(self, instrument: TspInstrument) -> bool:
+        """Whether the link fails before the instrument's next line arrives."""
+        if self.drop_after and id(instrument) not in self.fired:
+            if instrument.lines + 1 >= self.drop_after:
+                self.fired.add(id(instrument))
+                instrument.lines += 1
+                return True
+        return False
+
+    def stalls(self, instrument: TspInstrument) -> bool:
+        """Whether the session hangs after the line just executed."""
+        if self.stall_after and id(instrument) not in self.fired:
+            if instrument.lines >= self.stall_after:
+                self.fired.add(id(instrument))
+                return True
+        return False
+
+
+class TspSession:
+    """One client connection to a :class:`TspInstrument`."""
+
+    def __init__(self, instrument: TspInstrument, faults: TspFaults | None = None) -> None:
         self.instrument = instrument
-        self.pending = bytearray()
-        self.skipping = False
-        self.stalled = False
+        self.faults = faults or TspFaults()
+        self.closed = False
+        self.upload = ScriptUpload()
+        self._pending = bytearray()
+        self._skipping = False  # inside the tail of a line already refused as too long
+        self._stalled = False
 
+    @property
+    def buffered(self) -> int:
+        return len(self._pending)
 
-def serve_tsp(
-    instruments: Sequence[tuple[TspInstrument, tuple[str, int]]],
-    stop: StopFlag,
-    announce: Callable[[str], None],
-    *,
-    latency: float = 0.0,
-    drop_after: int = 0,
-    stall_after: int = 0,
-) -> None:
-    """Serve each instrument on its address until ``stop`` is set.
+    def feed(self, data: bytes) -> None:
+        if self._skipping:
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            data, self._skipping = data[end + 1 :], False
+        self._pending += data
+        tail = self._pending.rfind(b"\n") + 1
+        if len(self._pending) - tail > MAX_LINE:  # an unfinished line already too long
+            del self._pending[tail:]
+            self._skipping = True
+            self.instrument.overlong_line(self.upload)
 
-    ``announce`` gets the bound addresses, ``"HOST:PORT HOST:PORT ..."`` in the order given.
-    """
-    selector = selectors.DefaultSelector()
-    listeners: dict[socket.socket, TspInstrument] = {}
-    clients: dict[socket.socket, _Client] = {}
-    faulted: set[int] = set()
-    try:
-        where = []
-        for instrument, address in instruments:
-            listener = socket.create_server(address, reuse_port=False)
-            listener.setblocking(False)
-            selector.register(listener, selectors.EVENT_READ)
-            listeners[listener] = instrument
-            host, port = listener.getsockname()[:2]
-            where.append(f"{host}:{port}")
-        selector.register(stop, selectors.EVENT_READ)
-        announce(" ".join(where))
-        while not stop.is_set:
-            for key, _ in selector.select(1.0):
-                sock = key.fileobj
-                if sock in listeners:
-                    conn, _ = sock.accept()
-                    if len(clients) >= _MAX_CLIENTS:
-                        conn.close()
-                        continue
-                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    conn.settimeout(_SEND_TIMEOUT)
-                    clients[conn] = _Client(listeners[sock])
-                    selector.register(conn, selectors.EVENT_READ)
-                elif sock in clients:
-                    alive = _serve(sock, clients[sock], latency, drop_after, stall_after, faulted)
-                    if not alive:
-                        selector.unregister(sock)
-                        del clients[sock]
-                        sock.close()
-    finally:
-        for conn in clients:
-            conn.close()
-        for listener in listeners:
-            listener.close()
-        selector.close()
+    def replies(self) -> Iterator[tuple[bytes, bool]]:
+        start = 0
+        try:
+            while not self.closed:
+                end = self._pending.find(b"\n", start)
+                if end < 0:
+                    return
+                line, start = bytes(self._pending[start:end]), end + 1
+                if self._stalled:
+                    continue  # this connection hangs: nothing more is run or answered
+                if len(line) > MAX_LINE:
+                    self.instrument.overlong_line(self.upload)
+                    continue
+                if self.faults.drops(self.instrument):
+                    self.closed = True
+                    return
+                reply = self.instrument.handle_line(line, self.upload)
+                if self.faults.stalls(self.instrument):
+                    self._stalled = True
+                    continue
+                yield reply, False
+        finally:
+            del self._pending[:start]
 
-
-def _serve(
-    conn: socket.socket,
-    client: _Client,
-    latency: float,
-    drop_after: int,
-    stall_after: int,
-    faulted: set,
-) -> bool:
-    """Read what arrived and answer each complete line; False when the client is gone."""
-    try:
-        data = conn.recv(_READ_SIZE)
-    except OSError:
-        return False
-    if not data:
-        return False
-    instrument = client.instrument
-    client.pending += data
-    while True:
-        end = client.pending.find(b"\n")
-        if end < 0:
-            if len(client.pending) > MAX_LINE:
-                client.pending.clear()
-                if not client.skipping:
-                    instrument.overlong_line()
-                client.skipping = True
-            return True
-        line = bytes(client.pending[:end])
-        del client.pending[: end + 1]
-        if client.skipping:  # the tail of an overlong line
-            client.skipping = False
-            continue
-        if client.stalled:
-            continue  # this connection hangs: nothing more is executed or answered
-        if drop_after and id(instrument) not in faulted and instrument.lines + 1 >= drop_after:
-            faulted.add(id(instrument))
-            instrument.lines += 1
-            return False  # the link "fails" before this line arrives
-        reply = instrument.handle_line(line)
-        if stall_after and id(instrument) not in faulted and instrument.lines >= stall_after:
-            faulted.add(id(instrument))
-            client.stalled = True  # executed, but the reply never comes
-            continue
-        if reply:
-            if latency > 0:
-                time.sleep(latency)
-            try:
-                conn.sendall(reply)
-            except OSError:
-                return False
+    def close(self) -> None:
+        """The connection is gone: a script it was uploading is abandoned."""
+        if self.upload.active:
+            self.instrument.abandon_script(self.upload)
+        self.closed = True

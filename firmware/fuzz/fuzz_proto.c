@@ -28,7 +28,7 @@ static const uint8_t claim[] = {1, 0, 0, 0, 10, 4, 3, 2, 1, 0};
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static uint8_t reply[XBAR_MAX_MESSAGE];
     xbar_device dev = {8, 8, XBAR_MAX_MESSAGE, XBAR_MAX_CELLS,
-                       {-1.5, 1.5, 1e-8, 1e-3, 65535, 1e-3}, "fuzz,xbar,0,2"};
+                       {-1.5, 1.5, 1e-8, 1e-3, 65535, 1e-3}, "fuzz,xbar,0,2", 0};
     xbar_init(&dev);
     model_init(8, 8);
     xbar_handle(claim, sizeof claim, reply);

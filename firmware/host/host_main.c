@@ -97,7 +97,8 @@ static void on_signal(int sig) {
 static int usage(const char *self) {
     fprintf(stderr,
             "usage: %s [--rows N] [--cols N] [--max-message BYTES] [--max-cells N] [--quiet]\n"
-            "          [--corrupt P] [--drop-byte P] [--drop-reply P] [--fault-seed N]\n"
+            "          [--lease SECONDS] [--corrupt P] [--drop-byte P] [--drop-reply P]\n"
+            "          [--fault-seed N]\n"
             "Serves the crossbar protocol (docs/protocol.md) on a new pseudo-terminal; prints\n"
             "its path first. Build bounds: %ux%u cells, %u-byte messages, %u cells/command.\n",
             self, XBAR_MAX_ROWS, XBAR_MAX_COLS, XBAR_MAX_MESSAGE, XBAR_MAX_CELLS);
@@ -112,6 +113,7 @@ int main(int argc, char **argv) {
         .max_cells = XBAR_MAX_CELLS,
         .hardware = {-1.5, 1.5, 1e-8, 1e-3, 65535, 1e-3},
         .identity = "memristor-hil,xbar-firmware,host,2.0",
+        .lease_ms = 30000,
     };
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
@@ -127,6 +129,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(arg, "--cols")) dev.cols = (uint32_t)number;
         else if (!strcmp(arg, "--max-message")) dev.max_message = (uint32_t)number;
         else if (!strcmp(arg, "--max-cells")) dev.max_cells = (uint32_t)number;
+        else if (!strcmp(arg, "--lease")) dev.lease_ms = (uint32_t)(number * 1000.0);
         else if (!strcmp(arg, "--corrupt")) p_corrupt = number;
         else if (!strcmp(arg, "--drop-byte")) p_drop_byte = number;
         else if (!strcmp(arg, "--drop-reply")) p_drop_reply = number;
@@ -145,7 +148,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     const char *path = ptsname(master);
-    int slave = open(path, O_RDWR | O_NOCTTY); /* held open: clients may come and go */
+    /* Held open while no client is connected (so that one may come at any time); let go once a
+     * client talks, so that its close shows as a hang-up: xbar_host_gone() ends its claim. */
+    int slave = open(path, O_RDWR | O_NOCTTY);
     struct termios tio;
     if (slave < 0 || tcgetattr(slave, &tio)) {
         perror("xbar-host: pseudo-terminal");
@@ -173,18 +178,30 @@ int main(int argc, char **argv) {
         if (ready > 0 && (p.revents & POLLIN)) {
             ssize_t n = read(master, chunk, sizeof chunk);
             if (n > 0) {
+                if (slave >= 0) { /* a client talks: let go of the terminal */
+                    close(slave);
+                    slave = -1;
+                }
                 size_t size = damage(chunk, (size_t)n);
                 xbar_rx_bytes(chunk, size, hal_millis());
                 xbar_rx_idle(hal_millis()); /* one FRAME reply per damaged run */
+                continue;
             }
+            if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
         } else if (ready == 0) {
             xbar_rx_idle(hal_millis());
-        } else if (ready < 0 && errno != EINTR) {
+            continue;
+        } else if (ready < 0) {
+            if (errno == EINTR) continue;
             break;
-        } else if (ready > 0) {
-            struct timespec nap = {0, 10000000};
-            nanosleep(&nap, NULL); /* POLLHUP with no client: wait for one */
         }
+        /* EIO or POLLHUP: no client holds the terminal any more */
+        if (slave < 0) {
+            xbar_host_gone();
+            slave = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK);
+        }
+        struct timespec nap = {0, 10000000};
+        nanosleep(&nap, NULL); /* until a client opens the terminal */
     }
     if (!quiet) {
         if (faults_corrupted || faults_dropped_bytes || faults_dropped_replies)
@@ -193,7 +210,7 @@ int main(int argc, char **argv) {
                     faults_dropped_replies);
         fprintf(stderr, "xbar-host: stopped\n");
     }
-    close(slave);
+    if (slave >= 0) close(slave);
     close(master);
     return 0;
 }

@@ -24,6 +24,8 @@ typedef struct {
     uint32_t max_cells;        /* reported; 1 <= max_cells <= XBAR_MAX_CELLS */
     xbar_limits hardware;      /* the board's own limits */
     const char *identity;      /* maker,model,serial,firmware */
+    uint32_t lease_ms;         /* a claim ends after this long without a command from its
+                                  holder (docs/protocol.md 5.1); 0: never */
 } xbar_device;
 
 /* Start (or restart) the core; returns 0, or -1 if the device exceeds the build's bounds. */
@@ -43,7 +45,8 @@ int32_t xbar_rx_ms_to_expiry(uint32_t now_ms);
  * returns the reply's length. Exposed for tests and fuzzing. */
 size_t xbar_handle(const uint8_t *message, size_t size, uint8_t *reply);
 
-/* The host vanished (serial hang-up, DTR low): outputs safe; the claim is kept. */
+/* The host vanished (serial hang-up, DTR low): outputs safe and its claim released
+ * (docs/protocol.md 5.1; the host may come back, claim again and resend). */
 void xbar_host_gone(void);
 
 /* Static RAM the core and its buffers use, in bytes (for the porting notes). */

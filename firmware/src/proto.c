@@ -498,6 +498,13 @@ size_t xbar_handle(const uint8_t *message, size_t size, uint8_t *reply) {
     r->session = rd32(message + 5);
     r->body = message + REQ_HEADER;
     r->size = size - REQ_HEADER;
+    uint32_t now = hal_millis();
+    if (S.owner && S.dev.lease_ms && now - S.owner_seen > S.dev.lease_ms) {
+        hal_log("claim expired: no command from its host for the lease time");
+        S.owner = 0;
+        say_safe();
+    }
+    if (r->session && r->session == S.owner) S.owner_seen = now; /* any command renews */
     if (r->op < OP_IDENTIFY || r->op > OP_CLAIM) FAIL(ST_UNKNOWN, "unknown opcode 0x%02x", r->op);
     bool sequenced = r->op == OP_CONFIGURE || r->op == OP_APPLY;
     uint32_t digest = 0;
@@ -619,7 +626,11 @@ void xbar_rx_idle(uint32_t now_ms) {
 }
 
 /* ------------------------------------------------------------------ life cycle */
-void xbar_host_gone(void) { say_safe(); }
+void xbar_host_gone(void) {
+    if (S.owner) hal_log("released: the host's link closed");
+    S.owner = 0;
+    say_safe();
+}
 
 int xbar_init(const xbar_device *device) {
     if (device->rows == 0 || device->cols == 0 || device->rows > XBAR_MAX_ROWS ||

@@ -74,6 +74,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-cells", type=int, metavar="N", help="most cells per command, reported at IDENTIFY"
     )
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a claim ends after this long without a command from its host (default 30; 0: "
+        "never); it also ends when the host's link closes (docs/protocol.md 5.1)",
+    )
     tcp = parser.add_argument_group(
         "TCP service limits (docs/protocol.md, 'Service limits')",
         "Each client has its own parser and output buffer and sockets never block, so a client "
@@ -152,7 +160,11 @@ def run(args: argparse.Namespace) -> int:
         for key, value in (("rows", args.rows), ("cols", args.cols), ("seed", args.seed))
         if value is not None
     }
-    service_options = {"save_interval": args.save_interval, "log": not args.quiet}
+    service_options = {
+        "save_interval": args.save_interval,
+        "log": not args.quiet,
+        "lease": args.lease,
+    }
     for key in ("max_message", "max_cells"):
         if getattr(args, key) is not None:
             service_options[key] = getattr(args, key)

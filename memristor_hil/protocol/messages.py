@@ -57,6 +57,8 @@ __all__ = [
     "decode_readings",
     "decode_resistances",
     "reply_status",
+    "read_cells_per_command",
+    "split_batch",
     "encode_batch",
     "encode_cells",
     "encode_error",
@@ -466,6 +468,87 @@ def encode_batch(batch: PulseBatch, cells: Cells, read_back: bool, native: bool 
             flags |= flag
             parts.append(np.asarray(value, dtype="<f8").tobytes())
     return _BATCH_HEAD.pack(flags, size, count) + b"".join(parts)
+
+
+def split_batch(
+    batch: PulseBatch,
+    cells: Cells,
+    read_back: bool,
+    native: bool,
+    bounds: tuple[int, int],
+) -> list[bytes]:
+    """The APPLY bodies that carry ``batch`` to a device with ``bounds``.
+
+    ``bounds`` is the device's ``(max_message, max_cells)`` (:class:`DeviceInfo`). One body
+    (with the read-back flag when asked) when the whole batch, its request and its reply fit;
+    otherwise parts in batch order *without* read-back (the caller reads the cells after the
+    last part), each filling the bounds exactly: a part holds as many entries as fit in one
+    request of ``max_message`` bytes and ``max_cells`` cells, so one more entry would not.
+    Applying the parts in turn is applying the batch (entries are applied in order).
+    """
+    max_message, max_cells = bounds
+    room = max_message - REQUEST_HEADER
+    count = len(cells.flat)
+    body = encode_batch(batch, cells, read_back, native)
+    reply_fits = not read_back or REPLY_HEADER + 8 * count <= max_message
+    if count <= max_cells and len(body) <= room and reply_fits:
+        return [body]
+    bodies = []
+    start = 0
+    while start < count:
+        size = _largest_part(batch, cells.flat, start, min(max_cells, count - start), room)
+        bodies.append(_part_body(batch, cells.flat, start, size))
+        start += size
+    return bodies
+
+
+def _largest_part(batch: PulseBatch, flat: np.ndarray, start: int, most: int, room: int) -> int:
+    """The most entries from ``start`` (at most ``most``) whose part body fits ``room`` bytes
+    (a body grows with its entries, so bisect)."""
+    low, high = 1, most
+    if len(_part_body(batch, flat, start, low)) > room:
+        raise InvalidBatchError(f"one batch entry does not fit a body of {room} bytes")
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(_part_body(batch, flat, start, middle)) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _part_body(batch: PulseBatch, flat: np.ndarray, start: int, size: int) -> bytes:
+    """The APPLY body (no read-back) of entries ``start .. start + size`` of a batch."""
+    part = slice(start, start + size)
+    pulses = batch.compact_pulses
+    pulses = pulses if pulses.shape[0] == 1 else pulses[part]
+    voltage, width = batch.voltage, batch.width
+    sub = flat[part]
+    ascending = bool(np.all(sub[1:] > sub[:-1])) if len(sub) > 1 else True
+    return encode_batch(
+        _PartBatch(pulses, voltage if isinstance(voltage, float) else voltage[part],
+                   width if isinstance(width, float) else width[part]),
+        Cells(sub, ascending),
+        False,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _PartBatch:
+    """What :func:`encode_batch` reads of a batch (a part of one already checked)."""
+
+    compact_pulses: np.ndarray
+    voltage: float | np.ndarray
+    width: float | np.ndarray
+
+
+def read_cells_per_command(bounds: tuple[int, int]) -> int:
+    """Most cells one READ may name on a device with ``bounds`` ``(max_message, max_cells)``:
+    its request (``count u32`` and an index each) and its reply (a binary64 each) both fit."""
+    max_message, max_cells = bounds
+    by_reply = (max_message - REPLY_HEADER) // 8
+    by_request = (max_message - REQUEST_HEADER - _COUNT.size) // 4
+    return max(1, min(max_cells, by_reply, by_request))
 
 
 @dataclass(frozen=True)
