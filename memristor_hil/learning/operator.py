@@ -351,16 +351,22 @@ class _Pipeline:
 
     def collect(self) -> None:
         """Store the previous step's read-back (nothing in the first step)."""
-        resistances, self.ready = self.ready, None
-        if self.pending is not None:
+        resistances = self.ready
+        if resistances is not None:
+            self.ready = None
+        elif self.pending is not None:
             pending, self.pending = self.pending, None
             resistances = pending.result()
-        if resistances is not None:
-            start = 0
-            for runner, size in zip(self.runners, self.sizes, strict=True):
-                if size:
-                    runner.store(resistances[start : start + size])
-                    start += size
+        else:
+            return
+        if len(self.runners) == 1:  # the read-back is one runner's (its size was not 0)
+            self.runners[0].store(resistances)
+            return
+        start = 0
+        for runner, size in zip(self.runners, self.sizes, strict=True):
+            if size:
+                runner.store(resistances[start : start + size])
+                start += size
 
 
 def _chosen_batch(
@@ -398,6 +404,23 @@ def _overlapped_step(
     pipeline.runners = runners
     pipeline.sizes = [0] * len(runners)
     sizes = pipeline.sizes
+
+    if len(runners) == 1:
+        runner = runners[0]
+        choose, batch_of = runner.choose, runner.batch
+
+        def step_simmpes_overlapped_one() -> None:
+            size, count = choose()
+            runner.pulses[0] = runner.total
+            if size:
+                use.pulsed = True
+                batch = batch_of(size, count, voltage, width)
+                if in_process:
+                    pipeline.ready = apply(batch, read_back=True, out=readback[:size])
+                else:
+                    pipeline.pending = submit(batch, read_back=True)
+
+        return step_simmpes_overlapped_one
 
     def step_simmpes_overlapped() -> None:
         chosen = []
