@@ -151,10 +151,11 @@ with nengo.Simulator(net, progress_bar=False) as sim:
 def test_a_host_killed_with_a_batch_in_flight_loses_nothing_acknowledged(
     transport, tmp_path, crossbar_service_factory
 ):
-    """kill -9 of the host while mPES overlaps a step's round trip with the next step: a new
-    host takes over the claim; the record holds every read-back the run collected, in the
-    in-process run's order, and the device holds the in-process state after those batches or
-    after one more (the batch in flight, applied but never collected)."""
+    """kill -9 of the host while mPES overlaps a step's round trip with the next step: over
+    TCP the lost link makes the device safe; a new host takes over; the record holds every
+    read-back the run collected, in the in-process run's order, and the device holds the
+    in-process state after those batches or after one more (the batch in flight, applied but
+    never collected)."""
     from memristor_hil.lab.record import Record
 
     url = f"{URL}&dtype=float32"
@@ -179,6 +180,11 @@ def test_a_host_killed_with_a_batch_in_flight_loses_nothing_acknowledged(
             host.send_signal(signal.SIGKILL)
             host.wait(10)
             host.stdout.close()
+        if transport == "visa":  # the TCP connection closed: the claim ends, outputs go safe
+            deadline = time.monotonic() + 10
+            while "outputs safe" not in service.stderr and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert "outputs safe" in service.stderr
         with Record.open(path) as record:
             recorded = list(record.batches())
         driver = SerialCrossbar if transport == "serial" else VisaCrossbar
