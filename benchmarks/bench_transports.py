@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import subprocess
 import time
@@ -102,7 +103,7 @@ def mpes_table(urls: dict[str, str], sim_time: float, rounds: int, in_turn: bool
     from memristor_hil import mPES
     from memristor_hil.learning.operator import SimmPESCollect
 
-    def run(crossbar, seconds: float, overlap: bool = True) -> float:
+    def run(crossbar, seconds: float, overlap: bool = True) -> tuple[float, float]:
         # bench_mpes.py's network (shared/reference/baselines.md), SHAPE[0] neurons each side
         model = nengo.builder.Model(dt=0.001)
         model.build(build(SHAPE[0], mPES(crossbar=crossbar)))
@@ -110,21 +111,24 @@ def mpes_table(urls: dict[str, str], sim_time: float, rounds: int, in_turn: bool
             ops = [op for op in model.operators if not isinstance(op, SimmPESCollect)]
             model.operators[:] = ops
         with nengo.Simulator(None, model=model, progress_bar=False) as sim:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             sim.run(seconds)
-            return time.perf_counter() - start
+            return time.perf_counter() - start, time.process_time() - cpu
 
     crossbars = open_backends(urls)
     runs = [(name, name, True) for name in crossbars]
     if in_turn:
         runs += [(f"{name} in turn", name, False) for name in crossbars]  # same runs each
     times: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+    cpu: dict[str, list[float]] = {label: [] for label, _, _ in runs}
     try:
         for crossbar in crossbars.values():
             run(crossbar, 0.05)  # compile, connect, fill caches
         for _ in range(rounds):
             for label, name, overlap in runs:
-                times[label].append(run(crossbars[name], sim_time, overlap))
+                wall, host = run(crossbars[name], sim_time, overlap)
+                times[label].append(wall)
+                cpu[label].append(host)
         final = {name: np.asarray(x.read_all(), np.float64) for name, x in crossbars.items()}
     finally:
         for crossbar in crossbars.values():
@@ -133,13 +137,20 @@ def mpes_table(urls: dict[str, str], sim_time: float, rounds: int, in_turn: bool
         f"\n{SHAPE[0]}x{SHAPE[1] // 2} Nengo network with mPES (float32 devices), {sim_time} s "
         f"simulated (dt 1 ms), {rounds} interleaved rounds, wall clock"
     )
-    print(f"{'backend':16} {'min s':>8} {'median s':>9} {'min x in-process':>17} {'(median)':>9}")
+    print("(host CPU: this process's CPU time per step, the smallest of the rounds; what the")
+    print(" transport costs the host beyond the in-process step, whatever the overlap hides)")
+    print(
+        f"{'backend':16} {'min s':>8} {'median s':>9} {'min x in-process':>17} {'(median)':>9} "
+        f"{'host CPU ms/step':>17}"
+    )
     best, middle = min(times["in-process"]), statistics.median(times["in-process"])
+    steps = round(sim_time / 0.001)
     for name, got in times.items():
         print(
             f"{name:16} {min(got):8.3f} {statistics.median(got):9.3f} {min(got) / best:16.2f}x "
-            f"{statistics.median(got) / middle:8.2f}x"
+            f"{statistics.median(got) / middle:8.2f}x {min(cpu[name]) / steps * 1e3:17.3f}"
         )
+    print(f"load average after the runs: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print_identity(final)
 
 
