@@ -8,9 +8,9 @@
 
 The runs: paper 1's x^2 on a 4 s sine, 100/100 neurons, PES and three mPES policies x 6 seeds,
 ``--seconds`` simulated each (default 5 s instead of the paper's 30 s, to keep the shared
-machine usable). The script prints how many runs gave bit-identical metrics each way, and the
-largest relative difference (the last bits can differ between a worker process and this one:
-see docs/sweeps.md, Reproducibility).
+machine usable). The script prints how many runs gave bit-identical metrics each way (all of
+them, on one machine: see docs/sweeps.md, Reproducibility), and the largest relative
+difference.
 
 Usage::
 

@@ -28,6 +28,7 @@ __all__ = [
     "plot_results",
     "print_table",
     "run",
+    "simulator",
     "standard_rules",
     "verdict",
 ]
@@ -127,6 +128,28 @@ def build_network(
     return net, probes
 
 
+def simulator(net: nengo.Network, seed: int | None = None) -> nengo.Simulator:
+    """A Nengo simulator of ``net`` whose build, and so whose run, is the same every time.
+
+    Nengo's operator-merging optimizer is off. It merges operators in an order that follows
+    their ids (``OpMergePass.might_merge`` is a ``set``), that is their memory addresses, so
+    two builds of one network can compute the same dot product differently: a post
+    ensemble's decoders merged with another connection's into a ``BsrDotInc`` (SciPy's
+    sparse product) in one build, a ``DotInc`` of their own (a BLAS dot product) in the next.
+    The two round differently in the last bit, about half the time, and a learning run
+    amplifies that (docs/sweeps.md, "Reproducibility"). Unmerged, the step order and every
+    operation are fixed by the network; the learning networks here run about as fast.
+
+    Parameters
+    ----------
+    net : nengo.Network
+        The network to build.
+    seed : int, optional
+        The simulator's seed (Nengo's default: drawn from the network's seed).
+    """
+    return nengo.Simulator(net, progress_bar=False, seed=seed, optimize=False)
+
+
 def run(
     rule_name: str,
     rule_type: nengo.learning_rules.LearningRuleType,
@@ -142,7 +165,7 @@ def run(
 ) -> Result:
     """Build and run one rule on one task, showing progress, and score the test periods."""
     net, probes = build_network(rule_type, function, stimulus, learning, **network)
-    with nengo.Simulator(net, progress_bar=False) as sim:
+    with simulator(net) as sim:
         bar = _progress(f"{task} {rule_name}", seconds) if progress else None
         start = time.perf_counter()
         done = 0.0
@@ -254,9 +277,16 @@ class Verdict:
 
     @property
     def text(self) -> str:
-        """``"learned"`` or ``"did not learn"``, with the share of variance explained."""
+        """``"learned"`` or ``"did not learn"``, and how the MSE compares with a constant output.
+
+        A share of the variance explained when there is one; a negative share reads as the
+        MSE's multiple of a constant output's (``"... 2.2x the MSE of a constant output"``).
+        """
         word = "learned" if self.learned else "did not learn"
-        return f"{word} ({100 * self.explained:.0f}% of the target's variance explained)"
+        if self.explained >= 0:
+            return f"{word} ({100 * self.explained:.0f}% of the target's variance explained)"
+        times = 1.0 - self.explained
+        return f"{word} (worse than a constant output: {times:.1f}x its MSE)"
 
 
 #: A rule learned when its test MSE is below this fraction of the target's variance.
