@@ -134,11 +134,13 @@ class SimmPES(Operator):
     r"""Pulse the memristors of a crossbar's mPES connections, and update their weights.
 
     One operator serves every mPES connection on one crossbar, so each step sends the whole
-    step's pulses in one ``apply(batch, read_back=True)`` call (none when nothing is
-    pulsed). For each connection: the pre neurons with ``a_j > 0.5`` and the post neurons
-    with ``|e_i| > threshold_i`` choose the cells (positive devices where :math:`e_i < 0`,
-    negative where :math:`e_i > 0`); the resistances read back replace the touched entries of
-    its ``pos_resistances``/``neg_resistances`` and its touched weights become
+    step's pulses as one batch with read-back (none when nothing is pulsed): with
+    ``Crossbar.submit``, stored by :class:`SimmPESCollect` in the next step, or, without a
+    collector (NengoDL), with ``apply`` and stored at once. For each connection: the pre
+    neurons with ``a_j > 0.5`` and the post neurons with ``|e_i| > threshold_i`` choose the
+    cells (positive devices where :math:`e_i < 0`, negative where :math:`e_i > 0`); the
+    resistances read back replace the touched entries of its
+    ``pos_resistances``/``neg_resistances`` and its touched weights become
     ``gain * (g(R+) - g(R-))``.
 
     Parameters
