@@ -7,6 +7,9 @@ top-level module, so loading it imports only pytest and the standard library, no
 memristor_hil (NumPy and the rest load when a fixture first runs). Disable it with
 ``-p no:memristor_hil``.
 
+Nengo 4.1's own pytest plugin does not load under pytest 9; memristor-hil mends it at start-up
+(:mod:`memristor_hil_nengo_compat`), so a lab's ``pytest`` needs no ``-p no:nengo``.
+
 Fixtures
 --------
 crossbar_url
@@ -44,6 +47,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import memristor_hil_nengo_compat
+
 if TYPE_CHECKING:
     from memristor_hil.testing.service import EmulatorService
 
@@ -61,6 +66,9 @@ _SERVICE_KEYS = (
     "dialect",
     "extra_args",
 )
+
+
+memristor_hil_nengo_compat.install()  # for an interpreter started without ``site``
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

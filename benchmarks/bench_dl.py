@@ -8,7 +8,7 @@ with its own devices). Printed: wall time per simulated second (build and the fi
 graph-tracing call excluded), per minibatch item for NengoDL, and the device TensorFlow ran on
 (a GPU when one is visible, else the CPU).
 
-Needs the ``[dl]`` environment (README, "Running mPES in NengoDL")::
+Needs the ``[dl]`` environment (docs/nengodl.md)::
 
     .venv-dl/bin/python benchmarks/bench_dl.py                 # 100 (0.2 s), 1000 (0.05 s)
     .venv-dl/bin/python benchmarks/bench_dl.py --sizes 100 --seconds 1

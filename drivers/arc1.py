@@ -177,7 +177,7 @@ class ArC1Crossbar(Crossbar):
     rows, cols : int
         Word and bit lines of the array in use (1..32 each). Default 32 x 32.
     vread : float
-        Read voltage in volt (|vread| <= 12). Default 0.5 V, the vendor's default.
+        Read voltage in volt (``abs(vread) <= 12``). Default 0.5 V, the vendor's default.
     read_mode : int
         0 classic, 1 TIA, 2 TIA 4-point (default; 3 is chosen for a negative vread).
     read_cycles : int

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and editors
     from .powerlaw import DeviceParameters, PowerLaw, Variability
     from .pulses import PulseBatch, SafetyLimits
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place; pyproject.toml and CHANGELOG.md follow it
 
 __all__ = [
     "AddressError",

@@ -133,6 +133,7 @@ def open_crossbar(
             f"{', '.join(sorted(_SCHEMES))}"
         )
     url, record = take_record_option(url, record)
+    defaulted = record is None  # nobody asked: say where it goes (RecordingCrossbar announce)
     if record is None:
         record = scheme.hardware
     path = default_record_path(name) if record is True else record
@@ -147,7 +148,7 @@ def open_crossbar(
 
     try:
         parameters = {key: _plain(value) for key, value in options.items()}
-        return RecordingCrossbar(crossbar, path, url=url, parameters=parameters)
+        return RecordingCrossbar(crossbar, path, url=url, parameters=parameters, announce=defaulted)
     except BaseException:
         crossbar.close()
         raise

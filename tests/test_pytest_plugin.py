@@ -79,10 +79,10 @@ def test_faults_are_injected_and_survived(faulty_crossbar_service):
 
 
 @pytest.fixture(autouse=True)
-def _no_nengo_plugin(pytester: pytest.Pytester):
-    """Nengo 4.1's own pytest plugin fails to load under pytest 9 (a hook argument pytest
-    dropped); a lab's suite turns it off the same way (docs/testing.md)."""
-    pytester.makeini("[pytest]\naddopts = -p no:nengo -p no:cacheprovider\n")
+def _no_cache(pytester: pytest.Pytester):
+    """A lab's suite as it is, Nengo's plugin included (no ``-p no:nengo``: see
+    test_nengo_pytest_compat.py); only the cache is off, to leave nothing behind."""
+    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
 
 
 @pytest.fixture

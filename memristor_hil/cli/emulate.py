@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -124,6 +125,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--stall-after", type=int, default=0, help="keithley2600: stop answering at line N"
     )
     parser.add_argument("--quiet", action="store_true", help="no event lines on stderr")
+    parser.add_argument(
+        "--ready-file",
+        type=Path,
+        metavar="PATH",
+        help="when the service accepts connections, write its address line to PATH (whole, "
+        "at once; removed when it stops): a script started it with & waits for the file, e.g. "
+        "until [ -s PATH ]; do sleep 0.1; done (not with --dialect keithley2600)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -142,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dialect == "keithley2600":
         if address is None:
             raise ValueError("--dialect keithley2600 needs --tcp")
+        if args.ready_file is not None:
+            raise ValueError("--ready-file is not offered with --dialect keithley2600")
         try:
             from memristor_hil.emulator.service.keithley_service import serve_keithley
         except ImportError as exc:  # lupa is an extra
@@ -185,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
     stop.install()
 
     def announce(where: str) -> None:
+        if args.ready_file is not None:  # first: whoever reads the line finds the file too
+            _write_ready(args.ready_file, where)
         print(where, flush=True)
         say(args, f"serving {service.xbar.identity} on {where}")
 
@@ -204,12 +217,22 @@ def run(args: argparse.Namespace) -> int:
             limits = TcpLimits(args.max_clients, args.idle_timeout, args.stall_timeout)
             serve_tcp(service, stop, address, announce, faults, limits)
     finally:
+        if args.ready_file is not None:
+            args.ready_file.unlink(missing_ok=True)
         service.save()
         stop.close()
         if faults.injected:
             say(args, f"faults injected: {faults.injected}")
     say(args, f"stopped ({stop.reason}); state saved" if args.state else f"stopped ({stop.reason})")
     return 0
+
+
+def _write_ready(path: Path, where: str) -> None:
+    """Write ``where`` to ``path`` atomically: a reader sees no file or the whole line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(where + "\n")
+    os.replace(tmp, path)
 
 
 def say(args: argparse.Namespace, text: str) -> None:

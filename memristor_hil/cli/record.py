@@ -38,9 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write every event of a record as CSV or NPZ",
         description="Write one row per cell per event: "
         + ", ".join(_COLUMNS)
-        + ", error (pulses, voltage and width are empty for reads; resistance is empty for a "
-        "batch without read-back). NPZ holds the same columns as arrays (NaN/-1 for empty) "
-        "plus 'meta' (JSON text), readable with numpy.load(..., allow_pickle=False).",
+        + ", error (time: when the call started, Unix seconds UTC, the same for every cell of an "
+        "event; resistance in ohm, voltage in V, width in s; pulses, voltage and width are empty "
+        "for reads; resistance is empty for a batch without read-back). NPZ holds the same "
+        "columns as arrays (NaN/-1 for empty) plus 'meta' (JSON text), readable with "
+        "numpy.load(..., allow_pickle=False).",
         epilog="examples:\n  memristor-hil record export run.sqlite --format csv\n"
         "  memristor-hil record export run.sqlite --format npz --out run.npz\n"
         "  memristor-hil record export run.sqlite --events 0:100 --cells '0:4,0:8'",
@@ -128,6 +130,7 @@ def run_export(args: argparse.Namespace) -> int:
     from memristor_hil.lab import record_export
     from memristor_hil.lab.characterize import parse_cells
     from memristor_hil.lab.record import Record
+    from memristor_hil.lab.record_policy import format_size
 
     from ._progress import progress_bar
 
@@ -150,10 +153,9 @@ def run_export(args: argparse.Namespace) -> int:
             if args.format == "csv"
             else record_export.NPZ_BYTES_PER_ROW
         )
-        about = "about " if mask is not None else ""
         print(
-            f"exporting {events} events, {about}{expected:,} rows to {out}: expect about "
-            f"{expected * per_row / 1e6:,.0f} MB"
+            f"exporting {events} events, {expected:,} rows to {out}: expect about "
+            f"{format_size(expected * per_row)}"
             + (" (before compression; built in memory)" if args.format == "npz" else "")
         )
         if args.format == "csv" and args.writer == "auto" and not record_export.has_pyarrow():
@@ -166,5 +168,5 @@ def run_export(args: argparse.Namespace) -> int:
             else:
                 rows_written = record_export.export_npz(record, out, selection, bar.update)
     size = out.stat().st_size
-    print(f"wrote {rows_written:,} rows ({args.format}, {size / 1e6:,.1f} MB) to {out}")
+    print(f"wrote {rows_written:,} rows ({args.format}, {format_size(size)}) to {out}")
     return 0

@@ -6,6 +6,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 ORDER = 15
 
@@ -61,6 +62,33 @@ def _duration(seconds: float) -> str:
     )
 
 
+def _what(run: Any) -> str:
+    """``x PES 1e-05 seed 0 (white, 8 s)``: what tells two runs apart in a progress line."""
+    stimulus, seconds = run["stimulus"], float(run["seconds"])
+    return f"{run['task']} {run['label']} seed {run['seed']} ({stimulus}, {seconds:g} s)"
+
+
+def _spec_row(spec: Any) -> dict[str, Any]:
+    return {"task": spec.task, "label": spec.label, "seed": spec.seed, **spec.resolved()}
+
+
+def _header(plan: Any, full: Any, specs: list, todo: list, out: Path) -> str:
+    line = (
+        f"sweep {plan.name}: {len(specs)} runs ({len(plan.tasks)} tasks, {len(plan.seeds)} seeds)"
+    )
+    if len(todo) != len(specs):
+        line += f", {len(todo)} left to run"
+    line += f" -> {out}"
+    if plan.expected_runtime:
+        return f"{line}; expected on 2 cores: {plan.expected_runtime}"
+    if plan.name != full.name and full.expected_runtime:
+        return (
+            f"{line}; reduced from {len(full.runs())} runs (the full sweep: "
+            f"{full.expected_runtime} on 2 cores); the ETA below is this sweep's"
+        )
+    return line
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         import distributed  # noqa: F401
@@ -72,45 +100,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"memristor-hil sweep needs the [sweep] extra: {INSTALL_HINT}", file=sys.stderr)
         return 2
     from memristor_hil.experiments.plan import load_plan
-    from memristor_hil.experiments.sweep import SweepProgress, sweep
+    from memristor_hil.experiments.sweep import SweepProgress, default_out, runs_left, sweep
 
-    plan = load_plan(args.file)
+    full = load_plan(args.file)
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else ()
-    plan = plan.limited(seeds=args.seeds, seconds=args.seconds, tasks=tasks)
-    specs = plan.runs()
-    out = args.out or Path("out") / "sweeps" / plan.name
-    print(
-        f"sweep {plan.name}: {len(specs)} runs ({len(plan.tasks)} tasks, {len(plan.seeds)} "
-        f"seeds) -> {out}"
-        + (f"; expected on 2 cores: {plan.expected_runtime}" if plan.expected_runtime else ""),
-        flush=True,
-    )
+    plan = full.limited(seeds=args.seeds, seconds=args.seconds, tasks=tasks)
+    out = args.out or default_out(plan)
+    _, specs, todo = runs_left(plan, out, args.resume)  # a ValueError: main says it, status 2
+    print(_header(plan, full, specs, todo, out), flush=True)
     if args.dry_run:
-        for spec in specs:
-            print(
-                f"  {spec.run_id}  {spec.task:<14} {spec.label:<16} seed {spec.seed:<3} "
-                f"{spec.settings}"
-            )
+        for spec in todo:
+            print(f"  {spec.run_id}  {_what(_spec_row(spec))}  {spec.settings}")
         return 0
 
     def progress(p: SweepProgress) -> None:
         row = p.row
         what = f"test MSE {row['mse']:.4g}" if row["status"] == "ok" else f"FAILED {row['error']}"
         print(
-            f"[{p.done}/{p.total}] {row['task']} {row['label']} seed {row['seed']}: {what} "
+            f"[{p.done}/{p.total}] {_what(row)}: {what} "
             f"({row['wall_s']:.1f} s) | failures {p.failed} | elapsed "
             f"{_duration(p.elapsed)}, ETA {_duration(p.eta)}",
             flush=True,
         )
 
     frame = sweep(
-        plan,
-        out,
-        scheduler=args.scheduler,
-        workers=args.workers,
-        resume=args.resume,
+        plan, out, scheduler=args.scheduler, workers=args.workers, resume=args.resume,
         progress=progress,
-    )
+    )  # fmt: skip
     failed = int((frame["status"] != "ok").sum())
     print(f"table: {out / 'results.parquet'} ({len(frame)} runs, {failed} failed)")
     print(f"summary: {out / 'summary.md'}")

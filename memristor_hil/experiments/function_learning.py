@@ -277,9 +277,16 @@ class Verdict:
 
     @property
     def text(self) -> str:
-        """``"learned"`` or ``"did not learn"``, with the share of variance explained."""
+        """``"learned"`` or ``"did not learn"``, and how the MSE compares with a constant output.
+
+        A share of the variance explained when there is one; a negative share reads as the
+        MSE's multiple of a constant output's (``"... 2.2x the MSE of a constant output"``).
+        """
         word = "learned" if self.learned else "did not learn"
-        return f"{word} ({100 * self.explained:.0f}% of the target's variance explained)"
+        if self.explained >= 0:
+            return f"{word} ({100 * self.explained:.0f}% of the target's variance explained)"
+        times = 1.0 - self.explained
+        return f"{word} (worse than a constant output: {times:.1f}x its MSE)"
 
 
 #: A rule learned when its test MSE is below this fraction of the target's variance.

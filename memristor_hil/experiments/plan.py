@@ -65,6 +65,11 @@ def _axis(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
+def _slug(text: str) -> str:
+    """``x^2`` -> ``x2``, ``sin(pi x)`` -> ``sinpix``: a task name fit for a folder name."""
+    return "".join(ch for ch in text if ch.isalnum() or ch in "-_") or "task"
+
+
 def _product(table: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every combination of a table's values (list-valued keys are axes)."""
     keys = sorted(table)
@@ -134,17 +139,32 @@ class SweepPlan:
     def limited(
         self, seeds: int | None = None, seconds: float | None = None, tasks: Iterable[str] = ()
     ) -> SweepPlan:
-        """A reduced copy: the first ``seeds`` seeds, ``seconds`` per run, only ``tasks``."""
+        """A reduced copy: the first ``seeds`` seeds, ``seconds`` per run, only ``tasks``.
+
+        A copy that differs from this plan gets its own name (``paper-1-2seeds-8s``), hence
+        its own default output folder, so a quick look never lands in the full sweep's table;
+        and no ``expected_runtime``, which was the full plan's.
+        """
         wanted = list(tasks)
         missing = sorted(set(wanted) - set(self.tasks))
         if missing:
             raise ValueError(f"tasks {missing} are not in sweep {self.name!r} ({self.tasks})")
-        return replace(
+        reduced = replace(
             self,
             seeds=self.seeds[:seeds] if seeds is not None else self.seeds,
             seconds=seconds if seconds is not None else self.seconds,
             tasks=wanted or self.tasks,
         )
+        parts = []
+        if reduced.seeds != self.seeds:
+            parts.append(f"{len(reduced.seeds)}seeds")
+        if reduced.seconds != self.seconds:
+            parts.append(f"{float(reduced.seconds):g}s")
+        if reduced.tasks != self.tasks:
+            parts.append("+".join(_slug(t) for t in reduced.tasks))
+        if not parts:
+            return reduced
+        return replace(reduced, name="-".join([self.name, *parts]), expected_runtime="")
 
     def runs(self) -> list[RunSpec]:
         """Every run of the sweep, each once, in a stable order (seed varies slowest)."""

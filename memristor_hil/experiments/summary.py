@@ -4,7 +4,11 @@ For every group of runs that differ only in their seed: the number of seeds, mea
 deviation of the test MSE, the half-width of its 95% confidence interval (Student's t over
 seeds), mean Spearman and Pearson correlations, mean final-block error, and the ratio of the
 mean test MSE to the PES baseline of the same task: the PES learning rate with the lowest
-mean test MSE on it (the published comparison takes the best of several rates).
+mean test MSE on it (the published comparison takes the best of several rates); and the
+constant-output baseline: the MSE the best constant output scores in the test period (the
+target's variance). A group whose mean test MSE is not below half of it did not learn
+(:data:`~memristor_hil.experiments.function_learning.LEARNED_BELOW`, the demo's rule):
+``summary.md`` says so above its table, and the plot draws the baseline as a dashed line.
 
 Plots: ``mse_by_rule.png`` (each seed's test MSE per rule, with mean and 95% CI, one panel
 per task) and, for tasks with several testing blocks (paper 2), ``learning_curves.png``
@@ -57,6 +61,9 @@ def summarize(frame: Any) -> Any:
             pearson=float(group["pearson"].mean()),
             final_block_error=float(group["final_block_error"].mean()),
             pulses=float(group["pulses"].mean()),
+            constant_mse=float(group["constant_mse"].mean())
+            if "constant_mse" in group
+            else float("nan"),
             wall_s=float(group["wall_s"].mean()),
         )
         rows.append(row)
@@ -85,17 +92,42 @@ def summarize(frame: Any) -> Any:
     return table
 
 
+def _not_learned(table: Any) -> Any:
+    """The groups whose mean test MSE is not below half the constant-output baseline."""
+    from memristor_hil.experiments.function_learning import LEARNED_BELOW
+
+    return table[table["mse_mean"] >= LEARNED_BELOW * table["constant_mse"]]
+
+
+def _warning(table: Any) -> list[str]:
+    if table.empty:
+        return []
+    failed = _not_learned(table)
+    if failed.empty:
+        return []
+    return [
+        f"**Warning: {len(failed)} of {len(table)} groups did not learn**: their mean test MSE "
+        "is not below half the constant-output baseline (the MSE of the best constant output, "
+        "the target's variance over the test period; column 'constant MSE'). Ratios among "
+        "them compare failures. Runs too short to learn (try more --seconds) and learning "
+        "rates too high for the task do this.",
+        "",
+    ]
+
+
 def _markdown(table: Any, frame: Any, title: str) -> str:
     lines = [
         f"# Sweep {title}: summary",
         "",
         f"{len(frame)} runs: {int((frame['status'] == 'ok').sum())} finished, "
         f"{int((frame['status'] != 'ok').sum())} failed. Test MSE: mean ± 95% CI over seeds "
-        "(Student's t); ratio: mean test MSE / that of the task's best PES rate.",
+        "(Student's t); ratio: mean test MSE / that of the task's best PES rate; constant MSE: "
+        "what the best constant output scores (a rule learned when its MSE is below half).",
         "",
+        *_warning(table),
         "| task | input | neurons | s | rule | device settings | seeds | test MSE (mean ± CI95) "
-        "| std | Spearman | Pearson | final block error | ratio to PES | failed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| std | constant MSE | Spearman | Pearson | final block error | ratio to PES | failed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in table.iterrows():
         ratio = "" if np.isnan(r["ratio_to_pes"]) else f"{r['ratio_to_pes']:.2f}"
@@ -105,8 +137,8 @@ def _markdown(table: Any, frame: Any, title: str) -> str:
             f"| {r['task']} | {r['stimulus']} | {r['n_pre']}/{r['n_post']} | {r['seconds']:g} "
             f"| {r['label']} | {r['settings']} | {r['seeds']} "
             f"| {r['mse_mean']:.4g} ± {_num(r['mse_ci95'])} | {_num(r['mse_std'])} "
-            f"| {r['spearman']:.3f} | {r['pearson']:.3f} | {r['final_block_error']:.4g} "
-            f"| {ratio} | {r['failed']} |"
+            f"| {r['constant_mse']:.4g} | {r['spearman']:.3f} | {r['pearson']:.3f} "
+            f"| {r['final_block_error']:.4g} | {ratio} | {r['failed']} |"
         )
     failures = frame[frame["status"] != "ok"]
     if len(failures):
@@ -130,13 +162,14 @@ def _panel_title(key: tuple) -> str:
 
 
 def _plot_spread(frame: Any, table: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     ok = frame[frame["status"] == "ok"]
     panels = list(table.groupby(TASK, dropna=False, sort=True))
     cols = min(2, len(panels))
     nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(7 * cols, 3.6 * nrows), squeeze=False)
+    fig = Figure(figsize=(7 * cols, 3.6 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False)
     rng = np.random.default_rng(0)
     for ax, (key, group) in zip(axes.flat, panels, strict=False):
         names = [
@@ -154,6 +187,10 @@ def _plot_spread(frame: Any, table: Any, path: Path) -> None:
             ax.errorbar(
                 i + 0.3, r["mse_mean"], yerr=err, fmt="D", color="black", ms=4, capsize=3, zorder=3
             )
+        constant = group["constant_mse"].mean()
+        if np.isfinite(constant):
+            ax.axhline(constant, color="tab:blue", ls="--", lw=1, label="constant output")
+            ax.legend(fontsize=7, loc="best")
         ax.set_xticks(range(len(names)), names, fontsize=7)
         ax.set_yscale("log")
         ax.set_ylabel("test MSE")
@@ -161,14 +198,16 @@ def _plot_spread(frame: Any, table: Any, path: Path) -> None:
         ax.grid(axis="y", alpha=0.3, which="both")
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
-    fig.suptitle("Test MSE per seed (dots; grey PES, red mPES) and mean ± 95% CI (black)")
+    fig.suptitle(
+        "Test MSE per seed (dots; grey PES, red mPES), mean ± 95% CI (black), "
+        "best constant output (dashed)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _plot_curves(frame: Any, path: Path) -> bool:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     ok = frame[frame["status"] == "ok"]
@@ -176,7 +215,8 @@ def _plot_curves(frame: Any, path: Path) -> bool:
     if ok.empty:
         return False
     panels = list(ok.groupby(TASK, dropna=False, sort=True))
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.6 * len(panels)), squeeze=False)
+    fig = Figure(figsize=(8, 3.6 * len(panels)))
+    axes = fig.subplots(len(panels), 1, squeeze=False)
     for ax, (key, runs) in zip(axes.flat, panels, strict=True):
         runs = runs.sort_values(["rule", "learning_rate", "label", "settings"], na_position="last")
         for (label, settings), group in runs.groupby(["label", "settings"], sort=False):
@@ -201,7 +241,6 @@ def _plot_curves(frame: Any, path: Path) -> bool:
     fig.suptitle("Error per testing block: mean over seeds (line), min to max (band)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True
 
 
@@ -210,9 +249,6 @@ def write_summary(frame: Any, out: str | Path, title: str = "sweep") -> list[Pat
 
     Returns the paths written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = summarize(frame)

@@ -37,7 +37,15 @@ from memristor_hil.experiments.plan import SweepPlan, load_plan
 from memristor_hil.experiments.results import ResultTable
 from memristor_hil.experiments.tasks import RunSpec, run_task, versions
 
-__all__ = ["NoFreeCellsError", "SweepProgress", "hardware_url", "run_one", "sweep"]
+__all__ = [
+    "NoFreeCellsError",
+    "SweepProgress",
+    "default_out",
+    "hardware_url",
+    "run_one",
+    "runs_left",
+    "sweep",
+]
 
 INSTALL_HINT = "pip install 'memristor-hil[sweep]' (in a clone: pip install -e '.[sweep]')"
 
@@ -74,6 +82,7 @@ def hardware_url(spec: RunSpec) -> str | None:
 
 def _base_row(spec: RunSpec) -> dict[str, Any]:
     row = {"run_id": spec.run_id, **asdict(spec), "label": spec.label, "settings": spec.settings}
+    row.update(spec.resolved())  # the stimulus and seconds it ran with, failed or not
     row.update({f"version_{k}": v for k, v in versions().items()})
     row["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     return row
@@ -175,6 +184,44 @@ def _used_cells(table: ResultTable, url: str) -> list[list[int]]:
     return used
 
 
+def default_out(plan: SweepPlan) -> Path:
+    """``out/sweeps/<name>``: a reduced plan (:meth:`SweepPlan.limited`) has a name of its own."""
+    return Path("out") / "sweeps" / plan.name
+
+
+def runs_left(plan: SweepPlan, out: Path, resume: bool) -> tuple[ResultTable, list, list]:
+    """The table at ``out``, every run of ``plan``, and the runs it has still to do.
+
+    Raises
+    ------
+    ValueError
+        The table exists and ``resume`` is false (nothing is overwritten); or ``resume`` is
+        true and the table holds runs this plan does not have: it was written by another plan
+        (other seeds, seconds, tasks or settings), which resuming would mix into it.
+    """
+    results = out / "results.parquet"
+    if results.exists() and not resume:
+        raise ValueError(
+            f"{results} exists: pass resume=True (--resume) to continue that sweep, or choose "
+            "another output folder"
+        )
+    table = ResultTable(results)
+    specs = plan.runs()
+    ids = {s.run_id for s in specs}
+    foreign = [row for rid, row in table.rows.items() if rid not in ids]
+    if foreign:
+        first = foreign[0]
+        raise ValueError(
+            f"{results} holds {len(foreign)} runs that sweep {plan.name!r} does not have (e.g. "
+            f"{first.get('task')} {first.get('label')} seed {first.get('seed')}, "
+            f"{first.get('stimulus')}, {first.get('seconds')} s): it was written by another "
+            "plan (other seeds, seconds, tasks or settings). Resume with the same plan and "
+            "options, or choose another output folder"
+        )
+    finished = table.finished()
+    return table, specs, [s for s in specs if s.run_id not in finished]
+
+
 def sweep(
     plan: SweepPlan | Mapping[str, Any] | str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
@@ -192,7 +239,8 @@ def sweep(
     plan : SweepPlan, mapping or path
         The sweep: a plan, a mapping in the TOML layout, or a TOML file.
     out : path-like, optional
-        Output folder (default ``out/sweeps/<name>``): ``results.parquet``, ``summary.md``,
+        Output folder (default ``out/sweeps/<name>``, see :func:`default_out`):
+        ``results.parquet``, ``summary.md``,
         ``*.png`` and ``records/`` (hardware runs).
     scheduler : str, optional
         Address of an existing Dask scheduler (``tcp://host:port``). Default:
@@ -201,7 +249,8 @@ def sweep(
         Local worker processes (default: one per core). ``0``: run in this process, serially.
     resume : bool
         Continue a sweep whose table exists, skipping its finished runs. Without it an
-        existing table is an error (nothing is overwritten).
+        existing table is an error (nothing is overwritten); a table of another plan is an
+        error either way (see :func:`runs_left`).
     progress : callable, optional
         Called with a :class:`SweepProgress` after each finished run.
     summarize : bool
@@ -214,17 +263,8 @@ def sweep(
     """
     if not isinstance(plan, SweepPlan):
         plan = SweepPlan.from_dict(plan) if isinstance(plan, Mapping) else load_plan(plan)
-    out = Path(out) if out is not None else Path("out") / "sweeps" / plan.name
-    results = out / "results.parquet"
-    if results.exists() and not resume:
-        raise ValueError(
-            f"{results} exists: pass resume=True (--resume) to continue that sweep, or choose "
-            "another output folder"
-        )
-    table = ResultTable(results)
-    specs = plan.runs()
-    finished = table.finished()
-    todo = [s for s in specs if s.run_id not in finished]
+    out = Path(out) if out is not None else default_out(plan)
+    table, specs, todo = runs_left(plan, out, resume)
     records = str(out / "records")
     start = time.monotonic()
     counts = {"done": len(specs) - len(todo), "failed": 0}

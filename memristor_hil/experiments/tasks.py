@@ -311,7 +311,9 @@ def run_task(spec: RunSpec, *, crossbar: Any = None, layout: Any = None) -> dict
     Returns
     -------
     dict
-        ``mse``, ``spearman``, ``pearson`` over the testing periods; ``block_errors``, the
+        ``mse``, ``spearman``, ``pearson`` over the testing periods; ``constant_mse``, the
+        MSE the best constant output would score there (the target's variance per dimension,
+        averaged): what a run that learned nothing beats; ``block_errors``, the
         total absolute error (summed over steps and output dimensions) of each testing block;
         ``final_block_error``; ``pulses`` applied; ``sim_wall_s`` and ``sim_cpu_s``
         (wall and CPU seconds to build and run; CPU time hardly depends on what else the
@@ -357,6 +359,7 @@ def run_task(spec: RunSpec, *, crossbar: Any = None, layout: Any = None) -> dict
     return {
         **resolved,
         "mse": _fsum((out - tgt) ** 2) / out.size,
+        "constant_mse": _constant_mse(target[testing]),
         "spearman": _pearson(_ranks(out), _ranks(tgt)),
         "pearson": _pearson(out, tgt),
         "block_errors": blocks,
@@ -374,6 +377,13 @@ def run_task(spec: RunSpec, *, crossbar: Any = None, layout: Any = None) -> dict
 
 def _fsum(x: np.ndarray) -> float:
     return math.fsum(np.ravel(x).tolist())
+
+
+def _constant_mse(target: np.ndarray) -> float:
+    """MSE of the best constant output over ``target`` (steps x dimensions): its variance."""
+    target = target.reshape(len(target), -1)
+    means = np.array([_fsum(column) / len(column) for column in target.T])
+    return _fsum((target - means) ** 2) / target.size
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:

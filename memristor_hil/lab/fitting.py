@@ -118,7 +118,8 @@ def fit_device(
     fit_r0, r1 = (float(v) for v in _linear(x, r, r0))
     residual = (r - fit_r0 - r1 * x) / r
     errors = _standard_errors(m, r, fit_r0, r1, a, n0, residual, fixed_r0=r0 is not None)
-    ok = bool(solution.success and a < 0 and r1 > 0 and np.isfinite(fit_r0))
+    # a negative R0 is no resistance: it fits the noise, and kept it would inflate R0's spread
+    ok = bool(solution.success and a < 0 and r1 > 0 and np.isfinite(fit_r0) and fit_r0 >= 0)
     return {
         "r0": fit_r0,
         "r1": r1,
@@ -218,7 +219,8 @@ class FitResult:
         return self.values["ok"] > 0
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """Median, mean and relative spread (std / |median|) of each parameter over the good fits.
+        """Median, mean and relative spread (``std / abs(median)``) of each parameter over the
+        good fits.
 
         The relative spread is the device-to-device sigma that :class:`~memristor_hil.Variability`
         means.
@@ -429,6 +431,12 @@ def _fit_all(
             "distinct pulse counts, or no valid power law through their readings); they are "
             "left out of the medians and spreads"
         )
+        negative = int(np.count_nonzero(values["r0"] < 0))
+        if negative:
+            result.notes.append(
+                f"{negative} of them fitted a negative R0 (not a resistance: the readings do "
+                "not determine R0); fix it with --r0 (r0=...) or use 'auto'"
+            )
     return result
 
 

@@ -495,6 +495,17 @@ class Record:
                 error=err,
             )
 
+    def cells(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        """The flat cell indices (``row * cols + col``) of each event with ``start <= index <
+        stop``, in order; cheap: nothing else of the events is decoded."""
+        query = "SELECT cells_encoding, cells FROM events WHERE id > ?"
+        args: list[int] = [int(start)]
+        if stop is not None:
+            query += " AND id <= ?"
+            args.append(int(stop))
+        for encoding, cells in self._db.execute(query + " ORDER BY id", args):
+            yield unpack_cells(encoding, cells)
+
     def __iter__(self) -> Iterator[Event]:
         return self.events()
 

@@ -14,7 +14,13 @@ from urllib.parse import parse_qsl, urlencode
 
 from memristor_hil.url_options import boolean
 
-__all__ = ["RECORDS_ENV", "RecordOption", "default_record_path", "take_record_option"]
+__all__ = [
+    "RECORDS_ENV",
+    "RecordOption",
+    "default_record_path",
+    "format_size",
+    "take_record_option",
+]
 
 #: Environment variable naming the folder for default records (default ``records`` under the
 #: working directory), e.g. a lab-wide data folder.
@@ -38,6 +44,15 @@ def default_record_path(scheme: str) -> Path:
         path = folder / f"{stamp}-{scheme.lower()}-{counter}.sqlite"
         counter += 1
     return path
+
+
+def format_size(nbytes: float) -> str:
+    """``"12 kB"``, ``"3.4 MB"``: a size a reader can use (never ``"0.0 MB"``)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            value = nbytes / scale
+            return f"{value:,.1f} {unit}" if value < 100 else f"{value:,.0f} {unit}"
+    return f"{int(nbytes)} bytes"
 
 
 def take_record_option(url: str, record: RecordOption) -> tuple[str, RecordOption]:

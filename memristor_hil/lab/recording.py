@@ -9,6 +9,7 @@ device may have applied part of the batch), and the error is raised again.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -19,6 +20,9 @@ from ..crossbar import Crossbar, PendingApply
 from ..powerlaw import PowerLaw
 from ..pulses import Cells, PulseBatch
 from .record import Record
+from .record_policy import RECORDS_ENV, format_size
+
+_log = logging.getLogger("memristor_hil.records")
 
 __all__ = ["RecordingCrossbar"]
 
@@ -42,6 +46,11 @@ class RecordingCrossbar(Crossbar):
     close_inner : bool
         Close ``inner`` when this crossbar is closed (default True). The record is always
         closed with it.
+    announce : bool
+        Say where the record goes when it opens and its size when it closes (a warning of the
+        ``memristor_hil.records`` logger, shown on stderr unless logging is set up otherwise):
+        what ``open_crossbar`` does for a record nobody asked for, the default of a hardware
+        URL, so a script never fills a disk without a word.
 
     Examples
     --------
@@ -64,6 +73,7 @@ class RecordingCrossbar(Crossbar):
         url: str | None = None,
         synchronous: str = "NORMAL",
         close_inner: bool = True,
+        announce: bool = False,
     ) -> None:
         if not isinstance(inner, Crossbar):
             raise TypeError(f"RecordingCrossbar wraps a Crossbar, got {type(inner).__name__}")
@@ -87,6 +97,17 @@ class RecordingCrossbar(Crossbar):
                 parameters=parameters,
                 url=url,
                 synchronous=synchronous,
+            )
+        self._announce = announce
+        if announce:
+            _log.warning(
+                "recording every batch and reading of %s to %s (hardware URLs record by "
+                "default; an mPES run writes a few MB per simulated second at 100x100: pass "
+                "record=False to turn it off or record=PATH to choose the file; $%s sets the "
+                "folder)",
+                url or inner.identity,
+                self._record.path,
+                RECORDS_ENV,
             )
 
     @property
@@ -211,7 +232,12 @@ class RecordingCrossbar(Crossbar):
             if self._close_inner:
                 self._inner.close()
         finally:
+            events = len(self._record) if self._announce else 0
             self._record.close()
+            if self._announce:
+                path = self._record.path
+                size = format_size(path.stat().st_size) if path.exists() else "?"
+                _log.warning("record %s closed: %d events, %s", path, events, size)
 
 
 def _error_text(exc: BaseException) -> str:

@@ -32,7 +32,7 @@ _MASKS = ("filtered", "spikes")
 DEFAULT_MODEL = PowerLaw(dtype="float32", reset=True)
 
 #: The default policy's learning rate: Nengo PES's meaning, and the best of PES's 1e-5, 3e-5
-#: and 1e-4 on the published tasks with 100 neurons (see the README's accuracy table).
+#: and 1e-4 on the published tasks with 100 neurons (see docs/learning.md's accuracy table).
 DEFAULT_LEARNING_RATE = 1e-5
 
 #: The ``learning_rate`` policy's refresh threshold on the normalised conductance

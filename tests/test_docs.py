@@ -1,0 +1,88 @@
+"""The documentation's examples do what it says: docs/testing.md's lab suite passes in a fresh
+folder with plain ``pytest`` (no options, no ini file), as a lab's project would run it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def code_blocks(text: str, language: str) -> list[str]:
+    """The fenced code blocks of one language in a Markdown text, in order."""
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+
+
+def test_the_testing_guides_complete_example_passes_with_plain_pytest(tmp_path):
+    text = (ROOT / "docs" / "testing.md").read_text()
+    code = code_blocks(text.split("## A complete example", 1)[1], "python")[0]
+    assert code.count("def test_") == 3
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_lab.py").write_text(code)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHON"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
+
+
+def test_the_testing_guide_asks_for_no_p_option_and_no_package_index():
+    text = (ROOT / "docs" / "testing.md").read_text()
+    assert "no:nengo" not in text
+    installs = re.findall(r"pip install ([^\n]*)", text)
+    assert installs and all(not i.startswith("memristor-hil ") for i in installs), installs
+
+
+#: The README's two commands, exactly as a fresh clone runs them (CI and the lead run these).
+README_COMMANDS = (
+    "python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/memristor-hil demo",
+    "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest",
+)
+
+
+def test_the_readme_starts_with_the_two_commands_and_its_links_resolve():
+    text = (ROOT / "README.md").read_text()
+    blocks = code_blocks(text, "sh")
+    assert [b.strip() for b in blocks[:2]] == list(README_COMMANDS)
+    assert len(text.splitlines()) < 130  # a front page; the reference lives in docs/
+    for target in re.findall(r"\]\(([^)#]+)\)", text):
+        if not target.startswith("http"):
+            assert (ROOT / target).exists(), target
+
+
+def test_every_guide_is_a_page_of_the_site():
+    index = (ROOT / "docs" / "index.md").read_text()
+    guides = {p.stem for p in (ROOT / "docs").glob("*.md")} - {"index"}
+    missing = sorted(g for g in guides if f"\n{g}\n" not in index)
+    assert not missing, f"add to a toctree of docs/index.md: {missing}"
+
+
+def test_the_lab_bench_service_block_can_be_pasted_at_once(tmp_path):
+    """docs/lab-bench.md step 1 then `info`, pasted in one go: the service's ready file makes
+    the next command wait instead of meeting "Connection refused"."""
+    import socket
+
+    text = (ROOT / "docs" / "lab-bench.md").read_text()
+    block = next(b for b in code_blocks(text, "sh") if "memristor-hil emulate" in b)
+    info = next(b for b in code_blocks(text, "sh") if b.startswith("memristor-hil info visa"))
+    with socket.socket() as s:  # the walkthrough's port may be taken on a CI machine
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    script = (block + info).replace("5025", port) + "kill %1\nwait\n"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "memristor-hil,EmulatedCrossbar,208x200,seed=3" in done.stdout  # as the page says
+    assert not (tmp_path / "out" / "service.ready").exists()  # gone with the service
