@@ -387,9 +387,22 @@ class EmulatedCrossbar(Crossbar):
     def from_state(
         cls, path: str | os.PathLike[str], limits: SafetyLimits | None = None
     ) -> EmulatedCrossbar:
-        """A crossbar rebuilt from a file written by :meth:`save_state`."""
+        """A crossbar rebuilt from a file written by :meth:`save_state`.
+
+        Raises
+        ------
+        ValueError
+            If an :class:`~emulator.array.ArrayCrossbar` wrote the file (its circuit would be
+            lost): :func:`emulator.state.crossbar_from_state` opens either kind.
+        """
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
+            array = "array_meta" in data.files
+        if array and cls is EmulatedCrossbar:
+            raise ValueError(
+                f"{path} holds an array crossbar's state: open it with "
+                "emulator.state.crossbar_from_state (or ArrayCrossbar.from_state)"
+            )
         xbar = cls(
             *meta["shape"],
             model=PowerLaw.from_dict(meta["model"]),

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from memristor_hil.powerlaw import PowerLaw, Variability
-from memristor_hil.url_options import boolean, query_options
+from memristor_hil.url_options import boolean, query_options, read_options
 
+from .array.url import ARRAY_FIELDS, array_from_options
 from .crossbar import EmulatedCrossbar
 
 __all__ = ["open_emulator", "model_from_options"]
@@ -87,9 +88,16 @@ def open_emulator(url: str, **overrides: Any) -> EmulatedCrossbar:
     ``sigma_r_init``; and ``params=FILE`` for a fitted parameter file. Keyword arguments
     override the query; the keyword ``model=PowerLaw(...)`` gives the whole device model
     instead of its fields.
+
+    The array options (``wire``, ``row_wire``, ``col_wire``, ``row_end``, ``col_end``,
+    ``read``, ``write``, ``group``, ``v_read``, ``threshold``, ``read_noise``, ``drift``,
+    ``drift_sigma``, ``stuck``, ``adc_bits``, ``adc_range``, ``dac_step``, ``tick``; see
+    ``docs/array.md``) open an :class:`~emulator.array.ArrayCrossbar`; without them the
+    crossbar is the ideal :class:`EmulatedCrossbar`.
     """
     _, options = query_options(url)
     options.update(overrides)
+    array = array_from_options(read_options("emulator", options, ARRAY_FIELDS, strict=False))
     model = options.pop("model", None)
     if model is not None:
         if not isinstance(model, PowerLaw):
@@ -99,7 +107,8 @@ def open_emulator(url: str, **overrides: Any) -> EmulatedCrossbar:
             raise ValueError(f"give the device model as model= or as options {fields}, not both")
     unknown = sorted(set(options) - set(_KNOWN))
     if unknown:
-        raise ValueError(f"unknown emulator:// options {unknown}; known: {', '.join(_KNOWN)}")
+        known = ", ".join((*_KNOWN, *ARRAY_FIELDS))
+        raise ValueError(f"unknown emulator:// options {unknown}; known: {known}")
     try:
         rows = int(options.get("rows", 100))
         cols = int(options.get("cols", 100))
@@ -108,4 +117,8 @@ def open_emulator(url: str, **overrides: Any) -> EmulatedCrossbar:
         raise ValueError(f"rows, cols and seed must be integers in {url!r}: {exc}") from None
     if model is None:
         model = model_from_options(options)
-    return EmulatedCrossbar(rows, cols, model, seed=seed)
+    if array is None:
+        return EmulatedCrossbar(rows, cols, model, seed=seed)
+    from .array.crossbar import ArrayCrossbar  # scipy.sparse: only for an array
+
+    return ArrayCrossbar(rows, cols, model, seed=seed, array=array[0], effects=array[1])

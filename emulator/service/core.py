@@ -26,6 +26,7 @@ from memristor_hil.protocol.messages import Op, Status, WireError
 from memristor_hil.pulses import SafetyLimits
 
 from ..crossbar import EmulatedCrossbar, remove_interrupted_saves
+from ..state import crossbar_from_state
 from .status import StatusRegisters
 
 __all__ = ["SCPI_CODES", "CrossbarService"]
@@ -133,7 +134,7 @@ class CrossbarService:
     @classmethod
     def restore(cls, path: str | os.PathLike[str], **kwargs: object) -> CrossbarService:
         """A service whose devices and sequence window come from a file :meth:`save` wrote."""
-        xbar = EmulatedCrossbar.from_state(path)
+        xbar = crossbar_from_state(path)  # the ideal crossbar or an array, as saved
         service = cls(xbar, state_path=path, **kwargs)  # type: ignore[arg-type]
         with np.load(path, allow_pickle=False) as data:
             if "service_seq" in data.files:

@@ -1,0 +1,116 @@
+"""The emulator as a crossbar circuit (issue 26) against the ideal emulator: time ratios.
+
+1. mPES learning a 100x100 connection on a 100x200 crossbar (positive and negative blocks side
+   by side), ``--seconds`` simulated, dt = 1 ms: CPU time of ``sim.run`` per simulated second
+   for the ideal emulator and for each array configuration, and the ratio. The network is
+   ``benchmarks/bench_mpes.py``'s (sine input, ``pre`` -> ``post`` learned, error
+   ``post - input**2``).
+2. A 1000x1000 crossbar taking ``--cells`` pulsed cells per step (random rows and columns,
+   one SET pulse each, read back): time per step for the ideal emulator and the arrays.
+
+For every array run: LU factorisations and right-hand sides solved per step (the solver is a
+sparse direct one, SuperLU; it has no iterations). Array configurations:
+
+- ``v2 no wire``: ``read=v2&write=v2`` without wire resistance (closed forms, no solve);
+- ``wire 2 ohm``: ``wire=2&read=grounded&write=v2`` (a solve per operation and per read);
+  at 1000x1000 only with ``--big`` (one factorisation measured ~36 s and 6 GB there).
+
+Times are this process's CPU time; the load average is printed with the figures.
+
+Usage::
+
+    python benchmarks/bench_array.py                 # 0.02 s simulated, 1000 cells, 3 steps
+    python benchmarks/bench_array.py --seconds 0.1 --steps 10 --big
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import nengo
+import numpy as np
+
+from memristor_hil import PulseBatch, mPES, open_crossbar
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_mpes import build  # noqa: E402 - the benchmark folder's own module
+
+clock = time.process_time
+ARRAYS = {
+    "v2 no wire": "read=v2&write=v2",
+    "wire 2 ohm": "wire=2&read=grounded&write=v2",
+}
+
+
+def learning(url: str, seconds: float) -> tuple[float, object]:
+    """CPU seconds per simulated second of mPES on the crossbar ``url``, and the crossbar."""
+    xbar = open_crossbar(url)
+    net = build(100, mPES(crossbar=xbar, pulses="one"))
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        sim.run(0.002)  # warm-up: compiled kernels, first factorisation
+        start = clock()
+        sim.run(seconds)
+        return (clock() - start) / seconds, xbar
+
+
+def pulsing(url: str, cells: int, steps: int) -> tuple[float, object]:
+    """CPU seconds per step of ``cells`` one-pulse SETs with read-back, and the crossbar."""
+    xbar = open_crossbar(url)
+    rng = np.random.default_rng(0)
+    batches = []
+    for _ in range(steps + 1):
+        flat = np.sort(rng.choice(xbar.size, cells, replace=False))
+        batches.append(PulseBatch(flat // xbar.shape[1], flat % xbar.shape[1]))
+    xbar.apply(batches[0], read_back=True)  # warm-up
+    start = clock()
+    for batch in batches[1:]:
+        xbar.apply(batch, read_back=True)
+    return (clock() - start) / steps, xbar
+
+
+def _solver(xbar: object, steps: float) -> str:
+    system = getattr(xbar, "_system", None)
+    if system is None:
+        return ""
+    return (
+        f"  factorisations/step {system.factorisations / steps:.2f}, "
+        f"right-hand sides/step {system.right_hand_sides / steps:.1f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=0.02, help="simulated seconds (mPES)")
+    parser.add_argument("--cells", type=int, default=1000, help="pulsed cells per step")
+    parser.add_argument("--steps", type=int, default=3, help="steps at 1000x1000")
+    parser.add_argument("--big", action="store_true", help="also the wired 1000x1000 array")
+    args = parser.parse_args()
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; CPU time")
+
+    print("\n1. mPES 100x100 on a 100x200 crossbar, CPU s per simulated s (target: within 3x)")
+    base = "emulator://?rows=100&cols=200&seed=0&dtype=float32"
+    ideal, _ = learning(base, args.seconds)
+    print(f"  {'ideal':12s} {ideal:9.3f} s/s")
+    for name, query in ARRAYS.items():
+        t, xbar = learning(f"{base}&{query}", args.seconds)
+        steps = (args.seconds + 0.002) / 0.001
+        print(f"  {name:12s} {t:9.3f} s/s  ratio {t / ideal:8.1f}x{_solver(xbar, steps)}")
+
+    print(f"\n2. 1000x1000, {args.cells} pulsed cells per step, CPU s per step (target: 10x)")
+    base = "emulator://?rows=1000&cols=1000&seed=0&dtype=float32"
+    ideal, _ = pulsing(base, args.cells, args.steps)
+    print(f"  {'ideal':12s} {ideal:9.4f} s")
+    for name, query in ARRAYS.items():
+        if "wire" in query and not args.big:
+            print(f"  {name:12s} not run (--big: a factorisation takes ~36 s and 6 GB here)")
+            continue
+        t, xbar = pulsing(f"{base}&{query}", args.cells, args.steps)
+        print(f"  {name:12s} {t:9.4f} s  ratio {t / ideal:8.1f}x{_solver(xbar, args.steps + 1)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""The nodal model of a passive crossbar: word-line and bit-line node voltages in one solve.
+
+Every cell ``(i, j)`` joins word-line node ``u[i, j]`` to bit-line node ``w[i, j]`` through its
+device conductance ``G[i, j]``. Consecutive nodes of a word line are joined by ``1 / row_wire``,
+of a bit line by ``1 / col_wire``. Each line has two ends: a word line's end 0 sits before
+column 0 and its end 1 after column ``cols - 1``; a bit line's end 0 sits before row 0 and its
+end 1 after row ``rows - 1``. An end is floating (NaN) or held at a voltage (0 is grounded)
+through the end resistance (``row_end`` for word lines: the driver's source resistance;
+``col_end`` for bit lines: the driver's or sense amplifier's resistance). Kirchhoff's current
+law at every node gives the symmetric system ``A x = b`` (Chen 2013; MemTorch's
+``memtorch/bh/crossbar/Passive.py`` and badcrossbar's ``badcrossbar/computing/solve.py`` build
+the same one), solved here by a sparse LU (SuperLU through :mod:`scipy.sparse.linalg`) that is
+kept for the next solve while the conductances and the set of connected ends stay the same.
+
+Zero resistances are exact, not approximated by large conductances: a line with zero wire
+resistance is one node, an end with zero resistance fixes its node's voltage. Nodes that no
+path joins to a held end (a floating line whose devices are all open) carry no current; they
+are pinned at 0 V, which changes no current anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse import csgraph
+from scipy.sparse.linalg import splu
+
+from .options import Wiring
+
+__all__ = ["Nodes", "NodalSystem", "Wiring"]
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """A solution: node voltages ``u`` (word lines) and ``w`` (bit lines), and end currents.
+
+    ``u`` and ``w`` have shape ``(rows, cols)`` (plus a trailing axis for several right-hand
+    sides); ``row_current[i, e]`` is the current flowing into word line ``i`` at its end ``e``
+    from its source, ``col_current[j, e]`` the current flowing out of bit line ``j`` at end
+    ``e`` into its source (so a sense amplifier on a grounded bit line reads
+    ``col_current``). Floating ends carry 0.
+    """
+
+    u: np.ndarray
+    w: np.ndarray
+    row_current: np.ndarray
+    col_current: np.ndarray
+
+    @property
+    def device_voltage(self) -> np.ndarray:
+        """Voltage across each device, word line minus bit line."""
+        return self.u - self.w
+
+
+class NodalSystem:
+    """The nodal equations of one ``rows x cols`` array with one :class:`Wiring`.
+
+    :meth:`solve` factors the system for the conductances and connected ends it is given and
+    keeps the factors: the next call with the same conductance ``version`` and the same
+    floating ends reuses them (only the right-hand side changes).
+    """
+
+    def __init__(self, rows: int, cols: int, wiring: Wiring) -> None:
+        self.shape = (int(rows), int(cols))
+        self.wiring = wiring
+        self._key: tuple[object, ...] | None = None
+        self._factor: _Factor | None = None
+        #: LU factorisations and right-hand sides solved so far (the benchmark reads them).
+        self.factorisations = 0
+        self.right_hand_sides = 0
+
+    def solve(
+        self,
+        conductance: np.ndarray,
+        row_ends: np.ndarray,
+        col_ends: np.ndarray,
+        version: object = None,
+    ) -> Nodes:
+        """Node voltages for device ``conductance`` (siemens, ``(rows, cols)``; 0 is open).
+
+        Parameters
+        ----------
+        conductance : numpy.ndarray
+            Device conductances, finite and >= 0.
+        row_ends, col_ends : numpy.ndarray
+            Source voltage at each line end, shape ``(rows, 2)`` and ``(cols, 2)`` (NaN:
+            floating), optionally with a trailing axis of right-hand sides (the NaN pattern
+            must then be the same along it).
+        version : object, optional
+            A value that changes whenever ``conductance`` does; with it, factors are reused
+            while it and the floating ends stay the same. None never reuses.
+        """
+        rows, cols = self.shape
+        row_ends = np.asarray(row_ends, dtype=float)
+        col_ends = np.asarray(col_ends, dtype=float)
+        if row_ends.shape[:2] != (rows, 2) or col_ends.shape[:2] != (cols, 2):
+            raise ValueError(
+                f"line ends must have shapes ({rows}, 2, ...) and ({cols}, 2, ...), got "
+                f"{row_ends.shape} and {col_ends.shape}"
+            )
+        row_held = ~np.isnan(row_ends[:, :, 0] if row_ends.ndim == 3 else row_ends)
+        col_held = ~np.isnan(col_ends[:, :, 0] if col_ends.ndim == 3 else col_ends)
+        key = (version, row_held.tobytes(), col_held.tobytes())
+        if version is None or key != self._key or self._factor is None:
+            self._factor = _Factor(self.shape, self.wiring, conductance, row_held, col_held)
+            self._key = key
+            self.factorisations += 1
+        self.right_hand_sides += int(np.prod(row_ends.shape[2:]))
+        return self._factor.solve(conductance, row_ends, col_ends)
+
+
+class _Factor:
+    """One assembled and factored system (see :class:`NodalSystem`)."""
+
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        wiring: Wiring,
+        conductance: np.ndarray,
+        row_held: np.ndarray,
+        col_held: np.ndarray,
+    ) -> None:
+        rows, cols = shape
+        g = np.asarray(conductance, dtype=float)
+        if g.shape != shape:
+            raise ValueError(f"conductance must have shape {shape}, got {g.shape}")
+        if not np.all(np.isfinite(g)) or np.any(g < 0):
+            raise ValueError("device conductances must be finite and >= 0 (0 is an open device)")
+        self.shape, self.wiring = shape, wiring
+        self.row_held, self.col_held = row_held, col_held
+        # Merged node index of every word-line and bit-line node: a line without wire
+        # resistance is one node.
+        cell_i, cell_j = np.indices(shape)
+        if wiring.row_wire > 0:
+            u_id = cell_i * cols + cell_j
+            n_u = rows * cols
+        else:
+            u_id = cell_i.copy()
+            n_u = rows
+        if wiring.col_wire > 0:
+            w_id = n_u + cell_i * cols + cell_j
+            n_w = rows * cols
+        else:
+            w_id = n_u + cell_j
+            n_w = cols
+        self.u_id, self.w_id, self.size = u_id, w_id, n_u + n_w
+        # Ends: (node, conductance to the source or inf when held directly, which end)
+        end_nodes, end_g, end_slot = [], [], []
+        r_row = wiring.row_wire + wiring.row_end
+        r_col = wiring.col_wire + wiring.col_end
+        for e, node_col in ((0, 0), (1, cols - 1)):
+            lines = np.flatnonzero(row_held[:, e])
+            end_nodes.append(u_id[lines, node_col])
+            end_g.append(np.full(lines.size, _conductance(r_row)))
+            end_slot.append(lines * 2 + e)
+        for e, node_row in ((0, 0), (1, rows - 1)):
+            lines = np.flatnonzero(col_held[:, e])
+            end_nodes.append(w_id[node_row, lines])
+            end_g.append(np.full(lines.size, _conductance(r_col)))
+            end_slot.append(2 * rows + lines * 2 + e)
+        self.end_node = np.concatenate(end_nodes)
+        self.end_g = np.concatenate(end_g)
+        self.end_slot = np.concatenate(end_slot)
+        # Laplacian of the wires and devices, on merged nodes
+        a_idx, b_idx, gs = [u_id.ravel()], [w_id.ravel()], [g.ravel()]
+        if wiring.row_wire > 0:
+            a_idx.append(u_id[:, :-1].ravel())
+            b_idx.append(u_id[:, 1:].ravel())
+            gs.append(np.full((cols - 1) * rows, 1.0 / wiring.row_wire))
+        if wiring.col_wire > 0:
+            a_idx.append(w_id[:-1, :].ravel())
+            b_idx.append(w_id[1:, :].ravel())
+            gs.append(np.full((rows - 1) * cols, 1.0 / wiring.col_wire))
+        a, b, gv = np.concatenate(a_idx), np.concatenate(b_idx), np.concatenate(gs)
+        n = self.size
+        lap = sparse.coo_matrix(
+            (np.concatenate([-gv, -gv]), (np.concatenate([a, b]), np.concatenate([b, a]))),
+            shape=(n, n),
+        ).tocsr()
+        diag = np.bincount(a, gv, n) + np.bincount(b, gv, n)
+        self.elements = (lap + sparse.diags(diag.astype(float))).tocsr()  # wires and devices only
+        finite = np.isfinite(self.end_g)
+        lap = self.elements + sparse.diags(
+            np.bincount(self.end_node[finite], self.end_g[finite], n).astype(float)
+        )
+        # Nodes held directly by a zero-resistance end are known; so are nodes no path joins
+        # to any held end (pinned at 0 V: no current reaches them).
+        fixed = np.zeros(n, bool)
+        fixed[self.end_node[~finite]] = True
+        edge = gv > 0
+        joined = sparse.coo_matrix((np.ones(edge.sum()), (a[edge], b[edge])), shape=(n, n))
+        count, label = csgraph.connected_components(joined, directed=False)
+        anchored = np.zeros(count, bool)
+        anchored[label[self.end_node]] = True
+        reached = anchored[label]
+        self.fixed = fixed | ~reached
+        self.free = np.flatnonzero(~self.fixed)
+        self.held = np.flatnonzero(self.fixed)
+        self.lap = lap
+        a_ff = lap[self.free][:, self.free].tocsc()
+        self.coupling = lap[self.free][:, self.held]
+        self.lu = _factorise(a_ff) if self.free.size else None
+
+    def solve(self, conductance: np.ndarray, row_ends: np.ndarray, col_ends: np.ndarray) -> Nodes:
+        rows, cols = self.shape
+        extra = row_ends.shape[2:]
+        k = int(np.prod(extra)) if extra else 1
+        # source voltage per end slot (rows*2 word-line ends, then cols*2 bit-line ends)
+        sources = np.concatenate(
+            [row_ends.reshape(rows * 2, k), col_ends.reshape(cols * 2, k)], axis=0
+        )
+        end_v = sources[self.end_slot]  # (ends, k)
+        if np.any(np.isnan(end_v)):
+            raise ValueError("a held line end has no voltage (NaN) in some right-hand side")
+        x = np.zeros((self.size, k))
+        finite = np.isfinite(self.end_g)
+        direct = ~finite
+        if np.any(direct):
+            nodes = self.end_node[direct]
+            x[nodes] = end_v[direct]
+            if np.any(x[nodes] != end_v[direct]):
+                raise ValueError(
+                    "two line ends hold one node (no wire resistance, no end resistance) "
+                    "at different voltages: a short circuit"
+                )
+        if self.lu is not None:
+            rhs = np.zeros((self.size, k))
+            np.add.at(rhs, self.end_node[finite], self.end_g[finite, None] * end_v[finite])
+            rhs = rhs[self.free] - self.coupling @ x[self.held]
+            free = self.lu.solve(rhs)
+            x[self.free] = free
+        u = x[self.u_id.ravel()].reshape(rows, cols, k)
+        w = x[self.w_id.ravel()].reshape(rows, cols, k)
+        # End currents: from the source into the line (word lines), out of the line into the
+        # source (bit lines).
+        current = np.zeros((2 * rows + 2 * cols, k))
+        flow = np.zeros_like(end_v)
+        flow[finite] = self.end_g[finite, None] * (end_v[finite] - x[self.end_node[finite]])
+        if np.any(direct):
+            flow[direct] = self._direct_flow(x, flow, direct)
+        current[self.end_slot] = flow
+        row_current = current[: 2 * rows].reshape(rows, 2, k)
+        col_current = -current[2 * rows :].reshape(cols, 2, k)
+        if not extra:
+            u, w = u[..., 0], w[..., 0]
+            row_current, col_current = row_current[..., 0], col_current[..., 0]
+        return Nodes(u, w, row_current, col_current)
+
+    def _direct_flow(self, x: np.ndarray, flow: np.ndarray, direct: np.ndarray) -> np.ndarray:
+        """Currents from the sources of ends that hold their node directly (no resistance).
+
+        KCL at the node: what its wires and devices draw, less what resistive ends at the same
+        node supply, shared equally by the direct ends there (a line without wire resistance
+        held directly at both ends: the split between them is not determined by the circuit).
+        """
+        nodes = self.end_node[direct]
+        drawn = (self.elements @ x)[nodes]
+        supplied = np.zeros((self.size, x.shape[1]))
+        finite = ~direct
+        np.add.at(supplied, self.end_node[finite], flow[finite])
+        sharing = np.bincount(nodes, minlength=self.size)[nodes]
+        return (drawn - supplied[nodes]) / sharing[:, None]
+
+
+def _factorise(matrix: sparse.csc_matrix) -> object:
+    """SuperLU of the (symmetric positive definite) nodal matrix: minimum degree on
+    ``A^T + A`` and diagonal pivots, as for a Cholesky factor (partial pivoting would only
+    add fill: the diagonal dominates). The least fill of SuperLU's orderings on these grids."""
+    return splu(
+        matrix,
+        permc_spec="MMD_AT_PLUS_A",
+        diag_pivot_thresh=0.0,
+        options={"SymmetricMode": True},
+    )
+
+
+def _conductance(resistance: float) -> float:
+    return math.inf if resistance == 0 else 1.0 / resistance

@@ -1,0 +1,87 @@
+"""Compiled write operations for arrays without wire resistance (the closed-form voltages).
+
+One call applies a whole batch's operations in order, each cell's pulses through the power
+law (SET) or its RESET branch as :meth:`memristor_hil.PowerLaw.after_pulses` does (the tests
+check the two against each other): the same rule as :func:`~.writes.biased_cells` followed by
+``ArrayCrossbar._pulse``, without a NumPy round per operation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["apply_biased_operations"]
+
+
+@njit(cache=True, nogil=True)
+def _one(n, cell, k, v, stuck, a, r0, r1, n_min, law):  # pragma: no cover - compiled
+    """``k`` pulses at ``v`` on one cell (``law``: a_slope, v_ref, reset, r3, c, eps, tiny)."""
+    if stuck.shape[0] and stuck[cell]:
+        return
+    p = cell if a.shape[0] > 1 else 0
+    a_slope, v_ref, reset, r3, c, eps, tiny = law
+    a_p = a[p]
+    if v > 0:
+        a_v = a_p + a_slope * (v - v_ref)
+        if a_v >= 0:
+            return
+        e = a_p / a_v
+        lo = n_min[p if n_min.shape[0] > 1 else 0]
+        x = n[cell]
+        if x < lo:
+            x = lo
+        n[cell] = (x**e + k) ** (1.0 / e)
+    elif v < 0 and reset > 0:
+        r = r0[p] + r1[p] * n[cell] ** a_p
+        top = r3 * (1 - eps)
+        if r > top:
+            r = top
+        m = ((r3 - r) / r3) ** (1.0 / c)
+        r_new = r3 - r3 * (m + k) ** c
+        excess = (r_new - r0[p]) / r1[p]
+        if excess < tiny:
+            excess = tiny
+        n[cell] = excess ** (1.0 / a_p)
+
+
+@njit(cache=True, nogil=True)
+def apply_biased_operations(
+    n, shape, ops, op_cols, bias, threshold, stuck, params, law
+):  # pragma: no cover - compiled
+    """Apply operations ``ops`` (rows of: row, first and last index into ``op_cols``, pulses,
+    voltage) in order. ``shape`` = (rows, cols); ``bias`` = (alpha, beta); ``params`` = (a,
+    r0, r1, n_min), one entry shared or one per device; ``stuck``: a bool per device or empty.
+    """
+    nrows, ncols = shape
+    alpha, beta = bias
+    a, r0, r1, n_min = params
+    mark = np.zeros(ncols, np.bool_)
+    for o in range(ops.shape[0]):
+        r = int(ops[o, 0])
+        first, last = int(ops[o, 1]), int(ops[o, 2])
+        k = ops[o, 3]
+        v = ops[o, 4]
+        for t in range(first, last):
+            mark[op_cols[t]] = True
+        v_row, v_col, v_other = (1 - beta) * v, alpha * v, (alpha - beta) * v
+        for j in range(ncols):
+            if mark[j]:
+                _one(n, r * ncols + j, k, v, stuck, a, r0, r1, n_min, law)
+            elif abs(v_row) >= threshold:
+                _one(n, r * ncols + j, k, v_row, stuck, a, r0, r1, n_min, law)
+        if abs(v_col) >= threshold:
+            for t in range(first, last):
+                j = op_cols[t]
+                for i in range(nrows):
+                    if i != r:
+                        _one(n, i * ncols + j, k, v_col, stuck, a, r0, r1, n_min, law)
+        if abs(v_other) >= threshold:
+            for i in range(nrows):
+                if i == r:
+                    continue
+                for j in range(ncols):
+                    if not mark[j]:
+                        _one(n, i * ncols + j, k, v_other, stuck, a, r0, r1, n_min, law)
+        for t in range(first, last):
+            mark[op_cols[t]] = False

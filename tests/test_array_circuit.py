@@ -1,0 +1,229 @@
+"""The crossbar's nodal model (emulator/array/circuit.py) against a circuit simulator and an
+independent sparse direct solve."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from memristor_hil.emulator.array import NodalSystem, Wiring
+from scipy import sparse
+from scipy.sparse.linalg import spsolve
+
+# Qucs DC results for 5x4 crossbars (and 1x1 ones) published with badcrossbar
+# (github:joksas/badcrossbar, tests/qucs/*.pickle, read by tests/test_compute.py lines 122-151,
+# drawn in tests/qucs/*.sch; extracted from Qucs's DAT files by tests/qucs/extract.py): word
+# line i driven at its column-0 end with applied[i] through one word-line segment, bit lines
+# grounded at their last-row end through one bit-line segment, other ends floating; null
+# resistances are open devices. Numbers copied from the pickles (numpy arrays only).
+_QUCS = json.loads((Path(__file__).parent / "badcrossbar_qucs.json").read_text())
+
+
+def _fixture_solve(case: dict) -> tuple[object, np.ndarray]:
+    r = np.array([[np.inf if x is None else x for x in row] for row in case["resistance"]])
+    rows, cols = r.shape
+    system = NodalSystem(rows, cols, Wiring(row_wire=case["row_wire"], col_wire=case["col_wire"]))
+    row_ends = np.full((rows, 2), np.nan)
+    row_ends[:, 0] = case["applied"]
+    col_ends = np.full((cols, 2), np.nan)
+    col_ends[:, 1] = 0.0
+    return system.solve(1.0 / r, row_ends, col_ends), r
+
+
+@pytest.mark.parametrize("name", sorted(_QUCS))
+def test_output_currents_match_qucs(name):
+    case = _QUCS[name]
+    nodes, _ = _fixture_solve(case)
+    # Qucs prints 16 significant digits; what is left is rounding in the two solvers
+    np.testing.assert_allclose(
+        nodes.col_current[:, 1], case["output_current"], rtol=1e-12, atol=1e-15
+    )
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(_QUCS) if "word_line_voltage" in _QUCS[n]])
+def test_node_voltages_and_device_currents_match_qucs(name):
+    case = _QUCS[name]
+    nodes, r = _fixture_solve(case)
+    np.testing.assert_allclose(nodes.u, case["word_line_voltage"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(nodes.w, case["bit_line_voltage"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        nodes.device_voltage / r, case["device_current"], rtol=1e-12, atol=1e-15
+    )
+
+
+def _reference(g, wiring, row_ends, col_ends):
+    """The same circuit assembled independently (an incidence matrix over every node, one
+    extra node per held end's source, Dirichlet rows for the sources) and solved by
+    scipy.sparse.linalg.spsolve."""
+    rows, cols = g.shape
+    cells = rows * cols
+    u = np.arange(cells).reshape(rows, cols)
+    w = cells + u
+    heads, tails, gs = [u.ravel()], [w.ravel()], [g.ravel()]
+    heads += [u[:, :-1].ravel(), w[:-1, :].ravel()]
+    tails += [u[:, 1:].ravel(), w[1:, :].ravel()]
+    gs += [
+        np.full((cols - 1) * rows, 1 / wiring.row_wire),
+        np.full((rows - 1) * cols, 1 / wiring.col_wire),
+    ]
+    sources = []
+    for ends, nodes, r_end in (
+        (row_ends, (u[:, 0], u[:, -1]), wiring.row_wire + wiring.row_end),
+        (col_ends, (w[0, :], w[-1, :]), wiring.col_wire + wiring.col_end),
+    ):
+        for e in (0, 1):
+            held = ~np.isnan(ends[:, e])
+            first = 2 * cells + len(sources)
+            sources += list(ends[held, e])
+            heads.append(nodes[e][held])
+            tails.append(first + np.arange(held.sum()))
+            gs.append(np.full(held.sum(), 1 / r_end))
+    heads, tails, gs = np.concatenate(heads), np.concatenate(tails), np.concatenate(gs)
+    total = 2 * cells + len(sources)
+    edge = np.arange(heads.size)
+    incidence = sparse.csr_matrix(
+        (np.r_[np.ones(edge.size), -np.ones(edge.size)], (np.r_[edge, edge], np.r_[heads, tails])),
+        shape=(edge.size, total),
+    )
+    lap = (incidence.T @ sparse.diags(gs) @ incidence).tocsc()
+    inner = slice(0, 2 * cells)
+    a_mat = lap[inner, inner]
+    b = -lap[inner, 2 * cells :] @ np.asarray(sources)
+    x = spsolve(a_mat, b)
+    return x[:cells].reshape(rows, cols), x[cells:].reshape(rows, cols)
+
+
+@pytest.mark.parametrize("floating", [False, True])
+@pytest.mark.parametrize(
+    "shape, seed", [((1, 1), 0), ((3, 7), 0), ((12, 9), 1), ((24, 31), 0), ((64, 64), 2)]
+)
+def test_random_arrays_agree_with_spsolve(shape, seed, floating):
+    rng = np.random.default_rng(seed)
+    rows, cols = shape
+    g = 1.0 / rng.uniform(200, 1e8, shape) * rng.choice([0.0, 1.0], shape, p=[0.1, 0.9])
+    wiring = Wiring(
+        row_wire=rng.uniform(0.1, 5), col_wire=rng.uniform(0.1, 5), row_end=7.0, col_end=3.0
+    )
+    row_ends = rng.uniform(-1, 1, (rows, 2))
+    col_ends = rng.uniform(-1, 1, (cols, 2))
+    row_ends[rng.random((rows, 2)) < 0.4] = np.nan
+    col_ends[rng.random((cols, 2)) < 0.4] = np.nan
+    if not floating:  # every line held at one end at least
+        row_ends[:, 0] = np.where(np.isnan(row_ends).all(axis=1), 0.3, row_ends[:, 0])
+        col_ends[:, 1] = np.where(np.isnan(col_ends).all(axis=1), -0.2, col_ends[:, 1])
+    row_ends[0, 0], col_ends[0, 1] = 0.7, 0.0  # at least one held end of each kind
+    nodes = NodalSystem(rows, cols, wiring).solve(g, row_ends, col_ends)
+    u, w = _reference(g, wiring, row_ends, col_ends)
+    current = g * (u - w)
+    scale = np.abs(current).max()
+    # device currents: what every reading is made of
+    np.testing.assert_allclose(g * nodes.device_voltage, current, rtol=1e-9, atol=1e-9 * scale)
+    # Node voltages: to 1e-9 where every line is held; a line held only through its devices
+    # (1e-8 S against wires of 0.2-10 S) has a voltage whose condition number is ~1e9, so
+    # two float64 solvers agree there to ~1e-7 only (its currents stay exact, above).
+    rtol = 1e-7 if floating else 1e-9
+    np.testing.assert_allclose(nodes.u, u, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(nodes.w, w, rtol=rtol, atol=rtol)
+
+
+def test_end_currents_balance():
+    rng = np.random.default_rng(4)
+    g = 1.0 / rng.uniform(1e3, 1e5, (6, 5))
+    system = NodalSystem(6, 5, Wiring(row_wire=2, col_wire=3, row_end=10, col_end=10))
+    row_ends = rng.uniform(0, 1, (6, 2))
+    col_ends = rng.uniform(0, 1, (5, 2))
+    nodes = system.solve(g, row_ends, col_ends)
+    assert (
+        abs(nodes.row_current.sum() - nodes.col_current.sum())
+        < 1e-12 * np.abs(nodes.row_current).sum()
+    )
+
+
+def test_factors_are_reused_for_the_same_version_and_ends():
+    g = np.full((4, 4), 1e-3)
+    system = NodalSystem(4, 4, Wiring(row_wire=1, col_wire=1))
+    ends_r = np.zeros((4, 2))
+    ends_c = np.zeros((4, 2))
+    ends_r[:, 1] = np.nan
+    first = system.solve(g, ends_r, ends_c, version=1)
+    ends_r2 = ends_r.copy()
+    ends_r2[:, 0] = 1.0
+    second = system.solve(g, ends_r2, ends_c, version=1)
+    assert system.factorisations == 1
+    assert np.all(first.u == 0) and np.all(second.u > 0)
+    system.solve(g * 2, ends_r2, ends_c, version=2)
+    assert system.factorisations == 2
+    ends_r2[0, 1] = 0.0  # another end connected: another matrix
+    system.solve(g * 2, ends_r2, ends_c, version=2)
+    assert system.factorisations == 3
+
+
+def test_several_right_hand_sides_match_one_at_a_time():
+    rng = np.random.default_rng(2)
+    g = 1.0 / rng.uniform(1e3, 1e5, (5, 6))
+    system = NodalSystem(5, 6, Wiring(row_wire=1, col_wire=2, col_end=5))
+    row_ends = np.full((5, 2, 3), np.nan)
+    row_ends[:, 0, :] = rng.uniform(0, 1, (5, 3))
+    col_ends = np.full((6, 2, 3), np.nan)
+    col_ends[:, 1, :] = 0.0
+    many = system.solve(g, row_ends, col_ends, version=0)
+    for k in range(3):
+        one = system.solve(g, row_ends[..., k], col_ends[..., k], version=0)
+        np.testing.assert_allclose(many.u[..., k], one.u, rtol=1e-12)
+        np.testing.assert_allclose(many.col_current[..., k], one.col_current, rtol=1e-12)
+
+
+def test_zero_wire_is_exact_and_half_select_is_the_closed_form():
+    # V/2 scheme without wire resistance: the selected device sees V, the rest of its row and
+    # column V/2, every other device 0.
+    g = 1.0 / np.random.default_rng(0).uniform(1e3, 1e5, (4, 5))
+    v = 0.8
+    row_ends = np.full((4, 2), np.nan)
+    col_ends = np.full((5, 2), np.nan)
+    row_ends[:, 0] = v / 2
+    col_ends[:, 1] = v / 2
+    row_ends[2, 0], col_ends[3, 1] = v, 0.0
+    dv = NodalSystem(4, 5, Wiring()).solve(g, row_ends, col_ends).device_voltage
+    expected = np.zeros((4, 5))
+    expected[2, :] = v / 2
+    expected[:, 3] = v / 2
+    expected[2, 3] = v
+    np.testing.assert_array_equal(dv, expected)
+
+
+def test_a_floating_island_carries_no_current():
+    g = np.full((3, 3), 1e-3)
+    g[:, 2] = 0.0  # column 2: every device open, and the column floats
+    row_ends = np.full((3, 2), np.nan)
+    row_ends[:, 0] = 1.0
+    col_ends = np.full((3, 2), np.nan)
+    col_ends[:2, 1] = 0.0
+    nodes = NodalSystem(3, 3, Wiring(row_wire=1, col_wire=1)).solve(g, row_ends, col_ends)
+    assert np.all(np.isfinite(nodes.w)) and np.all(nodes.col_current[2] == 0)
+
+
+def test_shorted_ends_are_refused():
+    row_ends = np.array([[0.0, 1.0]])
+    col_ends = np.full((2, 2), np.nan)
+    with pytest.raises(ValueError, match="short circuit"):
+        NodalSystem(1, 2, Wiring()).solve(np.ones((1, 2)), row_ends, col_ends)
+
+
+@pytest.mark.parametrize(
+    "field, value", [("row_wire", -1.0), ("col_wire", float("nan")), ("col_end", float("inf"))]
+)
+def test_bad_resistances_are_refused_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        Wiring(**{field: value})
+
+
+def test_a_256x256_array_agrees_with_spsolve():
+    rng = np.random.default_rng(0)
+    g = 1.0 / rng.uniform(200, 1e8, (256, 256))
+    row_ends = rng.uniform(-1, 1, (256, 2))
+    col_ends = rng.uniform(-1, 1, (256, 2))
+    wiring = Wiring(row_wire=1, col_wire=1, row_end=7, col_end=3)
+    nodes = NodalSystem(256, 256, wiring).solve(g, row_ends, col_ends)
+    u, w = _reference(g, wiring, row_ends, col_ends)
+    np.testing.assert_allclose(nodes.u, u, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(nodes.w, w, rtol=1e-9, atol=1e-9)
