@@ -46,10 +46,13 @@ class Link(Protocol):
     reopen_after_timeout: bool
 
     def send(self, op: Op, message: bytes) -> None:
-        """Send one request message (raises OSError when the link is down)."""
+        """Send one request message (raises OSError, e.g. ConnectionLostError, when the link
+        is down)."""
 
     def receive(self, timeout: float) -> bytes | None:
-        """The next reply message; None for a damaged one; raises LinkTimeout or OSError."""
+        """The next reply message; None for a damaged one; raises LinkTimeout (or
+        CrossbarTimeoutError) when none came in time, OSError (e.g. ConnectionLostError) when
+        the link is down."""
 
     def drain(self) -> None:
         """Discard whatever input is pending (called once, before the first command)."""
@@ -241,7 +244,7 @@ class Session:
                 # after a re-send for a damaged reply, more damage notices are most likely
                 # the rest of the same damaged bytes: wait for the reply (or the timeout)
                 reply = self._await(seq, op, ignore_damage=damaged)
-            except LinkTimeout:
+            except (LinkTimeout, CrossbarTimeoutError):
                 failure, link_down = f"no reply within {self.timeout} s", False
                 damaged = False
                 self._reopen = self.link.reopen_after_timeout

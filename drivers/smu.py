@@ -16,15 +16,13 @@ fresh connections for the others, and at close and interpreter exit.
 
 from __future__ import annotations
 
+import atexit
 import math
 import weakref
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import pyvisa
-from pyvisa import constants
-from pyvisa.errors import VisaIOError
 
 from memristor_hil.crossbar import Crossbar
 from memristor_hil.errors import (
@@ -37,6 +35,8 @@ from memristor_hil.errors import (
 from memristor_hil.protocol.tsp import Wiring, decode_real64_block
 from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
 from memristor_hil.url_options import query_options
+
+from ._visa_link import VisaResource, close_at_exit
 
 __all__ = ["ComplianceError", "SmuMatrixCrossbar", "open_smu"]
 
@@ -162,66 +162,29 @@ class Link(Protocol):
     def close(self) -> None: ...
 
 
-class VisaLink:
-    """A TSP instrument behind a pyvisa message-based resource."""
+class _TspLink:
+    """TSP lines over a :class:`VisaResource` (its errors: :class:`ConnectionLostError`,
+    :class:`CrossbarTimeoutError`)."""
 
     def __init__(self, resource: str, backend: str, timeout: float) -> None:
-        self.resource = resource
-        self._timeout_ms = max(1, int(timeout * 1000))
-        try:
-            self._manager = pyvisa.ResourceManager(backend)
-            inst = self._manager.open_resource(
-                resource, open_timeout=self._timeout_ms, timeout=self._timeout_ms
-            )
-        except (VisaIOError, OSError, ValueError) as exc:
-            raise ConnectionLostError(f"cannot open {resource}: {_describe(exc)}") from None
-        inst.read_termination = None
-        inst.write_termination = ""
-        self._inst = inst
+        self.visa = VisaResource(resource, backend, timeout)
 
     def write(self, line: str) -> None:
-        try:
-            self._inst.write_raw(line.encode("ascii") + b"\n")
-        except (VisaIOError, OSError) as exc:
-            raise ConnectionLostError(f"{self.resource}: {_describe(exc)}") from None
+        self.visa.write(line.encode("ascii") + b"\n")
 
     def read_line(self) -> str:
-        data = bytearray()
-        while not data.endswith(b"\n"):
-            data += self._read(1)
-            if len(data) > 65_536:
-                raise ProtocolError(f"{self.resource}: reply line too long")
-        return data.decode("ascii", "replace").rstrip("\r\n")
+        return self.visa.read_line().decode("ascii", "replace").rstrip("\r\n")
 
     def read_exact(self, size: int) -> bytes:
-        return self._read(size)
+        return self.visa.read_exact(size)
 
     def allow(self, seconds: float) -> None:
         """Wait up to ``seconds`` more than the timeout for the next replies (a long batch);
         ``allow(0)`` returns to the timeout."""
-        self._inst.timeout = self._timeout_ms + int(seconds * 1000)
-
-    def _read(self, size: int) -> bytes:
-        try:
-            return bytes(self._inst.read_bytes(size))
-        except VisaIOError as exc:
-            if exc.error_code == constants.StatusCode.error_timeout:
-                raise CrossbarTimeoutError(
-                    f"{self.resource}: no reply within {self._timeout_ms / 1000} s"
-                ) from None
-            raise ConnectionLostError(f"{self.resource}: {_describe(exc)}") from None
-        except OSError as exc:
-            raise ConnectionLostError(f"{self.resource}: {_describe(exc)}") from None
+        self.visa.allow(seconds)
 
     def close(self) -> None:
-        try:
-            self._inst.close()
-        except (VisaIOError, OSError):
-            pass
-
-
-def _describe(exc: BaseException) -> str:
-    return getattr(exc, "description", None) or str(exc) or type(exc).__name__
+        self.visa.close()
 
 
 class SmuMatrixCrossbar(Crossbar):
@@ -303,9 +266,9 @@ class SmuMatrixCrossbar(Crossbar):
         self.stats = {"batches": 0, "lines": 0, "instrument_seconds": 0.0}
         self.last_batch_seconds = 0.0
         if links is None:
-            smu_link = VisaLink(smu, backend, timeout)
+            smu_link = _TspLink(smu, backend, timeout)
             try:
-                matrix_link = VisaLink(matrix, backend, timeout)
+                matrix_link = _TspLink(matrix, backend, timeout)
             except BaseException:
                 smu_link.close()
                 raise
@@ -319,6 +282,9 @@ class SmuMatrixCrossbar(Crossbar):
             self._finalizer()
             raise
         super().__init__(wiring.shape, limits=own, identity=identity)
+        # at interpreter exit: output off and crosspoints open before pyvisa closes the
+        # sessions (see close_at_exit)
+        self._at_exit = close_at_exit(self.close)
 
     # ------------------------------------------------------------------ session
     def _start(self, limits: SafetyLimits, vread: float) -> str:
@@ -415,6 +381,7 @@ class SmuMatrixCrossbar(Crossbar):
         return np.concatenate(parts) if parts else np.empty(0)
 
     def _close(self) -> None:
+        atexit.unregister(self._at_exit)
         self._finalizer()
 
     # ------------------------------------------------------------------ batches
@@ -430,7 +397,7 @@ class SmuMatrixCrossbar(Crossbar):
     def _go(self, reads: int, seconds: float) -> np.ndarray:
         """Run the queued batch; the resistances read, in order."""
         try:
-            if isinstance(self._smu, VisaLink):
+            if isinstance(self._smu, _TspLink):
                 self._smu.allow(2 * seconds + reads * self._nplc / 50)
             self._send(self._smu, "mhil_go()")
             status = self._smu.read_line()
@@ -463,18 +430,18 @@ class SmuMatrixCrossbar(Crossbar):
             self._recover(exc)
             raise
         finally:
-            if isinstance(self._smu, VisaLink):
+            if isinstance(self._smu, _TspLink):
                 self._smu.allow(0)
 
     def _recover(self, exc: Exception) -> None:
         """After a timeout or a lost link: outputs off over fresh connections."""
         self._smu.close()
         self._matrix.close()
-        if not isinstance(self._smu, VisaLink):
+        if not isinstance(self._smu, _TspLink):
             return
         try:
-            self._smu = VisaLink(self._smu_name, self._backend, self._timeout)
-            self._matrix = VisaLink(self._matrix_name, self._backend, self._timeout)
+            self._smu = _TspLink(self._smu_name, self._backend, self._timeout)
+            self._matrix = _TspLink(self._matrix_name, self._backend, self._timeout)
         except ConnectionLostError:
             return
         self._finalizer.detach()

@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import atexit
-import select
-import socket
-import struct
 import time
-import weakref
 from typing import Any
 
-import pyvisa
-from pyvisa import constants
-from pyvisa.errors import Error as VisaError
-from pyvisa.errors import VisaIOError
-
-from memristor_hil.errors import ConnectionLostError
+from memristor_hil.errors import ConnectionLostError, CrossbarTimeoutError
 from memristor_hil.protocol.messages import Op
 from memristor_hil.protocol.scpi import block_message, encode_command, read_block
 from memristor_hil.pulses import SafetyLimits
@@ -27,13 +18,8 @@ from memristor_hil.url_options import (
     read_options,
 )
 
-from ._sequenced import LinkTimeout, SequencedCrossbar
-
-try:  # posix: how many bytes a socket holds (the closed-peer check below)
-    import fcntl
-    import termios
-except ImportError:  # pragma: no cover - Windows: pyvisa's own read, which waits out a hang-up
-    fcntl = termios = None  # type: ignore[assignment]
+from ._sequenced import SequencedCrossbar
+from ._visa_link import VisaResource, close_at_exit
 
 __all__ = ["VisaCrossbar", "open_visa"]
 
@@ -42,66 +28,36 @@ __all__ = ["VisaCrossbar", "open_visa"]
 _BUSY = b"BUSY:"
 
 
-class _VisaLink:
-    """SCPI commands with binary blocks over a pyvisa message-based resource."""
+class _ScpiLink:
+    """SCPI commands with binary blocks over a :class:`VisaResource` (the session's link).
+
+    Errors are the resource's: :class:`ConnectionLostError` and :class:`CrossbarTimeoutError`.
+    """
 
     reopen_after_timeout = True  # a half-read block leaves the stream out of step
 
-    def __init__(self, resource: str, backend: str, timeout: float) -> None:
-        self.resource = resource
-        self._manager = pyvisa.ResourceManager(backend)
-        self._timeout_ms = max(1, int(timeout * 1000))
-        self._inst = None
-        self._open()
-
-    def _open(self) -> None:
-        try:
-            inst = self._manager.open_resource(
-                self.resource, open_timeout=self._timeout_ms, timeout=self._timeout_ms
-            )
-        except VisaIOError as exc:
-            raise OSError(f"cannot open {self.resource}: {exc.description}") from None
-        inst.read_termination = None
-        inst.write_termination = ""
-        self._inst = inst
-        # Send each command at once. pyvisa-py writes in 4096-byte chunks, and with Nagle's
-        # algorithm a command's last chunk waited for the ACK of the one before, which the peer
-        # delays up to 40 ms: a 450-cell batch with per-cell counts took 26 ms a step instead of
-        # 1. pyvisa-py does not take VI_ATTR_TCPIP_NODELAY for socket sessions, so set it on
-        # its socket; other backends keep their own setting.
-        found = self._session()
-        if found is not None:
-            found[0].setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, visa: VisaResource) -> None:
+        self.visa = visa
 
     def send(self, op: Op, message: bytes) -> None:
-        if self._inst is None:
-            raise OSError(f"{self.resource} is closed")
-        try:
-            self._inst.write_raw(encode_command(op, message))
-        except VisaIOError as exc:
-            raise OSError(exc.description) from None
-        except VisaError as exc:  # e.g. InvalidSession: pyvisa closed it (at exit)
-            raise OSError(f"{self.resource}: {exc}") from None
+        self.visa.write(encode_command(op, message))
 
     def receive(self, timeout: float) -> bytes | None:
         deadline = time.monotonic() + timeout
+        head = self.visa.read_exact(2, deadline)
+        if head == _BUSY[:2]:
+            try:
+                rest = self.visa.read_line(deadline)
+            except (ConnectionLostError, CrossbarTimeoutError):
+                rest = b""
+            raise ConnectionLostError((head + rest).decode("ascii", "replace").strip())
+        first = [head]
+
+        def read_exact(count: int) -> bytes:
+            return first.pop() if first else self.visa.read_exact(count, deadline)
+
         try:
-            head = self._read_exact(2, deadline)
-            if head == _BUSY[:2]:
-                rest = self._read_line(deadline)
-                raise OSError((head + rest).decode("ascii", "replace").strip())
-            first = [head]
-
-            def read_exact(count: int) -> bytes:
-                return first.pop() if first else self._read_exact(count, deadline)
-
             data = read_block(read_exact)
-        except VisaIOError as exc:
-            if exc.error_code == constants.StatusCode.error_timeout:
-                raise LinkTimeout from None
-            raise OSError(exc.description) from None
-        except VisaError as exc:
-            raise OSError(f"{self.resource}: {exc}") from None
         except ValueError:
             return None  # out of step: the caller sends again after reopening
         return block_message(data)
@@ -109,75 +65,15 @@ class _VisaLink:
     def drain(self) -> None:
         """Nothing to drain: each open is a fresh connection (or VISA session)."""
 
-    # A peer that closed its socket is seen at once: pyvisa-py's read would wait out the whole
-    # timeout on it. So with pyvisa-py's TCP socket sessions the driver waits for the bytes
-    # itself, then reads only what has arrived; other backends read through pyvisa alone.
-    def _session(self) -> tuple[socket.socket, Any] | None:
-        """pyvisa-py's socket and session for this resource, or None (another backend)."""
-        if fcntl is None:
-            return None
-        try:
-            session = self._inst.visalib.sessions[self._inst.session]
-        except (AttributeError, KeyError, TypeError):
-            return None
-        sock = getattr(session, "interface", None)
-        if not isinstance(sock, socket.socket) or not hasattr(session, "_pending_buffer"):
-            return None
-        return sock, session
-
-    def _read_exact(self, count: int, deadline: float) -> bytes:
-        found = self._session()
-        if found is None:
-            return self._inst.read_bytes(count)
-        out = bytearray()
-        while len(out) < count:
-            available = self._await_bytes(*found, deadline)
-            out += self._inst.read_bytes(min(count - len(out), available))
-        return bytes(out)
-
-    def _read_line(self, deadline: float) -> bytes:
-        line = bytearray()
-        while not line.endswith(b"\n") and len(line) < 1024:
-            try:
-                line += self._read_exact(1, deadline)
-            except (OSError, LinkTimeout):
-                break
-        return bytes(line)
-
-    def _await_bytes(self, sock: socket.socket, session: Any, deadline: float) -> int:
-        """Bytes readable now (at least 1); OSError if the peer closed, LinkTimeout at the
-        deadline."""
-        while True:
-            buffered = len(session._pending_buffer)  # pyvisa-py replaces it on each read
-            if buffered:
-                return buffered
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LinkTimeout
-            if select.select([sock], [], [], remaining)[0]:
-                try:  # how much is waiting, without copying it (0 when readable: hung up)
-                    waiting = struct.unpack("i", fcntl.ioctl(sock, termios.FIONREAD, b"\0" * 4))
-                except OSError as exc:
-                    raise OSError(f"{self.resource}: {exc.strerror or exc}") from None
-                if not waiting[0]:
-                    raise OSError(f"{self.resource}: the instrument closed the connection")
-                return waiting[0]
-
     def retarget(self, resource: str) -> None:
         """Use ``resource`` from the next :meth:`reopen` on."""
-        self.resource = resource
+        self.visa.retarget(resource)
 
     def reopen(self) -> None:
-        self.close()
-        self._open()
+        self.visa.reopen()
 
     def close(self) -> None:
-        if self._inst is not None:
-            try:
-                self._inst.close()
-            except (VisaError, OSError):
-                pass
-            self._inst = None
+        self.visa.close()
 
 
 class VisaCrossbar(SequencedCrossbar):
@@ -216,12 +112,8 @@ class VisaCrossbar(SequencedCrossbar):
         takeover: bool = False,
         monitor: bool = False,
     ) -> None:
-        try:
-            link = _VisaLink(resource, backend, timeout)
-        except OSError as exc:
-            raise ConnectionLostError(str(exc)) from None
         super().__init__(
-            link,
+            _ScpiLink(VisaResource(resource, backend, timeout)),
             resource,
             timeout=timeout,
             retries=retries,
@@ -229,11 +121,9 @@ class VisaCrossbar(SequencedCrossbar):
             takeover=takeover,
             monitor=monitor,
         )
-        # At interpreter exit, pyvisa's own handler (registered when the link made its
-        # ResourceManager) closes every session; handlers run last-registered first, so this
-        # one, registered after it, leaves the outputs safe and releases the claim before.
-        self._at_exit = _close_at_exit(weakref.ref(self))
-        atexit.register(self._at_exit)
+        # at interpreter exit: outputs safe and the claim released before pyvisa closes the
+        # session (see close_at_exit)
+        self._at_exit = close_at_exit(self.close)
 
     def _close(self) -> None:
         atexit.unregister(self._at_exit)
@@ -254,15 +144,6 @@ class VisaCrossbar(SequencedCrossbar):
             If the instrument there is not a crossbar of this shape.
         """
         super().reopen(resource)
-
-
-def _close_at_exit(ref: weakref.ref[VisaCrossbar]) -> Any:
-    def close() -> None:
-        xbar = ref()
-        if xbar is not None:
-            xbar.close()
-
-    return close
 
 
 _VISA_OPTIONS = {

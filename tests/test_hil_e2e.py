@@ -749,7 +749,7 @@ def test_visa_sends_each_command_at_once(services):
     xbar = connect(service, "visa")
     try:
         for _ in range(2):  # as opened, and after a reopen
-            sock, _session = xbar._session.link._session()
+            sock = xbar._session.link.visa.socket
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
             xbar._session.link.reopen()
         rows, cols = np.divmod(np.arange(600), COLS)  # a command well over 4096 bytes

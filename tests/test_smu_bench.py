@@ -294,10 +294,13 @@ def test_a_refused_crosspoint_raises_and_leaves_the_outputs_off(benches):
 
 def test_a_lost_connection_raises_and_the_outputs_are_switched_off(benches):
     bench = benches("--drop-after", str(FIRST_GO))
-    xbar = open_crossbar(bench.url(timeout=1), record=False)
-    # pyvisa-py reports a socket the instrument closed as a timeout on the next read
-    with pytest.raises((ConnectionLostError, CrossbarTimeoutError)):
+    xbar = open_crossbar(bench.url(timeout=3), record=False)
+    # the shared VISA link (drivers/_visa_link.py) sees the closed socket at once; pyvisa-py
+    # alone would wait out the timeout and report it as one
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionLostError):
         xbar.apply(PulseBatch([1], [1], width=1e-4), read_back=True)
+    assert time.monotonic() - t0 < 2, "waited out the timeout"
     bench.assert_safe()  # over fresh connections
     xbar.close()
 
