@@ -408,9 +408,10 @@ MODULE_EXCHANGES = {
         [(pyqt_lines(2, 1), END)],
     ),
     # libarc1 modules/switchseeker.py 44-59 (jobs 15/152, 12 parameters, the count), runner;
-    # arc1_pyqt ProgPanels/SwitchSeeker.py 261-286 and 300-301 send the same.
+    # arc1_pyqt ProgPanels/SwitchSeeker.py 261-286 and 300-301 send the same. libarc1 wraps
+    # the job's String twice (41-45), so a blank line follows it: skipped as whitespace.
     "152 SwitchSeeker (libarc1)": (
-        b"152\n" + vendor_bytes(100e-6, 0.5, 0.2, 3.0, 1e-3, 1e6, 5, 10, 5, 10, 0, 0, 1),
+        b"152\n\n" + vendor_bytes(100e-6, 0.5, 0.2, 3.0, 1e-3, 1e6, 5, 10, 5, 10, 0, 0, 1),
         [(vendor_bytes(3, 3), END)],
     ),
     "15 SwitchSeeker (arc1_pyqt)": (

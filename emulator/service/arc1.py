@@ -8,7 +8,10 @@ jobs (:data:`MODULE_JOBS`: FormFinder, SwitchSeeker, Endurance, CurveTracer, Con
 ChronoAmperometry, VolatilityRead, STDP, MultiBias, MultiStateSeeker) are measurement programs
 the firmware runs; they are not emulated: each takes exactly the arguments the vendor sends
 (so none runs as a job), changes no device, says so in the service log, and answers the host
-where it waits with no data (see :meth:`ArC1Dialect._module`). A read-all ``2 1 W B``
+where it waits with no data (see :meth:`ArC1Dialect._module`). Blank lines are skipped
+anywhere, as C's ``scanf`` skips whitespace before a number (*unverified*: the firmware is
+not public); libarc1's SwitchSeeker sends one after its job number (``switchseeker.py``
+41-45 wraps the job's ``String`` twice, ``15\n\n``). A read-all ``2 1 W B``
 answers W x B values, word-major, as the command asks (libarc1 ``modules/readops.py``
 ``ReadAll`` reads W x B values); a masked read ``2 2 W B n`` ignores W and B (libarc1 sends
 32, 32, "useless") and answers each pair as it arrives, so a client that waits for each value
@@ -146,7 +149,8 @@ class ArC1Dialect:
     def feed(self, data: bytes) -> bytes:
         """Consume ``data``; return the replies it completed."""
         for byte_line in self._lines(data):
-            self._parser.send(byte_line)
+            if byte_line:  # blank lines are whitespace between numbers (see the module doc)
+                self._parser.send(byte_line)
         out, self._out = bytes(self._out), bytearray()
         return out
 
