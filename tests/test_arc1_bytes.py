@@ -516,3 +516,18 @@ def test_every_vendor_module_job_takes_its_arguments_and_the_next_read_is_the_ri
     job = head.split(b"\n")[0].decode()
     assert [s for s in said if "not emulated" in s and f"job {job} " in s]
     assert not [s for s in said if "dropped" in s]
+
+
+def test_a_reset_ends_a_module_the_host_gave_up_on():
+    """arc1_pyqt's ChronoAmperometry reads one triplet before it looks for the end marker
+    (ProgPanels/ChronoAmperometry.py 119-131), so it waits; a host that gives up and connects
+    again sends the reset first (instrument.py 133-145, libarc1 arc.py 371-373). No vendor
+    argument is written ``00``, so the reset ends the module in progress and is applied."""
+    xbar = EmulatedCrossbar(4, 4, seed=3)
+    devices = xbar.read_all().astype("<f4")
+    dialect = ArC1Dialect(CrossbarService(xbar, log=False))
+    configure = vendor_bytes(0, 50, 4, 4, 2, 0, 1, 0.5)
+    assert dialect.feed(b"00\n" + configure) == b"1\n"
+    assert dialect.feed(b"220\n1.000e+00\n1.000e-01\n2\n2\n4\n2\n") == END  # one of 2 devices
+    assert dialect.feed(b"00\n" + configure) == b"1\n"  # not taken for the second device
+    assert dialect.feed(b"1\n4\n2\n") == devices[3, 1].tobytes()

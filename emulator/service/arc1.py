@@ -11,7 +11,9 @@ the firmware runs; they are not emulated: each takes exactly the arguments the v
 where it waits with no data (see :meth:`ArC1Dialect._module`). Blank lines are skipped
 anywhere, as C's ``scanf`` skips whitespace before a number (*unverified*: the firmware is
 not public); libarc1's SwitchSeeker sends one after its job number (``switchseeker.py``
-41-45 wraps the job's ``String`` twice, ``15\n\n``). A read-all ``2 1 W B``
+41-45 wraps the job's ``String`` twice, ``15\n\n``). A reset ``00`` ends any command in
+progress (no vendor argument is written ``00``: ints are ``%d``, floats carry a point or an
+exponent), so a host that gave up waiting on a module and resets is served. A read-all ``2 1 W B``
 answers W x B values, word-major, as the command asks (libarc1 ``modules/readops.py``
 ``ReadAll`` reads W x B values); a masked read ``2 2 W B n`` ignores W and B (libarc1 sends
 32, 32, "useless") and answers each pair as it arrives, so a client that waits for each value
@@ -137,6 +139,7 @@ class ArC1Dialect:
         self.vread = 0.5
         self._line = bytearray()
         self._overlong = False
+        self._between_commands = True
         self._parser = self._commands()
         next(self._parser)
         self._out = bytearray()
@@ -149,8 +152,15 @@ class ArC1Dialect:
     def feed(self, data: bytes) -> bytes:
         """Consume ``data``; return the replies it completed."""
         for byte_line in self._lines(data):
-            if byte_line:  # blank lines are whitespace between numbers (see the module doc)
-                self._parser.send(byte_line)
+            if not byte_line:  # blank lines are whitespace between numbers (module doc)
+                continue
+            if byte_line == b"00" and not self._between_commands:
+                # no vendor argument is written "00": a host that gave up resets the board
+                self.service.say("arc1: a reset (00) ends the command in progress")
+                self._parser.close()
+                self._parser = self._commands()
+                next(self._parser)
+            self._parser.send(byte_line)
         out, self._out = bytes(self._out), bytearray()
         return out
 
@@ -178,7 +188,9 @@ class ArC1Dialect:
     def _commands(self) -> Iterator[None]:
         """A coroutine: receives one line at a time, runs each command when complete."""
         while True:
+            self._between_commands = True
             job = yield
+            self._between_commands = False
             try:
                 if job != b"02" and job != b"04":
                     self._flush()
