@@ -350,3 +350,184 @@ def test_the_emulated_arc1_answers_the_vendors_own_bytes():
     assert dialect.feed(vendor_bytes(0, 50, 4, 4, 2, 0, 256, 0.5)) == b"1\n"
     old = ArC1Dialect(CrossbarService(EmulatedCrossbar(4, 4, seed=2), log=False), firmware=None)
     assert old.feed(b"999\n") == b""
+
+
+def pyqt_lines(*fields):
+    """Lines as arc1_pyqt's modules write them: ``str(value) + "\\n"`` (``str(1e-4)`` is
+    ``1e-04``, ``str(1.0)`` is ``1.0``, ints bare)."""
+    return b"".join(b"%s\n" % str(f).encode() for f in fields)
+
+
+END = f32(0, 0, 0)  # the triplet modules' end marker (libarc1 5bfc6af __init__.py 7-24)
+NAN3 = f32(np.nan, np.nan, np.nan)
+NAN1 = f32(np.nan)
+FAILED_PHASE = f32(0, 0, -1) + b"1\n"
+#: Every module job the vendor's software sends, as it sends it: (job line and parameters,
+#: [(what the host sends next, what the instrument answers before the host goes on)]).
+#: arc1_pyqt a9a18a1, libarc1 5bfc6af; the device pair is ``queue_select`` (arc1_pyqt
+#: arc1pyqt/instrument.py 87-94, libarc1 packets.py DEVICE), sent once the last one ended.
+MODULE_EXCHANGES = {
+    # libarc1 modules/endurance.py 19-31 (10 parameters, the device count), then per device
+    # generic_triplet_runner (__init__.py 14-24): the pair, triplets until (0, 0, 0).
+    "191 Endurance (libarc1)": (
+        b"191\n" + vendor_bytes(1.0, 100e-6, 0.0, -1.0, 100e-6, 0.0, 1e-3, 1, 1, 10, 2),
+        [(vendor_bytes(1, 2), END), (vendor_bytes(4, 4), END)],
+    ),
+    # arc1_pyqt ProgPanels/Endurance.py 298-299 (job), 262-283 (sendParams), 40 (count),
+    # 48 (queue_select), then triplets until (0, 0, 0) (52-74).
+    "191 Endurance (arc1_pyqt)": (
+        b"191\n" + pyqt_lines(1.0, 0.0001, 0.0, -1.0, 0.0001, 0.0, 10.0, 1, 1, 100, 1),
+        [(pyqt_lines(3, 2), END)],
+    ),
+    # libarc1 modules/curvetracer.py 47-62 (12 parameters, cycles the 9th, the count), 92-101:
+    # per device the pair, then per cycle triplets until one whose resistance is <= 0.
+    "201 CurveTracer (libarc1)": (
+        b"201\n" + vendor_bytes(1.0, 1.0, 0.1, 0.1, 10e-3, 10e-3, 0.0, -0.0, 3, 0, 0, 0, 1),
+        [(vendor_bytes(2, 2), END * 3)],
+    ),
+    # arc1_pyqt ProgPanels/CurveTracer.py 404-405 (job), 365-388 (sendParams), 82 (count),
+    # 89 (queue_select), 92-122 (per cycle, triplets until (0, 0, 0)).
+    "201 CurveTracer (arc1_pyqt)": (
+        b"201\n" + pyqt_lines(1.0, 1.0, 0.1, 0.05, 0.008, 0.01, 0.0, -0.0, 2, 0, 0, 0, 1),
+        [(pyqt_lines(1, 1), END * 2)],
+    ),
+    # arc1_pyqt ProgPanels/ParameterFit.py 631-648: 201, 12 parameters, 1 device, the pair.
+    "201 CurveTracer (ParameterFit)": (
+        b"201\n" + pyqt_lines(1.2, 1.2, 0.05, 0.05, 0.1, 0.01, 0.0, 0.0, 1, 1, 0, 0, 1),
+        [(pyqt_lines(2, 4), END)],
+    ),
+    # libarc1 modules/formfinder.py 29-45 (job 141, 12 parameters, the count), runner.
+    "141 FormFinder (libarc1)": (
+        b"141\n" + vendor_bytes(0.25, 0.25, 3.0, 100e-6, 100.0, 1e-3, 10e-3, 1e6, 0.0, 0, 0, 1, 1),
+        [(vendor_bytes(4, 1), END)],
+    ),
+    # arc1_pyqt ProgPanels/FormFinder.py 293-336: job 14 (legacy) sends no pulsing mode
+    # (11 parameters); 41 (count), 48 (queue_select), triplets until (0, 0, 0).
+    "14 FormFinder (arc1_pyqt, legacy)": (
+        b"14\n" + pyqt_lines(0.25, 0.25, 3.0, 0.0001, 100.0, 0.001, 0.01, 1000000.0, 0.0, 7, 1, 1),
+        [(pyqt_lines(2, 1), END)],
+    ),
+    # libarc1 modules/switchseeker.py 44-59 (jobs 15/152, 12 parameters, the count), runner;
+    # arc1_pyqt ProgPanels/SwitchSeeker.py 261-286 and 300-301 send the same. libarc1 wraps
+    # the job's String twice (41-45), so a blank line follows it: skipped as whitespace.
+    "152 SwitchSeeker (libarc1)": (
+        b"152\n\n" + vendor_bytes(100e-6, 0.5, 0.2, 3.0, 1e-3, 1e6, 5, 10, 5, 10, 0, 0, 1),
+        [(vendor_bytes(3, 3), END)],
+    ),
+    "15 SwitchSeeker (arc1_pyqt)": (
+        b"15\n" + pyqt_lines(0.0001, 0.5, 0.2, 3.0, 0.001, 1000000.0, 5, 10, 5, 10, 0, -1, 1),
+        [(pyqt_lines(1, 4), END)],
+    ),
+    # libarc1 modules/convergetostate.py 21-35 (12 parameters, the count), runner;
+    # arc1_pyqt ProgPanels/ConvergeToState.py 102-120 ("%.3e" and "%d").
+    "21 ConvergeToState (arc1_pyqt)": (
+        b"21\n5.000e-01\n1.000e-01\n2.000e+00\n1.000e-01\n1.000e+02\n1.000e-01\n1.000e-03\n"
+        b"5.000e+03\n5.000e+00\n5.000e+00\n1\n1\n1\n",
+        [(b"2\n3\n", END)],
+    ),
+    # libarc1 modules/chronoamperometry.py 13-18 (3 parameters, the count), runner;
+    # arc1_pyqt ProgPanels/ChronoAmperometry.py 83-91 ("%.3e", "%d").
+    "220 ChronoAmperometry (arc1_pyqt)": (
+        b"220\n1.000e+00\n1.000e-01\n2\n1\n",
+        [(b"4\n2\n", END)],
+    ),
+    # libarc1 modules/multibias.py 21-29: job 50, Vwrite, PWwrite, Vread, n, bitline, action,
+    # n wordlines (arc1_pyqt ProgPanels/MultiBias.py 188-198 likewise); a read (1) answers
+    # one triplet (libarc1 56-59), a write (2) two per configured word (60-70).
+    "50 MultiBias read (libarc1)": (b"50\n" + vendor_bytes(1.0, 100e-6, 0.5, 2, 3, 1, 1, 2), NAN3),
+    "50 MultiBias write (arc1_pyqt)": (
+        b"50\n" + pyqt_lines(1.0, 0.0001, 0.5, 3, 2, 2, 1, 2, 4),
+        NAN3 * 8,
+    ),
+    # arc1_pyqt ProgPanels/STDP.py 674-677 (job, no parameters), 50 (count), 57 (pair),
+    # 60 (a triplet), 65 (time steps), per step 72-76 (n, then n time/voltage pairs) and
+    # 79-84 (two triplets), 97 (a last triplet).
+    "40 STDP (arc1_pyqt)": (
+        b"40\n1\n",
+        [
+            (pyqt_lines(2, 2), NAN3),
+            (pyqt_lines(2), b""),
+            (pyqt_lines(2, 0.0, 1.0, 0.001, -1.0), NAN3 * 2),
+            (pyqt_lines(1, 0.0, 0.5), NAN3 * 2 + NAN3),
+        ],
+    ),
+    # arc1_pyqt ProgPanels/VolatilityRead.py 358-361 and 331-335 (job, 4 parameters, the
+    # third the batch size), 42 (count), 49 (pair), 51 (a float), 63-66 per sample a time
+    # line and a float, then a stop flag (0: another batch; 1: 149, a last float).
+    "33 VolatilityRead (arc1_pyqt)": (
+        b"33\n" + pyqt_lines(1.0, 0.0001, 2.0, 0.0, 1),
+        [
+            (pyqt_lines(3, 1), NAN1 + (b"0\n" + NAN1) * 2),
+            (b"0\n", (b"0\n" + NAN1) * 2),
+            (b"1\n", NAN1),
+        ],
+    ),
+    # arc1_pyqt ProgPanels/MultiStateSeeker.py 44-61 (161, 9 parameters, the count, the pair),
+    # 73-92 (triplets until a negative third value, then a status line; not 0 is failed).
+    "161 MultiStateSeeker phase 1 (arc1_pyqt)": (
+        b"161\n" + pyqt_lines(0.0001, 0.5, 0.05, 3.0, 0.001, 5, 10, 10, 1, 1),
+        [(pyqt_lines(1, 3), FAILED_PHASE)],
+    ),
+    # 108-123 (162, voltage, pulse width, the count, the pair), 145-192: a float, then the
+    # host's 0 (go on: another float) or 1 (stop).
+    "162 MultiStateSeeker phase 2 (arc1_pyqt)": (
+        b"162\n" + pyqt_lines(0.5, 0.0001, 1),
+        [(pyqt_lines(1, 3), NAN1), (b"0\n", NAN1), (b"1\n", b"")],
+    ),
+    # 202-252 (163 / 164 / 165, 11 parameters each, the count, the pair), 264-288 as phase 1.
+    "163 MultiStateSeeker phase 3 (arc1_pyqt)": (
+        b"163\n" + pyqt_lines(5, 10, 2.0, 1, 1, 0.0001, -0.5, -0.05, -3.0, 0.001, 1.0, 1),
+        [(pyqt_lines(1, 3), FAILED_PHASE)],
+    ),
+    "164 MultiStateSeeker phase 3 (arc1_pyqt)": (
+        b"164\n" + pyqt_lines(5, 10, 2.0, 1, 1, 1e-05, -1.0, 100.0, 0.001, 0.001, 1.0, 1),
+        [(pyqt_lines(1, 3), FAILED_PHASE)],
+    ),
+    "165 MultiStateSeeker phase 3 (arc1_pyqt)": (
+        b"165\n" + pyqt_lines(5, 1, 1, 10, 2.0, 1, 1, 0.0001, -0.5, 0.001, 1.0, 1),
+        [(pyqt_lines(1, 3), FAILED_PHASE)],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(MODULE_EXCHANGES))
+def test_every_vendor_module_job_takes_its_arguments_and_the_next_read_is_the_right_device(
+    name,
+):
+    """A module job the emulation does not run takes exactly the vendor's arguments, answers
+    where the host waits (with no data), changes no device, and says so in the service log;
+    none of its arguments runs as a job, so the next read is the asked device's value."""
+    xbar = EmulatedCrossbar(4, 4, seed=3)
+    devices = xbar.read_all().astype("<f4")
+    said = []
+    service = CrossbarService(xbar, log=False)
+    service.say = said.append
+    dialect = ArC1Dialect(service)
+    assert dialect.feed(b"00\n" + vendor_bytes(0, 50, 4, 4, 2, 0, 1, 0.5)) == b"1\n"
+    head, exchanges = MODULE_EXCHANGES[name]
+    if isinstance(exchanges, bytes):  # all arguments up front, one answer (MultiBias)
+        assert dialect.feed(head) == exchanges
+    else:
+        assert dialect.feed(head) == b""
+        for sent, answer in exchanges:
+            assert dialect.feed(sent) == answer
+    assert dialect.feed(b"1\n2\n3\n") == devices[1, 2].tobytes()
+    assert dialect.feed(b"2\n" + vendor_bytes(1, 4, 4)) == devices.tobytes()  # unchanged
+    job = head.split(b"\n")[0].decode()
+    assert [s for s in said if "not emulated" in s and f"job {job} " in s]
+    assert not [s for s in said if "dropped" in s]
+
+
+def test_a_reset_ends_a_module_the_host_gave_up_on():
+    """arc1_pyqt's ChronoAmperometry reads one triplet before it looks for the end marker
+    (ProgPanels/ChronoAmperometry.py 119-131), so it waits; a host that gives up and connects
+    again sends the reset first (instrument.py 133-145, libarc1 arc.py 371-373). No vendor
+    argument is written ``00``, so the reset ends the module in progress and is applied."""
+    xbar = EmulatedCrossbar(4, 4, seed=3)
+    devices = xbar.read_all().astype("<f4")
+    dialect = ArC1Dialect(CrossbarService(xbar, log=False))
+    configure = vendor_bytes(0, 50, 4, 4, 2, 0, 1, 0.5)
+    assert dialect.feed(b"00\n" + configure) == b"1\n"
+    assert dialect.feed(b"220\n1.000e+00\n1.000e-01\n2\n2\n4\n2\n") == END  # one of 2 devices
+    assert dialect.feed(b"00\n" + configure) == b"1\n"  # not taken for the second device
+    assert dialect.feed(b"1\n4\n2\n") == devices[3, 1].tobytes()

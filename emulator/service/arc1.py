@@ -3,7 +3,17 @@
 The same power-law devices as every other service dialect, behind the ASCII commands that
 :mod:`memristor_hil.drivers.arc1` sends (see its table), and the vendor's commands beyond that
 subset that change no device: ``011`` c p (read cycles and write scheme, as arc1_pyqt
-``main.py`` ``updateHW`` sends them) is taken with its two arguments. A read-all ``2 1 W B``
+``main.py`` ``updateHW`` sends them) is taken with its two arguments. The vendor's module
+jobs (:data:`MODULE_JOBS`: FormFinder, SwitchSeeker, Endurance, CurveTracer, ConvergeToState,
+ChronoAmperometry, VolatilityRead, STDP, MultiBias, MultiStateSeeker) are measurement programs
+the firmware runs; they are not emulated: each takes exactly the arguments the vendor sends
+(so none runs as a job), changes no device, says so in the service log, and answers the host
+where it waits with no data (see :meth:`ArC1Dialect._module`). Blank lines are skipped
+anywhere, as C's ``scanf`` skips whitespace before a number (*unverified*: the firmware is
+not public); libarc1's SwitchSeeker sends one after its job number (``switchseeker.py``
+41-45 wraps the job's ``String`` twice, ``15\n\n``). A reset ``00`` ends any command in
+progress (no vendor argument is written ``00``: ints are ``%d``, floats carry a point or an
+exponent), so a host that gave up waiting on a module and resets is served. A read-all ``2 1 W B``
 answers W x B values, word-major, as the command asks (libarc1 ``modules/readops.py``
 ``ReadAll`` reads W x B values); a masked read ``2 2 W B n`` ignores W and B (libarc1 sends
 32, 32, "useless") and answers each pair as it arrives, so a client that waits for each value
@@ -22,7 +32,8 @@ logged); an address outside the configured array reads as NaN and is never pulse
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -45,8 +56,64 @@ MAX_MASKED = 1 << 20
 FIRMWARE = (9, 3)
 #: Write schemes job ``0`` and ``011`` accept: V/3 (0), V/2 (1), floating (256, libarc1).
 WRITE_SCHEMES = (0, 1, 256)
+#: The most samples one VolatilityRead batch (job ``33``) may ask for.
+MAX_BATCH = 1 << 16
 _READ_SIZE = 1 << 16
 _NAN32 = np.float32(np.nan).tobytes()
+_NAN_TRIPLET = _NAN32 * 3
+#: The triplet modules' end marker, (0, 0, 0) (libarc1 ``__init__.py``
+#: ``generic_triplet_runner``: "before terminating they return a triplet of zeros").
+_END_TRIPLET = np.zeros(3, dtype="<f4").tobytes()
+#: MultiStateSeeker's end of a phase, a triplet with a negative third value, then its status
+#: line; a status other than 0 is a failed phase (arc1_pyqt ``ProgPanels/MultiStateSeeker.py``
+#: ``phase1`` and ``phase3``).
+_FAILED_PHASE = np.array([0.0, 0.0, -1.0], dtype="<f4").tobytes() + b"1\n"
+
+
+@dataclass(frozen=True)
+class ModuleJob:
+    """A vendor module job: a measurement program the firmware runs, which is not emulated.
+
+    Parameters
+    ----------
+    name : str
+        The vendor's module name.
+    params : int
+        The parameter lines the host sends after the job number, before anything that depends
+        on them (a device count, a wordline list).
+    protocol : str
+        How the exchange goes on after the parameters (see :meth:`ArC1Dialect._module`):
+        ``"triplets"``, ``"multibias"``, ``"stdp"``, ``"volatility"``, ``"phase"`` or
+        ``"stability"``.
+    cycles_at : int or None
+        For ``"triplets"``: the parameter holding the cycles, one end marker per cycle.
+    """
+
+    name: str
+    params: int
+    protocol: str
+    cycles_at: int | None = None
+
+
+#: Every module job arc1_pyqt (a9a18a1) and libarc1 (5bfc6af) send, with their arguments.
+MODULE_JOBS: dict[bytes, ModuleJob] = {
+    b"14": ModuleJob("FormFinder (multiplicative, legacy)", 11, "triplets"),
+    b"141": ModuleJob("FormFinder (linear)", 12, "triplets"),
+    b"15": ModuleJob("SwitchSeeker (fast)", 12, "triplets"),
+    b"152": ModuleJob("SwitchSeeker (slow)", 12, "triplets"),
+    b"191": ModuleJob("Endurance", 10, "triplets"),
+    b"201": ModuleJob("CurveTracer", 12, "triplets", cycles_at=8),
+    b"21": ModuleJob("ConvergeToState", 12, "triplets"),
+    b"220": ModuleJob("ChronoAmperometry", 3, "triplets"),
+    b"33": ModuleJob("VolatilityRead", 4, "volatility"),
+    b"40": ModuleJob("STDP", 0, "stdp"),
+    b"50": ModuleJob("MultiBias", 6, "multibias"),
+    b"161": ModuleJob("MultiStateSeeker phase 1", 9, "phase"),
+    b"162": ModuleJob("MultiStateSeeker phase 2 (stability)", 2, "stability"),
+    b"163": ModuleJob("MultiStateSeeker phase 3 (voltage)", 11, "phase"),
+    b"164": ModuleJob("MultiStateSeeker phase 3 (pulse)", 11, "phase"),
+    b"165": ModuleJob("MultiStateSeeker phase 3 (program)", 11, "phase"),
+}
 
 
 class _Dropped(Exception):
@@ -72,6 +139,7 @@ class ArC1Dialect:
         self.vread = 0.5
         self._line = bytearray()
         self._overlong = False
+        self._between_commands = True
         self._parser = self._commands()
         next(self._parser)
         self._out = bytearray()
@@ -84,6 +152,14 @@ class ArC1Dialect:
     def feed(self, data: bytes) -> bytes:
         """Consume ``data``; return the replies it completed."""
         for byte_line in self._lines(data):
+            if not byte_line:  # blank lines are whitespace between numbers (module doc)
+                continue
+            if byte_line == b"00" and not self._between_commands:
+                # no vendor argument is written "00": a host that gave up resets the board
+                self.service.say("arc1: a reset (00) ends the command in progress")
+                self._parser.close()
+                self._parser = self._commands()
+                next(self._parser)
             self._parser.send(byte_line)
         out, self._out = bytes(self._out), bytearray()
         return out
@@ -112,7 +188,9 @@ class ArC1Dialect:
     def _commands(self) -> Iterator[None]:
         """A coroutine: receives one line at a time, runs each command when complete."""
         while True:
+            self._between_commands = True
             job = yield
+            self._between_commands = False
             try:
                 if job != b"02" and job != b"04":
                     self._flush()
@@ -161,6 +239,8 @@ class ArC1Dialect:
                             self._out += self._read_cell(self._cell(w, b))
                     else:
                         raise _Dropped(f"read mode {mode}")
+                elif job in MODULE_JOBS:
+                    yield from self._module(job, MODULE_JOBS[job])
                 elif job == b"999":
                     if self.firmware is not None:  # older firmware does not know the job
                         self._out += np.array(self.firmware, dtype="<u2").tobytes()
@@ -168,6 +248,78 @@ class ArC1Dialect:
                     raise _Dropped(f"unknown job {job[:16]!r}")
             except _Dropped as exc:
                 self.service.say(f"arc1: dropped a command: {exc}")
+
+    # ------------------------------------------------------------------ module jobs
+    def _module(self, job: bytes, spec: ModuleJob) -> Generator[None, bytes, None]:
+        """Take a module job's every argument, as the vendor sends them, and refuse it.
+
+        The measurement program is not run and no device changes; where the host waits for
+        the instrument, it is answered so that it stops waiting with no data: the end marker
+        of each device (and cycle), NaN where the host reads a fixed number of values, a
+        failed status where the module has one. So no argument is ever run as a job.
+        """
+        params = []
+        for _ in range(spec.params):
+            params.append((yield))
+        self.service.say(
+            f"arc1: job {job.decode()} ({spec.name}) is not emulated: its arguments are "
+            "taken, no device is changed, and the host is answered with no data"
+        )
+        if spec.protocol == "multibias":
+            yield from self._multibias(params)
+        elif spec.protocol == "stdp":
+            yield from self._stdp()
+        elif spec.protocol in ("phase", "stability"):
+            yield  # the device count; one word/bit pair follows, one device per call
+            yield from self._device()
+            if spec.protocol == "phase":
+                self._out += _FAILED_PHASE
+            else:
+                yield from self._until_stop(_NAN32)
+        elif spec.protocol == "volatility":
+            batch = int(_float(params[2]))
+            if not 1 <= batch <= MAX_BATCH:
+                raise _Dropped(f"VolatilityRead batch of {batch}")
+            for _ in range(_count((yield))):
+                yield from self._device()
+                self._out += _NAN32
+                yield from self._until_stop((b"0\n" + _NAN32) * batch, last=_NAN32)
+        else:  # triplets: the end marker, per device and per cycle
+            cycles = 1 if spec.cycles_at is None else max(_int(params[spec.cycles_at]), 1)
+            for _ in range(_count((yield))):
+                yield from self._device()
+                self._out += _END_TRIPLET * cycles
+
+    @staticmethod
+    def _device() -> Generator[None, bytes, None]:
+        """Take a device's word and bit (the vendor's ``queue_select``), which are not used."""
+        yield
+        yield
+
+    def _until_stop(self, answer: bytes, last: bytes = b"") -> Generator[None, bytes, None]:
+        """Send ``answer``, then again for each stop flag 0 the host sends; ``last`` on 1."""
+        self._out += answer
+        while _int((yield)) == 0:
+            self._out += answer
+        self._out += last
+
+    def _multibias(self, params: list[bytes]) -> Generator[None, bytes, None]:
+        """MultiBias: n wordlines follow; one triplet (read) or two per configured word."""
+        lines, action = _count(params[3]), _int(params[5])
+        for _ in range(lines):
+            yield
+        self._out += _NAN_TRIPLET * (1 if action == 1 else 2 * self.words)
+
+    def _stdp(self) -> Generator[None, bytes, None]:
+        """STDP: per device, a first triplet, then per time step its waveform and two."""
+        for _ in range(_count((yield))):
+            yield from self._device()
+            self._out += _NAN_TRIPLET
+            for _ in range(_count((yield))):
+                for _ in range(2 * _count((yield))):  # (time, voltage) pairs
+                    yield
+                self._out += _NAN_TRIPLET * 2
+            self._out += _NAN_TRIPLET
 
     # ------------------------------------------------------------------ commands
     def _reset(self) -> None:
@@ -261,6 +413,14 @@ def _int(token: bytes) -> int:
         return int(token)
     except ValueError:
         raise _Dropped(f"not an integer: {token[:16]!r}") from None
+
+
+def _count(token: bytes) -> int:
+    """A count the host sends (devices, wordlines, time steps, samples), within bounds."""
+    count = _int(token)
+    if not 0 <= count <= MAX_MASKED:
+        raise _Dropped(f"a count of {count}")
+    return count
 
 
 def _float(token: bytes) -> float:
