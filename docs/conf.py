@@ -53,7 +53,7 @@ nitpick_ignore = [
 ]
 
 
-def _public_bases(app, name, obj, options, bases):
+def public_bases(app, name, obj, options, bases):
     """Show a class's public ancestors: a base from a private module (``drivers._sequenced``)
     is replaced by its own bases, so show-inheritance never names an undocumented class."""
     i = 0
@@ -66,7 +66,7 @@ def _public_bases(app, name, obj, options, bases):
 
 
 def setup(app):
-    app.connect("autodoc-process-bases", _public_bases)
+    app.connect("autodoc-process-bases", public_bases)
 
 
 # MyST: Markdown guides with heading anchors (links like file.md#a-heading resolve)

@@ -140,7 +140,7 @@ def test_the_api_page_names_no_private_base_class():
 
     from memristor_hil.crossbar import Crossbar
 
-    public_bases = _docs_conf()["_public_bases"]
+    public_bases = _docs_conf()["public_bases"]
     for cls in (SerialCrossbar, VisaCrossbar):
         bases = list(cls.__bases__)
         assert any(b.__module__.endswith("._sequenced") for b in bases)  # the case this covers
