@@ -15,10 +15,10 @@ Fixtures
 crossbar_url
     A seeded ``emulator://`` URL (in process), or the URL given with ``--crossbar-url``.
 crossbar_service
-    The emulator service as its own process; an :class:`EmulatorService` with ``.url``,
+    The emulator service as its own process; an :class:`.EmulatorService` with ``.url``,
     ``.proc``, ``.log``, ``.read_all()``, ``.kill()``, ``.restart()``. Options come from
     ``@pytest.mark.crossbar_service(transport="tcp", rows=8, ...)`` or from indirect
-    parametrisation with a dict of the same keywords (see :meth:`EmulatorService.start`).
+    parametrisation with a dict of the same keywords (see :meth:`.EmulatorService.start`).
 faulty_crossbar_service
     The same with seeded faults injected (corrupted bytes, dropped replies, latency).
 crossbar_service_factory

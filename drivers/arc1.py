@@ -184,13 +184,13 @@ class ArC1Crossbar(Crossbar):
         Averaging cycles per read. Default 50.
     sneak_path : int
         Write scheme, the voltage on the lines not addressed: 0 V/3, 1 V/2 (default, as in
-        arc1_pyqt), 256 floating (libarc1's value); see :data:`WRITE_SCHEMES`.
+        arc1_pyqt), 256 floating (libarc1's value); see :data:`~.arc1.WRITE_SCHEMES`.
     timeout : float
         Seconds to wait for each value (one device read) or reply line. Default 2.
     retries : int
         Re-sends of a *read* after a timeout or garbled reply (pulses are never re-sent).
     limits : SafetyLimits, optional
-        Safety limits; must lie inside the instrument's (:data:`ARC1_LIMITS`).
+        Safety limits; must lie inside the instrument's (:data:`.ARC1_LIMITS`).
     reset_delay : float
         Seconds to wait after the ``00`` reset at connect (the board reboots). Default 1.
     write_delay : float

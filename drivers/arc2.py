@@ -305,7 +305,7 @@ class ArC2Crossbar(Crossbar):
     timeout : float
         Seconds to wait for a program to finish. Default 5.
     limits : SafetyLimits, optional
-        Safety limits, inside :data:`ARC2_LIMITS` (pulses from 40 ns).
+        Safety limits, inside :data:`.ARC2_LIMITS` (pulses from 40 ns).
     max_instructions : int
         Pulse instructions per buffered program; larger batches are split. Default 2048.
     name : str

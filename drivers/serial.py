@@ -188,7 +188,7 @@ class SerialCrossbar(SequencedCrossbar):
     -----
     After a failure (the device restarted, possibly on another port), :meth:`reopen` with the
     new port and repeat the call that failed: it is applied exactly once (see
-    :class:`~memristor_hil.drivers._sequenced.SequencedCrossbar`).
+    ``SequencedCrossbar`` in ``memristor_hil.drivers._sequenced``).
 
     Examples
     --------

@@ -34,7 +34,8 @@ class EmulatedCrossbar(Crossbar):
     """A software crossbar whose cells follow :class:`~memristor_hil.PowerLaw`.
 
     Each cell's state is its pulse count; a batch touches only the cells it names, so the cost
-    of :meth:`apply` and :meth:`read` grows with the batch, not with the crossbar.
+    of :meth:`~.Crossbar.apply` and :meth:`~.Crossbar.read` grows with the batch, not with the
+    crossbar.
 
     Parameters
     ----------
@@ -46,7 +47,7 @@ class EmulatedCrossbar(Crossbar):
         Seed for the devices drawn and for cycle-to-cycle noise; the same seed gives the same
         crossbar.
     limits : SafetyLimits, optional
-        Safety limits (default :class:`SafetyLimits`).
+        Safety limits (default :class:`.SafetyLimits`).
 
     Examples
     --------
@@ -100,7 +101,7 @@ class EmulatedCrossbar(Crossbar):
 
     @property
     def device_parameters(self) -> DeviceParameters:
-        """The cells' drawn parameters (see :attr:`Crossbar.device_parameters`)."""
+        """The cells' drawn parameters (see :attr:`.Crossbar.device_parameters`)."""
         return self.params
 
     @property
@@ -392,8 +393,8 @@ class EmulatedCrossbar(Crossbar):
         Raises
         ------
         ValueError
-            If an :class:`~emulator.array.ArrayCrossbar` wrote the file (its circuit would be
-            lost): :func:`emulator.state.crossbar_from_state` opens either kind.
+            If an :class:`~.ArrayCrossbar` wrote the file (its circuit would be
+            lost): ``emulator.state.crossbar_from_state`` opens either kind.
         """
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))

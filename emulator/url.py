@@ -92,8 +92,8 @@ def open_emulator(url: str, **overrides: Any) -> EmulatedCrossbar:
     The array options (``wire``, ``row_wire``, ``col_wire``, ``row_end``, ``col_end``,
     ``read``, ``write``, ``group``, ``v_read``, ``threshold``, ``read_noise``, ``drift``,
     ``drift_sigma``, ``stuck``, ``adc_bits``, ``adc_range``, ``dac_step``, ``tick``; see
-    ``docs/array.md``) open an :class:`~emulator.array.ArrayCrossbar`; without them the
-    crossbar is the ideal :class:`EmulatedCrossbar`.
+    ``docs/array.md``) open an :class:`~.ArrayCrossbar`; without them the
+    crossbar is the ideal :class:`.EmulatedCrossbar`.
     """
     _, options = query_options(url)
     options.update(overrides)

@@ -3,7 +3,7 @@
 The public names: :class:`PowerLaw` (device model), :class:`PulseBatch` and
 :class:`SafetyLimits` (what is sent), :class:`Crossbar` (the device abstraction layer every
 backend implements), :func:`open_crossbar` (a URL picks the backend), the exceptions, and
-:class:`mPES` with :class:`Layout` (the Nengo learning rule), and :func:`sweep` (run a sweep of
+:class:`.mPES` with :class:`.Layout` (the Nengo learning rule), and :func:`sweep` (run a sweep of
 the published tasks on Dask; needs the ``[sweep]`` extra). Everything but the exceptions is
 imported on first use, so ``import memristor_hil`` imports neither numpy, Nengo nor numba.
 

@@ -64,7 +64,7 @@ def register_scheme(
     factory : str
         ``"module:function"``, imported when the scheme is first opened.
     hardware, sized : bool
-        See :class:`Scheme`.
+        See :class:`.Scheme`.
     """
     _SCHEMES[scheme.lower()] = Scheme(factory, hardware=hardware, sized=sized)
 
@@ -98,9 +98,9 @@ def open_crossbar(
     record : bool or path-like, optional
         Record every batch and read (:class:`~memristor_hil.lab.recording.RecordingCrossbar`):
         a path names a new record file; ``True`` uses
-        :func:`~memristor_hil.lab.record_policy.default_record_path`; ``False`` turns
+        ``memristor_hil.lab.record_policy.default_record_path``; ``False`` turns
         recording off. The default (None) records the hardware schemes
-        (:func:`hardware_schemes`) to the default path and nothing else.
+        (:func:`.hardware_schemes`) to the default path and nothing else.
     default_shape : tuple of int, optional
         ``(rows, cols)`` for a backend whose shape is the caller's choice (an emulator) when
         the URL gives neither; a device whose shape is fixed ignores it.

@@ -45,7 +45,7 @@ __all__ = ["Crossbar", "PendingApply"]
 
 
 class PendingApply:
-    """An apply started with :meth:`Crossbar.submit`: its read-back once the device answered.
+    """An apply started with :meth:`.Crossbar.submit`: its read-back once the device answered.
 
     Parameters
     ----------
@@ -228,16 +228,16 @@ class Crossbar(ABC):
         return self._apply_batch(batch, read_back, out)
 
     def submit(self, batch: PulseBatch, *, read_back: bool = False) -> PendingApply:
-        """Start applying a batch; :meth:`PendingApply.result` gives what :meth:`apply` returns.
+        """Start applying a batch; :meth:`.PendingApply.result` gives what :meth:`apply` returns.
 
         The batch is checked here, as by :meth:`apply` (a bad batch raises and changes
         nothing). A backend behind a link (the serial and VISA drivers) sends the command and
         returns at once, so the caller can compute while the device works and the reply
         travels; any other backend applies the batch before returning (a completed
-        :class:`PendingApply`). At most one apply is outstanding: the next call on this
+        :class:`.PendingApply`). At most one apply is outstanding: the next call on this
         crossbar (``apply``, ``submit``, a read, ``close``) first collects it, so commands
         still reach the device one at a time and in order. If it failed, its error is raised
-        by :meth:`PendingApply.result` and, if nobody collected it first, by that next call.
+        by :meth:`.PendingApply.result` and, if nobody collected it first, by that next call.
 
         Parameters
         ----------

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -86,3 +88,61 @@ def test_the_lab_bench_service_block_can_be_pasted_at_once(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "memristor-hil,EmulatedCrossbar,208x200,seed=3" in done.stdout  # as the page says
     assert not (tmp_path / "out" / "service.ready").exists()  # gone with the service
+
+
+def _docs_conf() -> dict:
+    import runpy
+
+    return runpy.run_path(str(ROOT / "docs" / "conf.py"))
+
+
+def test_the_docs_build_treats_a_cross_reference_to_nothing_as_an_error(tmp_path):
+    """Nitpicky mode is on in docs/conf.py (so the README's command and CI both use it), and it
+    ignores only third-party targets: a reference to a missing name of ours fails ``-W``."""
+    conf = _docs_conf()
+    assert conf["nitpicky"] is True
+    assert "nitpick_ignore_regex" not in conf
+    ours = [
+        t
+        for _, t in conf["nitpick_ignore"]
+        if t.split(".")[0].startswith(("memristor", "pytest_memristor"))
+    ]
+    assert not ours, ours
+    assert "sphinx-build -W" in (ROOT / ".ci" / "run").read_text()
+
+    pytest.importorskip("sphinx")
+    (tmp_path / "conf.py").write_text(f"exec(open({str(ROOT / 'docs' / 'conf.py')!r}).read())\n")
+    (tmp_path / "index.rst").write_text("Index\n=====\n\nSee :func:`memristor_hil.no_such_name`.\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "-q",
+            "-b",
+            "html",
+            str(tmp_path),
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "memristor_hil.no_such_name" in done.stderr
+
+
+def test_the_api_page_names_no_private_base_class():
+    """show-inheritance replaces a base from a private module (``drivers._sequenced``) by its
+    own public bases, so the API page never links to an undocumented class."""
+    from memristor_hil.drivers import SerialCrossbar, VisaCrossbar
+
+    from memristor_hil.crossbar import Crossbar
+
+    public_bases = _docs_conf()["public_bases"]
+    for cls in (SerialCrossbar, VisaCrossbar):
+        bases = list(cls.__bases__)
+        assert any(b.__module__.endswith("._sequenced") for b in bases)  # the case this covers
+        public_bases(None, cls.__name__, cls, {}, bases)
+        assert bases == [Crossbar]

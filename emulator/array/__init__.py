@@ -1,6 +1,6 @@
-"""The emulator as one circuit: a passive crossbar's nodal model (:mod:`.circuit`), reads
-(:mod:`.measure`) and writes (:mod:`.writes`) through it, the options that describe it
-(:mod:`.options`), and the crossbar that puts them together (:mod:`.crossbar`).
+"""The emulator as one circuit: a passive crossbar's nodal model (``.circuit``), reads
+(``.measure``) and writes (``.writes``) through it, the options that describe it
+(``.options``), and the crossbar that puts them together (``.crossbar``).
 
 The circuit and the crossbar load on first use (they import scipy.sparse): reading the
 ``emulator://`` options costs an ideal emulator nothing.

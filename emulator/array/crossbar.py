@@ -31,17 +31,18 @@ __all__ = ["ArrayCrossbar"]
 
 
 class ArrayCrossbar(EmulatedCrossbar):
-    """An :class:`~emulator.crossbar.EmulatedCrossbar` whose reads and writes go through the
+    """An :class:`~.EmulatedCrossbar` whose reads and writes go through the
     array's circuit, with optional device and converter effects.
 
-    :meth:`read`, :meth:`read_all` and the read-back of :meth:`apply` return what the
-    instrument would measure (sneak currents, read noise, ADC steps);
+    :meth:`~.Crossbar.read`, :meth:`~.Crossbar.read_all` and the read-back of
+    :meth:`~.Crossbar.apply` return what the instrument would measure (sneak currents, read
+    noise, ADC steps);
     :meth:`true_resistances` returns the devices' own resistances.
 
     Parameters
     ----------
     rows, cols, model, seed, limits
-        As :class:`~emulator.crossbar.EmulatedCrossbar`.
+        As :class:`~.EmulatedCrossbar`.
     array : ArrayOptions, optional
         The circuit and its read and write schemes (default: ideal, each device alone).
     effects : DeviceEffects, optional
@@ -363,7 +364,7 @@ class ArrayCrossbar(EmulatedCrossbar):
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> dict[str, object]:
-        """As :meth:`EmulatedCrossbar.snapshot`, with the clock and the read-noise stream."""
+        """As :meth:`.EmulatedCrossbar.snapshot`, with the clock and the read-noise stream."""
         state = super().snapshot()
         state.update(
             time=self.time,
@@ -373,7 +374,7 @@ class ArrayCrossbar(EmulatedCrossbar):
         return state
 
     def restore(self, snapshot: dict[str, object]) -> None:
-        """As :meth:`EmulatedCrossbar.restore`, with the clock and the read-noise stream."""
+        """As :meth:`.EmulatedCrossbar.restore`, with the clock and the read-noise stream."""
         super().restore(snapshot)
         self.time = float(snapshot["time"])  # type: ignore[arg-type]
         self._written_at[...] = snapshot["written_at"]
@@ -384,7 +385,7 @@ class ArrayCrossbar(EmulatedCrossbar):
     def save_state(
         self, path: str | os.PathLike[str], extra: dict[str, np.ndarray] | None = None
     ) -> None:
-        """As :meth:`EmulatedCrossbar.save_state`, with the array's options, the clock and
+        """As :meth:`.EmulatedCrossbar.save_state`, with the array's options, the clock and
         the write times (so a restored service serves the same array); the read-noise
         stream is not saved."""
         arrays = dict(extra or {})
@@ -398,7 +399,7 @@ class ArrayCrossbar(EmulatedCrossbar):
         super().save_state(path, arrays)
 
     def load_state(self, path: str | os.PathLike[str]) -> None:
-        """As :meth:`EmulatedCrossbar.load_state`, with the clock and write times when the
+        """As :meth:`.EmulatedCrossbar.load_state`, with the clock and write times when the
         file has them."""
         super().load_state(path)
         with np.load(path, allow_pickle=False) as data:

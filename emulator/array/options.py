@@ -91,7 +91,7 @@ class ArrayOptions:
         ``col_wire``, ``row_end``, ``col_end``).
     read : str
         Read scheme (URL ``read``): "ideal" (each device alone), "grounded", "v2", "v3" or
-        "floating"; see :data:`READ_SCHEMES`.
+        "floating"; see ``READ_SCHEMES``.
     write : str
         Write scheme (URL ``write``): "ideal", "v2", "v3" or "floating".
     group : str
@@ -145,7 +145,7 @@ class DeviceEffects:
     drift : float
         Mean drift exponent nu (URL ``drift``): a device written at ``t_w`` reads
         ``R(t) = R_w ((t - t_w + t0) / t0) ** nu`` (aihwkit's g(t) = g0 ((t + t0)/t0)^-nu, the
-        clock restarting at each write), ``t0`` = :data:`DRIFT_T0`.
+        clock restarting at each write), ``t0`` = ``DRIFT_T0``.
     drift_sigma : float
         Device-to-device standard deviation of nu, relative to ``drift`` (URL
         ``drift_sigma``); exponents are clipped at 0.

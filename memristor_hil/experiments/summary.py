@@ -7,7 +7,7 @@ mean test MSE to the PES baseline of the same task: the PES learning rate with t
 mean test MSE on it (the published comparison takes the best of several rates); and the
 constant-output baseline: the MSE the best constant output scores in the test period (the
 target's variance). A group whose mean test MSE is not below half of it did not learn
-(:data:`~memristor_hil.experiments.function_learning.LEARNED_BELOW`, the demo's rule):
+(``memristor_hil.experiments.function_learning.LEARNED_BELOW``, the demo's rule):
 ``summary.md`` says so above its table, and the plot draws the baseline as a dashed line.
 
 Plots: ``mse_by_rule.png`` (each seed's test MSE per rule, with mean and 95% CI, one panel

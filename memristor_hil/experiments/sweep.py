@@ -185,7 +185,7 @@ def _used_cells(table: ResultTable, url: str) -> list[list[int]]:
 
 
 def default_out(plan: SweepPlan) -> Path:
-    """``out/sweeps/<name>``: a reduced plan (:meth:`SweepPlan.limited`) has a name of its own."""
+    """``out/sweeps/<name>``: a reduced plan (:meth:`.SweepPlan.limited`) has a name of its own."""
     return Path("out") / "sweeps" / plan.name
 
 
@@ -239,7 +239,7 @@ def sweep(
     plan : SweepPlan, mapping or path
         The sweep: a plan, a mapping in the TOML layout, or a TOML file.
     out : path-like, optional
-        Output folder (default ``out/sweeps/<name>``, see :func:`default_out`):
+        Output folder (default ``out/sweeps/<name>``, see :func:`.default_out`):
         ``results.parquet``, ``summary.md``,
         ``*.png`` and ``records/`` (hardware runs).
     scheduler : str, optional
@@ -250,9 +250,9 @@ def sweep(
     resume : bool
         Continue a sweep whose table exists, skipping its finished runs. Without it an
         existing table is an error (nothing is overwritten); a table of another plan is an
-        error either way (see :func:`runs_left`).
+        error either way (see :func:`.runs_left`).
     progress : callable, optional
-        Called with a :class:`SweepProgress` after each finished run.
+        Called with a :class:`.SweepProgress` after each finished run.
     summarize : bool
         Write ``summary.md`` and the plots at the end.
 

@@ -4,7 +4,7 @@ A :class:`Task` says what to learn (a function of the input), on which network (
 post neurons), for how long, and on which schedule: paper 1 learns for the first three
 quarters and tests in the last quarter; paper 2 alternates 2.5 s blocks of learning and
 testing (Tiotto et al. 2021 and the mPES paper; see ``docs/sweeps.md``). :func:`run_task`
-builds the network of :mod:`.function_learning` for one task, rule, device setting and seed,
+builds the network of ``.function_learning`` for one task, rule, device setting and seed,
 runs it and returns one flat row of metrics: the row a sweep writes to its table.
 
 Everything a run depends on is in its :class:`RunSpec`, and every random draw is seeded from

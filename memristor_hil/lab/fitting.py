@@ -238,7 +238,7 @@ class FitResult:
         return out
 
     def model(self) -> PowerLaw:
-        """A :class:`PowerLaw` whose devices are drawn like the measured ones.
+        """A :class:`.PowerLaw` whose devices are drawn like the measured ones.
 
         Centres are the medians; the variability is the measured relative spread (0 for a fixed
         ``R0``). ``v_ref`` is the measurement voltage, where the fitted exponent holds; the
@@ -370,7 +370,7 @@ def fit_devices(
     Parameters
     ----------
     data : dict
-        Readings per row-major cell index, as :meth:`Readings.by_cell` returns.
+        Readings per row-major cell index, as :meth:`.Readings.by_cell` returns.
     shape : tuple of int
         The crossbar's shape.
     voltage : float
@@ -378,8 +378,8 @@ def fit_devices(
     r0 : "auto", "free" or float
         ``"free"`` fits ``R0`` per device; a number fixes it; ``"auto"`` (default) fits it and,
         if the readings do not determine it (median standard error above
-        :data:`R0_IDENTIFIABLE` of the median), fits again with ``R0`` fixed at the nominal
-        :class:`PowerLaw` value, noting why.
+        ``R0_IDENTIFIABLE`` of the median), fits again with ``R0`` fixed at the nominal
+        :class:`.PowerLaw` value, noting why.
     progress : callable, optional
         ``progress(done, total)`` after each device.
     """

@@ -2,7 +2,7 @@
 
 One row per cell per event: ``event, kind, time, row, col, pulses, voltage, width, resistance,
 error``. CSV is written by Arrow's C++ writer when pyarrow is installed
-(:mod:`.record_export_arrow`, a chunk of events at a time), else by the reference writer here:
+(``.record_export_arrow``, a chunk of events at a time), else by the reference writer here:
 event by event, a whole event's rows with one string format (the event's constant fields are
 formatted once), so memory stays at one event. NPZ holds the same columns as arrays and is
 built in memory.
@@ -106,7 +106,7 @@ def export_csv(
     Parameters
     ----------
     writer : {"auto", "pyarrow", "python"}
-        ``"pyarrow"``: Arrow's C++ CSV writer (:mod:`.record_export_arrow`), which needs the
+        ``"pyarrow"``: Arrow's C++ CSV writer (``.record_export_arrow``), which needs the
         ``[export]`` extra; ``"python"``: the reference writer below; ``"auto"``: pyarrow when
         it is installed. Both write the same rows and values (number text may differ: Arrow
         writes the shortest text that reads back as the same float64).

@@ -1,7 +1,7 @@
-"""RecordingCrossbar: any Crossbar, with every batch and read committed to a :class:`Record`.
+"""RecordingCrossbar: any Crossbar, with every batch and read committed to a :class:`.Record`.
 
-A batch is *acknowledged* when :meth:`RecordingCrossbar.apply` returns (or, for
-:meth:`~memristor_hil.crossbar.Crossbar.submit`, when its ``result()`` returns): by then it has
+A batch is *acknowledged* when :meth:`RecordingCrossbar.apply <.Crossbar.apply>` returns (or, for
+:meth:`~.Crossbar.submit`, when its ``result()`` returns): by then it has
 been applied by the wrapped crossbar and committed to the record, so it is in the file even if
 the process is killed the next instant. A call that raises is committed too, with its error (the
 device may have applied part of the batch), and the error is raised again.
@@ -35,14 +35,14 @@ class RecordingCrossbar(Crossbar):
     inner : Crossbar
         The crossbar that does the work (emulator, driver, anything).
     record : Record or path-like
-        An open, writable :class:`Record`, or the path of a new record file to create
+        An open, writable :class:`.Record`, or the path of a new record file to create
         (an existing file is never overwritten).
     parameters : dict, optional
         The run's parameters, stored with a newly created record.
     url : str, optional
         The URL ``inner`` was opened with, stored with a newly created record.
     synchronous : {"NORMAL", "FULL"}
-        Durability of a newly created record (see :meth:`Record.create`).
+        Durability of a newly created record (see :meth:`.Record.create`).
     close_inner : bool
         Close ``inner`` when this crossbar is closed (default True). The record is always
         closed with it.
@@ -122,7 +122,7 @@ class RecordingCrossbar(Crossbar):
 
     @property
     def model(self) -> PowerLaw | None:
-        """The wrapped crossbar's device model (see :attr:`Crossbar.model`)."""
+        """The wrapped crossbar's device model (see :attr:`.Crossbar.model`)."""
         return self._inner.model
 
     # can_restore, snapshot() and restore() keep the base class's "not available": rewinding

@@ -3,14 +3,14 @@
 Importing this package registers the builder with Nengo (as importing ``nengo`` registers
 Nengo's own). The layers, top down:
 
-- :mod:`.rule`: :class:`mPES`, the ``LearningRuleType`` users put on a connection;
-- :mod:`.builder`: ``build_mpes``, which checks a connection, places its devices and adds it
+- ``.rule``: :class:`mPES`, the ``LearningRuleType`` users put on a connection;
+- ``.builder``: ``build_mpes``, which checks a connection, places its devices and adds it
   to its crossbar's operator;
-- :mod:`.crossbars`: how a built model shares, rewinds and closes the crossbars it uses;
-- :mod:`.operator`: ``SimmPES``, one per crossbar, sending each step's pulses as one batch;
-- :mod:`.kernels`: the operator's compiled loops;
-- :mod:`.layout`: where a connection's positive and negative devices sit;
-- :mod:`.nengo_internals`: the two places that reach past Nengo's public builder API.
+- ``.crossbars``: how a built model shares, rewinds and closes the crossbars it uses;
+- ``.operator``: ``SimmPES``, one per crossbar, sending each step's pulses as one batch;
+- ``.kernels``: the operator's compiled loops;
+- ``.layout``: where a connection's positive and negative devices sit;
+- ``.nengo_internals``: the two places that reach past Nengo's public builder API.
 """
 
 from .builder import BuiltmPES, build_mpes

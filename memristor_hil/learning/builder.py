@@ -1,4 +1,4 @@
-"""Nengo builder for :class:`memristor_hil.mPES` (registered when ``memristor_hil.learning``
+"""Nengo builder for :class:`memristor_hil.mPES <.mPES>` (registered when ``memristor_hil.learning``
 loads, as importing ``nengo`` registers Nengo's own builders).
 
 Everything that can be wrong with a connection is checked here, at build time, before any
@@ -194,11 +194,11 @@ def _refresh(mpes: mPES, xbar: Crossbar, device_model: PowerLaw, voltage: float)
 
 @Builder.register(mPES)
 def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
-    """Build an :class:`~memristor_hil.mPES` rule into a model.
+    """Build an :class:`~.mPES` rule into a model.
 
     Checks the connection and the devices' placement, reads the devices' initial
     resistances, makes the connection's weights ``gain * (g(R+) - g(R-))`` of them, and adds
-    the connection to its crossbar's :class:`~memristor_hil.learning.operator.SimmPES` operator
+    the connection to its crossbar's ``SimmPES`` operator
     (one per crossbar, so a shared crossbar still gets one batch per step).
 
     Parameters

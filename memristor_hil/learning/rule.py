@@ -144,11 +144,11 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         nominal model's change per pulse at the resistance read back, scaled by the ratio of
         measured to nominal change this device has shown in its read-backs), rounded
         stochastically (so an expected fraction of a pulse is kept on average) and capped at
-        ``max_pulses``. Default :data:`DEFAULT_LEARNING_RATE` (1e-5). Giving it with another
+        ``max_pulses``. Default :data:`.DEFAULT_LEARNING_RATE` (1e-5). Giving it with another
         ``pulses`` policy is an error.
     refresh : float or None, optional
         With ``learning_rate``: refresh a pair once both its devices' normalised conductances
-        exceed this threshold (default :data:`DEFAULT_REFRESH`, 3e-6): both get one RESET
+        exceed this threshold (default :data:`.DEFAULT_REFRESH`, 3e-6): both get one RESET
         pulse (the model's RESET branch, at minus the SET voltage) and the one that must
         conduct more gets the SET pulses that restore the pair's weight (nominal model,
         scaled by the device's measured response), in one batch of a step that then sends no
@@ -162,7 +162,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         ``None``: off. Ignored by the other policies (the published rule has no refresh).
     balance : bool, optional
         With ``learning_rate``: the run's first steps (at most
-        :data:`~memristor_hil.learning.pairs.BALANCE_STEPS`) send no learning pulses but
+        ``memristor_hil.learning.pairs.BALANCE_STEPS``) send no learning pulses but
         bring every pair towards weight 0, as Nengo's PES starts from zero weights: each step
         the device that conducts less gets the SET pulses that close half the conductance
         difference (nominal model, scaled by the device's measured response, which these
@@ -186,7 +186,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
     model : PowerLaw, optional
         Device model: for the default emulator's devices and for the resistance-to-conductance
         map (nominal ``r0``, ``r1``). Default: the crossbar's own model if it has one, else
-        :data:`DEFAULT_MODEL` (``PowerLaw(dtype="float32")``).
+        :data:`.DEFAULT_MODEL` (``PowerLaw(dtype="float32")``).
     variability : float or Variability, optional
         Device-to-device spread of the default emulator (shorthand for
         ``model=PowerLaw(variability=...)``).
@@ -203,7 +203,7 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
         Placement of the positive and negative device blocks. Default ``Layout()``: positive
         block at the top-left, negative block beside it.
     **model_fields
-        Any other :class:`PowerLaw` field (``r0``, ``r1``, ``a``, ``r_init``, ``noise``,
+        Any other :class:`.PowerLaw` field (``r0``, ``r1``, ``a``, ``r_init``, ``noise``,
         ``dtype``, ...), applied on top of ``model``.
 
     Notes
