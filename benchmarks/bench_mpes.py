@@ -121,6 +121,7 @@ def _model_bytes(sim: nengo.Simulator) -> dict[str, int]:
             for runner in contents if isinstance(contents, list) else [contents]:
                 if type(runner).__name__ == "_PartRunner":
                     _arrays(runner, operator)
+                    _arrays(runner.policy, operator)  # the pulse policy's own buffers
     for held in (emulator, operator):  # an operator's views of signals count as signals
         for address in set(held) & set(signals):
             del held[address]

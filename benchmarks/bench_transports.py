@@ -10,8 +10,8 @@ reference/baselines.md learning with mPES on each backend, relative to the in-pr
 
 Usage::
 
-    python benchmarks/bench_transports.py [--repeats N] [--mpes] [--sim-time S] [--rounds R]
-        [--pipeline] [--steps N] [--compute S]
+    python benchmarks/bench_transports.py [--repeats N] [--mpes] [--in-turn] [--sim-time S]
+        [--rounds R] [--pipeline] [--steps N] [--compute S]
 
 ``--pipeline`` times mPES-shaped steps (a batch of ~5000 cells with read-back plus ``--compute``
 seconds of other work, 0.3 ms by default: the part of a 100x100 Nengo step that does not need
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import subprocess
 import time
@@ -84,8 +85,13 @@ def transport_table(urls: dict[str, str], repeats: int) -> None:
                 )
 
 
-def mpes_table(urls: dict[str, str], sim_time: float, rounds: int) -> None:
+def mpes_table(urls: dict[str, str], sim_time: float, rounds: int, in_turn: bool = False) -> None:
     """Wall time of the 100x100 network of reference/baselines.md with mPES on each backend.
+
+    mPES submits each step's batch and stores its read-back in the next step
+    (``SimmPESCollect``), so the round trip overlaps Nengo's other operators; with
+    ``in_turn`` the drivers also run with each step waiting for its own read-back (the
+    collector taken out of the built model), as before the overlap.
 
     Every backend gets the same runs in the same order (a warm-up, then ``rounds`` interleaved
     rounds), so their devices must end in the same state: the last line compares every
@@ -95,22 +101,34 @@ def mpes_table(urls: dict[str, str], sim_time: float, rounds: int) -> None:
     from bench_mpes import build
 
     from memristor_hil import mPES
+    from memristor_hil.learning.operator import SimmPESCollect
 
-    def run(crossbar, seconds: float) -> float:
+    def run(crossbar, seconds: float, overlap: bool = True) -> tuple[float, float]:
         # bench_mpes.py's network (shared/reference/baselines.md), SHAPE[0] neurons each side
-        with nengo.Simulator(build(SHAPE[0], mPES(crossbar=crossbar)), progress_bar=False) as sim:
-            start = time.perf_counter()
+        model = nengo.builder.Model(dt=0.001)
+        model.build(build(SHAPE[0], mPES(crossbar=crossbar)))
+        if not overlap:  # each step waits for its own read-back (before SimmPESCollect)
+            ops = [op for op in model.operators if not isinstance(op, SimmPESCollect)]
+            model.operators[:] = ops
+        with nengo.Simulator(None, model=model, progress_bar=False) as sim:
+            start, cpu = time.perf_counter(), time.process_time()
             sim.run(seconds)
-            return time.perf_counter() - start
+            return time.perf_counter() - start, time.process_time() - cpu
 
     crossbars = open_backends(urls)
-    times: dict[str, list[float]] = {name: [] for name in crossbars}
+    runs = [(name, name, True) for name in crossbars]
+    if in_turn:
+        runs += [(f"{name} in turn", name, False) for name in crossbars]  # same runs each
+    times: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+    cpu: dict[str, list[float]] = {label: [] for label, _, _ in runs}
     try:
         for crossbar in crossbars.values():
             run(crossbar, 0.05)  # compile, connect, fill caches
         for _ in range(rounds):
-            for name, crossbar in crossbars.items():
-                times[name].append(run(crossbar, sim_time))
+            for label, name, overlap in runs:
+                wall, host = run(crossbars[name], sim_time, overlap)
+                times[label].append(wall)
+                cpu[label].append(host)
         final = {name: np.asarray(x.read_all(), np.float64) for name, x in crossbars.items()}
     finally:
         for crossbar in crossbars.values():
@@ -119,13 +137,20 @@ def mpes_table(urls: dict[str, str], sim_time: float, rounds: int) -> None:
         f"\n{SHAPE[0]}x{SHAPE[1] // 2} Nengo network with mPES (float32 devices), {sim_time} s "
         f"simulated (dt 1 ms), {rounds} interleaved rounds, wall clock"
     )
-    print(f"{'backend':10} {'min s':>8} {'median s':>9} {'min x in-process':>17} {'(median)':>9}")
+    print("(host CPU: this process's CPU time per step, the smallest of the rounds; what the")
+    print(" transport costs the host beyond the in-process step, whatever the overlap hides)")
+    print(
+        f"{'backend':16} {'min s':>8} {'median s':>9} {'min x in-process':>17} {'(median)':>9} "
+        f"{'host CPU ms/step':>17}"
+    )
     best, middle = min(times["in-process"]), statistics.median(times["in-process"])
+    steps = round(sim_time / 0.001)
     for name, got in times.items():
         print(
-            f"{name:10} {min(got):8.3f} {statistics.median(got):9.3f} {min(got) / best:16.2f}x "
-            f"{statistics.median(got) / middle:8.2f}x"
+            f"{name:16} {min(got):8.3f} {statistics.median(got):9.3f} {min(got) / best:16.2f}x "
+            f"{statistics.median(got) / middle:8.2f}x {min(cpu[name]) / steps * 1e3:17.3f}"
         )
+    print(f"load average after the runs: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print_identity(final)
 
 
@@ -233,6 +258,9 @@ def main() -> None:
     parser.add_argument("--sim-time", type=float, default=1.0, help="simulated seconds (--mpes)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (--mpes)")
     parser.add_argument(
+        "--in-turn", action="store_true", help="also time the drivers without overlap (--mpes)"
+    )
+    parser.add_argument(
         "--pipeline", action="store_true", help="also time apply vs submit (overlapped) steps"
     )
     parser.add_argument("--steps", type=int, default=300, help="steps per round (--pipeline)")
@@ -244,7 +272,7 @@ def main() -> None:
         transport_table(urls, args.repeats)
     if args.mpes:
         with services() as urls:  # fresh devices: the runs must end bit-identical
-            mpes_table(urls, args.sim_time, args.rounds)
+            mpes_table(urls, args.sim_time, args.rounds, args.in_turn)
     if args.pipeline:
         with services() as urls:
             pipeline_table(urls, args.steps, args.compute, args.rounds)

@@ -298,7 +298,9 @@ def test_probes_and_weights_follow_read_back_resistances():
         lr = net.conn.learning_rule
         probes = {name: nengo.Probe(lr, name) for name in mPES.probeable}
     with nengo.Simulator(net, progress_bar=False) as sim:
-        sim.run(0.3)
+        sim.run(0.299)
+        held = xbar.inner.read_all()  # the devices after the batch of step 299
+        sim.step()
     steps = len(sim.trange())
     assert sim.data[probes["error"]].shape == (steps, 1)
     assert sim.data[probes["local_error"]].shape == (steps, 40)
@@ -307,9 +309,10 @@ def test_probes_and_weights_follow_read_back_resistances():
         assert sim.data[probes[name]].shape == (steps, 40, 40)
     built = sim.data[net.conn.learning_rule]
     r_pos, r_neg = sim.data[probes["pos_resistances"]][-1], sim.data[probes["neg_resistances"]][-1]
-    # the operator's resistances are exactly what the crossbar holds
-    assert np.array_equal(r_pos, xbar.inner.read_all()[:, :40])
-    assert np.array_equal(r_neg, xbar.inner.read_all()[:, 40:])
+    # the operator's resistances are exactly what the crossbar holds; in step t, after the
+    # batch of step t - 1 (SimmPESCollect stores a step's read-back in the next step)
+    assert np.array_equal(r_pos, held[:, :40])
+    assert np.array_equal(r_neg, held[:, 40:])
     model = built.model
     expected = 2e3 * (model.conductance(r_pos) - model.conductance(r_neg))
     np.testing.assert_allclose(sim.data[probes["weights"]][-1], expected, rtol=1e-9, atol=1e-15)
@@ -760,7 +763,8 @@ def test_spike_mask_selects_the_pre_neurons_that_spiked():
         totals[mask] = sim.data[p_pulses].sum()
         changed = (np.diff(sim.data[p_pos], axis=0) != 0) | (np.diff(sim.data[p_neg], axis=0) != 0)
         touched_cols = changed.any(axis=1)  # (steps - 1, n_pre)
-        spiked = sim.data[p_spikes][1:] > 0
+        # the batch of step t shows in the resistances probed in step t + 1
+        spiked = sim.data[p_spikes][:-1] > 0
         if mask == "spikes":
             assert touched_cols.any()
             assert not np.any(touched_cols & ~spiked)
@@ -882,8 +886,10 @@ def test_refresh_resets_saturated_pairs_keeps_their_weights_and_counts_the_pulse
     assert len(rose) == len(refreshes)
     assert np.all(np.diff(rose) >= pairs.REFRESH_PERIOD_STEPS)
     c = 1e3 / (1 / model.r0 - 1 / model.r1)
+    # a batch sent in step t (the pulses probe's step) shows in the resistances and weights
+    # probed in step t + 1 (SimmPESCollect stores it there)
     for step, batch in zip(rose + 1, refreshes, strict=True):
-        assert sim.data[p_pulses][step, 0] == batch.pulses.sum()  # the refresh pulses counted
+        assert sim.data[p_pulses][step - 1, 0] == batch.pulses.sum()  # the refresh pulses
         voltage = np.asarray(batch.voltage)
         reset = voltage < 0
         assert np.all(voltage[reset] == -model.v_ref) and np.all(batch.pulses[reset] == 1)
@@ -1018,3 +1024,137 @@ def test_balance_brings_pairs_to_zero_weight_before_learning_and_counts_its_puls
     assert balanced[-1] < drawn[0] / 10  # the drawn spread is mostly gone
     # the published rule starts as drawn
     assert run(pulses="one")[0][-1] == pytest.approx(drawn[0])
+
+
+class DeferredCrossbar(CountingCrossbar):
+    """A link-like backend: ``submit`` returns at once and the batch reaches the devices only
+    when its read-back is collected (as late as a remote device could answer)."""
+
+    def __init__(self, inner: EmulatedCrossbar) -> None:
+        super().__init__(inner)
+        self.events: list[str] = []
+
+    def _submit(self, batch, cells, read_back):
+        from memristor_hil.crossbar import PendingApply
+
+        self.events.append("submit")
+        batch = PulseBatch(
+            batch.rows.copy(),
+            batch.cols.copy(),
+            batch.pulses.copy(),
+            batch.voltage if batch.uniform_voltage else batch.voltage.copy(),
+            batch.width,
+        )
+
+        def finish():
+            self.events.append("collect")
+            return self._apply(batch, cells, read_back)
+
+        return PendingApply(finish)
+
+
+def _run_with_probes(net, xbar, overlap: bool, seconds: float = 0.1):
+    """Probe data of ``net`` with the read-back stored in the next step (``overlap``, the
+    default build) or in the step itself (the collector taken out of the built model)."""
+    from memristor_hil.learning.operator import SimmPESCollect
+
+    with net:
+        lr = net.conn.learning_rule
+        probes = {
+            "post": nengo.Probe(net.post.neurons),
+            "weights": nengo.Probe(lr, "weights"),
+            "pos": nengo.Probe(lr, "pos_resistances"),
+            "pulses": nengo.Probe(lr, "pulses"),
+        }
+    model = nengo.builder.Model(dt=0.001)
+    model.build(net)
+    if not overlap:
+        model.operators[:] = [op for op in model.operators if not isinstance(op, SimmPESCollect)]
+    with nengo.Simulator(None, model=model, progress_bar=False) as sim:
+        start = np.asarray(xbar.read_all())
+        sim.run(seconds)
+        final = np.asarray(xbar.read_all())
+    return {name: sim.data[p] for name, p in probes.items()}, start, final
+
+
+@pytest.mark.parametrize("rule", [{}, {"pulses": "one"}, {"pulses": "stochastic"}])
+@pytest.mark.parametrize("deferred", [False, True])
+def test_read_back_stored_next_step_computes_the_same_network_and_probes_one_step_later(
+    rule, deferred
+):
+    """SimmPES submits a step's batch (Crossbar.submit) and SimmPESCollect stores its
+    read-back in the next step, before the weights are read: the network computes bit for bit
+    what it computes when each step stores its own read-back (the collector taken out), even
+    when the devices are pulsed only as the read-back is collected; the probes of the weights
+    and resistances show in step t what they showed in step t - 1 (as Nengo's PES weight probe
+    lags its update by one step; step 0 shows the devices as built), the pulses probe still
+    counts the pulses sent in the step."""
+    runs = []
+    for overlap in (True, False):
+        inner = EmulatedCrossbar(40, 80, PowerLaw(variability=0.15), seed=2)
+        xbar = DeferredCrossbar(inner) if deferred else CountingCrossbar(inner)
+        runs.append(_run_with_probes(channel_net(mPES(crossbar=xbar, **rule)), xbar, overlap))
+        if deferred and overlap:  # every step submits, the next step (or read_all) collects
+            assert xbar.events[:4] == ["submit", "collect", "submit", "collect"]
+            assert len(xbar.events) > 50
+    (new, start, new_final), (old, _, old_final) = runs
+    assert old["pulses"].sum() > 0
+    assert np.array_equal(new["post"], old["post"])
+    assert np.array_equal(new["pulses"], old["pulses"])  # sent in the step: no shift
+    for name in ("weights", "pos"):
+        assert np.array_equal(new[name][1:], old[name][:-1]), name
+    assert np.array_equal(new["pos"][0], start[:, :40])
+    assert np.array_equal(new_final, old_final)
+
+
+def test_a_read_back_that_fails_raises_in_the_next_step_and_nothing_more_is_sent():
+    """The overlapped step's error is not lost: the read-back collected in the next step
+    raises it there, before that step's weights are read or its batch is sent."""
+    from memristor_hil.errors import DeviceError
+
+    class FailingOnFifth(DeferredCrossbar):
+        def _submit(self, batch, cells, read_back):
+            pending = super()._submit(batch, cells, read_back)
+            if self.events.count("submit") < 5:
+                return pending
+            from memristor_hil.crossbar import PendingApply
+
+            def fail():
+                self.events.append("failed")
+                raise DeviceError("the device reported an error")
+
+            return PendingApply(fail)
+
+    xbar = FailingOnFifth(EmulatedCrossbar(40, 80, PowerLaw(variability=0.15), seed=2))
+    with nengo.Simulator(channel_net(mPES(crossbar=xbar)), progress_bar=False) as sim:
+        with pytest.raises(DeviceError, match="reported an error"):
+            sim.run(0.2)
+    assert xbar.events[-2:] == ["submit", "failed"]
+    assert xbar.events.count("submit") == 5
+
+
+def test_the_read_back_is_collected_late_in_the_step_but_before_the_weights_are_read():
+    """The later the collector runs, the more of Nengo's step overlaps the round trip: after
+    the pre neurons' output is computed, before any operator reads the weights."""
+    from memristor_hil.learning.operator import SimmPES, SimmPESCollect
+
+    net = channel_net(mPES())
+    with nengo.Simulator(net, progress_bar=False) as sim:
+        order = list(sim.step_order)
+        weights = sim.model.sig[net.conn]["weights"]
+        pre_out = sim.model.sig[net.conn]["in"]
+    (collect,) = [i for i, op in enumerate(order) if isinstance(op, SimmPESCollect)]
+    (simmpes,) = [i for i, op in enumerate(order) if isinstance(op, SimmPES)]
+
+    def touches(op, sig, kinds):
+        return any(s.base is sig.base for kind in kinds for s in getattr(op, kind))
+
+    writers = [i for i, op in enumerate(order) if touches(op, pre_out, ("sets", "incs"))]
+    readers = [
+        i
+        for i, op in enumerate(order)
+        if touches(op, weights, ("reads",)) and not isinstance(op, SimmPES)
+    ]
+    assert writers and readers
+    assert max(writers) < collect < min(readers) and collect < simmpes
+    assert collect > len(order) // 2  # most of the step runs before it

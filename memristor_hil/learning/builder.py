@@ -29,7 +29,7 @@ from . import kernels
 from .crossbars import CrossbarUse, crossbar_uses
 from .layout import Block
 from .nengo_internals import remove_weight_increment, set_initial_value
-from .operator import ConnectionPart, Refresh, SimmPES
+from .operator import ConnectionPart, Refresh, SimmPES, SimmPESCollect
 from .rule import DEFAULT_CROSSBAR, DEFAULT_MODEL, mPES
 
 __all__ = ["BuiltmPES", "build_mpes"]
@@ -294,12 +294,17 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     if op is None:  # the first connection on this crossbar: its operator
         op = use.operator = SimmPES(use, voltage, width, tag=f"mPES on {xbar.identity}")
         model.add_op(op)
+        # stores each step's read-back in the next step: the round trip overlaps Nengo's work
+        model.add_op(SimmPESCollect(op, tag=f"mPES read-back of {xbar.identity}"))
     elif (op.voltage, op.width) != (voltage, width):
         raise BuildError(
             f"{conn}: connections sharing the crossbar {xbar.identity!r} share its one batch "
             f"per step, so they need the same pulse: the first uses {op.voltage} V, "
             f"{op.width} s; this one asks for {voltage} V, {width} s"
         )
+    # the read-back is collected as late as it can be: once the pre neurons' output, which
+    # the weights multiply, is computed (it reads it), just before the weights are read
+    op.collector.wait_for(model.sig[conn]["in"])
     refresh = _refresh(mpes, xbar, device_model, voltage)
     part = ConnectionPart(
         origins=(pos.row, pos.col, neg.row, neg.col),

@@ -2,7 +2,8 @@
 
 ``nengo_dl.Simulator`` builds a model with Nengo's builder (so :func:`build_mpes` checks and
 places every mPES connection exactly as for ``nengo.Simulator``), then asks each operator type
-for a TensorFlow builder. This module registers the one for ``SimmPES``; it is imported, and
+for a TensorFlow builder. This module registers the one for ``SimmPES`` (and a no-op one for
+``SimmPESCollect``, whose overlap NengoDL does not use); it is imported, and
 so registered, automatically the first time an mPES connection is built while ``nengo_dl`` is
 imported, i.e. inside ``nengo_dl.Simulator`` (NumPy users never load TensorFlow). Importing it
 yourself registers it too.
@@ -48,9 +49,15 @@ from nengo.builder.signal import SignalDict
 from nengo.exceptions import BuildError
 from nengo_dl.builder import Builder, OpBuilder
 
-from .operator import ConnectionPart, SimmPES
+from .operator import ConnectionPart, SimmPES, SimmPESCollect
 
-__all__ = ["HostCallmPES", "NativemPES", "SimmPESBuilder", "runs_natively"]
+__all__ = [
+    "HostCallmPES",
+    "NativemPES",
+    "SimmPESBuilder",
+    "SimmPESCollectBuilder",
+    "runs_natively",
+]
 
 #: Tolerance of the pulse-credit rounding, the same as the NumPy operator's.
 _CREDIT_EPS = 1e-9
@@ -97,6 +104,19 @@ class SimmPESBuilder(OpBuilder):
     @staticmethod
     def mergeable(x: SimmPES, y: SimmPES) -> bool:
         return runs_natively(x) and runs_natively(y)
+
+
+@Builder.register(SimmPESCollect)
+class SimmPESCollectBuilder(OpBuilder):
+    """NengoDL builder of ``SimmPESCollect``: nothing. Its ``make_step`` is never called, so
+    each ``SimmPES`` (native or host call) stores its read-back within its own step."""
+
+    def build_step(self, signals: Any) -> None:
+        return None
+
+    @staticmethod
+    def mergeable(x: SimmPESCollect, y: SimmPESCollect) -> bool:
+        return True
 
 
 def _gather(signals: Any, sig: Any) -> tf.Tensor:

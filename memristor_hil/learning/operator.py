@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -10,11 +11,12 @@ import numpy as np
 from nengo.builder.operator import Operator
 from nengo.builder.signal import Signal
 
+from ..crossbar import PendingApply
 from ..pulses import PulseBatch
 from . import kernels, pairs
 from .crossbars import CrossbarUse
 
-__all__ = ["ConnectionPart", "ConnectionSignals", "Refresh", "SimmPES"]
+__all__ = ["ConnectionPart", "ConnectionSignals", "Refresh", "SimmPES", "SimmPESCollect"]
 
 
 class ConnectionSignals(NamedTuple):
@@ -132,11 +134,13 @@ class SimmPES(Operator):
     r"""Pulse the memristors of a crossbar's mPES connections, and update their weights.
 
     One operator serves every mPES connection on one crossbar, so each step sends the whole
-    step's pulses in one ``apply(batch, read_back=True)`` call (none when nothing is
-    pulsed). For each connection: the pre neurons with ``a_j > 0.5`` and the post neurons
-    with ``|e_i| > threshold_i`` choose the cells (positive devices where :math:`e_i < 0`,
-    negative where :math:`e_i > 0`); the resistances read back replace the touched entries of
-    its ``pos_resistances``/``neg_resistances`` and its touched weights become
+    step's pulses as one batch with read-back (none when nothing is pulsed): with
+    ``Crossbar.submit``, stored by :class:`SimmPESCollect` in the next step, or, without a
+    collector (NengoDL), with ``apply`` and stored at once. For each connection: the pre
+    neurons with ``a_j > 0.5`` and the post neurons with ``|e_i| > threshold_i`` choose the
+    cells (positive devices where :math:`e_i < 0`, negative where :math:`e_i > 0`); the
+    resistances read back replace the touched entries of its
+    ``pos_resistances``/``neg_resistances`` and its touched weights become
     ``gain * (g(R+) - g(R-))``.
 
     Parameters
@@ -166,6 +170,9 @@ class SimmPES(Operator):
         self.voltage = float(voltage)
         self.width = float(width)
         self.parts: list[ConnectionPart] = []
+        #: The operator that stores each step's read-back in the next step (the builder adds
+        #: it; without it, or without its make_step, each step stores its own read-back).
+        self.collector: SimmPESCollect | None = None
         self.sets = []
         self.incs = []
         self.reads = []
@@ -223,6 +230,8 @@ class SimmPES(Operator):
         self.parts.append(part)
         self.reads.extend(signals.reads)
         self.updates.extend(signals.updates)
+        if self.collector is not None:
+            self.collector.add_connection(signals)
 
     def connection_signals(self, k: int) -> ConnectionSignals:
         """The signals of the ``k``-th connection added, by name."""
@@ -255,54 +264,239 @@ class SimmPES(Operator):
             )
             for k, part in enumerate(self.parts)
         ]
-        apply = self.use.crossbar.apply
-        use = self.use
-        voltage, width = self.voltage, self.width
-        # One read-back buffer, reused every step (apply(out=)); in the devices' float type, so
-        # an emulator writes into it directly. store() copies what it needs before the next step.
-        model = self.use.crossbar.model
-        readback = np.empty(
-            sum(runner.rows.shape[0] for runner in runners),
-            np.float64 if model is None else model.float_type,
-        )
+        pipeline = self.collector.pipeline_for(signals) if self.collector is not None else None
+        if pipeline is not None:  # the collector's make_step ran first, for these signals
+            return _overlapped_step(self, runners, pipeline)
+        return _immediate_step(self, runners)
 
-        if len(runners) == 1:
-            runner = runners[0]
-            choose, store = runner.choose, runner.store
 
-            def step_simmpes() -> None:
-                size, count = choose()
-                if size:
-                    use.pulsed = True
-                    batch = runner.batch(size, count, voltage, width)
-                    store(apply(batch, read_back=True, out=readback[:size]))
+class SimmPESCollect(Operator):
+    """Store the read-back of the batch :class:`SimmPES` submitted in the previous step.
 
-            return step_simmpes
+    :class:`SimmPES` sends a step's batch with :meth:`Crossbar.submit` and returns; this
+    operator collects the read-back in the next step, before anything reads the weights (it
+    ``sets`` them), and stores it as :class:`SimmPES` did right away before: the weights the
+    connection reads in every step are bit for bit those of before, while the device round
+    trip (a serial or VISA link, an instrument) overlaps the rest of the step, the probes'
+    sampling, and the next step's operators up to the weights' readers.
 
-        def step_simmpes_shared() -> None:
-            chosen = [(runner, *runner.choose()) for runner in runners]
-            chosen = [c for c in chosen if c[1]]
-            if not chosen:
-                return
-            rows = np.concatenate([r.rows[:size] for r, size, _ in chosen])
-            cols = np.concatenate([r.cols[:size] for r, size, _ in chosen])
-            counts = np.concatenate([np.broadcast_to(count, (size,)) for _, size, count in chosen])
-            volts: Any = voltage
-            if any(r.refreshing for r, _, _ in chosen):  # RESET entries: one voltage per cell
-                volts = np.concatenate([r.cell_voltages(size, voltage) for r, size, _ in chosen])
-            use.pulsed = True
-            batch = PulseBatch(rows, cols, counts, volts, width)
-            resistances = apply(batch, read_back=True, out=readback[: len(batch)])
-            start = 0
-            for runner, size, _ in chosen:
+    The one visible change is in the probes: in step ``t`` the ``weights``,
+    ``pos_resistances`` and ``neg_resistances`` signals show the devices after the batch of
+    step ``t - 1`` (as Nengo's PES, whose weight probe in step ``t`` shows the increments up
+    to step ``t - 1``); ``pulses`` still counts the pulses sent in step ``t``. After
+    ``sim.run()`` the last step's read-back is stored by the next step (the crossbar's next
+    call, e.g. ``read_all()`` or ``close()``, collects it from the device).
+
+    Without this operator's ``make_step`` (NengoDL, which gives it no step), :class:`SimmPES`
+    applies and stores within its own step as before.
+
+    Notes
+    -----
+    1. sets ``[pos_resistances, neg_resistances, weights]`` of every connection
+    2. incs ``[]``
+    3. reads ``[pre_output]`` of every connection (:meth:`wait_for`: only to run late)
+    4. updates ``[]``
+    """
+
+    def __init__(self, op: SimmPES, tag: str | None = None) -> None:
+        super().__init__(tag=tag)
+        self.op = op
+        op.collector = self
+        self.sets = []
+        self.incs = []
+        self.reads = []
+        self.updates = []
+        self._pipeline: tuple[weakref.ref, _Pipeline] | None = None
+
+    def add_connection(self, signals: ConnectionSignals) -> None:
+        """Take over storing the read-back into one connection's signals."""
+        self.sets.extend([signals.pos_resistances, signals.neg_resistances, signals.weights])
+
+    def wait_for(self, signal: Signal) -> None:
+        """Run after ``signal`` is computed in the step (it is read): the later this operator
+        runs, the more of Nengo's work overlaps the round trip. Give the signal the weights
+        multiply, so it still runs before they are read."""
+        if signal not in self.reads:
+            self.reads.append(signal)
+
+    def pipeline_for(self, signals: Any) -> _Pipeline | None:
+        """The pipeline this operator's last ``make_step`` made for ``signals``, if any."""
+        if self._pipeline is None or self._pipeline[0]() is not signals:
+            return None
+        return self._pipeline[1]
+
+    @property
+    def _descstr(self) -> str:
+        return f"collect {self.op._descstr}"
+
+    def make_step(self, signals: Any, dt: float, rng: np.random.RandomState) -> Callable[[], None]:
+        # Runs before SimmPES.make_step (it sets what SimmPES updates). A reset drops the
+        # previous pipeline: its outstanding apply, if any, is collected by the crossbar's
+        # next call, and SimmPES.make_step rewinds the devices.
+        pipeline = _Pipeline()
+        self._pipeline = (weakref.ref(signals), pipeline)
+        return pipeline.collect
+
+
+class _Pipeline:
+    """The batch in flight between :class:`SimmPES` (submit) and :class:`SimmPESCollect`."""
+
+    __slots__ = ("pending", "ready", "runners", "sizes")
+
+    def __init__(self) -> None:
+        #: The submitted apply whose read-back the next step stores, if any.
+        self.pending: PendingApply | None = None
+        #: Or its read-back already (devices simulated in this process).
+        self.ready: np.ndarray | None = None
+        self.runners: list[_PartRunner] = []
+        self.sizes: list[int] = []
+
+    def collect(self) -> None:
+        """Store the previous step's read-back (nothing in the first step)."""
+        resistances = self.ready
+        if resistances is not None:
+            self.ready = None
+        elif self.pending is not None:
+            pending, self.pending = self.pending, None
+            resistances = pending.result()
+        else:
+            return
+        if len(self.runners) == 1:  # the read-back is one runner's (its size was not 0)
+            self.runners[0].store(resistances)
+            return
+        start = 0
+        for runner, size in zip(self.runners, self.sizes, strict=True):
+            if size:
                 runner.store(resistances[start : start + size])
                 start += size
 
-        return step_simmpes_shared
+
+def _chosen_batch(
+    chosen: list[tuple[_PartRunner, int, Any]], voltage: float, width: float
+) -> PulseBatch:
+    """One batch of the cells the runners chose, runner after runner."""
+    if len(chosen) == 1:
+        runner, size, count = chosen[0]
+        return runner.batch(size, count, voltage, width)
+    rows = np.concatenate([r.rows[:size] for r, size, _ in chosen])
+    cols = np.concatenate([r.cols[:size] for r, size, _ in chosen])
+    counts = np.concatenate([np.broadcast_to(count, (size,)) for _, size, count in chosen])
+    volts: Any = voltage
+    if any(r.refreshing for r, _, _ in chosen):  # RESET entries: one voltage per cell
+        volts = np.concatenate([r.cell_voltages(size, voltage) for r, size, _ in chosen])
+    return PulseBatch(rows, cols, counts, volts, width)
+
+
+def _overlapped_step(
+    op: SimmPES, runners: list[_PartRunner], pipeline: _Pipeline
+) -> Callable[[], None]:
+    """A step that chooses and submits the batch; :class:`SimmPESCollect` stores it.
+
+    Devices simulated in this process (``device_parameters``: an in-process emulator) have no
+    round trip to overlap: their batch is applied at once into a reused buffer, as in
+    :func:`_immediate_step`, and only the store waits for the next step (the same probes on
+    every backend).
+    """
+    crossbar = op.use.crossbar
+    submit, apply = crossbar.submit, crossbar.apply
+    in_process = crossbar.device_parameters is not None
+    readback = _readback_buffer(crossbar, runners)
+    use = op.use
+    voltage, width = op.voltage, op.width
+    pipeline.runners = runners
+    pipeline.sizes = [0] * len(runners)
+    sizes = pipeline.sizes
+
+    if len(runners) == 1:
+        runner = runners[0]
+        choose, batch_of = runner.choose, runner.batch
+
+        def step_simmpes_overlapped_one() -> None:
+            size, count = choose()
+            runner.pulses[0] = runner.total
+            if size:
+                use.pulsed = True
+                batch = batch_of(size, count, voltage, width)
+                if in_process:
+                    pipeline.ready = apply(batch, read_back=True, out=readback[:size])
+                else:
+                    pipeline.pending = submit(batch, read_back=True)
+
+        return step_simmpes_overlapped_one
+
+    def step_simmpes_overlapped() -> None:
+        chosen = []
+        for k, runner in enumerate(runners):
+            size, count = runner.choose()
+            runner.pulses[0] = runner.total
+            sizes[k] = size
+            if size:
+                chosen.append((runner, size, count))
+        if chosen:
+            use.pulsed = True
+            batch = _chosen_batch(chosen, voltage, width)
+            if in_process:
+                pipeline.ready = apply(batch, read_back=True, out=readback[: len(batch)])
+            else:
+                pipeline.pending = submit(batch, read_back=True)
+
+    return step_simmpes_overlapped
+
+
+def _readback_buffer(crossbar: Any, runners: list[_PartRunner]) -> np.ndarray:
+    """One read-back buffer for every step (``apply(out=)``), in the devices' float type, so
+    an emulator writes into it directly; the store copies what it needs before it is reused."""
+    model = crossbar.model
+    return np.empty(
+        sum(runner.rows.shape[0] for runner in runners),
+        np.float64 if model is None else model.float_type,
+    )
+
+
+def _immediate_step(op: SimmPES, runners: list[_PartRunner]) -> Callable[[], None]:
+    """A step that applies the batch and stores its read-back at once."""
+    apply = op.use.crossbar.apply
+    use = op.use
+    voltage, width = op.voltage, op.width
+    readback = _readback_buffer(op.use.crossbar, runners)
+
+    if len(runners) == 1:
+        runner = runners[0]
+        choose, store = runner.choose, runner.store
+
+        def step_simmpes() -> None:
+            size, count = choose()
+            runner.pulses[0] = runner.total
+            if size:
+                use.pulsed = True
+                batch = runner.batch(size, count, voltage, width)
+                store(apply(batch, read_back=True, out=readback[:size]))
+
+        return step_simmpes
+
+    def step_simmpes_shared() -> None:
+        chosen = []
+        for runner in runners:
+            size, count = runner.choose()
+            runner.pulses[0] = runner.total
+            if size:
+                chosen.append((runner, size, count))
+        if not chosen:
+            return
+        use.pulsed = True
+        batch = _chosen_batch(chosen, voltage, width)
+        resistances = apply(batch, read_back=True, out=readback[: len(batch)])
+        start = 0
+        for runner, size, _ in chosen:
+            runner.store(resistances[start : start + size])
+            start += size
+
+    return step_simmpes_shared
 
 
 class _PartRunner:
-    """One connection's buffers and per-step work, bound to its signals' arrays."""
+    """One connection's signals and buffers, the selection every policy shares, and its pulse
+    policy (:class:`_Policy`), chosen once when the step is made."""
 
     def __init__(
         self,
@@ -320,7 +514,6 @@ class _PartRunner:
         rng: np.random.Generator,
     ) -> None:
         n_post, n_pre = weights.shape
-        self.rng = rng
         self.acts, self.local_error, self.threshold = acts, local_error, threshold
         self.mask_source, self.mask_threshold = mask_source, float(part.mask_threshold)
         self.r_pos, self.r_neg, self.weights = r_pos, r_neg, weights
@@ -329,61 +522,26 @@ class _PartRunner:
         self.order = part.order
         self.c = part.gain * part.conductance_scale
         self.interval_steps = None if part.pulse_interval is None else dt / part.pulse_interval
-        self.levels = part.levels
-        self.scaled = part.policy == "scaled"
-        self.by_rate = part.policy == "learning_rate"
-        # cell-by-cell batches (zero counts dropped): stored through store_cells
-        self.stochastic = part.policy == "stochastic" or self.by_rate
-        if self.by_rate:
-            self.alpha = float(part.learning_rate) * dt / n_pre  # Nengo PES's scale
-            r0, r1, a = part.nominal
-            self.nominal = (float(r0), float(r1), 1.0 / float(a))
-            # each device's weight change per pulse, from the resistances as the run starts,
-            # and its measured / nominal change per pulse (pairs.store_calibrated): float32,
-            # plenty for a pulse count's expectation, and half the memory the step sweeps
-            # (at 100x100 the model's arrays then stay in cache with Nengo's own)
-            self.per_pos = pairs.nominal_pulse_change(r_pos, self.c, r0, r1, a).astype(np.float32)
-            self.per_neg = pairs.nominal_pulse_change(r_neg, self.c, r0, r1, a).astype(np.float32)
-            self.ratio_pos = np.ones(weights.shape, dtype=np.float32)
-            self.ratio_neg = np.ones(weights.shape, dtype=np.float32)
-        self.balancing = self.by_rate and part.balance
-        self.max_count = int(part.max_count)
-        self.balance_steps = 0
-        self.refresh = part.refresh if self.by_rate else None
-        self.refreshing = False
-        if self.refresh is not None:
-            self.pending = np.zeros(weights.shape, dtype=np.bool_)
-            self.pend_i = np.empty(n_post * n_pre, dtype=np.uint64)
-            self.pend_j = np.empty(n_post * n_pre, dtype=np.uint64)
-            self.n_pending = 0
-            self.since_refresh = 0
-            self.kinds = np.empty(n_post * n_pre, dtype=np.int8)
-            self.voltages = np.empty(n_post * n_pre, dtype=np.float64)
         self.active = np.empty(n_pre, dtype=np.uint64)  # unsigned: no wraparound checks
         self.rows_sel = np.empty(n_post, dtype=np.uint64)
         self.positive = np.empty(n_post, dtype=np.bool_)
         self.rows = np.empty(n_post * n_pre, dtype=np.int32)
         self.cols = np.empty(n_post * n_pre, dtype=np.int32)
         self.cols_scratch = np.empty(n_pre, dtype=np.int32)
-        per_cell = self.scaled or self.stochastic
-        self.counts = np.empty(n_post * n_pre if per_cell else 0, dtype=np.int64)
-        self.polarity = np.empty(n_post * n_pre if self.stochastic else 0, dtype=np.bool_)
-        # one uniform per candidate cell, drawn in bulk each step (same stream as per-cell draws)
-        self.uniforms = np.empty(
-            n_post * n_pre if self.stochastic and not self.by_rate else 0, dtype=np.float64
-        )
-        if self.by_rate:  # the learning_rate policy's draws, as many as it needs
-            self.stream = kernels.new_stream(rng)
         self.running_max = state[1:2]
-        if self.refresh is not None and self.rows.shape[0] < 3:  # room for one pair's refresh
-            self.rows, self.cols = np.empty(3, np.int32), np.empty(3, np.int32)
-            self.counts, self.polarity = np.empty(3, np.int64), np.empty(3, np.bool_)
-            self.kinds, self.voltages = np.empty(3, np.int8), np.empty(3, np.float64)
         self.n_active = self.n_rows = 0
+        self.size = 0  # cells of the last batch chosen (what store() takes)
+        self.total = 0  # pulses of the last choose(): what the step writes to ``pulses``
+        self.policy: _Policy = _POLICIES[part.policy](self, part, dt, rng)
+
+    @property
+    def refreshing(self) -> bool:
+        """True when the last batch chosen is a refresh (RESET entries: per-cell voltages)."""
+        return self.policy.refreshing
 
     def choose(self) -> tuple[int, Any]:
         """Choose this step's cells; returns their number and the pulse count(s)."""
-        self.pulses[0] = 0.0
+        self.total = 0
         if self.interval_steps is None:
             per_step = 1
         else:
@@ -392,13 +550,12 @@ class _PartRunner:
             self.state[0] = credit - per_step
             if per_step == 0:
                 return 0, 0
-        self.refreshing = False
-        if self.balancing:
-            return self._choose_balance()
-        if self.refresh is not None:
-            self.since_refresh += 1
-            if self.n_pending and self.since_refresh >= pairs.REFRESH_PERIOD_STEPS:
-                return self._choose_refresh()
+        self.policy.refreshing = False
+        return self.policy.choose(per_step)
+
+    def select(self, fill: bool) -> int:
+        """The pulsed rows and active columns (:func:`kernels.select_pulses`); with ``fill``
+        their cells too, row by row. Returns the number of candidate cells."""
         n_active, n_rows = kernels.select_pulses(
             self.mask_source,
             self.mask_threshold,
@@ -412,146 +569,14 @@ class _PartRunner:
             self.rows,
             self.cols,
             self.cols_scratch,
-            not self.stochastic,
+            fill,
         )
         self.n_active, self.n_rows = n_active, n_rows
-        size = n_active * n_rows
-        if size == 0:
-            return 0, 0
-        if self.stochastic and not self.by_rate:
-            uniforms = self.uniforms[:size]
-            self.rng.random(out=uniforms)
-        if self.by_rate:
-            size, total = kernels.learning_rate_cells(
-                self.acts,
-                self.local_error,
-                self.active,
-                n_active,
-                self.rows_sel,
-                self.positive,
-                n_rows,
-                self.origins,
-                self.alpha * per_step,
-                self.levels,
-                self.per_pos,
-                self.per_neg,
-                self.rows,
-                self.cols,
-                self.counts,
-                self.polarity,
-                self.stream,
-            )
-            count: Any = self.counts[:size]
-        elif self.stochastic:
-            size, total = kernels.stochastic_cells(
-                self.acts,
-                self.local_error,
-                self.active,
-                n_active,
-                self.rows_sel,
-                self.positive,
-                n_rows,
-                self.origins,
-                self.levels,
-                per_step,
-                self.running_max,
-                self.rows,
-                self.cols,
-                self.counts,
-                self.polarity,
-                uniforms,
-            )
-            count = self.counts[:size]
-        elif self.scaled:
-            total = kernels.scaled_counts(
-                self.acts,
-                self.local_error,
-                self.active,
-                n_active,
-                self.rows_sel,
-                n_rows,
-                self.levels,
-                per_step,
-                self.running_max,
-                self.counts,
-            )
-            count = self.counts[:size]
-        else:
-            total = size * per_step
-            count = per_step
-        self.size = size
-        self.pulses[0] = total
-        return size, count
-
-    def _choose_balance(self) -> tuple[int, Any]:
-        """This step balances the pairs (SET pulses towards weight 0), no learning; the last
-        balance step is the first with nothing left to balance, or step BALANCE_STEPS."""
-        size, total = pairs.balance_cells(
-            self.origins,
-            self.r_pos,
-            self.r_neg,
-            self.ratio_pos,
-            self.ratio_neg,
-            *self.nominal,
-            pairs.balance_count_cap(self.balance_steps, self.max_count),
-            self.rows,
-            self.cols,
-            self.counts,
-            self.polarity,
-        )
-        self.balance_steps += 1
-        if size == 0 or self.balance_steps >= pairs.BALANCE_STEPS:
-            self.balancing = False
-        self.size = size
-        self.pulses[0] = total
-        return size, self.counts[:size]
-
-    def _choose_refresh(self) -> tuple[int, Any]:
-        """This step is a refresh step: the queued pairs' RESET and SET pulses, no learning.
-
-        At most a third of the buffers' cells worth of pairs (three entries each); the rest
-        stay queued for the next refresh step.
-        """
-        ref = self.refresh
-        take = min(self.n_pending, self.rows.shape[0] // 3)
-        size = pairs.refresh_cells(
-            self.pend_i,
-            self.pend_j,
-            take,
-            self.origins,
-            self.r_pos,
-            self.r_neg,
-            self.ratio_pos,
-            self.ratio_neg,
-            *self.nominal,
-            ref.r3,
-            ref.exponent,
-            self.max_count,
-            self.rows,
-            self.cols,
-            self.counts,
-            self.polarity,
-            self.kinds,
-        )
-        rest = self.n_pending - take
-        self.pend_i[:rest] = self.pend_i[take : self.n_pending]
-        self.pend_j[:rest] = self.pend_j[take : self.n_pending]
-        self.n_pending = rest
-        self.since_refresh = 0
-        self.refreshing = True
-        self.size = size
-        total = int(self.counts[:size].sum())
-        self.pulses[0] = total
-        return size, self.counts[:size]
+        return n_active * n_rows
 
     def cell_voltages(self, size: int, voltage: float) -> np.ndarray:
         """Each chosen cell's pulse voltage: ``voltage``, or the RESET voltage in a refresh."""
-        if not self.refreshing:
-            return np.full(size, voltage)
-        out = self.voltages[:size]
-        out[:] = voltage
-        out[self.kinds[:size] == pairs.KIND_RESET] = self.refresh.voltage
-        return out
+        return self.policy.cell_voltages(size, voltage)
 
     def batch(self, size: int, count: Any, voltage: float, width: float) -> PulseBatch:
         """This connection's cells as a batch of its own."""
@@ -562,83 +587,256 @@ class _PartRunner:
 
     def store(self, resistances: np.ndarray) -> None:
         """Take the read-back resistances of the chosen cells, in the order chosen."""
+        self.policy.store(resistances)
+
+
+class _Policy:
+    """How one connection's candidate cells become pulse counts, and how their read-back is
+    stored: one subclass per ``mPES(pulses=...)`` policy, chosen once at ``make_step``.
+
+    Parameters
+    ----------
+    runner : _PartRunner
+        The connection's signals and shared buffers.
+    part : ConnectionPart
+        The connection's settings.
+    dt : float
+        The simulator's timestep.
+    rng : numpy.random.Generator
+        The operator's own generator (the random policies draw from it).
+    """
+
+    #: True while the last batch chosen is a refresh (only the learning-rate policy has one).
+    refreshing = False
+
+    def __init__(
+        self, runner: _PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
+    ) -> None:
+        self.r = runner
+
+    def choose(self, per_step: int) -> tuple[int, Any]:
+        """This step's cells (in the runner's ``rows``/``cols``) for ``per_step`` pulse
+        intervals: their number and pulse count(s); sets the runner's ``size`` and ``total``."""
+        raise NotImplementedError
+
+    def store(self, resistances: np.ndarray) -> None:
+        """Store the read-back of the cells chosen last, in the order chosen."""
+        raise NotImplementedError
+
+    def cell_voltages(self, size: int, voltage: float) -> np.ndarray:
+        """Each chosen cell's pulse voltage (all ``voltage`` but in a refresh)."""
+        return np.full(size, voltage)
+
+
+class _OnePulse(_Policy):
+    """The published rule: one pulse per interval on every candidate cell."""
+
+    def choose(self, per_step: int) -> tuple[int, Any]:
+        r = self.r
+        size = r.select(fill=True)
+        if size == 0:
+            return 0, 0
+        r.size, r.total = size, size * per_step
+        return size, per_step
+
+    def store(self, resistances: np.ndarray) -> None:
+        r = self.r
+        kernels.store(r.rows_sel, r.positive, r.n_rows, r.active, r.n_active, resistances,
+                      r.r_pos, r.r_neg, r.weights, r.c)  # fmt: skip
+
+
+class _Scaled(_OnePulse):
+    """Every candidate cell, with a count growing with ``|e_i| a_j`` (``kernels.scaled_counts``)."""
+
+    def __init__(
+        self, runner: _PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
+    ) -> None:
+        super().__init__(runner, part, dt, rng)
+        self.levels = part.levels
+        self.counts = np.empty(runner.rows.shape[0], dtype=np.int64)
+
+    def choose(self, per_step: int) -> tuple[int, Any]:
+        r = self.r
+        size = r.select(fill=True)
+        if size == 0:
+            return 0, 0
+        r.total = kernels.scaled_counts(r.acts, r.local_error, r.active, r.n_active, r.rows_sel,
+                                        r.n_rows, self.levels, per_step, r.running_max,
+                                        self.counts)  # fmt: skip
+        r.size = size
+        return size, self.counts[:size]
+
+
+class _Stochastic(_Policy):
+    """Stochastically rounded counts (``kernels.stochastic_cells``), cell by cell, zeros
+    dropped; one uniform per candidate cell from the operator's generator."""
+
+    def __init__(
+        self, runner: _PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
+    ) -> None:
+        super().__init__(runner, part, dt, rng)
+        n = runner.rows.shape[0]
+        self.levels = part.levels
+        self.rng = rng
+        self.counts = np.empty(n, dtype=np.int64)
+        self.polarity = np.empty(n, dtype=np.bool_)
+        # one uniform per candidate cell, drawn in bulk each step (same stream as per-cell draws)
+        self.uniforms = np.empty(n, dtype=np.float64)
+
+    def choose(self, per_step: int) -> tuple[int, Any]:
+        r = self.r
+        size = r.select(fill=False)
+        if size == 0:
+            return 0, 0
+        uniforms = self.uniforms[:size]
+        self.rng.random(out=uniforms)
+        size, r.total = kernels.stochastic_cells(
+            r.acts, r.local_error, r.active, r.n_active, r.rows_sel, r.positive, r.n_rows,
+            r.origins, self.levels, per_step, r.running_max, r.rows, r.cols, self.counts,
+            self.polarity, uniforms,
+        )  # fmt: skip
+        r.size = size
+        return size, self.counts[:size]
+
+    def store(self, resistances: np.ndarray) -> None:
+        r = self.r
+        kernels.store_cells(r.rows, r.cols, self.polarity, r.size, r.origins, resistances,
+                            r.r_pos, r.r_neg, r.weights, r.c)  # fmt: skip
+
+
+class _LearningRate(_Policy):
+    """Nengo PES's expected weight change in pulses (``kernels.learning_rate_cells``), with
+    the read-back calibration, the first steps' pair balance and the pair refresh of
+    :mod:`~memristor_hil.learning.pairs`."""
+
+    def __init__(
+        self, runner: _PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
+    ) -> None:
+        super().__init__(runner, part, dt, rng)
+        r = runner
+        shape = r.weights.shape
+        n = shape[0] * shape[1]
+        self.levels = part.levels
+        self.alpha = float(part.learning_rate) * dt / shape[1]  # Nengo PES's scale
+        r0, r1, a = part.nominal
+        self.nominal = (float(r0), float(r1), 1.0 / float(a))
+        # each device's weight change per pulse, from the resistances as the run starts,
+        # and its measured / nominal change per pulse (pairs.store_calibrated): float32,
+        # plenty for a pulse count's expectation, and half the memory the step sweeps
+        # (at 100x100 the model's arrays then stay in cache with Nengo's own)
+        self.per_pos = pairs.nominal_pulse_change(r.r_pos, r.c, r0, r1, a).astype(np.float32)
+        self.per_neg = pairs.nominal_pulse_change(r.r_neg, r.c, r0, r1, a).astype(np.float32)
+        self.ratio_pos = np.ones(shape, dtype=np.float32)
+        self.ratio_neg = np.ones(shape, dtype=np.float32)
+        self.balancing = bool(part.balance)
+        self.max_count = int(part.max_count)
+        self.balance_steps = 0
+        self.refresh = part.refresh
+        if self.refresh is not None:
+            self.pending = np.zeros(shape, dtype=np.bool_)
+            self.pend_i = np.empty(n, dtype=np.uint64)
+            self.pend_j = np.empty(n, dtype=np.uint64)
+            self.n_pending = 0
+            self.since_refresh = 0
+            if n < 3:  # room for one pair's refresh
+                r.rows, r.cols = np.empty(3, np.int32), np.empty(3, np.int32)
+                n = 3
+            self.kinds = np.empty(n, dtype=np.int8)
+            self.voltages = np.empty(n, dtype=np.float64)
+        self.counts = np.empty(n, dtype=np.int64)
+        self.polarity = np.empty(n, dtype=np.bool_)
+        self.stream = kernels.new_stream(rng)  # the policy's draws, as many as it needs
+
+    def choose(self, per_step: int) -> tuple[int, Any]:
+        if self.balancing:
+            return self._choose_balance()
+        if self.refresh is not None:
+            self.since_refresh += 1
+            if self.n_pending and self.since_refresh >= pairs.REFRESH_PERIOD_STEPS:
+                return self._choose_refresh()
+        r = self.r
+        size = r.select(fill=False)
+        if size == 0:
+            return 0, 0
+        size, r.total = kernels.learning_rate_cells(
+            r.acts, r.local_error, r.active, r.n_active, r.rows_sel, r.positive, r.n_rows,
+            r.origins, self.alpha * per_step, self.levels, self.per_pos, self.per_neg,
+            r.rows, r.cols, self.counts, self.polarity, self.stream,
+        )  # fmt: skip
+        r.size = size
+        return size, self.counts[:size]
+
+    def _choose_balance(self) -> tuple[int, Any]:
+        """This step balances the pairs (SET pulses towards weight 0), no learning; the last
+        balance step is the first with nothing left to balance, or step BALANCE_STEPS."""
+        r = self.r
+        size, r.total = pairs.balance_cells(
+            r.origins, r.r_pos, r.r_neg, self.ratio_pos, self.ratio_neg, *self.nominal,
+            pairs.balance_count_cap(self.balance_steps, self.max_count),
+            r.rows, r.cols, self.counts, self.polarity,
+        )  # fmt: skip
+        self.balance_steps += 1
+        if size == 0 or self.balance_steps >= pairs.BALANCE_STEPS:
+            self.balancing = False
+        r.size = size
+        return size, self.counts[:size]
+
+    def _choose_refresh(self) -> tuple[int, Any]:
+        """This step is a refresh step: the queued pairs' RESET and SET pulses, no learning.
+
+        At most a third of the buffers' cells worth of pairs (three entries each); the rest
+        stay queued for the next refresh step.
+        """
+        r, ref = self.r, self.refresh
+        take = min(self.n_pending, r.rows.shape[0] // 3)
+        size = pairs.refresh_cells(
+            self.pend_i, self.pend_j, take, r.origins, r.r_pos, r.r_neg, self.ratio_pos,
+            self.ratio_neg, *self.nominal, ref.r3, ref.exponent, self.max_count,
+            r.rows, r.cols, self.counts, self.polarity, self.kinds,
+        )  # fmt: skip
+        rest = self.n_pending - take
+        self.pend_i[:rest] = self.pend_i[take : self.n_pending]
+        self.pend_j[:rest] = self.pend_j[take : self.n_pending]
+        self.n_pending = rest
+        self.since_refresh = 0
+        self.refreshing = True
+        r.size = size
+        r.total = int(self.counts[:size].sum())
+        return size, self.counts[:size]
+
+    def cell_voltages(self, size: int, voltage: float) -> np.ndarray:
+        if not self.refreshing:
+            return np.full(size, voltage)
+        out = self.voltages[:size]
+        out[:] = voltage
+        out[self.kinds[:size] == pairs.KIND_RESET] = self.refresh.voltage
+        return out
+
+    def store(self, resistances: np.ndarray) -> None:
+        r = self.r
         if self.refreshing:
             pairs.store_refresh(
-                self.rows,
-                self.cols,
-                self.polarity,
-                self.size,
-                self.origins,
-                resistances,
-                self.r_pos,
-                self.r_neg,
-                self.weights,
-                self.c,
-                self.per_pos,
-                self.per_neg,
-                self.ratio_pos,
-                self.ratio_neg,
-                self.pending,
-                *self.nominal,
-            )
-        elif self.by_rate:
-            pairs.store_calibrated(
-                self.rows,
-                self.cols,
-                self.polarity,
-                self.counts,
-                self.size,
-                self.origins,
-                resistances,
-                self.r_pos,
-                self.r_neg,
-                self.weights,
-                self.c,
-                self.per_pos,
-                self.per_neg,
-                self.ratio_pos,
-                self.ratio_neg,
-                *self.nominal,
-                pairs.CALIBRATION_RATE,
-            )
-            if self.refresh is not None:
-                self.n_pending = pairs.mark_saturated(
-                    self.rows,
-                    self.cols,
-                    self.polarity,
-                    self.size,
-                    self.origins,
-                    self.r_pos,
-                    self.r_neg,
-                    self.refresh.r_limit,
-                    self.pending,
-                    self.pend_i,
-                    self.pend_j,
-                    self.n_pending,
-                )
-        elif self.stochastic:
-            kernels.store_cells(
-                self.rows,
-                self.cols,
-                self.polarity,
-                self.size,
-                self.origins,
-                resistances,
-                self.r_pos,
-                self.r_neg,
-                self.weights,
-                self.c,
-            )
-        else:
-            kernels.store(
-                self.rows_sel,
-                self.positive,
-                self.n_rows,
-                self.active,
-                self.n_active,
-                resistances,
-                self.r_pos,
-                self.r_neg,
-                self.weights,
-                self.c,
-            )
+                r.rows, r.cols, self.polarity, r.size, r.origins, resistances, r.r_pos,
+                r.r_neg, r.weights, r.c, self.per_pos, self.per_neg, self.ratio_pos,
+                self.ratio_neg, self.pending, *self.nominal,
+            )  # fmt: skip
+            return
+        pairs.store_calibrated(
+            r.rows, r.cols, self.polarity, self.counts, r.size, r.origins, resistances,
+            r.r_pos, r.r_neg, r.weights, r.c, self.per_pos, self.per_neg, self.ratio_pos,
+            self.ratio_neg, *self.nominal, pairs.CALIBRATION_RATE,
+        )  # fmt: skip
+        if self.refresh is not None:
+            self.n_pending = pairs.mark_saturated(
+                r.rows, r.cols, self.polarity, r.size, r.origins, r.r_pos, r.r_neg,
+                self.refresh.r_limit, self.pending, self.pend_i, self.pend_j, self.n_pending,
+            )  # fmt: skip
+
+
+#: The policy of each ``ConnectionPart.policy``.
+_POLICIES: dict[str, type[_Policy]] = {
+    "one": _OnePulse,
+    "scaled": _Scaled,
+    "stochastic": _Stochastic,
+    "learning_rate": _LearningRate,
+}

@@ -217,7 +217,11 @@ class mPES(LearningRuleType):  # noqa: N801 - the rule's name in the literature
     Probeable: ``"error"`` (the error input), ``"local_error"`` (per post neuron),
     ``"activities"`` (filtered pre activities), ``"pos_resistances"`` and
     ``"neg_resistances"`` (ohm, ``n_post x n_pre``), ``"weights"`` and ``"pulses"`` (pulses
-    applied in the step).
+    sent in the step). A step's batch is read back while Nengo runs its other operators and
+    stored in the next step, before the weights are read (so the device round trip of a
+    serial or VISA crossbar overlaps the simulation): the resistances and weights probed in
+    step ``t`` are those after the batch of step ``t - 1``, as Nengo's PES weight probe in
+    step ``t`` shows its updates up to step ``t - 1``.
 
     Examples
     --------
