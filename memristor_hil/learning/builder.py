@@ -9,14 +9,13 @@ safety limits.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from nengo.builder import Builder
 from nengo.builder.learning_rules import build_or_passthrough, get_post_ens
-from nengo.builder.operator import DotInc, Reset
+from nengo.builder.operator import Copy, DotInc, Reset
 from nengo.builder.signal import Signal
 from nengo.ensemble import Ensemble, Neurons
 from nengo.exceptions import BuildError
@@ -192,6 +191,33 @@ def _refresh(mpes: mPES, xbar: Crossbar, device_model: PowerLaw, voltage: float)
     )
 
 
+def _builds_for_nengo_dl(model: Any) -> bool:
+    """True when ``model`` is NengoDL's (``nengo_dl.Simulator`` builds into its own subclass
+    of Nengo's ``Model``, with Nengo's builders, this one included)."""
+    return any(cls.__module__.partition(".")[0] == "nengo_dl" for cls in type(model).__mro__)
+
+
+def _lag_for_nengo_dl(model: Any, rule: Any, pos: Signal, neg: Signal) -> tuple[Signal, Signal]:
+    """NengoDL's one-step lag of the probed resistances and weights; the devices' signals.
+
+    ``nengo.Simulator`` gets the lag from :class:`~.SimmPESCollect`, which ``sets`` the
+    weights in the next step. NengoDL refuses that operator (a learned connection's weights
+    are a NengoDL parameter, which no operator may set), so in its models ``SimmPES`` keeps
+    the devices in signals of its own (returned) and writes the weights' change into Nengo's
+    ``delta`` (:meth:`~.SimmPES.add_weight_change`), and, in the next step, before the
+    weights are read, two ``Copy`` operators copy those resistances into the probed ``pos``
+    and ``neg`` and Nengo's own ``Copy(delta, weights, inc=True)`` (kept, as for Nengo's PES)
+    adds the change to the weights: the probes of step ``t`` show the devices after the
+    batch of step ``t - 1`` in both simulators.
+    """
+    staged = []
+    for sig in (pos, neg):
+        stage = Signal(sig.initial_value, name=f"{sig.name} (next step)")
+        model.add_op(Copy(stage, sig, tag=f"{sig.name} of the previous step"))
+        staged.append(stage)
+    return staged[0], staged[1]
+
+
 @Builder.register(mPES)
 def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     """Build an :class:`~.mPES` rule into a model.
@@ -216,7 +242,8 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     """
     conn = rule.connection
     _check_connection(conn)
-    if "nengo_dl" in sys.modules:  # building for nengo_dl.Simulator: register our op builder
+    for_dl = _builds_for_nengo_dl(model)
+    if for_dl:  # building for nengo_dl.Simulator: register our op builder
         from . import dl_builders  # noqa: F401  (imports TensorFlow; NumPy users never get here)
     weights = model.sig[conn]["weights"]
     if weights.ndim != 2:
@@ -270,7 +297,8 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     gain = _gain(model, mpes, conn)
     initial_weights = gain * (_conductance(device_model, r_pos) - _conductance(device_model, r_neg))
     set_initial_value(weights, initial_weights)
-    remove_weight_increment(model, rule)
+    if not for_dl:  # NengoDL keeps it: its weights lag one step through it (_lag_for_nengo_dl)
+        remove_weight_increment(model, rule)
 
     # Error input (the error connection attaches here) and its projection per post neuron.
     error = Signal(shape=rule.size_in, name="mPES:error")
@@ -294,17 +322,20 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
     if op is None:  # the first connection on this crossbar: its operator
         op = use.operator = SimmPES(use, voltage, width, tag=f"mPES on {xbar.identity}")
         model.add_op(op)
-        # stores each step's read-back in the next step: the round trip overlaps Nengo's work
-        model.add_op(SimmPESCollect(op, tag=f"mPES read-back of {xbar.identity}"))
+        if not for_dl:
+            # stores each step's read-back in the next step: the round trip overlaps Nengo's
+            # work (NengoDL gets the same lag from _lag_for_nengo_dl)
+            model.add_op(SimmPESCollect(op, tag=f"mPES read-back of {xbar.identity}"))
     elif (op.voltage, op.width) != (voltage, width):
         raise BuildError(
             f"{conn}: connections sharing the crossbar {xbar.identity!r} share its one batch "
             f"per step, so they need the same pulse: the first uses {op.voltage} V, "
             f"{op.width} s; this one asks for {voltage} V, {width} s"
         )
-    # the read-back is collected as late as it can be: once the pre neurons' output, which
-    # the weights multiply, is computed (it reads it), just before the weights are read
-    op.collector.wait_for(model.sig[conn]["in"])
+    if op.collector is not None:
+        # the read-back is collected as late as it can be: once the pre neurons' output, which
+        # the weights multiply, is computed (it reads it), just before the weights are read
+        op.collector.wait_for(model.sig[conn]["in"])
     refresh = _refresh(mpes, xbar, device_model, voltage)
     part = ConnectionPart(
         origins=(pos.row, pos.col, neg.row, neg.col),
@@ -327,18 +358,12 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
         balance=bool(mpes.balance),
         max_count=int(xbar.limits.max_pulses),
     )
+    devices = _lag_for_nengo_dl(model, rule, pos_sig, neg_sig) if for_dl else (pos_sig, neg_sig)
     op.add_connection(
-        part,
-        acts,
-        local_error,
-        threshold_sig,
-        mask_source,
-        pos_sig,
-        neg_sig,
-        weights,
-        pulses,
-        state,
+        part, acts, local_error, threshold_sig, mask_source, *devices, weights, pulses, state
     )
+    if for_dl:
+        op.add_weight_change(model.sig[rule]["delta"])
 
     model.sig[rule]["error"] = error
     model.sig[rule]["local_error"] = local_error

@@ -49,13 +49,12 @@ from nengo.builder.signal import SignalDict
 from nengo.exceptions import BuildError
 from nengo_dl.builder import Builder, OpBuilder
 
-from .operator import ConnectionPart, SimmPES, SimmPESCollect
+from .operator import ConnectionPart, SimmPES
 
 __all__ = [
     "HostCallmPES",
     "NativemPES",
     "SimmPESBuilder",
-    "SimmPESCollectBuilder",
     "runs_natively",
 ]
 
@@ -104,19 +103,6 @@ class SimmPESBuilder(OpBuilder):
     @staticmethod
     def mergeable(x: SimmPES, y: SimmPES) -> bool:
         return runs_natively(x) and runs_natively(y)
-
-
-@Builder.register(SimmPESCollect)
-class SimmPESCollectBuilder(OpBuilder):
-    """NengoDL builder of ``SimmPESCollect``: nothing. Its ``make_step`` is never called, so
-    each ``SimmPES`` (native or host call) stores its read-back within its own step."""
-
-    def build_step(self, signals: Any) -> None:
-        return None
-
-    @staticmethod
-    def mergeable(x: SimmPESCollect, y: SimmPESCollect) -> bool:
-        return True
 
 
 def _gather(signals: Any, sig: Any) -> tf.Tensor:
@@ -213,6 +199,7 @@ class _NativePart:
 
     def __init__(self, op: SimmPES, k: int, part: ConnectionPart, signals: Any, rng: Any):
         self.sigs = op.connection_signals(k)
+        self.delta = op.weight_change(k)  # where the weights' change goes (None: the weights)
         self.part = part
         n_post, n_pre = self.sigs.weights.shape
         xbar = op.use.crossbar
@@ -285,10 +272,15 @@ class _NativePart:
             w = tf.cast(self.c * (y - x) / (x * y), dtype)
             return tf.cast(x, dtype), tf.cast(y, dtype), tf.where(cells, w, weights)
 
-        r_pos, r_neg, weights = tf.cond(tf.reduce_any(fire), pulse, lambda: (r_pos, r_neg, weights))
+        r_pos, r_neg, new_weights = tf.cond(
+            tf.reduce_any(fire), pulse, lambda: (r_pos, r_neg, weights)
+        )
         _scatter(signals, s.pos_resistances, r_pos)
         _scatter(signals, s.neg_resistances, r_neg)
-        _scatter(signals, s.weights, weights)
+        if self.delta is None:
+            _scatter(signals, s.weights, new_weights)
+        else:  # zero where no cell was pulsed; Nengo's Copy adds it in the next step
+            _scatter(signals, self.delta, new_weights - weights)
         _scatter(signals, s.pulses, total[:, None])
         _scatter(signals, s.state, tf.stack([credit, running_max], axis=1))
         return [total]
@@ -323,8 +315,15 @@ class HostCallmPES:
 
     def __init__(self, op: SimmPES) -> None:
         self.op = op
-        self.inputs = list(dict.fromkeys([*op.reads, *op.updates]))
-        self.outputs = list(op.updates)
+        sigs = [op.connection_signals(k) for k in range(len(op.parts))]
+        self.outputs = [sig for s in sigs for sig in s.updates]
+        self.inputs = list(dict.fromkeys([*op.reads, *self.outputs]))
+        #: the weights whose change goes to a ``delta`` signal (add_weight_change), not to them
+        self.deltas = {
+            s.weights: op.weight_change(k)
+            for k, s in enumerate(sigs)
+            if op.weight_change(k) is not None
+        }
         # The NumPy step's arrays: one SignalDict for the builder's life (the operator ties
         # the crossbar's closing to it, as to nengo.Simulator's), made here because NengoDL
         # may call build_pre again after build_post (when Keras builds the layer).
@@ -372,5 +371,10 @@ class HostCallmPES:
         )
         for sig, out in zip(self.outputs, outputs, strict=True):
             out.set_shape((1, *sig.shape))
-            _scatter(signals, sig, out)
+            delta = self.deltas.get(sig)
+            if delta is None:
+                _scatter(signals, sig, out)
+            else:  # the weights' change, added in the next step (the NumPy step's arrays
+                # keep their own copy of the weights, rewritten from the signal every step)
+                _scatter(signals, delta, out - values[self.inputs.index(sig)])
         return list(outputs)

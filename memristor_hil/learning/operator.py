@@ -227,11 +227,29 @@ class SimmPES(Operator):
             pulses,
             state,
         )
+        at = len(self.parts) * _UPDATES  # before the weight changes (add_weight_change)
         self.parts.append(part)
         self.reads.extend(signals.reads)
-        self.updates.extend(signals.updates)
+        self.updates[at:at] = signals.updates
         if self.collector is not None:
             self.collector.add_connection(signals)
+
+    def add_weight_change(self, delta: Signal) -> None:
+        """NengoDL: the connection added last writes its weights' change into ``delta``.
+
+        Its weights are then only read: Nengo's ``Copy(delta, weights, inc=True)`` adds the
+        change in the next step, before the weights are read, so the weights probe shows the
+        devices after the previous step's batch, as :class:`SimmPESCollect` makes it for
+        ``nengo.Simulator``. ``delta`` joins ``updates`` after every connection's signals.
+        """
+        if len(self.updates) != len(self.parts) * _UPDATES + len(self.parts) - 1:
+            raise ValueError("add_weight_change follows the add_connection of its connection")
+        self.updates.append(delta)
+
+    def weight_change(self, k: int) -> Signal | None:
+        """The ``delta`` signal of the ``k``-th connection (:meth:`add_weight_change`), if any."""
+        at = len(self.parts) * _UPDATES + k
+        return self.updates[at] if at < len(self.updates) else None
 
     def connection_signals(self, k: int) -> ConnectionSignals:
         """The signals of the ``k``-th connection added, by name."""
