@@ -268,6 +268,40 @@ def test_native_default_float32_signals_stay_close():
     assert np.corrcoef(w_want, w_got)[0, 1] > 0.99
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native", "host-call"])
+def test_probes_show_the_previous_steps_batch_as_in_nengo_simulator(native):
+    """Every step, the resistances and weights probed in step t are those after step t-1's
+    batch in both simulators (nengo.Simulator stores the read-back in the next step with
+    SimmPESCollect; NengoDL, which refuses that operator, gets the same lag from Copy
+    operators), while ``pulses`` counts step t's own pulses."""
+
+    def run(sim_class):
+        xbar = EmulatedCrossbar(N, 2 * N, seed=6)
+        net = make_net(mPES(crossbar=xbar if native else ForwardingCrossbar(xbar), pulses="one"))
+        with net:
+            rule = net.conn.learning_rule
+            net.every_step = [
+                nengo.Probe(rule, "pos_resistances"),
+                nengo.Probe(rule, "neg_resistances"),
+                nengo.Probe(net.conn, "weights"),
+            ]
+        return net, (numpy_run(net, 80) if sim_class is nengo.Simulator else dl_run(net, 80))
+
+    net, want = run(nengo.Simulator)
+    net_dl, got = run(nengo_dl.Simulator)
+    pulses = want[net.p_pulses][:, 0]
+    np.testing.assert_array_equal(per_sample(got[net_dl.p_pulses], 0)[:, 0], pulses)
+    first = int(np.flatnonzero(pulses)[0])  # the first step that pulsed
+    assert first > 0
+    for p, p_dl in zip(net.every_step, net_dl.every_step, strict=True):
+        w, g = per_sample(want[p]), per_sample(got[p_dl], 0)
+        scale = np.abs(w).max()
+        np.testing.assert_allclose(g, w, rtol=0, atol=16 * EPS32 * scale)
+        for data in (w, g):  # unchanged in the step that pulsed, changed in the next
+            np.testing.assert_array_equal(data[first], data[first - 1])
+            assert not np.allclose(data[first + 1], data[first], rtol=0, atol=16 * EPS32 * scale)
+
+
 # ---------------------------------------------------------------------------- host call
 @pytest.mark.parametrize("policy", ["one", "scaled"])
 def test_host_call_applies_the_numpy_pulses(policy):

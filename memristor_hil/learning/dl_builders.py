@@ -2,11 +2,17 @@
 
 ``nengo_dl.Simulator`` builds a model with Nengo's builder (so :func:`build_mpes` checks and
 places every mPES connection exactly as for ``nengo.Simulator``), then asks each operator type
-for a TensorFlow builder. This module registers the one for ``SimmPES`` (and a no-op one for
-``SimmPESCollect``, whose overlap NengoDL does not use); it is imported, and
-so registered, automatically the first time an mPES connection is built while ``nengo_dl`` is
-imported, i.e. inside ``nengo_dl.Simulator`` (NumPy users never load TensorFlow). Importing it
-yourself registers it too.
+for a TensorFlow builder. This module registers the one for ``SimmPES``; it is imported, and
+so registered, automatically the first time an mPES connection is built into a NengoDL model,
+i.e. inside ``nengo_dl.Simulator`` (NumPy users never load TensorFlow). Importing it yourself
+registers it too.
+
+Probes: as in ``nengo.Simulator``, the resistances and weights probed in step ``t`` are those
+after step ``t - 1``'s batch. A NengoDL model has no ``SimmPESCollect`` (NengoDL refuses an
+operator that sets a learned connection's weights): ``SimmPES`` keeps the devices in staging
+signals and writes the weights' change into Nengo's ``delta``, which ``Copy`` operators put
+into the probed resistances and add to the weights in the next step, before the weights are
+read (``builder._lag_for_nengo_dl``). Both implementations below write them so.
 
 Two implementations, chosen per operator (one operator per crossbar):
 

@@ -136,7 +136,8 @@ class SimmPES(Operator):
     One operator serves every mPES connection on one crossbar, so each step sends the whole
     step's pulses as one batch with read-back (none when nothing is pulsed): with
     ``Crossbar.submit``, stored by :class:`SimmPESCollect` in the next step, or, without a
-    collector (NengoDL), with ``apply`` and stored at once. For each connection: the pre
+    collector (NengoDL), with ``apply`` and stored at once (into staging signals there, which
+    reach the probed ones in the next step: :meth:`add_weight_change`). For each connection: the pre
     neurons with ``a_j > 0.5`` and the post neurons with ``|e_i| > threshold_i`` choose the
     cells (positive devices where :math:`e_i < 0`, negative where :math:`e_i > 0`); the
     resistances read back replace the touched entries of its
@@ -305,8 +306,10 @@ class SimmPESCollect(Operator):
     ``sim.run()`` the last step's read-back is stored by the next step (the crossbar's next
     call, e.g. ``read_all()`` or ``close()``, collects it from the device).
 
-    Without this operator's ``make_step`` (NengoDL, which gives it no step), :class:`SimmPES`
-    applies and stores within its own step as before.
+    NengoDL models have no collector (NengoDL refuses an operator that sets a learned
+    connection's weights): there :class:`SimmPES` applies and stores within its own step, into
+    staging signals that ``Copy`` operators carry into the probed ones in the next step, so the
+    probes lag the same one step (:meth:`SimmPES.add_weight_change`).
 
     Notes
     -----
