@@ -788,6 +788,60 @@ def test_conformance_table_every_bad_request_gets_its_status_and_changes_nothing
         assert xbar.device_info.last_seq == 10
 
 
+@pytest.mark.parametrize("transport", SERIAL_BACKENDS)
+def test_interrupted_batch_rules_are_the_same_in_the_service_and_the_firmware(services, transport):
+    """docs/protocol.md 5.2, byte for byte over the serial line: a release mid batch records
+    it; its own host, back, continues it with the next number and the count goes on; a take
+    over reports it; 0x40 with read-back is MALFORMED and clears nothing; the next executed
+    APPLY clears it."""
+    service = start_backend(services, transport, "--max-message=256", "--max-cells=16")
+    me, other = 0x600D, 0xBAD
+    port = serial.serial_for_url(service.where, timeout=2)
+    decoder = FrameDecoder()
+
+    def ask(seq, op, body=b"", session=me) -> wire.Reply:
+        port.write(encode_frame(wire.encode_request(seq, op, body, session)))
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            decoder.feed(port.read(max(1, port.in_waiting)))
+            for event in decoder.events():
+                if isinstance(event, bytes):
+                    return wire.decode_reply(event)
+        raise AssertionError(f"no reply to {op!r}")
+
+    def ok(seq, op, body=b"", session=me) -> wire.Reply:
+        reply = ask(seq, op, body, session)
+        assert reply.status == Status.OK, (reply, wire.decode_error(reply.body))
+        return reply
+
+    def reported(reply=None) -> tuple | None:
+        return wire.decode_info((reply or ok(1, Op.IDENTIFY)).body).interrupted
+
+    batch = PulseBatch.from_flat(np.arange(40), COLS, pulses=3)
+    cells = batch.locate((ROWS, COLS), SafetyLimits())
+    parts = wire.split_batch(batch, cells, False, False, (256, 16), True)
+    assert len(parts) == 3 and parts[0][0] & 0x40 and parts[1][0] & 0x40
+    ok(2, Op.CLAIM, b"\x00")
+    ok(10, Op.APPLY, parts[0])
+    assert reported() is None  # in progress, not interrupted
+    ok(3, Op.CLAIM, b"\x02")  # released mid batch
+    assert reported() == (me, 10, 16)
+    ok(4, Op.CLAIM, b"\x00")
+    assert reported() == (me, 10, 16)  # reported to its own host too
+    ok(11, Op.APPLY, parts[1])  # its host resumes it with the next number
+    assert reported() is None
+    taken = ok(5, Op.CLAIM, b"\x01", other)
+    assert reported(taken) == (me, 11, 32)
+    bad = bytes([parts[2][0] | 0x41]) + parts[2][1:]
+    assert ask(20, Op.APPLY, bad, other).status == Status.MALFORMED
+    assert reported() == (me, 11, 32)  # not executed: still reported
+    ok(20, Op.APPLY, parts[2], other)  # the rest, by the next host
+    assert reported() is None
+    ok(6, Op.CLAIM, b"\x02", other)
+    assert reported() is None  # a finished batch is not interrupted
+    port.close()
+
+
 def run_workload_submitted(xbar, steps: int) -> list[np.ndarray]:
     """:func:`run_workload` through ``submit``: every read-back is collected with ``result()``,
     half of them only after the next call on the crossbar (which must collect them first)."""

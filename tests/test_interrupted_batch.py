@@ -117,6 +117,33 @@ def test_a_claim_ending_mid_batch_is_reported_until_the_next_apply(end):
     assert interrupted(service) is None
 
 
+def test_its_own_host_back_after_a_lost_link_continues_the_count():
+    """The dead link's batch is resumed by its own host (same session, the next numbers, as
+    the driver's resume() sends them): the entries count on; if that host dies too, the
+    next host is told every entry applied."""
+    parts = split()
+    service = claimed()
+    send_parts(service, parts[:1])
+    service.link_lost("link A")
+    service.link = "link A again"
+    assert answer(service, 3, Op.CLAIM, b"\x00").status == Status.OK
+    send_parts(service, parts[1:2], first_seq=11)
+    service.link_lost("link A again")
+    assert interrupted(service) == (A, 11, count(parts[0]) + count(parts[1]))
+
+
+def test_a_new_batch_after_a_refused_part_starts_its_own_count():
+    parts = split()
+    service = claimed()
+    send_parts(service, parts[:1])
+    bad = bytearray(parts[1])
+    bad[-1] = 0x7F
+    assert answer(service, 11, Op.APPLY, bytes(bad)).status != Status.OK
+    send_parts(service, parts[:1], first_seq=14)  # the driver skipped the dropped numbers
+    service.link_lost("link A")
+    assert interrupted(service) == (A, 14, count(parts[0]))
+
+
 def test_a_finished_batch_or_a_refused_part_reports_nothing():
     parts = split()
     service = claimed()

@@ -414,13 +414,16 @@ class CrossbarService:
         return b"" if result is None else wire.encode_readings(result, decoded.native)
 
     def _follow_batch(self, seq: int, session: int, decoded: wire.DecodedBatch) -> None:
-        """Keep the split batch in progress (flag 0x40 on all its parts but the last)."""
+        """Keep the split batch in progress (flag 0x40 on all its parts but the last): a part
+        continues the recorded batch (in progress, or interrupted and now resumed by its own
+        host) when it has the same session and the next sequence number."""
+        before = self._batch or self.interrupted
+        self._batch = None
         if not decoded.more:
-            self._batch = None
             return
         entries = len(decoded.flat)
-        if self._batch is not None and self._batch[0] == session:
-            entries += self._batch[2]
+        if before is not None and before[0] == session and (seq - before[1]) % (1 << 32) == 1:
+            entries += before[2]
         self._batch = (session, seq, entries)
 
     def _execute_command(self, op: int, body: bytes, session: int) -> bytes:

@@ -207,14 +207,20 @@ static void end_claim(void) {
     S.owner = 0;
 }
 
-/* An executed APPLY: follow the split batch in progress (flag 0x40 on all parts but the last). */
+/* An executed APPLY: follow the split batch in progress (flag 0x40 on all parts but the last).
+ * A part continues the recorded batch (in progress, or interrupted and now resumed by its own
+ * host) when it has the same session and the next sequence number. */
 static void follow_batch(const request *r) {
-    if (!(r->body[0] & 0x40)) {
-        S.batch_session = 0;
-        return;
+    uint32_t session = S.batch_session, seq = S.batch_seq, entries = S.batch_entries;
+    if (!session) {
+        session = S.lost_session;
+        seq = S.lost_seq;
+        entries = S.lost_entries;
     }
-    uint32_t entries = rd32(r->body + 2);
-    if (S.batch_session == r->session) entries += S.batch_entries;
+    S.batch_session = 0;
+    if (!(r->body[0] & 0x40)) return;
+    if (!(session == r->session && r->seq - seq == 1u)) entries = 0;
+    entries += rd32(r->body + 2);
     S.batch_session = r->session;
     S.batch_seq = r->seq;
     S.batch_entries = entries;
@@ -575,8 +581,8 @@ size_t xbar_handle(const uint8_t *message, size_t size, uint8_t *reply) {
         slot->reply_length = (uint32_t)n;
         memcpy(slot->reply, reply, n);
         S.last_seq = r->seq;
-        S.lost_session = S.lost_seq = S.lost_entries = 0; /* the next host has moved on */
         if (r->op == OP_APPLY) follow_batch(r);
+        S.lost_session = S.lost_seq = S.lost_entries = 0; /* the next host has moved on */
     }
     return n;
 }
