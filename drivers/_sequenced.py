@@ -12,6 +12,8 @@ same way as one command (docs/protocol.md, sections 4-5).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from memristor_hil.crossbar import Crossbar, PendingApply
@@ -30,7 +32,9 @@ from ._session import Job, Link, LinkTimeout, Session
 
 __all__ = ["Link", "LinkTimeout", "SequencedCrossbar"]
 
-_VERSIONS = " and ".join(map(str, wire.SUPPORTED_VERSIONS))
+_VERSIONS = ", ".join(map(str, wire.SUPPORTED_VERSIONS[:-1])) + (
+    f" and {wire.SUPPORTED_VERSIONS[-1]}"
+)
 
 
 class SequencedCrossbar(Crossbar):
@@ -86,6 +90,7 @@ class SequencedCrossbar(Crossbar):
             raise
         self._monitor = bool(monitor)
         self._native = False
+        self._mark_parts = False
         claimed = False
         try:
             link.drain()  # stale bytes (a previous client's replies, line noise) are not ours
@@ -93,6 +98,9 @@ class SequencedCrossbar(Crossbar):
             # version 3: read-backs come in the device's own precision (binary32 devices send
             # half the bytes); a version-2 device (the C firmware) sends binary64 as before
             self._native = info.version >= 3
+            # version 4: split parts say "more follow", so that the device can report a batch
+            # this host did not finish to the next host (docs/protocol.md 5.2)
+            self._mark_parts = info.version >= 4
             if not monitor:
                 mode = wire.Claim.TAKE_OVER if takeover else wire.Claim.CLAIM
                 info = wire.decode_info(self._session.call(Op.CLAIM, bytes([mode])))
@@ -100,6 +108,9 @@ class SequencedCrossbar(Crossbar):
             # never reuse a number in this session: IDENTIFY and CLAIM used some already
             self._session.follow(info.last_seq)
             self._bounds = (info.max_message, info.max_cells)
+            #: ``(session, seq, entries)`` of a split batch that its host did not finish (the
+            #: device reports it until an APPLY or CONFIGURE executes), else None
+            self.interrupted_batch = info.interrupted
             if limits is not None:
                 job = self._session.queue(
                     Op.CONFIGURE, [wire.encode_limits(info.rows, info.cols, limits)]
@@ -114,6 +125,16 @@ class SequencedCrossbar(Crossbar):
             raise
         self.device_info = info
         super().__init__((info.rows, info.cols), limits=info.limits, identity=info.identity)
+        if self.interrupted_batch is not None:
+            session, seq, entries = self.interrupted_batch
+            warnings.warn(
+                f"{name}: a split batch of an earlier host (session {session:08x}) was "
+                f"interrupted: its first {entries} entries were applied (last part: sequence "
+                f"{seq}), the rest were not; apply the rest to finish it (interrupted_batch, "
+                "docs/protocol.md 5.2)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _identify(self) -> wire.DeviceInfo:
         name = self._session.name
@@ -181,7 +202,7 @@ class SequencedCrossbar(Crossbar):
                 "cannot pulse"
             )
         native = read_back and self._native
-        bodies = wire.split_batch(batch, cells, read_back, native, self._bounds)
+        bodies = wire.split_batch(batch, cells, read_back, native, self._bounds, self._mark_parts)
         key = (tuple(bodies), read_back)
         pending = self._session.unconfirmed
         if pending is not None and pending.key == key:

@@ -234,12 +234,14 @@ def test_another_sessions_reply_is_skipped_and_device_errors_carry_the_device_te
 
 
 def test_a_device_speaking_another_protocol_version_is_refused():
-    info = wire.DeviceInfo(2, 3, SafetyLimits(), "acme,future", version=4)
+    info = wire.DeviceInfo(2, 3, SafetyLimits(), "acme,future", version=5)
     device = ScriptedDevice(
         [(request(1, Op.IDENTIFY), reply(1, Op.IDENTIFY, wire.encode_info(info)))]
     )
     try:
-        with pytest.raises(ProtocolError, match="version 4; this driver speaks versions 2 and 3"):
+        with pytest.raises(
+            ProtocolError, match=r"version 5; this driver speaks versions 2, 3 and 4"
+        ):
             SerialCrossbar(device.port, timeout=0.5)
     finally:
         device.close()

@@ -566,6 +566,88 @@ def test_a_host_killed_mid_workload_leaves_a_consistent_device(services, transpo
             assert tail[-1].tobytes() == states[-1].tobytes()
 
 
+SPLIT_HOST_SCRIPT = """
+import os, signal, sys
+import numpy as np
+from memristor_hil import PulseBatch
+from memristor_hil.drivers import {driver}
+from memristor_hil.protocol.messages import Op
+xbar = {driver}({port!r}, timeout=5)
+print(xbar.session, flush=True)
+session, answered = xbar._session, []
+exchange = session._exchange
+
+def dying_exchange(op, message, *args):  # kill -9 once the third part is answered
+    reply = exchange(op, message, *args)
+    if op == Op.APPLY:
+        answered.append(message)
+        if len(answered) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return reply
+
+session._exchange = dying_exchange
+batch = np.load({batch!r})
+xbar.apply(PulseBatch.from_flat(batch["flat"], {cols}, pulses=batch["pulses"],
+                                voltage=batch["voltage"]))
+"""
+
+
+@pytest.mark.parametrize("transport", ALL_BACKENDS)
+def test_a_host_killed_mid_split_batch_is_reported_and_the_next_host_finishes_it(
+    services, transport, tmp_path
+):
+    """Issue 25, defect 3, last clause (docs/protocol.md 5.2): a host is killed (kill -9) after
+    the third of several parts of a split batch. Its claim ends with its link; the next host
+    is told (a RuntimeWarning and ``interrupted_batch``: the dead host's session, the last part
+    and how many entries were applied), applies the remaining entries, and the device holds
+    exactly the state of one whole apply: no entry applied twice, none missing."""
+    import subprocess
+    import sys
+
+    bounds = ("--max-message=256", "--max-cells=16")
+    service = start_backend(services, transport, *bounds)
+    rng = np.random.default_rng(11)
+    flat = rng.choice(ROWS * COLS, 100, replace=False)
+    pulses, voltage = rng.integers(1, 50, 100), rng.uniform(0.05, 0.3, 100)
+    np.savez(tmp_path / "batch.npz", flat=flat, pulses=pulses, voltage=voltage)
+
+    def entries(k: int, stop: int = 100) -> PulseBatch:
+        part = slice(k, stop)
+        return PulseBatch.from_flat(flat[part], COLS, pulses=pulses[part], voltage=voltage[part])
+
+    model = ReferenceCrossbar(ROWS, COLS) if transport == "firmware" else None
+    with model or open_crossbar(EMULATOR_URL) as local:
+        local.apply(entries(0))
+        want = local.read_all()
+    parts = wire.split_batch(
+        entries(0), entries(0).locate((ROWS, COLS), SafetyLimits()), False, False, (256, 16)
+    )
+    applied = sum(struct.unpack_from("<I", body, 2)[0] for body in parts[:3])
+    assert len(parts) > 3
+    where = service.visa_url.split("://", 1)[1] if transport == "visa" else service.where
+    script = SPLIT_HOST_SCRIPT.format(
+        driver="VisaCrossbar" if transport == "visa" else "SerialCrossbar", port=where,
+        batch=str(tmp_path / "batch.npz"), cols=COLS,
+    )  # fmt: skip
+    host = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        dead = int(host.stdout.readline())
+        assert host.wait(30) == -signal.SIGKILL
+    finally:
+        host.kill()
+        host.stdout.close()
+    with pytest.warns(RuntimeWarning, match=rf"session {dead:08x}.* first {applied} entries"):
+        xbar = open_when_free(service, transport)
+    with xbar:
+        assert xbar.device_info.version == 4
+        session, seq, done = xbar.interrupted_batch
+        assert (session, done) == (dead, applied)
+        assert seq == wire.decode_info(xbar._session.call(Op.IDENTIFY)).last_seq
+        xbar.apply(entries(done))  # the rest: split again, in this host's own parts
+        assert xbar.read_all().tobytes() == want.tobytes()
+        assert wire.decode_info(xbar._session.call(Op.IDENTIFY)).interrupted is None
+
+
 def test_a_split_apply_cut_by_a_crash_is_resumed_without_applying_any_part_twice(
     services, tmp_path
 ):
@@ -704,6 +786,60 @@ def test_conformance_table_every_bad_request_gets_its_status_and_changes_nothing
     with connect(service, "serial", timeout=5) as xbar:
         assert xbar.read_all().tobytes() == before.tobytes()
         assert xbar.device_info.last_seq == 10
+
+
+@pytest.mark.parametrize("transport", SERIAL_BACKENDS)
+def test_interrupted_batch_rules_are_the_same_in_the_service_and_the_firmware(services, transport):
+    """docs/protocol.md 5.2, byte for byte over the serial line: a release mid batch records
+    it; its own host, back, continues it with the next number and the count goes on; a take
+    over reports it; 0x40 with read-back is MALFORMED and clears nothing; the next executed
+    APPLY clears it."""
+    service = start_backend(services, transport, "--max-message=256", "--max-cells=16")
+    me, other = 0x600D, 0xBAD
+    port = serial.serial_for_url(service.where, timeout=2)
+    decoder = FrameDecoder()
+
+    def ask(seq, op, body=b"", session=me) -> wire.Reply:
+        port.write(encode_frame(wire.encode_request(seq, op, body, session)))
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            decoder.feed(port.read(max(1, port.in_waiting)))
+            for event in decoder.events():
+                if isinstance(event, bytes):
+                    return wire.decode_reply(event)
+        raise AssertionError(f"no reply to {op!r}")
+
+    def ok(seq, op, body=b"", session=me) -> wire.Reply:
+        reply = ask(seq, op, body, session)
+        assert reply.status == Status.OK, (reply, wire.decode_error(reply.body))
+        return reply
+
+    def reported(reply=None) -> tuple | None:
+        return wire.decode_info((reply or ok(1, Op.IDENTIFY)).body).interrupted
+
+    batch = PulseBatch.from_flat(np.arange(40), COLS, pulses=3)
+    cells = batch.locate((ROWS, COLS), SafetyLimits())
+    parts = wire.split_batch(batch, cells, False, False, (256, 16), True)
+    assert len(parts) == 3 and parts[0][0] & 0x40 and parts[1][0] & 0x40
+    ok(2, Op.CLAIM, b"\x00")
+    ok(10, Op.APPLY, parts[0])
+    assert reported() is None  # in progress, not interrupted
+    ok(3, Op.CLAIM, b"\x02")  # released mid batch
+    assert reported() == (me, 10, 16)
+    ok(4, Op.CLAIM, b"\x00")
+    assert reported() == (me, 10, 16)  # reported to its own host too
+    ok(11, Op.APPLY, parts[1])  # its host resumes it with the next number
+    assert reported() is None
+    taken = ok(5, Op.CLAIM, b"\x01", other)
+    assert reported(taken) == (me, 11, 32)
+    bad = bytes([parts[2][0] | 0x41]) + parts[2][1:]
+    assert ask(20, Op.APPLY, bad, other).status == Status.MALFORMED
+    assert reported() == (me, 11, 32)  # not executed: still reported
+    ok(20, Op.APPLY, parts[2], other)  # the rest, by the next host
+    assert reported() is None
+    ok(6, Op.CLAIM, b"\x02", other)
+    assert reported() is None  # a finished batch is not interrupted
+    port.close()
 
 
 def run_workload_submitted(xbar, steps: int) -> list[np.ndarray]:

@@ -111,6 +111,11 @@ class CrossbarService:
         #: that identifies a connection), and the link the holder's last command came on.
         self.link: object = None
         self._owner_link: object = None
+        #: The split batch in progress: ``(session, seq, entries)`` of its last executed part
+        #: (one with flag 0x40) and its entries executed so far; and the one whose claim
+        #: ended before its last part (reported until the next APPLY or CONFIGURE executes).
+        self._batch: tuple[int, int, int] | None = None
+        self.interrupted: tuple[int, int, int] | None = None
         self.xbar = xbar
         self.limits: SafetyLimits = xbar.limits
         self.state_path = Path(state_path) if state_path is not None else None
@@ -251,7 +256,7 @@ class CrossbarService:
                 )  # fmt: skip
             self._owner_seen = time.monotonic()
         try:
-            body = self._execute(op, request.body, session)
+            body = self._execute(request)
         except WireError as exc:
             return self._error(seq, op, exc.status, str(exc), session)
         except SafetyLimitError as exc:
@@ -277,7 +282,7 @@ class CrossbarService:
         """End a claim whose holder sent no command for ``lease`` seconds."""
         if self.owner and self.lease and time.monotonic() - self._owner_seen > self.lease:
             self.say(f"claim of session {self.owner:08x} expired: no command for {self.lease:g} s")
-            self.owner = 0
+            self._end_claim()
             self.safe()
 
     def link_lost(self, link: object) -> None:
@@ -286,9 +291,22 @@ class CrossbarService:
         again, and resends what it did not see answered; docs/protocol.md 5.1.)"""
         if self.owner and link is not None and link is self._owner_link:
             self.say(f"released session {self.owner:08x}: its link closed")
-            self.owner = 0
+            self._end_claim()
             self._owner_link = None
             self.safe()
+
+    def _end_claim(self) -> None:
+        """The claim ends (expired, link closed, released, taken over): a split batch its host
+        did not finish becomes the interrupted one (docs/protocol.md 5.2)."""
+        if self._batch is not None:
+            session, seq, entries = self._batch
+            self.say(
+                f"split batch of session {session:08x} interrupted after sequence {seq} "
+                f"({entries} entries applied)"
+            )
+            self.interrupted = self._batch
+            self._batch = None
+        self.owner = 0
 
     def _busy_text(self) -> str:
         if self.owner == 0:
@@ -310,7 +328,7 @@ class CrossbarService:
         if mode == wire.Claim.RELEASE:
             if self.owner != session:
                 raise WireError(self._busy_text(), Status.BUSY)
-            self.owner = 0
+            self._end_claim()
             self.say(f"released by session {session:08x}")
             return
         if self.owner not in (0, session) and mode != wire.Claim.TAKE_OVER:
@@ -318,6 +336,7 @@ class CrossbarService:
         if self.owner != session:
             before = f" (taken over from session {self.owner:08x})" if self.owner else ""
             self.say(f"claimed by session {session:08x}{before}")
+            self._end_claim()
             self.owner = session
             self._owner_since = now
         self._owner_seen = now
@@ -364,23 +383,52 @@ class CrossbarService:
             rows, cols, self.limits, self.xbar.identity, self.last_seq,
             hardware_limits=self.xbar.limits, max_message=self.max_message,
             max_cells=self.max_cells, window=self.window, owner=self.owner,
+            interrupted=self.interrupted,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ internals
-    def _execute(self, op: int, body: bytes, session: int) -> bytes:
+    def _execute(self, request: wire.Request) -> bytes:
+        op = request.op
+        if op == Op.APPLY:
+            body = self._apply(request.seq, request.body, request.session)
+        else:
+            body = self._execute_command(op, request.body, request.session)
+        if op in wire.SEQUENCED:  # executed: the interrupted batch has been seen to
+            self.interrupted = None
+        return body
+
+    def _apply(self, seq: int, body: bytes, session: int) -> bytes:
         xbar = self.xbar
         rows, cols = xbar.shape
-        if op == Op.APPLY:
-            decoded = wire.decode_batch(body, rows, cols, self.max_cells)
-            if decoded.read_back:
-                self._check_reply_size(len(decoded.flat))
-            if not len(decoded.flat):
-                return b""  # an empty batch: nothing to pulse, outputs unchanged
+        decoded = wire.decode_batch(body, rows, cols, self.max_cells)
+        if decoded.read_back:
+            self._check_reply_size(len(decoded.flat))
+        if len(decoded.flat):
             if self.limits != xbar.limits:  # the configured limits (the device checks its own)
                 decoded.batch.locate(xbar.shape, self.limits)
             self.outputs_safe = False
             result = xbar.apply(decoded.batch, read_back=decoded.read_back)
-            return b"" if result is None else wire.encode_readings(result, decoded.native)
+        else:
+            result = None  # an empty batch: nothing to pulse, outputs unchanged
+        self._follow_batch(seq, session, decoded)
+        return b"" if result is None else wire.encode_readings(result, decoded.native)
+
+    def _follow_batch(self, seq: int, session: int, decoded: wire.DecodedBatch) -> None:
+        """Keep the split batch in progress (flag 0x40 on all its parts but the last): a part
+        continues the recorded batch (in progress, or interrupted and now resumed by its own
+        host) when it has the same session and the next sequence number."""
+        before = self._batch or self.interrupted
+        self._batch = None
+        if not decoded.more:
+            return
+        entries = len(decoded.flat)
+        if before is not None and before[0] == session and (seq - before[1]) % (1 << 32) == 1:
+            entries += before[2]
+        self._batch = (session, seq, entries)
+
+    def _execute_command(self, op: int, body: bytes, session: int) -> bytes:
+        xbar = self.xbar
+        rows, cols = xbar.shape
         if op == Op.READ:
             flat = wire.decode_cells(body, self.max_cells)
             self._check_reply_size(len(flat))

@@ -1,4 +1,4 @@
-/* The crossbar protocol core (docs/protocol.md, version 2): serial frames in, replies out.
+/* The crossbar protocol core (docs/protocol.md, version 4): serial frames in, replies out.
  *
  * No heap: every buffer is static and sized from xbar_config.h. Not reentrant: one core per
  * device, driven from one loop (or one UART interrupt's deferred handler). */
@@ -10,7 +10,7 @@
 
 #include "xbar_config.h"
 
-#define XBAR_PROTOCOL_VERSION 2u
+#define XBAR_PROTOCOL_VERSION 4u
 
 typedef struct {
     double v_min, v_max, width_min, width_max;

@@ -72,6 +72,10 @@ static struct {
     xbar_limits limits; /* in force */
     uint32_t last_seq;
     uint32_t owner, owner_since, owner_seen;
+    /* the split batch in progress (last executed part with flag 0x40, entries so far), and the
+     * one whose claim ended before its last part (reported until an APPLY/CONFIGURE executes) */
+    uint32_t batch_session, batch_seq, batch_entries;
+    uint32_t lost_session, lost_seq, lost_entries;
     bool outputs_safe;
     window_slot window[XBAR_WINDOW];
     unsigned window_next;
@@ -144,6 +148,9 @@ static size_t put_info(uint8_t *body, size_t room) {
     wr32(body + n, S.dev.max_cells); n += 4;
     wr16(body + n, XBAR_WINDOW); n += 2;
     wr32(body + n, S.owner); n += 4;
+    wr32(body + n, S.lost_session); n += 4;
+    wr32(body + n, S.lost_seq); n += 4;
+    wr32(body + n, S.lost_entries); n += 4;
     return n + put_text(body + n, room - n, S.dev.identity);
 }
 
@@ -185,6 +192,38 @@ static void say_safe(void) {
     hal_outputs_safe();
     S.outputs_safe = true;
     hal_log("outputs safe");
+}
+
+/* The claim ends (expired, link closed, released, taken over): a split batch its host did not
+ * finish becomes the interrupted one (docs/protocol.md 5.2). */
+static void end_claim(void) {
+    if (S.batch_session) {
+        hal_log("split batch interrupted: its host's claim ended before its last part");
+        S.lost_session = S.batch_session;
+        S.lost_seq = S.batch_seq;
+        S.lost_entries = S.batch_entries;
+        S.batch_session = 0;
+    }
+    S.owner = 0;
+}
+
+/* An executed APPLY: follow the split batch in progress (flag 0x40 on all parts but the last).
+ * A part continues the recorded batch (in progress, or interrupted and now resumed by its own
+ * host) when it has the same session and the next sequence number. */
+static void follow_batch(const request *r) {
+    uint32_t session = S.batch_session, seq = S.batch_seq, entries = S.batch_entries;
+    if (!session) {
+        session = S.lost_session;
+        seq = S.lost_seq;
+        entries = S.lost_entries;
+    }
+    S.batch_session = 0;
+    if (!(r->body[0] & 0x40)) return;
+    if (!(session == r->session && r->seq - seq == 1u)) entries = 0;
+    entries += rd32(r->body + 2);
+    S.batch_session = r->session;
+    S.batch_seq = r->seq;
+    S.batch_entries = entries;
 }
 
 static size_t read_cell(const request *r, uint32_t cell, uint8_t *out) {
@@ -229,7 +268,12 @@ static size_t cmd_apply(const request *r) {
     b.flags = p[0];
     b.psize = p[1];
     b.count = rd32(p + 2);
-    if (b.flags & ~0x1Fu) FAIL(ST_MALFORMED, "unknown batch flags 0x%02x", b.flags);
+    if (b.flags & ~0x7Fu) FAIL(ST_MALFORMED, "unknown batch flags 0x%02x", b.flags);
+    /* 0x20 (native read-back): this device's readings are binary64, so it changes nothing */
+    if ((b.flags & 0x20) && !(b.flags & 0x01))
+        FAIL(ST_MALFORMED, "batch flag 0x20 (native read-back) needs flag 0x01 (read back)");
+    if ((b.flags & 0x40) && (b.flags & 0x01))
+        FAIL(ST_MALFORMED, "batch flag 0x40 (more parts follow) excludes flag 0x01 (read back)");
     if (b.psize != 1 && b.psize != 2 && b.psize != 4)
         FAIL(ST_MALFORMED, "pulse count size must be 1, 2 or 4 bytes, got %u", b.psize);
     if (b.count > S.dev.max_cells)
@@ -409,13 +453,14 @@ static size_t cmd_claim(const request *r) {
     uint32_t now = hal_millis();
     if (r->body[0] == 2) {
         if (S.owner != r->session) return busy(r);
-        S.owner = 0;
+        end_claim();
         hal_log("released");
         return ok(r, put_info(r->reply + REP_HEADER, S.dev.max_message - REP_HEADER));
     }
     if (S.owner != 0 && S.owner != r->session && r->body[0] != 1) return busy(r);
     if (S.owner != r->session) {
         hal_log(S.owner ? "claimed (taken over)" : "claimed");
+        end_claim();
         S.owner = r->session;
         S.owner_since = now;
     }
@@ -501,7 +546,7 @@ size_t xbar_handle(const uint8_t *message, size_t size, uint8_t *reply) {
     uint32_t now = hal_millis();
     if (S.owner && S.dev.lease_ms && now - S.owner_seen > S.dev.lease_ms) {
         hal_log("claim expired: no command from its host for the lease time");
-        S.owner = 0;
+        end_claim();
         say_safe();
     }
     if (r->session && r->session == S.owner) S.owner_seen = now; /* any command renews */
@@ -536,6 +581,8 @@ size_t xbar_handle(const uint8_t *message, size_t size, uint8_t *reply) {
         slot->reply_length = (uint32_t)n;
         memcpy(slot->reply, reply, n);
         S.last_seq = r->seq;
+        if (r->op == OP_APPLY) follow_batch(r);
+        S.lost_session = S.lost_seq = S.lost_entries = 0; /* the next host has moved on */
     }
     return n;
 }
@@ -628,7 +675,7 @@ void xbar_rx_idle(uint32_t now_ms) {
 /* ------------------------------------------------------------------ life cycle */
 void xbar_host_gone(void) {
     if (S.owner) hal_log("released: the host's link closed");
-    S.owner = 0;
+    end_claim();
     say_safe();
 }
 

@@ -6,7 +6,8 @@ A *message* is the transport-independent unit (``docs/protocol.md`` is the speci
 - reply:   ``seq u32 | opcode u8 | status u8 | session u32 | body``
 
 (protocol version 2: the session is the controlling host's claim, echoed in every reply;
-version 3 adds one APPLY flag, read-back in the device's native precision).
+version 3 adds one APPLY flag, read-back in the device's native precision; version 4 adds the
+APPLY flag "more parts of this batch follow" and reports an interrupted split batch).
 
 All integers are little-endian, floats IEEE 754 binary64 (so resistances round-trip exactly),
 except a version-3 native read-back from binary32 devices: binary32, just as exact.
@@ -74,11 +75,13 @@ __all__ = [
 ]
 
 #: The version this package's devices (the emulator service) speak. Version 3 is version 2
-#: plus the APPLY flag 0x20 (native read-back precision, docs/protocol.md section 2).
-PROTOCOL_VERSION = 3
-#: The versions the drivers speak: a version-2 device (the C reference firmware) is driven
-#: without the native read-back flag.
-SUPPORTED_VERSIONS = (2, 3)
+#: plus the APPLY flag 0x20 (native read-back precision, docs/protocol.md section 2); version
+#: 4 adds the APPLY flag 0x40 (more parts of a split batch follow) and the ``interrupted``
+#: field of the device info (docs/protocol.md section 5.2).
+PROTOCOL_VERSION = 4
+#: The versions the drivers speak: a version-2 device is driven without the native read-back
+#: flag, a version-2 or 3 device without the "more parts follow" flag.
+SUPPORTED_VERSIONS = (2, 3, 4)
 #: Most cells one command may name or one reply may carry (2**20: a 1024 x 1024 crossbar).
 #: A device reports its own, smaller bound at IDENTIFY (``DeviceInfo.max_cells``).
 MAX_CELLS = 1 << 20
@@ -112,7 +115,9 @@ _PER_CELL_PULSES = 0x04
 _PER_CELL_VOLTAGE = 0x08
 _PER_CELL_WIDTH = 0x10
 _NATIVE_READINGS = 0x20  # version 3: read back in the device's own precision
-_KNOWN_FLAGS = 0x3F
+_MORE_PARTS = 0x40  # version 4: more parts of this (split) batch follow
+_KNOWN_FLAGS = 0x7F
+_INTERRUPTED = struct.Struct("<III")
 _PULSE_DTYPES = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4")}
 
 
@@ -194,7 +199,10 @@ class DeviceInfo:
     ``limits`` are the limits in force (CONFIGURE may narrow them), ``hardware_limits`` the
     device's own (default: the same); ``max_message``, ``max_cells`` and ``window`` are the
     device's bounds (largest message, cells per command, remembered sequenced commands);
-    ``owner`` is the session of the controlling host (0: none).
+    ``owner`` is the session of the controlling host (0: none); ``interrupted`` (version 4)
+    is the split batch whose host lost its claim before sending its last part:
+    ``(session, seq, entries)`` of its last executed part and the batch entries executed,
+    or None.
     """
 
     rows: int
@@ -208,6 +216,7 @@ class DeviceInfo:
     max_cells: int = MAX_CELLS
     window: int = 16
     owner: int = 0
+    interrupted: tuple[int, int, int] | None = None
 
     @property
     def hardware(self) -> SafetyLimits:
@@ -330,12 +339,17 @@ def decode_limits(body: bytes, offset: int = 0) -> tuple[int, int, SafetyLimits,
 def encode_info(info: DeviceInfo) -> bytes:
     """IDENTIFY/CLAIM/CONFIGURE reply body: ``version u16 | rows u32 | cols u32 | last_seq u32
     | limits in force | hardware limits | max_message u32 | max_cells u32 | window u16 |
-    owner u32 | identity text``."""
+    owner u32 | identity text``; version 4 puts ``interrupted_session u32 | interrupted_seq u32
+    | interrupted_entries u32`` (zeros: none) before the identity."""
+    interrupted = b""
+    if info.version >= 4:
+        interrupted = _INTERRUPTED.pack(*(info.interrupted or (0, 0, 0)))
     return (
         _INFO.pack(info.version, info.rows, info.cols, info.last_seq & 0xFFFFFFFF)
         + _LIMITS.pack(*info.limits.as_tuple())
         + _LIMITS.pack(*info.hardware.as_tuple())
         + _BOUNDS.pack(info.max_message, info.max_cells, info.window, info.owner)
+        + interrupted
         + encode_text(info.identity)
     )
 
@@ -358,10 +372,17 @@ def decode_info(body: bytes) -> DeviceInfo:
             f"device reported bounds outside the protocol's: max_message={max_message} (must be "
             f"{MIN_MESSAGE}..{MAX_MESSAGE}), max_cells={max_cells} (1..{MAX_CELLS})"
         )
-    identity, _ = decode_text(body, offset + _BOUNDS.size)
+    offset += _BOUNDS.size
+    interrupted = None
+    if version >= 4:
+        interrupted = _unpack(_INTERRUPTED, body, offset, "interrupted batch")
+        offset += _INTERRUPTED.size
+        if interrupted[0] == 0:
+            interrupted = None
+    identity, _ = decode_text(body, offset)
     return DeviceInfo(
         rows, cols, both[0], identity, last_seq, version, both[1], max_message, max_cells,
-        window, owner,
+        window, owner, interrupted,
     )  # fmt: skip
 
 
@@ -476,6 +497,7 @@ def split_batch(
     read_back: bool,
     native: bool,
     bounds: tuple[int, int],
+    mark_parts: bool = False,
 ) -> list[bytes]:
     """The APPLY bodies that carry ``batch`` to a device with ``bounds``.
 
@@ -485,6 +507,8 @@ def split_batch(
     last part), each filling the bounds exactly: a part holds as many entries as fit in one
     request of ``max_message`` bytes and ``max_cells`` cells, so one more entry would not.
     Applying the parts in turn is applying the batch (entries are applied in order).
+    ``mark_parts`` (version 4 devices only) sets flag 0x40, "more parts follow", on every part
+    but the last, so that the device can report a batch its host did not finish.
     """
     max_message, max_cells = bounds
     room = max_message - REQUEST_HEADER
@@ -499,6 +523,8 @@ def split_batch(
         size = _largest_part(batch, cells.flat, start, min(max_cells, count - start), room)
         bodies.append(_part_body(batch, cells.flat, start, size))
         start += size
+    if mark_parts:
+        bodies[:-1] = [bytes([body[0] | _MORE_PARTS]) + body[1:] for body in bodies[:-1]]
     return bodies
 
 
@@ -554,12 +580,14 @@ def read_cells_per_command(bounds: tuple[int, int]) -> int:
 @dataclass(frozen=True)
 class DecodedBatch:
     """An APPLY body: the flat cells, the batch built from them, whether to read back, and
-    whether in the device's native precision (version 3, flag 0x20)."""
+    whether in the device's native precision (version 3, flag 0x20), whether more parts of
+    the batch follow (version 4, flag 0x40)."""
 
     flat: np.ndarray
     batch: PulseBatch
     read_back: bool
     native: bool = False
+    more: bool = False
 
 
 def decode_batch(body: bytes, rows: int, cols: int, max_cells: int = MAX_CELLS) -> DecodedBatch:
@@ -580,6 +608,8 @@ def decode_batch(body: bytes, rows: int, cols: int, max_cells: int = MAX_CELLS) 
         raise WireError(f"unknown batch flags 0x{flags:02x}")
     if flags & _NATIVE_READINGS and not flags & _READ_BACK:
         raise WireError("batch flag 0x20 (native read-back) needs flag 0x01 (read back)")
+    if flags & _MORE_PARTS and flags & _READ_BACK:
+        raise WireError("batch flag 0x40 (more parts follow) excludes flag 0x01 (read back)")
     if size not in _PULSE_DTYPES:
         raise WireError(f"pulse count size must be 1, 2 or 4 bytes, got {size}")
     _check_count(count, max_cells)
@@ -638,7 +668,10 @@ def decode_batch(body: bytes, rows: int, cols: int, max_cells: int = MAX_CELLS) 
         batch = PulseBatch(row_idx, col_idx, pulse_arg, voltage=values[0], width=values[1])
     except InvalidBatchError as exc:
         raise WireError(f"invalid batch: {exc}") from None
-    return DecodedBatch(flat, batch, bool(flags & _READ_BACK), bool(flags & _NATIVE_READINGS))
+    return DecodedBatch(
+        flat, batch, bool(flags & _READ_BACK), bool(flags & _NATIVE_READINGS),
+        bool(flags & _MORE_PARTS),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------- helpers
