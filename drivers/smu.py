@@ -34,7 +34,13 @@ from memristor_hil.errors import (
 )
 from memristor_hil.protocol.tsp import Wiring, decode_real64_block
 from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
-from memristor_hil.url_options import query_options
+from memristor_hil.url_options import (
+    REQUIRED,
+    Option,
+    keyword_only,
+    query_options,
+    read_options,
+)
 
 from ._visa_link import VisaResource, close_at_exit
 
@@ -506,8 +512,19 @@ def _lua_strings(values: Any) -> str:
     return "{" + ",".join(f'"{v}"' for v in values) + "}"
 
 
-_FLOATS = ("timeout", "vread", "compliance", "vmax", "width_min", "width_max", "settle", "nplc")
-_INTS = ("matrix_node", "max_pulses", "rows", "cols")
+_SMU_OPTIONS: dict[str, Option[Any]] = {
+    "matrix": Option(str, REQUIRED),
+    "map": Option(str, None),
+    "backend": Option(str, "@py"),
+    "limits": Option(keyword_only, None),
+    **{
+        name: Option(float, None)
+        for name in ("timeout", "vread", "compliance", "vmax", "width_min", "width_max")
+    },
+    "settle": Option(float, None),
+    "nplc": Option(float, None),
+    **{name: Option(int, None) for name in ("matrix_node", "max_pulses", "rows", "cols")},
+}
 
 
 def open_smu(url: str, **overrides: Any) -> SmuMatrixCrossbar:
@@ -524,29 +541,17 @@ def open_smu(url: str, **overrides: Any) -> SmuMatrixCrossbar:
     options.update(overrides)
     if not resource:
         raise ValueError(f"{url!r} names no SMU resource (smu://RESOURCE?matrix=...)")
-    matrix = options.pop("matrix", None)
-    if not matrix:
+    if not options.get("matrix"):
         raise ValueError(f"{url!r} names no matrix (add matrix=VISA_RESOURCE)")
-    unknown = sorted(set(options) - {*_FLOATS, *_INTS, "map", "backend", "limits"})
-    if unknown:
-        raise ValueError(f"unknown smu:// options {unknown}")
-    try:
-        kwargs: dict[str, Any] = {k: float(options.pop(k)) for k in _FLOATS if k in options}
-        kwargs.update({k: int(options.pop(k)) for k in _INTS if k in options})
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"bad option in {url!r}: {exc}") from None
-    rows, cols = kwargs.pop("rows", None), kwargs.pop("cols", None)
-    if options.get("map"):
-        wiring = Wiring.load(Path(options.pop("map")))
+    values = read_options("smu", options, _SMU_OPTIONS)
+    matrix, wiring_file = values.pop("matrix"), values.pop("map")
+    backend, limits = values.pop("backend"), values.pop("limits")
+    rows, cols = values.pop("rows"), values.pop("cols")
+    if wiring_file:
+        wiring = Wiring.load(Path(wiring_file))
     elif rows and cols:
         wiring = Wiring.default(rows, cols)
     else:
         raise ValueError(f"{url!r}: give map=FILE (or rows= and cols= for the default wiring)")
-    return SmuMatrixCrossbar(
-        resource,
-        str(matrix),
-        wiring,
-        backend=str(options.pop("backend", "@py")),
-        limits=options.pop("limits", None),
-        **kwargs,
-    )
+    given = {name: value for name, value in values.items() if value is not None}
+    return SmuMatrixCrossbar(resource, matrix, wiring, backend=backend, limits=limits, **given)

@@ -218,3 +218,23 @@ def test_default_shape_sizes_only_backends_that_take_a_shape(monkeypatch):
     assert "fixedbar" in schemes() and "fixedbar" not in hardware_schemes()
     with open_crossbar("fixedbar://x", default_shape=(3, 5)) as xbar:
         assert xbar.shape == (2, 3) and seen == {}
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_no_module_imports_another_modules_private_names(name):
+    """Private names stay in their module (issue 25: ``kernels._block_row`` was imported by
+    ``pairs``, ``arc1._check_inside`` by ``arc2``): what two modules share is public."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = node.module or ""
+        if node.level:
+            anchor = package.split(".")
+            anchor = anchor[: len(anchor) - (node.level - 1)]
+            base = ".".join([*anchor, base] if base else anchor)
+        if base not in MODULES or base == name:
+            continue
+        private = [a.name for a in node.names if a.name.startswith("_") and a.name[:2] != "__"]
+        assert not private, f"{name} imports {private} from {base}"

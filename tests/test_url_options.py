@@ -145,3 +145,30 @@ def test_the_emulator_and_record_options_share_the_vocabulary():
     assert take_record_option("x://?record=off", None) == ("x://", False)
     assert take_record_option("x://?record=", None) == ("x://", True)
     assert take_record_option("x://?record=runs/a.sqlite", None) == ("x://", "runs/a.sqlite")
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("matrix=M&rows=2&cols=2&timeout=soon", "bad option timeout='soon' for smu://"),
+        ("matrix=M&rows=2&cols=2&speed=9", r"unknown smu:// options \['speed'\]"),
+        ("rows=2&cols=2", "names no matrix"),
+    ],
+)
+def test_smu_reads_its_options_through_the_same_parser(query, message):
+    from memristor_hil.drivers import smu
+
+    with mock.patch.object(smu, "SmuMatrixCrossbar") as crossbar:
+        with pytest.raises(ValueError, match=message):
+            smu.open_smu(f"smu://TCPIP::h::1::SOCKET?{query}")
+    crossbar.assert_not_called()
+
+
+def test_smu_passes_only_the_options_given_so_the_drivers_defaults_hold():
+    from memristor_hil.drivers import smu
+
+    with mock.patch.object(smu, "SmuMatrixCrossbar") as crossbar:
+        smu.open_smu("smu://TCPIP::h::1::SOCKET?matrix=M&rows=2&cols=3&nplc=2")
+    args, kwargs = crossbar.call_args
+    assert args[:2] == ("TCPIP::h::1::SOCKET", "M")
+    assert kwargs == {"backend": "@py", "limits": None, "nplc": 2.0}

@@ -18,7 +18,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["ORDER_NATURAL", "ORDER_NEG_FIRST", "ORDER_POS_FIRST", "select_pulses", "store"]
+__all__ = [
+    "ORDER_NATURAL",
+    "ORDER_NEG_FIRST",
+    "ORDER_POS_FIRST",
+    "block_row",
+    "keep_entry",
+    "select_pulses",
+    "store",
+]
 
 #: Emit pulsed post rows in post-neuron order (positive and negative blocks share rows).
 ORDER_NATURAL = 0
@@ -200,7 +208,7 @@ def store(  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _block_row(origins, i, is_pos):  # pragma: no cover - compiled
+def block_row(origins, i, is_pos):  # pragma: no cover - compiled
     """Crossbar row of post neuron ``i`` and first column, in its positive or negative block."""
     if is_pos:
         return origins[0] + np.int64(i), origins[1]
@@ -245,7 +253,7 @@ def stochastic_cells(  # pragma: no cover - compiled
     for r in range(n_rows):
         i = rows_sel[r]
         e = abs(local_error[i]) * scale
-        row, col0 = _block_row(origins, i, positive[r])
+        row, col0 = block_row(origins, i, positive[r])
         for t in range(n_active):
             j = active[t]
             count = int(np.floor(e * acts[j] + uniforms[d]))
@@ -264,7 +272,7 @@ def stochastic_cells(  # pragma: no cover - compiled
 @njit(cache=True, nogil=True, inline="always")
 def pair_index(origins, row, col, is_pos):  # pragma: no cover - compiled
     """The pair ``(i, j)`` (post, pre; unsigned) of crossbar cell ``(row, col)`` in its
-    positive or negative block: the inverse of :func:`_block_row`."""
+    positive or negative block: the inverse of ``block_row``."""
     if is_pos:
         return np.uint64(np.int64(row) - origins[0]), np.uint64(np.int64(col) - origins[1])
     return np.uint64(np.int64(row) - origins[2]), np.uint64(np.int64(col) - origins[3])
@@ -375,12 +383,12 @@ def learning_rate_cells(  # pragma: no cover - compiled
             x_max = max(x_max, x)
         if not x_max > 0.0:
             continue
-        row, col0 = _block_row(origins, i, positive[r])
+        row, col0 = block_row(origins, i, positive[r])
         if x_max >= 1.0:  # whole pulses expected somewhere: one uniform per cell
             for t in range(n_active):
                 count = np.int64(min(expected[t] + uniform(stream), levels))
                 if count > 0:
-                    k = _keep(rows_out, cols_out, counts_out, polarity_out, k, row,
+                    k = keep_entry(rows_out, cols_out, counts_out, polarity_out, k, row,
                               col0 + np.int64(active[t]), count, positive[r])  # fmt: skip
                     total += count
             continue
@@ -388,7 +396,7 @@ def learning_rate_cells(  # pragma: no cover - compiled
         t = np.int64(np.log(1.0 - uniform(stream)) / log_miss)
         while t < n_active:
             if uniform(stream) * x_max < expected[t]:
-                k = _keep(rows_out, cols_out, counts_out, polarity_out, k, row,
+                k = keep_entry(rows_out, cols_out, counts_out, polarity_out, k, row,
                           col0 + np.int64(active[t]), 1, positive[r])  # fmt: skip
                 total += 1
             t += 1 + np.int64(np.log(1.0 - uniform(stream)) / log_miss)
@@ -396,7 +404,7 @@ def learning_rate_cells(  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _keep(
+def keep_entry(
     rows_out, cols_out, counts_out, polarity_out, k, row, col, count, is_pos
 ):  # pragma: no cover - compiled
     """Append one cell to a cell-by-cell batch; returns the next free position."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .kernels import _block_row, _keep, pair_index, pair_weight
+from .kernels import block_row, keep_entry, pair_index, pair_weight
 
 __all__ = ["CALIBRATION_RATE", "nominal_pulse_change", "store_calibrated"]
 
@@ -233,18 +233,18 @@ def refresh_cells(  # pragma: no cover - compiled
             1.0 / _after_reset(rp, r3, c_reset) - 1.0 / _after_reset(rn, r3, c_reset)
         )
         for positive in (True, False):
-            row, col0 = _block_row(origins, i, positive)
+            row, col0 = block_row(origins, i, positive)
             kinds_out[k] = KIND_RESET
-            k = _keep(rows_out, cols_out, counts_out, polarity_out, k, row,
+            k = keep_entry(rows_out, cols_out, counts_out, polarity_out, k, row,
                       col0 + np.int64(j), 1, positive)  # fmt: skip
         positive = missing > 0.0
         big_r = _after_reset(rp if positive else rn, r3, c_reset)
         ratio = ratio_pos[i, j] if positive else ratio_neg[i, j]
         pulses = _pulses_for(big_r, abs(missing), ratio, r0, r1, inv_a, max_count)
         if pulses > 0:
-            row, col0 = _block_row(origins, i, positive)
+            row, col0 = block_row(origins, i, positive)
             kinds_out[k] = KIND_SET
-            k = _keep(rows_out, cols_out, counts_out, polarity_out, k, row,
+            k = keep_entry(rows_out, cols_out, counts_out, polarity_out, k, row,
                       col0 + np.int64(j), pulses, positive)  # fmt: skip
     return k
 
@@ -350,8 +350,8 @@ def balance_cells(  # pragma: no cover - compiled
                 continue
             pulses = _pulses_for(big_r, missing, ratio, r0, r1, inv_a, max_count)
             if pulses > 0:
-                row, col0 = _block_row(origins, i, positive)
-                k = _keep(rows_out, cols_out, counts_out, polarity_out, k, row,
+                row, col0 = block_row(origins, i, positive)
+                k = keep_entry(rows_out, cols_out, counts_out, polarity_out, k, row,
                           col0 + np.int64(j), pulses, positive)  # fmt: skip
                 total += pulses
     return k, total
