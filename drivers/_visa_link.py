@@ -58,8 +58,7 @@ def link_error(resource: str, exc: BaseException) -> ConnectionLostError | Cross
         return CrossbarTimeoutError(f"{resource}: no reply in time")
     if isinstance(exc, TimeoutError):
         return CrossbarTimeoutError(f"{resource}: no reply in time")
-    text = getattr(exc, "description", None) or str(exc) or type(exc).__name__
-    return ConnectionLostError(f"{resource}: {text}")
+    return ConnectionLostError(f"{resource}: {_describe(exc)}")
 
 
 class VisaResource:
