@@ -519,10 +519,8 @@ _SMU_OPTIONS: dict[str, Option[Any]] = {
     "limits": Option(keyword_only, None),
     **{
         name: Option(float, None)
-        for name in ("timeout", "vread", "compliance", "vmax", "width_min", "width_max")
+        for name in "timeout vread compliance vmax width_min width_max settle nplc".split()
     },
-    "settle": Option(float, None),
-    "nplc": Option(float, None),
     **{name: Option(int, None) for name in ("matrix_node", "max_pulses", "rows", "cols")},
 }
 
