@@ -568,7 +568,6 @@ size_t xbar_handle(const uint8_t *message, size_t size, uint8_t *reply) {
         if (S.last_seq && !(ahead > 0 && ahead < 0x80000000u))
             FAIL(ST_SEQUENCE, "sequence number %lu is older than the last executed (%lu)",
                  (unsigned long)r->seq, (unsigned long)S.last_seq);
-        S.owner_seen = hal_millis();
     }
     size_t n = execute(r);
     if (sequenced && reply[5] == ST_OK) {
