@@ -184,9 +184,13 @@ class SequencedCrossbar(Crossbar):
 
     # ------------------------------------------------------------------ Crossbar hooks
     def _apply(self, batch: PulseBatch, cells: Cells, read_back: bool) -> np.ndarray | None:
-        job = self._queue_apply(batch, cells, read_back)
+        return self._run(self._queue_apply(batch, cells, read_back))
+
+    def _run(self, job: Job, sent: bool = False) -> np.ndarray | None:
+        """Send the queued apply ``job`` (its first message already sent if ``sent``) and
+        return its result; outputs safe after any failure."""
         try:
-            self._finish(job)
+            self._finish(job, sent)
             return self._result(job)
         except BaseException:
             self._safe_quietly()  # also for an interrupt, or a reply that did not decode
@@ -249,19 +253,9 @@ class SequencedCrossbar(Crossbar):
             return super()._submit(batch, cells, read_back)
         job = self._queue_apply(batch, cells, read_back)
         if job.total != 1:
-            self._session.outbox.remove(job)  # not sent yet: apply() queues it again
-            return super()._submit(batch, cells, read_back)
+            return PendingApply.completed(self._run(job))
         sent = self._session.send_first(job)
-
-        def finish() -> np.ndarray | None:
-            try:
-                self._finish(job, sent)
-                return self._result(job)
-            except BaseException:
-                self._safe_quietly()
-                raise
-
-        return PendingApply(finish)
+        return PendingApply(lambda: self._run(job, sent))
 
     def resume(self) -> np.ndarray | None:
         """Send again what an error left unconfirmed; returns the read-back of the interrupted
