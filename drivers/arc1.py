@@ -43,6 +43,7 @@ resynchronised and the read is not sent again (it raises, after discarding late 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import weakref
@@ -556,10 +557,8 @@ def limits_from_options(options: dict[str, Any], default: SafetyLimits) -> Safet
     given = {key: options.pop(key) for key in _LIMIT_OPTIONS if key in options}
     if not given:
         return default
-    values = dict(zip(SafetyLimits.field_names(), default.as_tuple(), strict=True))
-    for key, value in given.items():
-        values[key] = int(value) if key == "max_pulses" else float(value)
-    return SafetyLimits(**values)  # type: ignore[arg-type]
+    changes = {key: (int if key == "max_pulses" else float)(value) for key, value in given.items()}
+    return dataclasses.replace(default, **changes)
 
 
 _ARC1_OPTIONS = {
