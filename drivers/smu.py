@@ -189,6 +189,11 @@ class _TspLink:
         ``allow(0)`` returns to the timeout."""
         self.visa.allow(seconds)
 
+    def reopen(self) -> None:
+        """Open the resource again, a fresh connection (the same object, so that the
+        driver's finalizer and exit handler reach it)."""
+        self.visa.reopen()
+
     def close(self) -> None:
         self.visa.close()
 
@@ -265,7 +270,6 @@ class SmuMatrixCrossbar(Crossbar):
         if limits is not None:
             own = own.narrowed(limits)
         self._smu_name, self._matrix_name = smu, matrix
-        self._backend, self._timeout = backend, float(timeout)
         self._node = int(matrix_node)
         self._settle, self._nplc = float(settle), float(nplc)
         self.wiring = wiring
@@ -446,12 +450,10 @@ class SmuMatrixCrossbar(Crossbar):
         if not isinstance(self._smu, _TspLink):
             return
         try:
-            self._smu = _TspLink(self._smu_name, self._backend, self._timeout)
-            self._matrix = _TspLink(self._matrix_name, self._backend, self._timeout)
+            self._smu.reopen()
+            self._matrix.reopen()
         except ConnectionLostError:
             return
-        self._finalizer.detach()
-        self._finalizer = weakref.finalize(self, _safe_state, self._smu, self._matrix, self._node)
         _safe_state(self._smu, self._matrix, self._node, close=False)
 
 
