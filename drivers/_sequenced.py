@@ -118,7 +118,6 @@ class SequencedCrossbar(Crossbar):
                 self._session.flush()
                 info = wire.decode_info(job.replies[0])
         except BaseException:
-            self._session.outbox.clear()
             if claimed:  # e.g. CONFIGURE refused: leave the device as free as we found it
                 self._release_quietly()
             link.close()
