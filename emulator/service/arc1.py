@@ -285,7 +285,7 @@ class ArC1Dialect:
                 self._out += _NAN32
                 yield from self._until_stop((b"0\n" + _NAN32) * batch, last=_NAN32)
         else:  # triplets: the end marker, per device and per cycle
-            cycles = 1 if spec.cycles_at is None else max(_int(params[spec.cycles_at]), 1)
+            cycles = 1 if spec.cycles_at is None else max(_count(params[spec.cycles_at]), 1)
             for _ in range(_count((yield))):
                 yield from self._device()
                 self._out += _END_TRIPLET * cycles
