@@ -531,3 +531,43 @@ def test_a_reset_ends_a_module_the_host_gave_up_on():
     assert dialect.feed(b"220\n1.000e+00\n1.000e-01\n2\n2\n4\n2\n") == END  # one of 2 devices
     assert dialect.feed(b"00\n" + configure) == b"1\n"  # not taken for the second device
     assert dialect.feed(b"1\n4\n2\n") == devices[3, 1].tobytes()
+
+
+def test_a_module_job_with_an_absurd_cycle_count_is_dropped_not_the_service():
+    """CurveTracer's cycles (one end marker each) come from the wire: a count past the bounds
+    of every other count is dropped with a log line; it used to raise OverflowError (or
+    allocate the markers) out of feed and take the service down."""
+    xbar = EmulatedCrossbar(4, 4, seed=3)
+    devices = xbar.read_all().astype("<f4")
+    said = []
+    service = CrossbarService(xbar, log=False)
+    service.say = said.append
+    dialect = ArC1Dialect(service)
+    assert dialect.feed(b"00\n" + vendor_bytes(0, 50, 4, 4, 2, 0, 1, 0.5)) == b"1\n"
+    params = b"1\n" * 8 + b"1" + b"0" * 30 + b"\n" + b"1\n" * 3
+    assert dialect.feed(b"201\n" + params) == b""
+    assert [s for s in said if "dropped" in s and "count" in s]
+    assert dialect.feed(b"1\n2\n3\n") == devices[1, 2].tobytes()
+
+
+def test_stop_flags_flooded_faster_than_read_are_dropped_not_buffered():
+    """Each VolatilityRead stop flag 0 answers a whole batch (2-byte line, up to 6 x 2**16
+    bytes out): a host that floods flags without reading them has the module dropped once a
+    read's replies pass MAX_REPLY, instead of the service buffering every answer (a 64 KiB
+    read of flags was 12 GB). The vendor reads each batch before its flag (VolatilityRead.py
+    63-66), so it never comes near."""
+    from memristor_hil.emulator.service.arc1 import MAX_BATCH, MAX_REPLY
+
+    xbar = EmulatedCrossbar(4, 4, seed=3)
+    devices = xbar.read_all().astype("<f4")
+    said = []
+    service = CrossbarService(xbar, log=False)
+    service.say = said.append
+    dialect = ArC1Dialect(service)
+    assert dialect.feed(b"00\n" + vendor_bytes(0, 50, 4, 4, 2, 0, 1, 0.5)) == b"1\n"
+    start = b"33\n" + pyqt_lines(1.0, 0.0001, float(MAX_BATCH), 0.0, 1) + pyqt_lines(3, 1)
+    flood = dialect.feed(start + b"0\n" * 1000)
+    assert len(flood) <= MAX_REPLY
+    assert [s for s in said if "dropped" in s and "stop flags" in s]
+    dialect.feed(b"00\n")  # the host resets, as after any command it gave up on
+    assert dialect.feed(b"1\n2\n3\n") == devices[1, 2].tobytes()

@@ -143,7 +143,7 @@ class ArrayCrossbar(EmulatedCrossbar):
         """The cells of ``flat`` that are not stuck."""
         if not self._stuck.size:
             return flat
-        return flat[~np.isin(flat, self._stuck)]
+        return flat[~self._stuck_mask[flat]]
 
     def _written(self, flat: np.ndarray) -> None:
         """Fold the drift so far into the state of cells about to be written; restart their
@@ -261,8 +261,7 @@ class ArrayCrossbar(EmulatedCrossbar):
             self.shape,
             table,
             op_cols.astype(np.int64),
-            (float(bias[0]), float(bias[1])),
-            float(threshold),
+            (float(bias[0]), float(bias[1]), float(threshold)),
             self._stuck_mask,
             params,
             law,
@@ -280,7 +279,7 @@ class ArrayCrossbar(EmulatedCrossbar):
         a_v = model.exponent(np.abs(voltage), params)
         ok &= (voltage < 0) | (a_v < 0)
         if self._stuck.size:
-            ok &= ~np.isin(flat, self._stuck)
+            ok &= ~self._stuck_mask[flat]
         flat, voltage = flat[ok], voltage[ok]
         if not flat.size:
             return

@@ -15,10 +15,12 @@ __all__ = ["apply_biased_operations"]
 
 
 @njit(cache=True, nogil=True)
-def _one(n, cell, k, v, stuck, a, r0, r1, n_min, law):  # pragma: no cover - compiled
-    """``k`` pulses at ``v`` on one cell (``law``: a_slope, v_ref, reset, r3, c, eps, tiny)."""
+def _one(n, cell, k, v, stuck, params, law):  # pragma: no cover - compiled
+    """``k`` pulses at ``v`` on one cell (``params``: a, r0, r1, n_min; ``law``: a_slope, v_ref,
+    reset, r3, c, eps, tiny)."""
     if stuck.shape[0] and stuck[cell]:
         return
+    a, r0, r1, n_min = params
     p = cell if a.shape[0] > 1 else 0
     a_slope, v_ref, reset, r3, c, eps, tiny = law
     a_p = a[p]
@@ -47,15 +49,15 @@ def _one(n, cell, k, v, stuck, a, r0, r1, n_min, law):  # pragma: no cover - com
 
 @njit(cache=True, nogil=True)
 def apply_biased_operations(
-    n, shape, ops, op_cols, bias, threshold, stuck, params, law
+    n, shape, ops, op_cols, bias, stuck, params, law
 ):  # pragma: no cover - compiled
     """Apply operations ``ops`` (rows of: row, first and last index into ``op_cols``, pulses,
-    voltage) in order. ``shape`` = (rows, cols); ``bias`` = (alpha, beta); ``params`` = (a,
-    r0, r1, n_min), one entry shared or one per device; ``stuck``: a bool per device or empty.
+    voltage) in order. ``shape`` = (rows, cols); ``bias`` = (alpha, beta, threshold);
+    ``params`` = (a, r0, r1, n_min), one entry shared or one per device; ``stuck``: a bool per
+    device or empty.
     """
     nrows, ncols = shape
-    alpha, beta = bias
-    a, r0, r1, n_min = params
+    alpha, beta, threshold = bias
     mark = np.zeros(ncols, np.bool_)
     for o in range(ops.shape[0]):
         r = int(ops[o, 0])
@@ -67,21 +69,21 @@ def apply_biased_operations(
         v_row, v_col, v_other = (1 - beta) * v, alpha * v, (alpha - beta) * v
         for j in range(ncols):
             if mark[j]:
-                _one(n, r * ncols + j, k, v, stuck, a, r0, r1, n_min, law)
+                _one(n, r * ncols + j, k, v, stuck, params, law)
             elif abs(v_row) >= threshold:
-                _one(n, r * ncols + j, k, v_row, stuck, a, r0, r1, n_min, law)
+                _one(n, r * ncols + j, k, v_row, stuck, params, law)
         if abs(v_col) >= threshold:
             for t in range(first, last):
                 j = op_cols[t]
                 for i in range(nrows):
                     if i != r:
-                        _one(n, i * ncols + j, k, v_col, stuck, a, r0, r1, n_min, law)
+                        _one(n, i * ncols + j, k, v_col, stuck, params, law)
         if abs(v_other) >= threshold:
             for i in range(nrows):
                 if i == r:
                     continue
                 for j in range(ncols):
                     if not mark[j]:
-                        _one(n, i * ncols + j, k, v_other, stuck, a, r0, r1, n_min, law)
+                        _one(n, i * ncols + j, k, v_other, stuck, params, law)
         for t in range(first, last):
             mark[op_cols[t]] = False

@@ -58,6 +58,10 @@ FIRMWARE = (9, 3)
 WRITE_SCHEMES = (0, 1, 256)
 #: The most samples one VolatilityRead batch (job ``33``) may ask for.
 MAX_BATCH = 1 << 16
+#: The most reply bytes one read of the host's input may produce: a stop flag answers a whole
+#: batch, so a host that sends flags faster than it reads their answers (the vendor reads each
+#: batch first) would otherwise have the service buffer every answer at once.
+MAX_REPLY = 16 << 20
 _READ_SIZE = 1 << 16
 _NAN32 = np.float32(np.nan).tobytes()
 _NAN_TRIPLET = _NAN32 * 3
@@ -285,7 +289,7 @@ class ArC1Dialect:
                 self._out += _NAN32
                 yield from self._until_stop((b"0\n" + _NAN32) * batch, last=_NAN32)
         else:  # triplets: the end marker, per device and per cycle
-            cycles = 1 if spec.cycles_at is None else max(_int(params[spec.cycles_at]), 1)
+            cycles = 1 if spec.cycles_at is None else max(_count(params[spec.cycles_at]), 1)
             for _ in range(_count((yield))):
                 yield from self._device()
                 self._out += _END_TRIPLET * cycles
@@ -300,6 +304,8 @@ class ArC1Dialect:
         """Send ``answer``, then again for each stop flag 0 the host sends; ``last`` on 1."""
         self._out += answer
         while _int((yield)) == 0:
+            if len(self._out) + len(answer) > MAX_REPLY:
+                raise _Dropped("stop flags sent faster than their answers were read")
             self._out += answer
         self._out += last
 
