@@ -81,8 +81,17 @@ def mend_nengo_plugin() -> None:
         )
 
 
+def _mend_quietly() -> None:
+    """:func:`mend_nengo_plugin`, never raising: this runs at interpreter start-up and inside
+    pytest's import of itself, and a broken Nengo is reported by pytest itself, as without us."""
+    try:
+        mend_nengo_plugin()
+    except Exception:
+        pass
+
+
 class _MendingLoader:
-    """Runs pytest's own loader, then :func:`mend_nengo_plugin`."""
+    """Runs pytest's own loader, then :func:`mend_nengo_plugin` (:func:`_mend_quietly`)."""
 
     def __init__(self, loader: Any) -> None:
         self._loader = loader
@@ -92,10 +101,7 @@ class _MendingLoader:
 
     def exec_module(self, module: ModuleType) -> None:
         self._loader.exec_module(module)
-        try:
-            mend_nengo_plugin()
-        except Exception:  # a broken Nengo is reported by pytest itself, as without us
-            pass
+        _mend_quietly()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._loader, name)
@@ -123,7 +129,7 @@ class PytestImportFinder:
 def install() -> None:
     """Mend ``pytest_nengo`` now if pytest is imported, else when it is (idempotent)."""
     if "pytest" in sys.modules:
-        mend_nengo_plugin()
+        _mend_quietly()  # from the .pth or our pytest plugin: neither may fail on Nengo's account
     elif not any(isinstance(finder, PytestImportFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, PytestImportFinder())
 

@@ -232,11 +232,16 @@ class RecordingCrossbar(Crossbar):
             if self._close_inner:
                 self._inner.close()
         finally:
-            events = len(self._record) if self._announce else 0
-            self._record.close()
+            try:  # the record closes even if counting its events fails
+                events = len(self._record) if self._announce else 0
+            finally:
+                self._record.close()
             if self._announce:
                 path = self._record.path
-                size = format_size(path.stat().st_size) if path.exists() else "?"
+                try:
+                    size = format_size(path.stat().st_size)
+                except OSError:  # gone already: the announcement never makes close() fail
+                    size = "?"
                 _log.warning("record %s closed: %d events, %s", path, events, size)
 
 

@@ -197,7 +197,7 @@ def _builds_for_nengo_dl(model: Any) -> bool:
     return any(cls.__module__.partition(".")[0] == "nengo_dl" for cls in type(model).__mro__)
 
 
-def _lag_for_nengo_dl(model: Any, rule: Any, pos: Signal, neg: Signal) -> tuple[Signal, Signal]:
+def _lag_for_nengo_dl(model: Any, pos: Signal, neg: Signal) -> tuple[Signal, Signal]:
     """NengoDL's one-step lag of the probed resistances and weights; the devices' signals.
 
     ``nengo.Simulator`` gets the lag from :class:`~.SimmPESCollect`, which ``sets`` the
@@ -358,7 +358,7 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
         balance=bool(mpes.balance),
         max_count=int(xbar.limits.max_pulses),
     )
-    devices = _lag_for_nengo_dl(model, rule, pos_sig, neg_sig) if for_dl else (pos_sig, neg_sig)
+    devices = _lag_for_nengo_dl(model, pos_sig, neg_sig) if for_dl else (pos_sig, neg_sig)
     op.add_connection(
         part, acts, local_error, threshold_sig, mask_source, *devices, weights, pulses, state
     )

@@ -421,7 +421,8 @@ def _overlapped_step(
     crossbar = op.use.crossbar
     submit, apply = crossbar.submit, crossbar.apply
     in_process = crossbar.device_parameters is not None
-    readback = _readback_buffer(crossbar, runners)
+    # only an in-process apply reads back into a buffer of ours (submit returns its own)
+    readback = _readback_buffer(crossbar, runners) if in_process else None
     use = op.use
     voltage, width = op.voltage, op.width
     pipeline.runners = runners
