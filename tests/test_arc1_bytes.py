@@ -490,6 +490,19 @@ MODULE_EXCHANGES = {
 }
 
 
+def _configured_4x4() -> tuple[ArC1Dialect, np.ndarray, list[str]]:
+    """An emulated 4x4 ArC ONE reset and configured as the vendor does (job ``0``): the
+    dialect, the devices' float32 resistances, and the service's log lines as they come."""
+    xbar = EmulatedCrossbar(4, 4, seed=3)
+    devices = xbar.read_all().astype("<f4")
+    said: list[str] = []
+    service = CrossbarService(xbar, log=False)
+    service.say = said.append
+    dialect = ArC1Dialect(service)
+    assert dialect.feed(b"00\n" + vendor_bytes(0, 50, 4, 4, 2, 0, 1, 0.5)) == b"1\n"
+    return dialect, devices, said
+
+
 @pytest.mark.parametrize("name", list(MODULE_EXCHANGES))
 def test_every_vendor_module_job_takes_its_arguments_and_the_next_read_is_the_right_device(
     name,
@@ -497,13 +510,7 @@ def test_every_vendor_module_job_takes_its_arguments_and_the_next_read_is_the_ri
     """A module job the emulation does not run takes exactly the vendor's arguments, answers
     where the host waits (with no data), changes no device, and says so in the service log;
     none of its arguments runs as a job, so the next read is the asked device's value."""
-    xbar = EmulatedCrossbar(4, 4, seed=3)
-    devices = xbar.read_all().astype("<f4")
-    said = []
-    service = CrossbarService(xbar, log=False)
-    service.say = said.append
-    dialect = ArC1Dialect(service)
-    assert dialect.feed(b"00\n" + vendor_bytes(0, 50, 4, 4, 2, 0, 1, 0.5)) == b"1\n"
+    dialect, devices, said = _configured_4x4()
     head, exchanges = MODULE_EXCHANGES[name]
     if isinstance(exchanges, bytes):  # all arguments up front, one answer (MultiBias)
         assert dialect.feed(head) == exchanges
@@ -537,13 +544,7 @@ def test_a_module_job_with_an_absurd_cycle_count_is_dropped_not_the_service():
     """CurveTracer's cycles (one end marker each) come from the wire: a count past the bounds
     of every other count is dropped with a log line; it used to raise OverflowError (or
     allocate the markers) out of feed and take the service down."""
-    xbar = EmulatedCrossbar(4, 4, seed=3)
-    devices = xbar.read_all().astype("<f4")
-    said = []
-    service = CrossbarService(xbar, log=False)
-    service.say = said.append
-    dialect = ArC1Dialect(service)
-    assert dialect.feed(b"00\n" + vendor_bytes(0, 50, 4, 4, 2, 0, 1, 0.5)) == b"1\n"
+    dialect, devices, said = _configured_4x4()
     params = b"1\n" * 8 + b"1" + b"0" * 30 + b"\n" + b"1\n" * 3
     assert dialect.feed(b"201\n" + params) == b""
     assert [s for s in said if "dropped" in s and "count" in s]
@@ -558,13 +559,7 @@ def test_stop_flags_flooded_faster_than_read_are_dropped_not_buffered():
     63-66), so it never comes near."""
     from memristor_hil.emulator.service.arc1 import MAX_BATCH, MAX_REPLY
 
-    xbar = EmulatedCrossbar(4, 4, seed=3)
-    devices = xbar.read_all().astype("<f4")
-    said = []
-    service = CrossbarService(xbar, log=False)
-    service.say = said.append
-    dialect = ArC1Dialect(service)
-    assert dialect.feed(b"00\n" + vendor_bytes(0, 50, 4, 4, 2, 0, 1, 0.5)) == b"1\n"
+    dialect, devices, said = _configured_4x4()
     start = b"33\n" + pyqt_lines(1.0, 0.0001, float(MAX_BATCH), 0.0, 1) + pyqt_lines(3, 1)
     flood = dialect.feed(start + b"0\n" * 1000)
     assert len(flood) <= MAX_REPLY
