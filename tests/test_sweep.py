@@ -257,6 +257,9 @@ def test_the_summary_gives_mean_ci_and_the_ratio_to_the_best_pes_rate(tmp_path):
     assert table.loc["PES 1e-05", "mse_mean"] == pytest.approx(0.3)
     assert table.loc["PES 1e-05", "mse_ci95"] == pytest.approx(t.ppf(0.975, 2) * 0.1 / 3**0.5)
     assert table.loc["mPES one", "ratio_to_pes"] == pytest.approx(2.0)  # 0.2 / best PES 0.1
+    # and to the published rule (mPES one) of the same task
+    assert table.loc["PES 1e-05", "ratio_to_one"] == pytest.approx(1.5)  # 0.3 / 0.2
+    assert table.loc["mPES one", "ratio_to_one"] == pytest.approx(1.0)
     assert (table["baseline"] == "PES 0.0001").all()
     written = write_summary(frame, tmp_path)
     assert [p.name for p in written] == ["summary.md", "mse_by_rule.png", "learning_curves.png"]

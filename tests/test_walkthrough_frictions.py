@@ -45,9 +45,9 @@ def test_the_quick_look_has_its_own_folder_stimulus_and_an_honest_estimate(
     out = capsys.readouterr().out
     header, *lines = out.splitlines()
     assert "out/sweeps/paper-1-2seeds-8s" in header
-    assert "48 runs" in header and "reduced from 240 runs" in header
-    assert "expected on 2 cores: about 45 min" not in header  # that is the full sweep's
-    assert len(lines) == 48
+    assert "56 runs" in header and "reduced from 280 runs" in header
+    assert "expected on 2 cores: about 50 min" not in header  # that is the full sweep's
+    assert len(lines) == 56
     # the same rule and seed on two stimuli are told apart
     assert sum("x PES 1e-05 seed 0 (sine, 8 s)" in line for line in lines) == 1
     assert sum("x PES 1e-05 seed 0 (white, 8 s)" in line for line in lines) == 1

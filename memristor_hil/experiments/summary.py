@@ -4,7 +4,8 @@ For every group of runs that differ only in their seed: the number of seeds, mea
 deviation of the test MSE, the half-width of its 95% confidence interval (Student's t over
 seeds), mean Spearman and Pearson correlations, mean final-block error, and the ratio of the
 mean test MSE to the PES baseline of the same task: the PES learning rate with the lowest
-mean test MSE on it (the published comparison takes the best of several rates); and the
+mean test MSE on it (the published comparison takes the best of several rates), and to the
+published rule (``mPES one``) of the same task where the sweep ran it; and the
 constant-output baseline: the MSE the best constant output scores in the test period (the
 target's variance). A group whose mean test MSE is not below half of it did not learn
 (``memristor_hil.experiments.function_learning.LEARNED_BELOW``, the demo's rule):
@@ -28,6 +29,8 @@ __all__ = ["summarize", "write_summary"]
 GROUP = ["task", "stimulus", "n_pre", "n_post", "seconds", "label", "settings"]
 #: What makes two runs the same task (the PES baseline is chosen per task).
 TASK = ["task", "stimulus", "n_pre", "n_post", "seconds"]
+#: The published rule's label (``pulses="one"``): the second ratio's reference.
+PUBLISHED = "mPES one"
 
 
 def _ci95(values: np.ndarray) -> float:
@@ -89,6 +92,17 @@ def summarize(frame: Any) -> Any:
         else np.nan
         for _, r in table.iterrows()
     ]
+    published = {
+        key: group.loc[group["label"] == PUBLISHED, "mse_mean"].iloc[0]
+        for key, group in table.groupby(TASK, dropna=False)
+        if (group["label"] == PUBLISHED).any()
+    }
+    table["ratio_to_one"] = [
+        r["mse_mean"] / published[key]
+        if (key := tuple(r[k] for k in TASK)) in published
+        else np.nan
+        for _, r in table.iterrows()
+    ]
     return table
 
 
@@ -121,13 +135,16 @@ def _markdown(table: Any, frame: Any, title: str) -> str:
         "",
         f"{len(frame)} runs: {int((frame['status'] == 'ok').sum())} finished, "
         f"{int((frame['status'] != 'ok').sum())} failed. Test MSE: mean ± 95% CI over seeds "
-        "(Student's t); ratio: mean test MSE / that of the task's best PES rate; constant MSE: "
+        "(Student's t); ratio: mean test MSE / that of the task's best PES rate; / one: mean "
+        "test MSE / that of the published rule (mPES one) on the task; wall s: mean wall time "
+        "per run; constant MSE: "
         "what the best constant output scores (a rule learned when its MSE is below half).",
         "",
         *_warning(table),
         "| task | input | neurons | s | rule | device settings | seeds | test MSE (mean ± CI95) "
-        "| std | constant MSE | Spearman | Pearson | final block error | ratio to PES | failed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| std | constant MSE | Spearman | Pearson | final block error | ratio to PES | / one "
+        "| wall s | failed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in table.iterrows():
         ratio = "" if np.isnan(r["ratio_to_pes"]) else f"{r['ratio_to_pes']:.2f}"
@@ -138,7 +155,8 @@ def _markdown(table: Any, frame: Any, title: str) -> str:
             f"| {r['label']} | {r['settings']} | {r['seeds']} "
             f"| {r['mse_mean']:.4g} ± {_num(r['mse_ci95'])} | {_num(r['mse_std'])} "
             f"| {r['constant_mse']:.4g} | {r['spearman']:.3f} | {r['pearson']:.3f} "
-            f"| {r['final_block_error']:.4g} | {ratio} | {r['failed']} |"
+            f"| {r['final_block_error']:.4g} | {ratio} | {_ratio(r['ratio_to_one'])} "
+            f"| {r['wall_s']:.1f} | {r['failed']} |"
         )
     failures = frame[frame["status"] != "ok"]
     if len(failures):
@@ -150,6 +168,10 @@ def _markdown(table: Any, frame: Any, title: str) -> str:
         lines.append("")
         lines.append("Tracebacks: the `traceback` column of `results.parquet`.")
     return "\n".join(lines) + "\n"
+
+
+def _ratio(value: float) -> str:
+    return "" if np.isnan(value) else f"{value:.2f}"
 
 
 def _num(value: float) -> str:
