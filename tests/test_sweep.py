@@ -181,6 +181,21 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_runs(tmp_path):
     assert (kept["mse"] == before["mse"]).all()
 
 
+def test_a_table_of_paper_2_runs_reads_back_to_resume(tmp_path):
+    """Paper 2's runs score several test blocks; read back from Parquet their block errors are
+    an array, which ``--resume`` once took for a truth value (and stopped with a ValueError)."""
+    from memristor_hil.experiments.results import ResultTable
+
+    path = tmp_path / "results.parquet"
+    table = ResultTable(path)
+    table.add({"run_id": "a", "status": "ok", "mse": 0.1, "block_errors": [3.0, 2.0, 1.0]})
+    table.add({"run_id": "b", "status": "failed", "mse": None, "block_errors": None})
+    again = ResultTable(path)
+    assert again.finished() == {"a"}
+    assert again.rows["a"]["block_errors"] == [3.0, 2.0, 1.0]
+    assert again.rows["b"]["block_errors"] == []
+
+
 def test_a_sweep_runs_on_a_separately_started_scheduler_and_worker(tmp_path):
     with dask_cluster(workers=1) as address:
         toml = _toml(

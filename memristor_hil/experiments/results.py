@@ -39,7 +39,10 @@ class ResultTable:
 
             frame = pd.read_parquet(self.path)
             for row in frame.to_dict("records"):
-                row["block_errors"] = [float(x) for x in row.get("block_errors") or []]
+                # a NumPy array after the Parquet round trip (no truth value when it holds
+                # several blocks, as paper 2's runs do), None for a failed run
+                blocks = row.get("block_errors")
+                row["block_errors"] = [] if blocks is None else [float(x) for x in blocks]
                 self.rows[row["run_id"]] = row
 
     def finished(self) -> set[str]:
