@@ -34,10 +34,11 @@ def tables(frame: pd.DataFrame) -> str:
     """The Markdown tables of one sweep's runs (successful runs only)."""
     ok = frame[frame["status"] == "ok"]
     table = summarize(ok)
-    cpu = ok.groupby("label")["sim_cpu_s"].mean()
     lines = []
     for key, group in table.groupby(TASK, dropna=False, sort=True):
         task, stimulus, n_pre, n_post, seconds = key
+        runs = ok[(ok[TASK] == pd.Series(key, index=TASK)).all(axis=1)]
+        cpu = runs.groupby("label")["sim_cpu_s"].mean()
         lines += [
             f"**{task}** ({stimulus}, {n_pre}/{n_post} neurons, {seconds:g} s)",
             "",
@@ -53,7 +54,6 @@ def tables(frame: pd.DataFrame) -> str:
                 f"| {cpu[r['label']]:.1f} | {r['wall_s']:.1f} |"
             )
         lines += ["", "\\* tuned PES: the best of the PES rates on this task", ""]
-        runs = ok[(ok["task"] == task) & (ok["stimulus"] == stimulus)]
         blocks = runs.groupby("label")["block_errors"].apply(
             lambda b: np.mean(np.stack([np.asarray(x, dtype=float) for x in b]), axis=0)
         )
