@@ -237,8 +237,16 @@ class EmulatedCrossbar(Crossbar):
             kernels.resistance(result, params, self._flat_scratch[:size])
         return result if out is None or result is out else _into(out, result)
 
-    def _grow_scratch(self, size: int) -> None:
-        self._flat_scratch = np.empty(max(size, self.size), self._index_type)
+    def reserve(self, entries: int) -> None:
+        """Size the cell-index scratch for batches of ``entries`` entries now (see
+        :meth:`.Crossbar.reserve`): exactly, as a larger batch later still grows it."""
+        if self._flat_scratch.shape[0] < entries:
+            self._grow_scratch(entries, exact=True)
+
+    def _grow_scratch(self, size: int, exact: bool = False) -> None:
+        """Room for ``size`` indices: ``exact``ly, or for every cell at once (and ``size``)."""
+        size = size if exact else max(size, self.size)
+        self._flat_scratch = np.empty(size, self._index_type)
         self._flat_unsigned = _unsigned(self._flat_scratch)
 
     def _apply(self, batch: PulseBatch, cells: Cells, read_back: bool) -> np.ndarray | None:

@@ -283,6 +283,8 @@ class SimmPES(Operator):
             )
             for k, part in enumerate(self.parts)
         ]
+        # the largest batch a step sends: a backend makes room for it now, not mid-run
+        self.use.crossbar.reserve(sum(runner.rows.shape[0] for runner in runners))
         pipeline = self.collector.pipeline_for(signals) if self.collector is not None else None
         if pipeline is not None:  # the collector's make_step ran first, for these signals
             return _overlapped_step(self, runners, pipeline)
