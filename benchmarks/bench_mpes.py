@@ -205,8 +205,8 @@ def memory_report(n: int = 1000, steps: int = 1000, warmup: int = 200) -> None:
     verdict = "none" if abs(growth) < 0.01 * crossbar_bytes else "GROWS WITH THE CROSSBAR"
     print(
         f"    memory kept per step in proportion to the crossbar: {verdict}; largest transient "
-        f"within a step: {peak / 2**20:.2f} MiB (the read-back array apply() returns, one "
-        "float32 per pulsed cell)"
+        f"within a step: {peak / 2**20:.2f} MiB (the read-back goes into a buffer kept for "
+        "the run; a refresh step's per-cell voltages are made when it comes)"
     )
 
 
