@@ -116,6 +116,7 @@ def test_a_cell_outside_the_crossbar_raises_instead_of_writing_past_the_state():
         np.array([7, 3, 3, 900, 2]),  # repeats and descents: differences
         np.array([1, 40_000, 70_000, 2**40]),  # wide gaps: int64 differences
         np.arange(100, dtype=np.int32),
+        np.arange(30_000, 0, -7),  # long differences: compressed
     ],
 )
 def test_cells_come_back_as_sent(flat):

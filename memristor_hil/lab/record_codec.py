@@ -134,9 +134,14 @@ def pack_cells(flat: np.ndarray, ascending: bool | None = None) -> tuple[str, by
     diffs = np.empty(n, np.int64)
     lo, hi = cell_diffs(flat, diffs)
     data = pack(diffs.astype(_narrowest(lo, hi), copy=False))
-    # Not compressed: zlib saved ~40% of a learning step's differences (~400 bytes) at
-    # ~30-45 us a step, about a tenth of a recorded 100x100 mPES step (bench_record.py).
-    return "diff", data
+    # Compressed only when long: in a running simulation each zlib call starts cold (~30-45
+    # us, about a tenth of a recorded 100x100 mPES step, bench_record.py), and a typical
+    # learning step's few hundred differences shrink by only ~400 bytes.
+    return "diff", _zlib(data) if n > _COMPRESS_CELLS else data
+
+
+#: Differences of more cells than this are zlib-compressed.
+_COMPRESS_CELLS = 2048
 
 
 def _zlib(data: bytes) -> bytes:
