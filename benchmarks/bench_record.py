@@ -38,7 +38,7 @@ from memristor_hil import PulseBatch, open_crossbar
 from memristor_hil.lab.record import Record
 from memristor_hil.lab.record_codec import (
     ReadingCodec,
-    as_cells,
+    as_integers,
     narrow,
     pack,
     pack_cells,
@@ -106,9 +106,9 @@ class _EncodeOnly(_NoStore):
         resistance: np.ndarray | None,
         **kwargs: object,
     ) -> int:
-        flat = as_cells(cells)
+        flat = as_integers(cells)
         pack_cells(flat, kwargs.get("ascending"))  # type: ignore[arg-type]
-        pack(narrow(np.asarray(pulses, dtype=np.int64).reshape(-1)))
+        pack(narrow(as_integers(pulses)))
         for value in (voltage, width):
             pack_float(value) if type(value) is float else pack(np.asarray(value, np.float64))
         if resistance is not None:

@@ -15,6 +15,7 @@ import pytest
 
 from memristor_hil.lab.record_codec import (
     ReadingCodec,
+    narrow,
     pack,
     pack_cells,
     pack_float,
@@ -141,6 +142,17 @@ def test_cells_wrongly_claimed_ascending_raise_instead_of_writing_past_the_bitma
     flat = np.r_[np.arange(0, 800, 2), 100_000, 5]
     with pytest.raises(IndexError):
         pack_cells(flat[::-1].copy(), ascending=True)
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype"),
+    [([1, 2, 3], np.int8), ([-129, 5], np.int16), ([70_000], np.int32), ([2**40, -1], np.int64)],
+)
+def test_counts_are_narrowed_to_the_smallest_type_that_holds_them(values, dtype):
+    for given in (np.int32, np.int64) if max(map(abs, values)) < 2**31 else (np.int64,):
+        got = narrow(np.array(values, given))
+        assert got.dtype == dtype
+        assert np.array_equal(got, values)
 
 
 def test_a_float_packs_as_numpy_does():

@@ -33,7 +33,7 @@ from ..pulses import SafetyLimits
 from .record_codec import (
     ReadingCodec,
     RecordError,
-    as_cells,
+    as_integers,
     narrow,
     pack,
     pack_cells,
@@ -367,7 +367,7 @@ class Record:
         ``ascending`` says the cells strictly ascend (computed when not given).
         """
         self._check_writable()
-        flat = as_cells(cells)
+        flat = as_integers(cells)
         encoding, cell_blob = pack_cells(flat, ascending)
         return self._insert(
             "INSERT INTO events (kind, time, duration, ncells, cells_encoding, cells, pulses, "
@@ -378,7 +378,7 @@ class Record:
                 flat.size,
                 encoding,
                 cell_blob,
-                pack(narrow(np.asarray(pulses, dtype=np.int64).reshape(-1))),
+                pack(narrow(as_integers(pulses))),
                 _pack_value(voltage),
                 _pack_value(width),
             ),
@@ -418,7 +418,7 @@ class Record:
     ) -> int:
         """Commit one read; returns its event index."""
         self._check_writable()
-        flat = as_cells(cells)
+        flat = as_integers(cells)
         encoding, cell_blob = pack_cells(flat)
         return self._insert(
             "INSERT INTO events (kind, time, duration, ncells, cells_encoding, cells, resistance, "

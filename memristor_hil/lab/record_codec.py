@@ -27,12 +27,19 @@ import zlib
 
 import numpy as np
 
-from .record_kernels import cell_bitmap, cell_diffs, delta_commit, delta_planes, strictly_ascending
+from .record_kernels import (
+    cell_bitmap,
+    cell_diffs,
+    delta_commit,
+    delta_planes,
+    int_range,
+    strictly_ascending,
+)
 
 __all__ = [
     "RecordError",
     "ReadingCodec",
-    "as_cells",
+    "as_integers",
     "pack",
     "pack_cells",
     "pack_float",
@@ -100,7 +107,8 @@ def narrow(values: np.ndarray) -> np.ndarray:
     """Integers in the narrowest signed type that holds them."""
     if values.size == 0:
         return values.astype(np.int8)
-    return values.astype(_narrowest(int(values.min()), int(values.max())), copy=False)
+    lo, hi = int_range(values)
+    return values.astype(_narrowest(lo, hi), copy=False)
 
 
 def _narrowest(lo: int, hi: int) -> type:
@@ -114,15 +122,15 @@ def _narrowest(lo: int, hi: int) -> type:
 _RANGES = [(t, int(np.iinfo(t).min), int(np.iinfo(t).max)) for t in (np.int8, np.int16, np.int32)]
 
 
-def as_cells(cells: np.ndarray) -> np.ndarray:
-    """Cell indices as a 1-D integer array (no copy when they are one already)."""
-    flat = np.asarray(cells).reshape(-1)
+def as_integers(values: np.ndarray) -> np.ndarray:
+    """Cell indices or pulse counts as a 1-D integer array (no copy when they are one)."""
+    flat = np.asarray(values).reshape(-1)
     return flat if flat.dtype.kind in "iu" else flat.astype(np.int64)
 
 
 def pack_cells(flat: np.ndarray, ascending: bool | None = None) -> tuple[str, bytes]:
     """Cells as a compressed bitmap (strictly ascending and dense) or as differences."""
-    flat = as_cells(flat)
+    flat = as_integers(flat)
     n = flat.size
     if ascending is None:
         ascending = bool(strictly_ascending(flat))

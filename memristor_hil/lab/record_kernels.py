@@ -15,7 +15,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["cell_bitmap", "cell_diffs", "delta_planes", "delta_commit", "strictly_ascending"]
+__all__ = [
+    "cell_bitmap",
+    "cell_diffs",
+    "delta_commit",
+    "delta_planes",
+    "int_range",
+    "strictly_ascending",
+]
 
 
 @njit(cache=True, nogil=True)
@@ -25,6 +32,18 @@ def strictly_ascending(flat):  # pragma: no cover - compiled
         if flat[i] <= flat[i - 1]:
             return False
     return True
+
+
+@njit(cache=True, nogil=True)
+def int_range(values):  # pragma: no cover - compiled
+    """``(min, max)`` of a non-empty integer array, in one pass."""
+    lo = np.int64(values[0])
+    hi = lo
+    for i in range(1, values.shape[0]):
+        v = np.int64(values[i])
+        lo = min(lo, v)
+        hi = max(hi, v)
+    return lo, hi
 
 
 @njit(cache=True, nogil=True)
