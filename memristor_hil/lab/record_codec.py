@@ -138,7 +138,7 @@ def pack_cells(flat: np.ndarray, ascending: bool | None = None) -> tuple[str, by
     if ascending and n and int(flat[-1]) // 8 + 1 < n:
         bitmap = np.zeros(int(flat[-1]) // 8 + 1, dtype=np.uint8)
         cell_bitmap(flat, bitmap)
-        return "bitmap", _zlib(b"B" + bitmap.tobytes())
+        return "bitmap", _zlib(pack(bitmap))
     diffs = np.empty(n, np.int64)
     lo, hi = cell_diffs(flat, diffs)
     data = pack(diffs.astype(_narrowest(lo, hi), copy=False))
