@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 
 import numpy as np
@@ -15,7 +16,7 @@ from memristor_hil.pulses import PulseBatch, SafetyLimits
 from ..crossbar import EmulatedCrossbar
 from ..kernels import resistance as law_resistance
 from .circuit import NodalSystem
-from .kernels import apply_biased_operations
+from .kernels import apply_biased_operations, apply_counted_pulses
 from .measure import admittance, biased_sense_current, floating_sense_current
 from .options import (
     DRIFT_T0,
@@ -25,7 +26,7 @@ from .options import (
     DeviceEffects,
     Wiring,
 )
-from .writes import Operation, biased_cells, operation_fields, operations
+from .writes import Operation, biased_cells, counted_pulses, operation_fields, operations
 
 __all__ = ["ArrayCrossbar"]
 
@@ -176,7 +177,7 @@ class ArrayCrossbar(EmulatedCrossbar):
             duration = batch.total_pulses * width
             self._apply_alone(batch, flat, voltage)
         else:
-            duration = self._apply_through_array(batch, voltage) * width
+            duration = self._apply_through_array(batch, voltage, flat) * width
         self._version += 1
         self.advance(duration + self.effects.tick)
         if not read_back:
@@ -196,8 +197,11 @@ class ArrayCrossbar(EmulatedCrossbar):
         super()._apply_batch(batch, False, None)
         self._n[self._stuck] = kept
 
-    def _apply_through_array(self, batch: PulseBatch, voltage: object) -> int:
+    def _apply_through_array(self, batch: PulseBatch, voltage: object, flat: np.ndarray) -> int:
         """Write through the circuit; returns the pulses the operations last, in total."""
+        counted = self._apply_counted(batch, voltage, flat)
+        if counted is not None:
+            return counted
         ops = operations(
             np.asarray(batch.rows, np.int64),
             np.asarray(batch.cols, np.int64),
@@ -228,6 +232,47 @@ class ArrayCrossbar(EmulatedCrossbar):
             self._pulse(cells, op.pulses, dv[cells])
         return total
 
+    def _apply_counted(self, batch: PulseBatch, voltage: object, flat: np.ndarray) -> int | None:
+        """Without wire, a batch at one voltage in one compiled pass over the cells (see
+        :func:`~.writes.counted_pulses`); None where that does not apply (wire, drift or
+        write noise, several voltages, or unselected cells that the scheme's third voltage
+        ``(alpha - beta) V`` would change: they would take pulses between the half-select
+        ones). Returns the pulses the operations last, in total."""
+        bias = WRITE_SCHEMES[self.array.write]
+        if bias is None or not self.array.wiring.ideal or not self._compiled_writes:
+            return None
+        pulses = np.broadcast_to(np.asarray(batch.pulses, np.int64), np.shape(batch.rows))
+        volts = np.broadcast_to(np.asarray(voltage, dtype=float), pulses.shape)[pulses > 0]
+        if not volts.size:
+            return 0
+        v = float(volts[0])
+        alpha, beta = bias
+        threshold = max(self.array.threshold, np.finfo(float).tiny)
+        other = (alpha - beta) * v
+        other_acts = abs(other) >= threshold and (other > 0 or self.model.reset)
+        if np.any(volts != v) or other_acts or not math.isclose(alpha, 1 - beta):
+            return None
+        flat = np.asarray(flat, np.int64).ravel()
+        keep = pulses.ravel() > 0
+        counts, before, after, duration = counted_pulses(
+            flat[keep],
+            pulses.ravel()[keep].astype(float),
+            self.shape,
+            self.array.group,
+            abs(alpha * v) >= threshold,
+        )
+        apply_counted_pulses(
+            self._n,
+            counts,
+            before,
+            after,
+            (v, alpha * v),
+            self._stuck_mask,
+            self._kernel_params(),
+            self._kernel_law(),
+        )
+        return duration
+
     @property
     def _compiled_writes(self) -> bool:
         """The compiled closed-form path applies: no drift to fold in per write, no write
@@ -244,18 +289,6 @@ class ArrayCrossbar(EmulatedCrossbar):
             dtype=float,
         ).reshape(-1, 5)
         op_cols = np.concatenate([op.cols for op in ops]) if ops else np.zeros(0, np.int64)
-        model, p = self.model, self.params
-        ft = np.finfo(self._n.dtype)
-        law = (
-            float(model.a_slope),
-            float(model.v_ref),
-            1.0 if model.reset else 0.0,
-            float(model.reset_r3),
-            float(model.reset_exponent),
-            float(ft.eps),
-            float(ft.tiny),
-        )
-        params = tuple(np.asarray(x, dtype=float) for x in (p.a, p.r0, p.r1, self._n_min))
         apply_biased_operations(
             self._n,
             self.shape,
@@ -263,8 +296,26 @@ class ArrayCrossbar(EmulatedCrossbar):
             op_cols.astype(np.int64),
             (float(bias[0]), float(bias[1]), float(threshold)),
             self._stuck_mask,
-            params,
-            law,
+            self._kernel_params(),
+            self._kernel_law(),
+        )
+
+    def _kernel_params(self) -> tuple[np.ndarray, ...]:
+        """The devices' (a, r0, r1, n_min) for the compiled kernels."""
+        p = self.params
+        return tuple(np.asarray(x, dtype=float) for x in (p.a, p.r0, p.r1, self._n_min))
+
+    def _kernel_law(self) -> tuple[float, ...]:
+        """The model's constants for the compiled kernels (see :mod:`.kernels`)."""
+        model, ft = self.model, np.finfo(self._n.dtype)
+        return (
+            float(model.a_slope),
+            float(model.v_ref),
+            1.0 if model.reset else 0.0,
+            float(model.reset_r3),
+            float(model.reset_exponent),
+            float(ft.eps),
+            float(ft.tiny),
         )
 
     def _pulse(self, flat: np.ndarray, pulses: int, voltage: np.ndarray) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["apply_biased_operations"]
+__all__ = ["apply_biased_operations", "apply_counted_pulses"]
 
 
 @njit(cache=True, nogil=True)
@@ -87,3 +87,68 @@ def apply_biased_operations(
                         _one(n, i * ncols + j, k, v_other, stuck, params, law)
         for t in range(first, last):
             mark[op_cols[t]] = False
+
+
+@njit(cache=True, nogil=True)
+def apply_counted_pulses(
+    n, counts, before, after, volts, stuck, params, law
+):  # pragma: no cover - compiled
+    """Every cell's pulses of a one-voltage batch at once: ``before[c]`` half-select pulses,
+    then its own ``counts[c]`` at ``volts[0]``, then ``after[c]`` half-select pulses at
+    ``volts[1]`` (a cell with no pulses of its own takes ``before + after`` in one go).
+
+    Pulses at one voltage compose: the power law's ``k`` pulses from ``n`` give
+    ``(n^e + k)^(1/e)`` and its RESET branch ``m + k``, so a run of operations that reach a
+    cell at one voltage is one call of ``_one`` with their summed count (equal to applying
+    them one by one up to rounding; the tests compare the two).
+    """
+    v, v_half = volts
+    a_max = np.max(params[0])
+    a_slope, v_ref = law[0], law[1]
+    if v > 0 and v_half > 0 and a_max + a_slope * (min(v, v_half) - v_ref) < 0:
+        if a_max + a_slope * (max(v, v_half) - v_ref) < 0:
+            _set_counted(n, counts, before, after, volts, stuck, params, law)
+            return
+    for cell in range(counts.shape[0]):
+        k = counts[cell]
+        if k == 0:
+            h = before[cell] + after[cell]
+            if h > 0:
+                _one(n, cell, h, v_half, stuck, params, law)
+            continue
+        if before[cell] > 0:
+            _one(n, cell, before[cell], v_half, stuck, params, law)
+        _one(n, cell, k, v, stuck, params, law)
+        if after[cell] > 0:
+            _one(n, cell, after[cell], v_half, stuck, params, law)
+
+
+@njit(cache=True, nogil=True)
+def _set_counted(n, counts, before, after, volts, stuck, params, law):  # pragma: no cover
+    """:func:`apply_counted_pulses` where both voltages SET every device (``a(V) < 0``):
+    the state stays in the power of the exponents between the runs, four powers a cell
+    instead of six, and no branch in the loop (it is the same rule as ``_one`` up to
+    rounding, which the tests check)."""
+    a, r0, r1, n_min = params
+    a_slope, v_ref = law[0], law[1]
+    v, v_half = volts
+    per_device, per_min = a.shape[0] > 1, n_min.shape[0] > 1
+    has_stuck = stuck.shape[0] > 0
+    a_p, lo = a[0], n_min[0]
+    for cell in range(counts.shape[0]):
+        if per_device:
+            a_p = a[cell]
+        if per_min:
+            lo = n_min[cell]
+        e_h = a_p / (a_p + a_slope * (v_half - v_ref))
+        e_v = a_p / (a_p + a_slope * (v - v_ref))
+        k, b, f = counts[cell], before[cell], after[cell]
+        alone = k == 0  # no pulses of its own: one run of half-selects
+        b = b + f * alone
+        f = f * (1 - alone)
+        x0 = n[cell]
+        y = max(x0, lo) ** e_h + b
+        y = y ** (e_v / e_h) + k
+        y = (y ** (e_h / e_v) + f) ** (1.0 / e_h)
+        keep = k + b == 0 or has_stuck and stuck[cell]
+        n[cell] = x0 if keep else y
