@@ -363,9 +363,15 @@ class ArrayCrossbar(EmulatedCrossbar):
             if bias is None:
                 y = self._admittance()
                 current = floating_sense_current(y, self.shape[0], (rows, cols), v)
+            elif bias == (0.0, 0.0) and np.unique(rows).size < np.unique(cols).size:
+                # grounded: I = -v Y[rows + c, r] = -v Y[r, rows + c] (Y is symmetric), so one
+                # right-hand side per distinct word line serves as well, and there are fewer
+                used, where = np.unique(rows, return_inverse=True)
+                columns = self._admittance_columns(used)[:, where.ravel()]
+                current = -v * columns[self.shape[0] + cols, np.arange(cols.size)]
             else:  # only the bit lines read: one right-hand side per distinct column
                 used, where = np.unique(cols, return_inverse=True)
-                columns = self._bit_line_columns(used)[:, where.ravel()]
+                columns = self._admittance_columns(self.shape[0] + used)[:, where.ravel()]
                 current = biased_sense_current(columns, self.shape[0], (rows, cols), v, bias)
         return (v / self._converted(current)).astype(self._n.dtype)
 
@@ -379,21 +385,19 @@ class ArrayCrossbar(EmulatedCrossbar):
             self._columns = (self._version, g.sum(axis=0))
         return self._columns[1]
 
-    def _bit_line_columns(self, used: np.ndarray) -> np.ndarray:
-        """``Y[:, rows + used]``; columns solved once per device state, as they are needed."""
+    def _admittance_columns(self, ports: np.ndarray) -> np.ndarray:
+        """``Y[:, ports]``; columns solved once per device state, as they are needed."""
         cache = self._y_columns
         if cache is None or cache[0] != self._version:
             cache = self._y_columns = (self._version, {})
         known = cache[1]
-        missing = np.array([c for c in used.tolist() if c not in known], dtype=np.int64)
+        missing = np.array([p for p in ports.tolist() if p not in known], dtype=np.int64)
         if missing.size:
             conductance = 1.0 / self._device_resistance().reshape(self.shape)
-            solved = admittance(
-                self._system, conductance, self._version, ports=self.shape[0] + missing
-            )
-            for i, c in enumerate(missing.tolist()):
-                known[c] = solved[:, i]
-        return np.stack([known[c] for c in used.tolist()], axis=1)
+            solved = admittance(self._system, conductance, self._version, ports=missing)
+            for i, p in enumerate(missing.tolist()):
+                known[p] = solved[:, i]
+        return np.stack([known[p] for p in ports.tolist()], axis=1)
 
     def _admittance(self) -> np.ndarray:
         if self._y is None or self._y[0] != self._version:
