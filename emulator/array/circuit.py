@@ -30,7 +30,7 @@ from scipy.sparse.linalg import splu
 
 from .options import Wiring
 
-__all__ = ["Nodes", "NodalSystem", "Wiring"]
+__all__ = ["Nodes", "NodalSystem", "Wiring", "nodal_matrix"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,7 @@ class _Factor:
         conductance: np.ndarray,
         row_held: np.ndarray,
         col_held: np.ndarray,
+        factor: bool = True,
     ) -> None:
         rows, cols = shape
         g = np.asarray(conductance, dtype=float)
@@ -200,9 +201,9 @@ class _Factor:
         self.free = np.flatnonzero(~self.fixed)
         self.held = np.flatnonzero(self.fixed)
         self.lap = lap
-        a_ff = lap[self.free][:, self.free].tocsc()
+        self.a_ff = lap[self.free][:, self.free].tocsc()
         self.coupling = lap[self.free][:, self.held]
-        self.lu = _factorise(a_ff) if self.free.size else None
+        self.lu = _factorise(self.a_ff) if self.free.size and factor else None
 
     def solve(self, conductance: np.ndarray, row_ends: np.ndarray, col_ends: np.ndarray) -> Nodes:
         rows, cols = self.shape
@@ -265,6 +266,16 @@ class _Factor:
         np.add.at(supplied, self.end_node[finite], flow[finite])
         sharing = np.bincount(nodes, minlength=self.size)[nodes]
         return (drawn - supplied[nodes]) / sharing[:, None]
+
+
+def nodal_matrix(
+    wiring: Wiring, conductance: np.ndarray, row_held: np.ndarray, col_held: np.ndarray
+) -> sparse.csc_matrix:
+    """The matrix of the free nodes' equations (what :class:`NodalSystem` factors), for
+    conductances ``(rows, cols)`` and the held line ends (bool, ``(rows, 2)`` and
+    ``(cols, 2)``); the benchmark hands it to the peers' solvers."""
+    g = np.asarray(conductance, dtype=float)
+    return _Factor(g.shape, wiring, g, row_held, col_held, factor=False).a_ff
 
 
 def _factorise(matrix: sparse.csc_matrix) -> object:
