@@ -485,3 +485,26 @@ def test_a_v3_batch_whose_third_voltage_acts_is_applied_operation_by_operation()
     for xbar in (fast, slow):
         xbar.apply(batch)
     np.testing.assert_array_equal(fast.pulse_counts, slow.pulse_counts)
+
+
+def test_a_sweep_run_on_an_emulator_url_draws_its_devices_from_the_run_seed():
+    # the URL names no seed or sigma: the run's reach the emulator it opens, so the seeds of an
+    # experiments/array.toml sweep draw their own devices, with the sweep's variability
+    from memristor_hil.experiments.tasks import RunSpec, run_task
+
+    def mse(seed, url):
+        spec = RunSpec(
+            task="x^2",
+            rule="mPES",
+            seed=seed,
+            stimulus="sine",
+            seconds=0.2,
+            pulses="one",
+            sigma=0.15,
+            crossbar=url,
+        )
+        return run_task(spec)["mse"]
+
+    url = "emulator://?read=v2&write=v2"
+    assert mse(1, url) == mse(1, f"{url}&seed=1&sigma=0.15")
+    assert mse(1, url) != mse(1, f"{url}&seed=0&sigma=0.15")
