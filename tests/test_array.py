@@ -508,3 +508,26 @@ def test_a_sweep_run_on_an_emulator_url_draws_its_devices_from_the_run_seed():
     url = "emulator://?read=v2&write=v2"
     assert mse(1, url) == mse(1, f"{url}&seed=1&sigma=0.15")
     assert mse(1, url) != mse(1, f"{url}&seed=0&sigma=0.15")
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.2])
+def test_float32_counted_sets_match_the_operations_one_by_one(sigma):
+    # float32 states take float32 powers in the fused SET pass (as the ideal emulator's
+    # float32 kernel): equal to the per-operation float64 arithmetic to float32 rounding
+    model = LOW_R.replace(dtype="float32", variability=sigma)
+    array = ArrayOptions(Wiring(), write="v2")
+    fast = ArrayCrossbar(6, 8, model, seed=3, array=array)
+    slow = _OperationWrites(6, 8, model, seed=3, array=array)
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        batch = PulseBatch(
+            rng.integers(0, 6, 20),
+            rng.integers(0, 8, 20),
+            pulses=rng.integers(0, 3, 20),
+            voltage=0.4,
+        )
+        for xbar in (fast, slow):
+            xbar.apply(batch)
+    assert fast.pulse_counts.dtype == np.float32
+    assert not np.allclose(fast.pulse_counts, ArrayCrossbar(6, 8, model, seed=3).pulse_counts)
+    np.testing.assert_allclose(fast.pulse_counts, slow.pulse_counts, rtol=2e-5)

@@ -16,7 +16,7 @@ from memristor_hil.pulses import PulseBatch, SafetyLimits
 from ..crossbar import EmulatedCrossbar
 from ..kernels import resistance as law_resistance
 from .circuit import NodalSystem
-from .kernels import apply_biased_operations, apply_counted_pulses
+from .kernels import apply_biased_operations, apply_counted_pulses, apply_counted_sets
 from .measure import admittance, biased_sense_current, floating_sense_current
 from .options import (
     DRIFT_T0,
@@ -261,6 +261,19 @@ class ArrayCrossbar(EmulatedCrossbar):
             self.array.group,
             abs(alpha * v) >= threshold,
         )
+        powers = self._set_powers(v, alpha * v)
+        if powers is not None:
+            ft = self._n.dtype
+            apply_counted_sets(
+                self._n,
+                counts.astype(ft),
+                before.astype(ft),
+                after.astype(ft),
+                powers,
+                np.asarray(self._n_min, ft).reshape(-1),
+                self._stuck_mask,
+            )
+            return duration
         apply_counted_pulses(
             self._n,
             counts,
@@ -272,6 +285,20 @@ class ArrayCrossbar(EmulatedCrossbar):
             self._kernel_law(),
         )
         return duration
+
+    def _set_powers(self, v: float, v_half: float) -> tuple[np.ndarray, ...] | None:
+        """The powers :func:`~.kernels.apply_counted_sets` takes, in the state's dtype, when
+        both voltages SET every device (a(V) < 0); else None."""
+        if v <= 0 or v_half <= 0:
+            return None
+        a = np.asarray(self.params.a, dtype=float).reshape(-1)
+        a_h = a + self.model.a_slope * (v_half - self.model.v_ref)
+        a_v = a + self.model.a_slope * (v - self.model.v_ref)
+        if np.any(a_h >= 0) or np.any(a_v >= 0):
+            return None
+        e_h, e_v = a / a_h, a / a_v
+        ft = self._n.dtype
+        return tuple(x.astype(ft) for x in (e_h, e_v / e_h, e_h / e_v, 1.0 / e_h))
 
     @property
     def _compiled_writes(self) -> bool:

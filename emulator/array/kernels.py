@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["apply_biased_operations", "apply_counted_pulses"]
+__all__ = ["apply_biased_operations", "apply_counted_pulses", "apply_counted_sets"]
 
 
 @njit(cache=True, nogil=True)
@@ -103,12 +103,6 @@ def apply_counted_pulses(
     them one by one up to rounding; the tests compare the two).
     """
     v, v_half = volts
-    a_max = np.max(params[0])
-    a_slope, v_ref = law[0], law[1]
-    if v > 0 and v_half > 0 and a_max + a_slope * (min(v, v_half) - v_ref) < 0:
-        if a_max + a_slope * (max(v, v_half) - v_ref) < 0:
-            _set_counted(n, counts, before, after, volts, stuck, params, law)
-            return
     for cell in range(counts.shape[0]):
         k = counts[cell]
         if k == 0:
@@ -124,31 +118,29 @@ def apply_counted_pulses(
 
 
 @njit(cache=True, nogil=True)
-def _set_counted(n, counts, before, after, volts, stuck, params, law):  # pragma: no cover
-    """:func:`apply_counted_pulses` where both voltages SET every device (``a(V) < 0``):
-    the state stays in the power of the exponents between the runs, four powers a cell
-    instead of six, and no branch in the loop (it is the same rule as ``_one`` up to
-    rounding, which the tests check)."""
-    a, r0, r1, n_min = params
-    a_slope, v_ref = law[0], law[1]
-    v, v_half = volts
-    per_device, per_min = a.shape[0] > 1, n_min.shape[0] > 1
+def apply_counted_sets(n, counts, before, after, powers, n_min, stuck):  # pragma: no cover
+    """:func:`apply_counted_pulses` where both voltages SET every device (``a(V) < 0``), in
+    the precision of ``n``: the state stays in the power of the exponents between the runs,
+    four powers a cell instead of six, and no branch in the loop (the same rule as ``_one``
+    up to rounding, which the tests check). ``powers`` = (e_h, e_v / e_h, e_h / e_v,
+    1 / e_h) with ``e = a / a(V)`` at the half-select (h) and the selected voltage (v), one
+    shared or one per device; ``counts``, ``before``, ``after``, ``powers`` and ``n_min``
+    in ``n``'s dtype (float32 states take float32 powers, as the ideal emulator's kernel)."""
+    e_h, r_hv, r_vh, r_h = powers
+    per_device, per_min = e_h.shape[0] > 1, n_min.shape[0] > 1
     has_stuck = stuck.shape[0] > 0
-    a_p, lo = a[0], n_min[0]
+    p, q = 0, 0
     for cell in range(counts.shape[0]):
         if per_device:
-            a_p = a[cell]
+            p = cell
         if per_min:
-            lo = n_min[cell]
-        e_h = a_p / (a_p + a_slope * (v_half - v_ref))
-        e_v = a_p / (a_p + a_slope * (v - v_ref))
+            q = cell
         k, b, f = counts[cell], before[cell], after[cell]
-        alone = k == 0  # no pulses of its own: one run of half-selects
-        b = b + f * alone
-        f = f * (1 - alone)
+        if k == 0:  # no pulses of its own: one run of half-selects
+            b, f = b + f, f * 0
         x0 = n[cell]
-        y = max(x0, lo) ** e_h + b
-        y = y ** (e_v / e_h) + k
-        y = (y ** (e_h / e_v) + f) ** (1.0 / e_h)
+        y = max(x0, n_min[q]) ** e_h[p] + b
+        y = y ** r_hv[p] + k
+        y = (y ** r_vh[p] + f) ** r_h[p]
         keep = k + b == 0 or has_stuck and stuck[cell]
         n[cell] = x0 if keep else y
