@@ -45,6 +45,10 @@ __all__ = ["VisaResource", "close_at_exit", "link_error"]
 #: The longest line :meth:`VisaResource.read_line` accepts, in bytes.
 MAX_LINE = 65_536
 
+#: The most bytes a read takes beyond what its caller asked for (they wait in the link for the
+#: next read), so a reply's header, length and data come in one pyvisa call, not three
+READ_AHEAD = 65_536
+
 
 def link_error(resource: str, exc: BaseException) -> ConnectionLostError | CrossbarTimeoutError:
     """The Crossbar error for a failure ``exc`` of pyvisa or the OS on ``resource``.
@@ -89,6 +93,7 @@ class VisaResource:
         except (VisaError, OSError, ValueError) as exc:
             raise ConnectionLostError(f"cannot open {resource}: {_describe(exc)}") from None
         self._inst: Any = None
+        self._received = bytearray()  # bytes read ahead: the start of the next reply
         self.open()
 
     # ------------------------------------------------------------------ opening
@@ -103,6 +108,7 @@ class VisaResource:
         inst.read_termination = None
         inst.write_termination = ""
         self._inst = inst
+        self._received.clear()
         self._extra = 0.0
         # Send each command at once. pyvisa-py writes in 4096-byte chunks, and with Nagle's
         # algorithm a command's last chunk waited for the ACK of the one before, which the peer
@@ -130,6 +136,7 @@ class VisaResource:
             except (VisaError, OSError):
                 pass
             self._inst = None
+        self._received.clear()
 
     @property
     def closed(self) -> bool:
@@ -163,20 +170,13 @@ class VisaResource:
 
     def read_exact(self, count: int, deadline: float | None = None) -> bytes:
         """Exactly ``count`` bytes, by ``deadline`` (default: :meth:`deadline` from now)."""
-        inst = self._open_instrument()
         if deadline is None:
             deadline = self.deadline()
-        try:
-            found = self._socket_session()
-            if found is None:
-                return bytes(inst.read_bytes(count))
-            out = bytearray()
-            while len(out) < count:
-                available = self._await_bytes(*found, deadline)
-                out += inst.read_bytes(min(count - len(out), available))
-            return bytes(out)
-        except (VisaError, OSError) as exc:
-            raise link_error(self.resource, exc) from None
+        while len(self._received) < count:
+            self._receive(count - len(self._received), deadline)
+        data = bytes(self._received[:count])
+        del self._received[:count]
+        return data
 
     def read_line(self, deadline: float | None = None) -> bytes:
         """The next line, ``\\n`` included, by ``deadline`` (default: :meth:`deadline` from
@@ -184,12 +184,29 @@ class VisaResource:
         (the stream is out of step)."""
         if deadline is None:
             deadline = self.deadline()
-        line = bytearray()
-        while not line.endswith(b"\n"):
-            if len(line) >= MAX_LINE:
+        searched = 0
+        while (end := self._received.find(b"\n", searched)) < 0:
+            if len(self._received) >= MAX_LINE:
                 raise ConnectionLostError(f"{self.resource}: reply line too long")
-            line += self.read_exact(1, deadline)
-        return bytes(line)
+            searched = len(self._received)
+            self._receive(1, deadline)
+        return self.read_exact(end + 1)
+
+    def _receive(self, wanted: int, deadline: float) -> None:
+        """Add at least one and at most ``max(wanted, READ_AHEAD)`` bytes to the bytes read
+        ahead: with pyvisa-py's sockets, all that has arrived up to that bound (so what waits
+        here stays under :data:`READ_AHEAD` bytes between reads); with other backends,
+        ``wanted`` bytes exactly."""
+        inst = self._open_instrument()
+        try:
+            found = self._socket_session()
+            if found is None:
+                self._received += inst.read_bytes(wanted)
+                return
+            available = self._await_bytes(*found, deadline)
+            self._received += inst.read_bytes(min(available, max(wanted, READ_AHEAD)))
+        except (VisaError, OSError) as exc:
+            raise link_error(self.resource, exc) from None
 
     def _open_instrument(self) -> Any:
         if self._inst is None:

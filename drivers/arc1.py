@@ -43,7 +43,6 @@ resynchronised and the read is not sent again (it raises, after discarding late 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 import weakref
@@ -62,7 +61,7 @@ from memristor_hil.errors import (
     ProtocolError,
 )
 from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
-from memristor_hil.url_options import Option, keyword_only, query_options, read_options
+from memristor_hil.url_options import Option, keyword_only, query_options, read_options_and_limits
 
 __all__ = [
     "ARC1_LIMITS",
@@ -548,19 +547,6 @@ def _open_port(port: str, baudrate: int) -> serial.SerialBase:
         raise ConnectionLostError(f"cannot open ArC ONE port {port!r}: {exc}") from None
 
 
-_LIMIT_OPTIONS = ("v_min", "v_max", "width_min", "width_max", "max_pulses")
-
-
-def limits_from_options(options: dict[str, Any], default: SafetyLimits) -> SafetyLimits:
-    """``default`` with any of ``v_min``, ``v_max``, ``width_min``, ``width_max``,
-    ``max_pulses`` from URL options replaced (removed from ``options``)."""
-    given = {key: options.pop(key) for key in _LIMIT_OPTIONS if key in options}
-    if not given:
-        return default
-    changes = {key: (int if key == "max_pulses" else float)(value) for key, value in given.items()}
-    return dataclasses.replace(default, **changes)
-
-
 _ARC1_OPTIONS = {
     "rows": Option(int),
     "cols": Option(int),
@@ -577,22 +563,6 @@ _ARC1_OPTIONS = {
 }
 
 
-def read_limits_and_options(
-    scheme: str, options: dict[str, Any], fields: dict[str, Option[Any]], default: SafetyLimits
-) -> dict[str, Any]:
-    """The keyword arguments of a driver from URL options: ``fields`` read with
-    :func:`read_options` (those not given left out, so the driver's defaults hold), and
-    ``limits`` from ``default`` with any of the limit options replaced."""
-    try:
-        limits = limits_from_options(options, default)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"bad {scheme}:// safety-limit option: {exc}") from None
-    values = read_options(scheme, options, fields)
-    kwargs = {key: value for key, value in values.items() if value is not None}
-    kwargs.setdefault("limits", limits)
-    return kwargs
-
-
 def open_arc1(url: str, **overrides: Any) -> ArC1Crossbar:
     """Open ``arc1://PORT[?rows=R&cols=C&vread=V&...]``.
 
@@ -607,5 +577,5 @@ def open_arc1(url: str, **overrides: Any) -> ArC1Crossbar:
         raise ValueError(f"{url!r} names no serial port: arc1:///dev/ttyACM0 or arc1://COM5")
     _, options = query_options("x://?" + query)
     options = {**options, **overrides}
-    kwargs = read_limits_and_options("arc1", options, _ARC1_OPTIONS, DEFAULT_LIMITS)
+    kwargs = read_options_and_limits("arc1", options, _ARC1_OPTIONS, DEFAULT_LIMITS)
     return ArC1Crossbar(port, **kwargs)

@@ -53,9 +53,9 @@ from memristor_hil.errors import (
     ProtocolError,
 )
 from memristor_hil.pulses import Cells, PulseBatch, SafetyLimits
-from memristor_hil.url_options import Option, keyword_only, query_options
+from memristor_hil.url_options import Option, keyword_only, query_options, read_options_and_limits
 
-from .arc1 import INSTRUMENT_RANGES, read_limits_and_options
+from .arc1 import INSTRUMENT_RANGES
 
 __all__ = [
     "ARC2_LIMITS",
@@ -527,7 +527,7 @@ def open_arc2(url: str, **overrides: Any) -> ArC2Crossbar:
     ident, _, query = rest.partition("?")
     _, options = query_options("x://?" + query)
     options = {**options, **overrides}
-    kwargs = read_limits_and_options("arc2", options, _ARC2_OPTIONS, DEFAULT_LIMITS)
+    kwargs = read_options_and_limits("arc2", options, _ARC2_OPTIONS, DEFAULT_LIMITS)
     instrument, firmware = kwargs.pop("instrument", None), kwargs.pop("firmware", None)
     try:
         device = int(ident) if ident else None

@@ -24,12 +24,24 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
-__all__ = ["Option", "REQUIRED", "boolean", "keyword_only", "query_options", "read_options"]
+from .pulses import SafetyLimits
+
+__all__ = [
+    "LIMIT_OPTIONS",
+    "Option",
+    "REQUIRED",
+    "boolean",
+    "keyword_only",
+    "query_options",
+    "read_options",
+    "read_options_and_limits",
+]
 
 T = TypeVar("T")
 
@@ -168,3 +180,45 @@ def read_options(
             f"unknown {scheme}:// options {sorted(options)}; known: {', '.join(sorted(fields))}"
         )
     return values
+
+
+#: The safety-limit options an instrument backend reads from its URL, each narrowing one field
+#: of its :class:`~memristor_hil.pulses.SafetyLimits` (the limits refuse a batch before it
+#: reaches the device)
+LIMIT_OPTIONS: dict[str, Option[Any]] = {
+    "v_min": Option(float),
+    "v_max": Option(float),
+    "width_min": Option(float),
+    "width_max": Option(float),
+    "max_pulses": Option(int),
+}
+
+
+def read_options_and_limits(
+    scheme: str,
+    options: MutableMapping[str, Any],
+    fields: Mapping[str, Option[Any]],
+    default: SafetyLimits,
+) -> dict[str, Any]:
+    """The keyword arguments of a driver from URL options, its safety limits included.
+
+    ``fields`` are read with :func:`read_options` (those not given are left out, so the
+    driver's own defaults hold); ``limits`` is ``default`` with any of the
+    :data:`LIMIT_OPTIONS` given replaced, unless a ``limits`` keyword gives the whole object.
+
+    Raises
+    ------
+    ValueError
+        Naming the scheme and the option, as :func:`read_options`; or naming the limits when
+        together they are not valid (``v_min`` above ``v_max``).
+    """
+    values = read_options(scheme, options, {**fields, **LIMIT_OPTIONS})
+    changes = {key: values.pop(key) for key in LIMIT_OPTIONS}
+    kwargs = {key: value for key, value in values.items() if value is not None}
+    if "limits" not in kwargs:
+        given = {key: value for key, value in changes.items() if value is not None}
+        try:
+            kwargs["limits"] = dataclasses.replace(default, **given) if given else default
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bad {scheme}:// safety-limit options {given}: {exc}") from None
+    return kwargs

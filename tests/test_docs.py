@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -146,3 +147,50 @@ def test_the_api_page_names_no_private_base_class():
         assert any(b.__module__.endswith("._sequenced") for b in bases)  # the case this covers
         public_bases(None, cls.__name__, cls, {}, bases)
         assert bases == [Crossbar]
+
+
+WALKTHROUGH = ROOT / ".ci" / "walkthrough.py"
+
+
+def test_the_walkthrough_runner_stops_at_the_first_failure_and_stops_its_services(tmp_path):
+    # .ci/walkthrough.py runs docs/lab-bench.md in CI: a failing block must fail the run, the
+    # blocks after it must not run, and a service a block started in the background must not
+    # outlive it (CI would hang on it, or the next walkthrough find its port taken)
+    port_file = tmp_path / "service.port"
+    service = (
+        "import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+        "open(sys.argv[1], 'w').write(str(s.getsockname()[1])); time.sleep(60)"
+    )
+    guide = tmp_path / "guide.md"
+    guide.write_text(
+        "# A guide\n\n"
+        f'```sh\n{sys.executable} -c "{service}" {port_file} &\n'
+        f"until [ -s {port_file} ]; do sleep 0.1; done\n```\n\n"
+        "<!-- walkthrough: skip needs an instrument -->\n```sh\nexit 3\n```\n\n"
+        "```python\nprint('python block ran')\n```\n\n"
+        "```sh\nfalse\n```\n\n"
+        "```sh\necho never printed\n```\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(WALKTHROUGH), str(guide)], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode != 0
+    assert "skipped, needs an instrument" in done.stdout
+    assert "python block ran" in done.stdout
+    assert "never printed" not in done.stdout
+    with pytest.raises(ConnectionRefusedError):  # the service the first block started is gone
+        socket.create_connection(("127.0.0.1", int(port_file.read_text())), timeout=5).close()
+
+
+def test_the_lab_bench_walkthrough_runs_every_block():
+    # CI runs the guide as pasted; no block of it may be quietly left out
+    script = subprocess.run(
+        [sys.executable, str(WALKTHROUGH), "docs/lab-bench.md", "--print"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    blocks = code_blocks((ROOT / "docs" / "lab-bench.md").read_text(), "(?:sh|python)")
+    assert len(blocks) == 13 and "skipped" not in script
+    assert all(block in script for block in blocks)

@@ -172,3 +172,25 @@ def test_smu_passes_only_the_options_given_so_the_drivers_defaults_hold():
     args, kwargs = crossbar.call_args
     assert args[:2] == ("TCPIP::h::1::SOCKET", "M")
     assert kwargs == {"backend": "@py", "limits": None, "nplc": 2.0}
+
+
+def test_limit_options_narrow_the_default_and_refuse_bad_text_or_bad_limits():
+    from memristor_hil.pulses import SafetyLimits
+    from memristor_hil.url_options import read_options_and_limits
+
+    default = SafetyLimits(v_min=-1.5, v_max=1.5, width_min=1e-7, width_max=1e-3)
+    fields = {"rows": Option(int)}
+    got = read_options_and_limits("arc9", {"v_max": "1.2", "max_pulses": "7"}, fields, default)
+    assert got == {"limits": SafetyLimits(-1.5, 1.2, 1e-7, 1e-3, max_pulses=7)}
+    assert read_options_and_limits("arc9", {"rows": "4"}, fields, default)["limits"] is default
+    mine = SafetyLimits(v_min=-1.0, v_max=1.0, width_min=1e-6, width_max=1e-4)
+    assert (
+        read_options_and_limits("arc9", {"limits": mine}, {"limits": Option(object)}, default)[
+            "limits"
+        ]
+        is mine
+    )
+    with pytest.raises(ValueError, match=r"v_max='abc' for arc9://"):
+        read_options_and_limits("arc9", {"v_max": "abc"}, fields, default)
+    with pytest.raises(ValueError, match=r"arc9:// safety-limit options .*v_min"):
+        read_options_and_limits("arc9", {"v_min": "2"}, fields, default)

@@ -84,3 +84,60 @@ def test_both_drivers_turn_a_pyvisa_failure_into_the_same_crossbar_error(
         finally:
             xbar.close()
     assert raised == {"visa": expected, "smu": expected}
+
+
+def test_a_reply_comes_in_one_pyvisa_read_and_bytes_read_ahead_wait_for_the_next(
+    monkeypatch,
+):
+    # read_exact/read_line used to ask pyvisa for exactly what they needed: three pyvisa
+    # calls per binary block (#, its length, the data) and one per byte of a text line.
+    # Now a read takes what has arrived (up to READ_AHEAD more); the rest waits in the link.
+    import socket
+    import threading
+
+    from memristor_hil.drivers._visa_link import READ_AHEAD, VisaResource
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    lines = b"".join(b"line %d\n" % i for i in range(100))
+    flood = b"x" * (4 * READ_AHEAD)
+
+    sent = threading.Event()
+
+    def peer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(16)
+            conn.sendall(b"#15hello\n" + lines)  # on loopback: in our socket when it returns
+            sent.set()
+            conn.recv(16)
+            conn.sendall(flood)
+            conn.recv(16)
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    link = VisaResource(f"TCPIP::127.0.0.1::{port}::SOCKET", "@py", timeout=5)
+    calls = []
+    real = MessageBasedResource.read_bytes
+    monkeypatch.setattr(
+        MessageBasedResource,
+        "read_bytes",
+        lambda self, count, *a, **k: calls.append(count) or real(self, count, *a, **k),
+    )
+    try:
+        link.write(b"go\n")
+        assert sent.wait(5)
+        assert link.read_exact(2) + link.read_exact(1) + link.read_exact(6) == b"#15hello\n"
+        assert [link.read_line() for _ in range(100)] == lines.splitlines(keepends=True)
+        assert len(calls) == 1  # one pyvisa read for a block and 100 lines that had arrived
+        link.write(b"more\n")
+        got = bytearray()
+        while len(got) < len(flood):
+            got += link.read_exact(1000 if len(flood) - len(got) >= 1000 else 1)
+        assert bytes(got) == flood
+        assert max(calls) <= READ_AHEAD  # never more than that ahead, however much arrives
+        link.write(b"end\n")
+    finally:
+        link.close()
+        thread.join(5)
+        server.close()

@@ -206,6 +206,18 @@ def test_a_filtered_export_announces_its_exact_row_count_and_npz_its_real_size(
     assert "0.0 MB" not in last and ("kB" in last or "bytes" in last)
 
 
+def test_an_export_that_selects_nothing_is_an_error_and_writes_no_file(
+    uneven_record, tmp_path, capsys
+):
+    # events 1..30 read only cell (0, 0): a filter on another cell used to write an empty
+    # file and report success ("wrote 0 rows"), which the lab-bench walkthrough once did
+    out = tmp_path / "nothing.csv"
+    args = ["record", "export", str(uneven_record), "--events", "1:31", "--cells", "5,5"]
+    assert main([*args, "--out", str(out)]) != 0
+    assert "nothing to export" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_record_show_into_a_reader_that_leaves_ends_quietly(uneven_record):
     code = (
         "import sys; from memristor_hil.cli import main; "

@@ -40,6 +40,16 @@ def seeds() -> dict[str, bytes]:
         "safe": req(11, Op.SAFE),
         "reset": req(12, Op.RESET),
     }
+    # version 4: a batch split into parts, all but the last flagged 0x40 ("more parts
+    # follow"); then the same first part followed by a READ, the host gone mid-batch that the
+    # device reports as interrupted
+    b = PulseBatch.from_flat(list(range(0, 64, 3)), SHAPE[1], pulses=list(range(1, 23)))
+    cells = b.locate(SHAPE, SafetyLimits(max_pulses=10**6))
+    parts = wire.split_batch(b, cells, False, False, (wire.REQUEST_HEADER + 64, 6), True)
+    assert len(parts) > 1 and parts[0][0] & 0x40 and not parts[-1][0] & 0x40
+    for i, body in enumerate(parts):
+        messages[f"apply_part{i}"] = req(13 + i, Op.APPLY, body)
+    messages["read_after_part"] = req(13 + len(parts), Op.READ, wire.encode_cells(np.array([0])))
     out = {}
     for name, message in messages.items():
         out[f"frame_{name}"] = b"\x01" + encode_frame(message)  # 0x01: the stream path

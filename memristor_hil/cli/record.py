@@ -148,6 +148,12 @@ def run_export(args: argparse.Namespace) -> int:
             mask[rows * record.shape[1] + cols] = True
         selection = record_export.Selection(start, stop, mask)
         events, expected = record_export.estimate(record, selection)
+        if expected == 0:
+            raise ValueError(
+                f"nothing to export: events {args.events} of {args.record} hold no reading of "
+                f"cells {args.cells!r} (export --events 0:1 --cells all shows which cells an "
+                "event touched); no file written"
+            )
         per_row = (
             record_export.CSV_BYTES_PER_ROW
             if args.format == "csv"
