@@ -14,8 +14,9 @@ machine's load average is printed beside the table.
 ``--policies`` adds the scaled and stochastic pulse policies (``max_pulses=100``),
 ``learning_rate=1e-4`` and mPES's default (``learning_rate=1e-5`` with the pair refresh) to
 the table (the main columns time the published ``pulses="one"``);
-``--memory`` builds a 1000x1000 mPES model, prints its resident memory and checks with
-tracemalloc that 1000 steps allocate nothing that grows with the crossbar.
+``--memory`` prints mPES's own arrays at 1000x1000 (emulator, operator, its signals) beside
+PES's own signals, with their ratio, the model's resident memory, and checks with tracemalloc
+that 1000 steps (after 200) allocate nothing that grows with the crossbar.
 
 Usage::
 
@@ -23,6 +24,7 @@ Usage::
     python benchmarks/bench_mpes.py --seconds 5 --repeats 3 --dtype float64
     python benchmarks/bench_mpes.py --dtype float32 --policies --memory
     python benchmarks/bench_mpes.py --memory-only
+    python benchmarks/bench_mpes.py --memory-only --memory-n 100 --memory-steps 10000
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import seed_node  # noqa: E402 - the benchmark folder's own module
 
 
-def build(n: int, rule_type: nengo.learning_rules.LearningRuleType, seed: int = 0):
-    """The benchmark network with ``rule_type`` on the learned connection."""
+def build(n: int, rule_type: nengo.learning_rules.LearningRuleType | None, seed: int = 0):
+    """The benchmark network with ``rule_type`` on the learned connection (None: no learning,
+    the error computed but not used)."""
     with nengo.Network(seed=seed) as net:
         stim = nengo.Node(lambda t: np.sin(2 * np.pi * t / 4))
         pre = nengo.Ensemble(n, 1, seed=seed)
@@ -57,7 +60,8 @@ def build(n: int, rule_type: nengo.learning_rules.LearningRuleType, seed: int = 
         )
         nengo.Connection(post, error)
         nengo.Connection(stim, error, function=lambda x: x**2, transform=-1)
-        nengo.Connection(error, conn.learning_rule)
+        if rule_type is not None:
+            nengo.Connection(error, conn.learning_rule)
     return net
 
 
@@ -103,12 +107,18 @@ def _arrays(obj: object, seen: dict[int, int]) -> None:
                 _arrays(item, seen)
 
 
-def _model_bytes(sim: nengo.Simulator) -> dict[str, int]:
-    """Bytes of NumPy arrays held by the emulator, the mPES operator(s) and Nengo's signals."""
+def _signal_bytes(sim: nengo.Simulator) -> dict[int, int]:
+    """Buffer address -> bytes of every signal of a simulator (views counted once)."""
     signals: dict[int, int] = {}
     for value in sim.signals.values():
         base = value if not isinstance(value.base, np.ndarray) else value.base
         signals[base.__array_interface__["data"][0]] = base.nbytes
+    return signals
+
+
+def _model_bytes(sim: nengo.Simulator) -> dict[str, int]:
+    """Bytes of NumPy arrays held by the emulator, the mPES operator(s) and Nengo's signals."""
+    signals = _signal_bytes(sim)
     emulator: dict[int, int] = {}
     operator: dict[int, int] = {}
     for op, step in zip(sim.step_order, sim._steps, strict=True):
@@ -116,8 +126,11 @@ def _model_bytes(sim: nengo.Simulator) -> dict[str, int]:
             continue
         _arrays(op.use.crossbar, emulator)
         _arrays(op, operator)
+        _arrays(op.use, operator)  # the build-time snapshot of the devices
         for cell in step.__closure__ or ():  # the per-connection runners make_step built
             contents = cell.cell_contents
+            if isinstance(contents, np.ndarray):  # the step's read-back buffer
+                operator[contents.__array_interface__["data"][0]] = contents.nbytes
             for runner in contents if isinstance(contents, list) else [contents]:
                 if type(runner).__name__ == "_PartRunner":
                     _arrays(runner, operator)
@@ -132,14 +145,47 @@ def _model_bytes(sim: nengo.Simulator) -> dict[str, int]:
     }
 
 
-def memory_report(n: int = 1000, steps: int = 1000) -> None:
-    """Resident memory of an ``n x n`` mPES model, and tracemalloc's growth over ``steps``."""
+def own_bytes(n: int) -> tuple[int, dict[str, int]]:
+    """PES's own bytes and mPES's, by part, in the ``n x n`` network (built, not run).
+
+    A rule's own signals are those its build adds to the same network without learning, plus
+    the learned weights (which both rules update); mPES's own arrays add the emulator's and
+    the operator's (its buffers, the policy's per-device state, the devices' snapshot).
+    """
+    sizes = {}
+    for name, rule in (("none", None), ("PES", nengo.PES()), ("mPES", mPES())):
+        with nengo.Simulator(build(n, rule), progress_bar=False) as sim:
+            sim.run_steps(10)  # scratch buffers reach their size
+            sizes[name] = sum(_signal_bytes(sim).values())
+            if rule is not None and name == "mPES":
+                parts = _model_bytes(sim)
+    weights = n * n * 8  # the learned connection's float64 weights
+    pes = sizes["PES"] - sizes["none"] + weights
+    mpes = {
+        "emulator": parts["emulator"],
+        "operator": parts["operator"],
+        "signals": sizes["mPES"] - sizes["none"] + weights,
+    }
+    return pes, mpes
+
+
+def memory_report(n: int = 1000, steps: int = 1000, warmup: int = 200) -> None:
+    """mPES's own arrays against PES's at ``n x n``, the model's resident memory, and
+    tracemalloc's growth over ``steps`` after ``warmup`` steps."""
+    pes, mpes = own_bytes(n)
+    total = sum(mpes.values())
+    print(
+        f"memory, {n}x{n}: mPES's own arrays {total / 2**20:.1f} MiB ("
+        + ", ".join(f"{name} {size / 2**20:.1f}" for name, size in mpes.items())
+        + f"), PES's own signals {pes / 2**20:.1f} MiB: ratio {total / pes:.2f} "
+        "(own: what the rule's build adds to the network without learning, plus the learned "
+        "weights; mPES's also the emulator's and the operator's arrays)"
+    )
     base = _rss_mib()
     net = build(n, mPES())
     with nengo.Simulator(net, progress_bar=False) as sim:
-        sim.run_steps(100)  # scratch buffers reach their size
+        sim.run_steps(warmup)  # scratch buffers reach their size
         built = _rss_mib()
-        parts = _model_bytes(sim)
         tracemalloc.start()
         before = tracemalloc.take_snapshot()
         sim.run_steps(steps)
@@ -149,16 +195,9 @@ def memory_report(n: int = 1000, steps: int = 1000) -> None:
     growth = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
     crossbar_bytes = 2 * n * n * 4
     print(
-        f"memory, {n}x{n} mPES (default model, float32 devices): resident {built:.0f} MiB "
-        f"({built - base:+.0f} MiB for the model and simulator); over {steps} steps "
-        f"tracemalloc: net growth {growth / 1024:.1f} KiB, peak traced {peak / 2**20:.2f} MiB "
-        f"(crossbar state: {crossbar_bytes / 2**20:.1f} MiB)"
-    )
-    print(
-        "    arrays held: "
-        + ", ".join(f"{name} {size / 2**20:.1f} MiB" for name, size in parts.items())
-        + f" (together {sum(parts.values()) / 2**20:.1f} MiB; the rest of the resident memory "
-        "is Python, NumPy, Nengo and the compiled kernels)"
+        f"    resident {built:.0f} MiB ({built - base:+.0f} MiB for the model and simulator); "
+        f"over {steps} steps after {warmup}, tracemalloc: net growth {growth / 1024:.1f} KiB, "
+        f"peak traced {peak / 2**20:.2f} MiB (crossbar state: {crossbar_bytes / 2**20:.1f} MiB)"
     )
     top = sorted(after.compare_to(before, "lineno"), key=lambda s: -abs(s.size_diff))[:3]
     for stat in top:
@@ -166,8 +205,8 @@ def memory_report(n: int = 1000, steps: int = 1000) -> None:
     verdict = "none" if abs(growth) < 0.01 * crossbar_bytes else "GROWS WITH THE CROSSBAR"
     print(
         f"    memory kept per step in proportion to the crossbar: {verdict}; largest transient "
-        f"within a step: {peak / 2**20:.2f} MiB (the read-back array apply() returns, one "
-        "float32 per pulsed cell)"
+        f"within a step: {peak / 2**20:.2f} MiB (the read-back goes into a buffer kept for "
+        "the run; a refresh step's per-cell voltages are made when it comes)"
     )
 
 
@@ -204,11 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory-only", action="store_true", help="only the --memory report, no timings"
     )
+    parser.add_argument("--memory-n", type=int, default=1000, help="--memory's network size")
+    parser.add_argument(
+        "--memory-steps", type=int, default=1000, help="steps --memory watches for growth"
+    )
     args = parser.parse_args(argv)
     global clock
     clock = CLOCKS[args.clock]
     if args.memory_only:
-        memory_report()
+        memory_report(args.memory_n, args.memory_steps)
         return 0
 
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
@@ -261,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             f"= {per_s / (pes / pes_seconds):.1f}x PES"
         )
     if args.memory:
-        memory_report()
+        memory_report(args.memory_n, args.memory_steps)
     return 0
 
 

@@ -14,6 +14,12 @@ bitmap, what records held before readings were delta-coded), and ``--export`` ti
     python benchmarks/bench_record.py --steps 2000 --rounds 5
     python benchmarks/bench_record.py --workload mpes --sim-time 1.0 --export
     python benchmarks/bench_record.py --workload mpes --clock wall   # wall time instead of CPU
+    python benchmarks/bench_record.py --workload mpes --breakdown    # where the extra time goes
+
+``--breakdown`` adds two variants between plain and recorded: the RecordingCrossbar with a
+record that stores nothing (the wrapper's own work), and one that encodes every event as a
+record does but skips the SQLite commit; the differences of their times say what each layer
+costs.
 """
 
 from __future__ import annotations
@@ -29,6 +35,15 @@ from pathlib import Path
 import numpy as np
 
 from memristor_hil import PulseBatch, open_crossbar
+from memristor_hil.lab.record import Record
+from memristor_hil.lab.record_codec import (
+    ReadingCodec,
+    as_integers,
+    narrow,
+    pack,
+    pack_cells,
+    pack_float,
+)
 from memristor_hil.lab.recording import RecordingCrossbar
 
 URL = "emulator://?rows=100&cols=200&seed=1&sigma=0.15"
@@ -64,13 +79,63 @@ def run_mpes(xbar, sim_time: float) -> float:
     return wall_time(build(100, mPES(crossbar=xbar)), sim_time) / sim_time
 
 
+class _NoStore(Record):
+    """A record that stores nothing: what the wrapper costs by itself (``--breakdown``)."""
+
+    def log_apply(self, *args: object, **kwargs: object) -> int:
+        return 0
+
+    def log_read(self, *args: object, **kwargs: object) -> int:
+        return 0
+
+
+class _EncodeOnly(_NoStore):
+    """A record that encodes every event as a real one does, and stores nothing: the
+    encoder's cost without the SQLite commit (``--breakdown``)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._coder = ReadingCodec(self.shape[0] * self.shape[1])
+
+    def log_apply(
+        self,
+        cells: np.ndarray,
+        pulses: np.ndarray,
+        voltage: float | np.ndarray,
+        width: float | np.ndarray,
+        resistance: np.ndarray | None,
+        **kwargs: object,
+    ) -> int:
+        flat = as_integers(cells)
+        pack_cells(flat, kwargs.get("ascending"))  # type: ignore[arg-type]
+        pack(narrow(as_integers(pulses)))
+        for value in (voltage, width):
+            pack_float(value) if type(value) is float else pack(np.asarray(value, np.float64))
+        if resistance is not None:
+            self._coder.encode(flat, resistance)
+            self._coder.commit()
+        return 0
+
+
+#: --breakdown's variants: the record class and what the variant adds to the one before it
+BREAKDOWN = {
+    "wrapper": (_NoStore, "RecordingCrossbar's own work (no record)"),
+    "encode": (_EncodeOnly, "encoding cells, pulses and readings"),
+    "record-normal": (Record, "the SQLite commit (no fsync)"),
+    "record-full": (Record, "an fsync per commit (synchronous=FULL)"),
+}
+
+
 def make_variant(name: str, folder: Path, counter: list[int], url: str = URL):
     inner = open_crossbar(url)
     if name == "plain":
         return inner
     counter[0] += 1
     path = folder / f"{name}-{counter[0]}.sqlite"
-    return RecordingCrossbar(inner, path, synchronous=name.split("-")[1].upper())
+    kind = BREAKDOWN[name][0]
+    sync = "FULL" if name == "record-full" else "NORMAL"
+    record = kind.create(path, identity=inner.identity, shape=inner.shape, synchronous=sync)
+    return RecordingCrossbar(inner, record)
 
 
 def main() -> None:
@@ -80,6 +145,12 @@ def main() -> None:
     parser.add_argument("--sim-time", type=float, default=0.5, help="simulated s per round (mpes)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant")
     parser.add_argument("--export", action="store_true", help="time a CSV export of the record")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also run the wrapper without a record and the encoder without SQLite, and "
+        "print where a recorded step's extra time goes",
+    )
     parser.add_argument(
         "--clock",
         choices=("cpu", "wall"),
@@ -96,6 +167,8 @@ def main() -> None:
 
         bench_mpes.clock = bench_mpes.CLOCKS[args.clock]
     variants = ["plain", "record-normal", "record-full"]
+    if args.breakdown:
+        variants = ["plain", *BREAKDOWN]
     times: dict[str, list[float]] = {v: [] for v in variants}
     sizes: dict[str, int] = {}
     format1: dict[str, int] = {}
@@ -111,9 +184,9 @@ def main() -> None:
                 for name in variants:
                     with make_variant(name, Path(folder), counter) as xbar:
                         times[name].append(run_standin(xbar, batches))
-                        if name != "plain":
-                            sizes[name] = xbar.record.path.stat().st_size
-                            last = xbar.record.path
+                    if name.startswith("record"):  # closed: the WAL is in the file
+                        last = xbar.record.path
+                        sizes[name] = last.stat().st_size
         else:
             run_mpes(open_crossbar(MPES_URL), 0.05)  # warm up (compiles the kernels)
             print(f"mpes workload: 100x100 mPES network, {args.sim_time} s simulated at "
@@ -122,9 +195,9 @@ def main() -> None:
                 for name in variants:
                     with make_variant(name, Path(folder), counter, MPES_URL) as xbar:
                         times[name].append(run_mpes(xbar, args.sim_time))
-                        if name != "plain":
-                            sizes[name] = xbar.record.path.stat().st_size
-                            last = xbar.record.path
+                    if name.startswith("record"):  # closed: the WAL is in the file
+                        last = xbar.record.path
+                        sizes[name] = last.stat().st_size
         for name in sizes:
             format1[name] = format1_bytes(last)
         if args.export:
@@ -141,6 +214,15 @@ def main() -> None:
         size = f"{sizes[name] / steps:>11.0f}" if name in sizes else f"{'-':>11}"
         old = f"{format1[name] / steps:>20.0f}" if name in format1 else f"{'-':>20}"
         print(f"{name:<16} {t * 1e3:>22.3f} {t / plain:>15.2f} {ratio} {size} {old}")
+    if args.breakdown:
+        per_step = 1e6 if args.workload == "standin" else 1e3  # us per step, dt = 1 ms
+        print(f"where a recorded step's extra time goes (differences of the minima, us per "
+              f"step; plain {plain * per_step:.0f} us):")  # fmt: skip
+        before = plain
+        for name in BREAKDOWN:
+            t = min(times[name])
+            print(f"  {(t - before) * per_step:>+8.1f}  {BREAKDOWN[name][1]} ({name})")
+            before = t if name != "record-full" else before
     if export_line:
         print(export_line)
 

@@ -237,8 +237,16 @@ class EmulatedCrossbar(Crossbar):
             kernels.resistance(result, params, self._flat_scratch[:size])
         return result if out is None or result is out else _into(out, result)
 
-    def _grow_scratch(self, size: int) -> None:
-        self._flat_scratch = np.empty(max(size, self.size), self._index_type)
+    def reserve(self, entries: int) -> None:
+        """Size the cell-index scratch for batches of ``entries`` entries now (see
+        :meth:`.Crossbar.reserve`): exactly, as a larger batch later still grows it."""
+        if self._flat_scratch.shape[0] < entries:
+            self._grow_scratch(entries, exact=True)
+
+    def _grow_scratch(self, size: int, exact: bool = False) -> None:
+        """Room for ``size`` indices: ``exact``ly, or for every cell at once (and ``size``)."""
+        size = size if exact else max(size, self.size)
+        self._flat_scratch = np.empty(size, self._index_type)
         self._flat_unsigned = _unsigned(self._flat_scratch)
 
     def _apply(self, batch: PulseBatch, cells: Cells, read_back: bool) -> np.ndarray | None:
@@ -303,13 +311,21 @@ class EmulatedCrossbar(Crossbar):
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> dict[str, object]:
-        """An in-memory copy of the device state (pulse counts and noise generator).
+        """An in-memory copy of the device state (pulse counts and noise generator); the
+        pulse counts of devices that all have the same are kept as one value.
 
         Pass it to :meth:`restore` to return every device to this moment, e.g. when a
         simulation that pulsed them restarts from its first step.
         """
+        n = self._n
+        # A crossbar that has not been pulsed yet has every device at the model's start
+        # (mPES snapshots at build): one value then stands for them all, instead of a second
+        # copy of the whole state held for the rest of the run.
+        bits = n.view(f"u{n.itemsize}")  # bit for bit: -0.0 and NaNs as they are
+        uniform = n.size > 0 and not np.any(bits != bits[0])
         return {
-            "n": self._n.copy(),
+            "n": n[:1].copy().reshape(()) if uniform else n.copy(),
+            "devices": n.shape,
             "params": self.params,
             "noise_rng": self._noise_rng.bit_generator.state,
         }
@@ -317,7 +333,7 @@ class EmulatedCrossbar(Crossbar):
     def restore(self, snapshot: dict[str, object]) -> None:
         """Return every device to the state a :meth:`snapshot` of this crossbar recorded."""
         n = snapshot["n"]
-        if not isinstance(n, np.ndarray) or n.shape != self._n.shape:
+        if not isinstance(n, np.ndarray) or snapshot.get("devices", n.shape) != self._n.shape:
             raise ValueError("the snapshot is not from a crossbar of this shape")
         self._check_open()
         self._n[...] = n

@@ -20,6 +20,9 @@ that tools above it use, each with a default that says "not available":
 - :meth:`Crossbar.submit`: start an apply and collect its read-back later
   (:class:`PendingApply`), so a caller can compute while a remote device works; by default
   (in-process backends) the batch is applied before ``submit`` returns.
+- :meth:`Crossbar.reserve`: a caller that knows its largest batch lets the backend size its
+  work buffers before a run (the emulator does), so the run's memory stays flat; by default
+  nothing to do.
 
 A wrapper (a recording, say) forwards exactly these, so nothing is reached by probing for
 attributes.
@@ -226,6 +229,15 @@ class Crossbar(ABC):
         if out is not None:
             _check_out(out, len(batch), read_back)
         return self._apply_batch(batch, read_back, out)
+
+    def reserve(self, entries: int) -> None:  # noqa: B027 - a hint most backends ignore
+        """Make room now for batches of up to ``entries`` entries.
+
+        A hint from a caller that knows its largest batch (mPES, when its simulator starts),
+        so that a backend with per-batch work buffers (the emulator) allocates them before the
+        run instead of at the first large batch: a run's memory then stays flat. Backends
+        without such buffers ignore it.
+        """
 
     def submit(self, batch: PulseBatch, *, read_back: bool = False) -> PendingApply:
         """Start applying a batch; :meth:`.PendingApply.result` gives what :meth:`apply` returns.

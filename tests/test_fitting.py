@@ -7,9 +7,10 @@ import pytest
 from memristor_hil.emulator import EmulatedCrossbar
 from memristor_hil.emulator.url import model_from_options
 
-from memristor_hil import PowerLaw, open_crossbar
+from memristor_hil import PowerLaw, PulseBatch, open_crossbar
 from memristor_hil.lab.characterize import characterize, parse_cells, read_schedule
 from memristor_hil.lab.fitting import fit_device, fit_devices, fit_record
+from memristor_hil.lab.read_effects import read_effects
 from memristor_hil.lab.record import Record
 
 SIGMA = 0.15
@@ -40,10 +41,12 @@ def test_characterize_reads_on_schedule_and_records_it(characterized):
     assert np.all(np.diff(result.resistance, axis=0) < 0)  # every SET pulse lowers R
     with Record.open(path) as record:
         readings = record.readings()
-        assert readings.cells.size == result.resistance.size
-        pulses, r = record.history(3, 4)
-        np.testing.assert_array_equal(pulses, result.pulses)
-        np.testing.assert_array_equal(r, result.resistance[:, 3 * 20 + 4])
+        assert readings.cells.size == result.resistance.size + result.repeat_read.size
+        pulses, r = record.history(3, 4)  # the repeated read of the untouched device second
+        np.testing.assert_array_equal(pulses, np.r_[0, result.pulses])
+        np.testing.assert_array_equal(r[0], result.resistance[0, 3 * 20 + 4])
+        np.testing.assert_array_equal(r[1], result.repeat_read[3 * 20 + 4])
+        np.testing.assert_array_equal(r[2:], result.resistance[1:, 3 * 20 + 4])
         # Batches never exceed the safety limit on pulses per cell.
         assert max(int(e.pulses.max()) for e in record.batches()) <= record.limits.max_pulses
 
@@ -75,7 +78,8 @@ def test_fitted_parameter_file_makes_an_emulator_like_the_devices(characterized,
     _, params, result, fit = characterized
     path = fit.write_json(tmp_path / "fitted.json")
     data = json.loads(path.read_text())
-    assert set(data) == {"model", "fit"} and data["fit"]["fitted"] == 400
+    assert set(data) == {"model", "fit", "array"} and data["fit"]["fitted"] == 400
+    assert data["array"]["read_noise"] == 0 and data["array"]["stuck"] == 0  # ideal devices
     model = model_from_options({"params": str(path)})
     assert model == fit.model()
     assert model.v_ref == 0.1
@@ -161,3 +165,38 @@ def test_read_schedule():
         read_schedule(10, read_every=0)
     with pytest.raises(ValueError, match="--pulses"):
         read_schedule(0)
+
+
+def test_fit_measures_read_noise_and_finds_the_stuck_devices_of_an_emulated_array(tmp_path):
+    # issue 26 item 5: "memristor-hil fit of a characterisation learns what it can" of the
+    # array options: read noise from characterize's two reads of the untouched devices, and
+    # the devices no pulse moved
+    url = "emulator://?rows=16&cols=16&seed=1&sigma=0.15&read_noise=0.01&stuck=0.1"
+    with open_crossbar(url, record=tmp_path / "c.sqlite") as xbar:
+        characterize(xbar, *parse_cells("all", xbar.shape), 1_000_000)  # the walkthrough's
+    with open_crossbar(url) as twin:  # the same devices, unrecorded: which ones are stuck
+        before = twin.true_resistances()
+        twin.apply(PulseBatch.from_flat(np.arange(256), 16, pulses=1000))
+        truly_stuck = np.flatnonzero(twin.true_resistances() == before)
+    assert truly_stuck.size == round(0.1 * 256)
+    with Record.open(tmp_path / "c.sqlite") as record:
+        result = fit_record(record)
+    effects = result.effects
+    assert effects.pairs == 256
+    assert 0.0085 < effects.read_noise < 0.0115  # 256 pairs: about 4% standard error
+    np.testing.assert_array_equal(effects.stuck, truly_stuck)
+    assert not result.ok[np.isin(result.cells, truly_stuck)].any()  # left out of the fit
+    assert effects.url_options() == f"read_noise={effects.read_noise:.3g}&stuck={26 / 256:.3g}"
+    assert result.to_json()["array"]["stuck"] == truly_stuck.size / 256
+
+
+def test_fit_of_ideal_devices_reports_no_read_noise_and_no_stuck_device():
+    data = {
+        cell: (np.array([0, 0, 10, 100]), np.array([1e8, 1e8, 9e7, 8e7]) * (1 + 0.01 * cell))
+        for cell in range(20)
+    }
+    effects = read_effects(data)
+    assert effects == (0.0, 20, effects.stuck, 20) and effects.stuck.size == 0
+    assert effects.url_options() == ""
+    # a record without repeated reads (older characterize) cannot tell read noise
+    assert read_effects({k: (p[1:], r[1:]) for k, (p, r) in data.items()}).read_noise is None

@@ -642,6 +642,24 @@ def test_emulator_snapshot_restores_devices_and_noise():
         EmulatedCrossbar(2, 2).restore(snap)
 
 
+def test_a_snapshot_of_unpulsed_devices_holds_one_value_and_restores_them_all():
+    """mPES snapshots the emulator at build, when every device is at the model's start: the
+    snapshot keeps one value, not a second copy of the state (issue 27, item 5)."""
+    xbar = EmulatedCrossbar(30, 40, PowerLaw(noise=0.2), seed=3)  # mPES's default kind
+    start = xbar._n.copy()
+    snap = xbar.snapshot()
+    assert snap["n"].size == 1
+    xbar.apply(PulseBatch([0, 29], [0, 39], pulses=[5, 2]))
+    assert not np.array_equal(xbar._n, start)
+    xbar.restore(snap)
+    assert np.array_equal(xbar._n.view(np.uint32), start.view(np.uint32))
+    xbar.apply(PulseBatch([0], [0], pulses=5))
+    pulsed = xbar.snapshot()  # devices that differ keep a full copy
+    assert pulsed["n"].shape == start.shape
+    with pytest.raises(ValueError, match="shape"):
+        EmulatedCrossbar(2, 2).restore(snap)
+
+
 def test_learning_rate_matches_pes_weight_change_in_expectation():
     """On a fixed activity pattern, the mean weight change of ``mPES(learning_rate=...)``'s
     pulses equals Nengo PES's ``-learning_rate * dt / n_pre * e_i * a_j`` per cell."""

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from memristor_hil.lab.read_effects import ReadEffects
 
 ORDER = 40
 
@@ -68,11 +72,33 @@ def run(args: argparse.Namespace) -> int:
         fixed = name == "r0" and result.r0_fixed is not None
         sigma = "fixed" if fixed else f"{s['sigma']:.4f}"
         print(f"{label:<10} {s['median']:>14.6g} {s['mean']:>14.6g} {sigma:>13}")
+    effects = result.effects
+    if effects is not None:
+        print(f"read noise: {_describe_noise(effects)}")
+        print(f"stuck:      {_describe_stuck(effects)}")
     for note in result.notes:
         print(f"note: {note}")
     result.write_json(json_path)
     result.write_plot(plot_path)
     print(f"parameters: {json_path}")
     print(f"plot:       {plot_path}")
-    print(f"use:        emulator://?rows=R&cols=C&params={json_path}")
+    extra = effects.url_options() if effects is not None else ""
+    url = f"emulator://?rows=R&cols=C&params={json_path}" + (f"&{extra}" if extra else "")
+    print(f"use:        {url}")
     return 0
+
+
+def _describe_noise(effects: ReadEffects) -> str:
+    from memristor_hil.lab.read_effects import READ_RESOLUTION
+
+    if effects.read_noise is None:
+        return "not measured (no device was read twice without a pulse between)"
+    if effects.read_noise == 0:
+        return f"none seen ({effects.pairs} repeated reads agree to {READ_RESOLUTION:g} of R)"
+    return f"{effects.read_noise:.3g} of R per read (from {effects.pairs} repeated reads)"
+
+
+def _describe_stuck(effects: ReadEffects) -> str:
+    if effects.stuck is None:
+        return "cannot tell (the train did not move the devices far beyond the read noise)"
+    return f"{effects.stuck.size} of {effects.devices} devices (no pulse moved them)"

@@ -1,10 +1,11 @@
 """Characterize devices: pulse trains with reads in between, for fitting the power law.
 
-:func:`characterize` reads the chosen cells, then applies SET pulses to all of them in batches
-and reads them back after each batch, following a schedule of cumulative pulse counts
-(:func:`read_schedule`: every ``K`` pulses, or log-spaced, which suits a power law best). Run
-it on a :class:`~memristor_hil.lab.recording.RecordingCrossbar` and everything lands in a record
-that :func:`memristor_hil.lab.fitting.fit_record` fits.
+:func:`characterize` reads the chosen cells (twice: the difference is read noise), then
+applies SET pulses to all of them in batches and reads them back after each batch, following a
+schedule of cumulative pulse counts (:func:`read_schedule`: every ``K`` pulses, or log-spaced,
+which suits a power law best). Run it on a
+:class:`~memristor_hil.lab.recording.RecordingCrossbar` and everything lands in a record that
+:func:`memristor_hil.lab.fitting.fit_record` fits.
 """
 
 from __future__ import annotations
@@ -115,12 +116,16 @@ class Characterization:
         Pulses applied before each read, shape ``(reads + 1,)``, starting at 0.
     resistance : numpy.ndarray
         Ohm, shape ``(reads + 1, cells)``.
+    repeat_read : numpy.ndarray or None
+        A second reading of the untouched devices, right after the first (shape ``(cells,)``):
+        the two differ by read noise alone (:mod:`memristor_hil.lab.read_effects`).
     """
 
     rows: np.ndarray
     cols: np.ndarray
     pulses: np.ndarray
     resistance: np.ndarray
+    repeat_read: np.ndarray | None = None
 
 
 def characterize(
@@ -135,7 +140,10 @@ def characterize(
     width: float = 1e-6,
     progress: Callable[[int, int], None] | None = None,
 ) -> Characterization:
-    """Read the cells, then pulse them all and read them back on a schedule.
+    """Read the cells twice, then pulse them all and read them back on a schedule.
+
+    The second read of the untouched devices measures read noise (two reads with no pulse
+    between differ by it alone), which ``memristor-hil fit`` estimates.
 
     Parameters
     ----------
@@ -157,6 +165,7 @@ def characterize(
     cols = np.asarray(cols, dtype=np.int64)
     limit = crossbar.limits.max_pulses
     history = [crossbar.read(rows, cols)]
+    repeat_read = crossbar.read(rows, cols)
     done = 0
     for target in schedule:
         remaining = int(target) - done
@@ -169,4 +178,5 @@ def characterize(
         done = int(target)
         if progress is not None:
             progress(done, int(schedule[-1]))
-    return Characterization(rows, cols, np.r_[0, schedule].astype(np.int64), np.array(history))
+    pulses_before = np.r_[0, schedule].astype(np.int64)
+    return Characterization(rows, cols, pulses_before, np.array(history), repeat_read)

@@ -33,6 +33,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from ..powerlaw import PowerLaw, Variability
+from .read_effects import ReadEffects, read_effects
 from .record import Record
 
 __all__ = ["FitResult", "fit_device", "fit_devices", "fit_record"]
@@ -193,6 +194,9 @@ class FitResult:
         What the user should know (R0 fixed and why, devices that failed).
     data : dict
         ``{cell: (pulses, resistance)}``: the readings that were fitted (for plots).
+    effects : ReadEffects or None
+        Read noise and stuck devices as the readings show them (stuck devices are left out
+        of the fit's medians and spreads).
     """
 
     cells: np.ndarray
@@ -202,6 +206,7 @@ class FitResult:
     r0_fixed: float | None = None
     notes: list[str] = field(default_factory=list)
     data: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    effects: ReadEffects | None = None
 
     @property
     def rows(self) -> np.ndarray:
@@ -267,9 +272,21 @@ class FitResult:
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
-        """``{"model": PowerLaw fields, "fit": summary and per-device values}``."""
+        """``{"model": PowerLaw fields, "fit": summary and per-device values, "array": read
+        noise and stuck devices (the emulator's URL options, where the readings show them)}``.
+        """
+        effects = self.effects
         return {
             "model": self.model().to_dict(),
+            "array": None
+            if effects is None
+            else {
+                "read_noise": effects.read_noise,
+                "read_noise_pairs": effects.pairs,
+                "stuck": effects.stuck_fraction,
+                "stuck_cells": None if effects.stuck is None else effects.stuck.tolist(),
+                "url_options": effects.url_options(),
+            },
             "fit": {
                 "devices": int(self.cells.size),
                 "fitted": int(self.ok.sum()),
@@ -389,13 +406,14 @@ def fit_devices(
     if fixed is not None and not fixed >= 0:
         raise ValueError(f"a fixed R0 must be >= 0 ohm, got {fixed}")
     cells = np.array(sorted(data), dtype=np.int64)
-    result = _fit_all(cells, data, shape, voltage, fixed, progress)
+    effects = read_effects(data)
+    result = _fit_all(cells, data, shape, voltage, fixed, progress, effects)
     if r0 == "auto":
         s = result.summary()["r0"]
         se = np.median(result.values["se_r0"][result.ok]) if result.ok.any() else np.inf
         if not (s["median"] > 0 and se < R0_IDENTIFIABLE * s["median"]):
             nominal = PowerLaw().r0
-            result = _fit_all(cells, data, shape, voltage, nominal, progress)
+            result = _fit_all(cells, data, shape, voltage, nominal, progress, effects)
             result.notes.insert(
                 0,
                 f"R0 is not determined by these readings (fitted median {s['median']:.4g} ohm, "
@@ -413,18 +431,25 @@ def _fit_all(
     voltage: float,
     r0: float | None,
     progress: Callable[[int, int], None] | None,
+    effects: ReadEffects,
 ) -> FitResult:
+    stuck = np.isin(cells, effects.stuck if effects.stuck is not None else [])
     fits = []
-    for done, cell in enumerate(cells, 1):
-        fits.append(fit_device(*data[int(cell)], r0=r0))
+    for done, (cell, frozen) in enumerate(zip(cells, stuck, strict=True), 1):
+        fits.append(_failed() if frozen else fit_device(*data[int(cell)], r0=r0))
         if progress is not None:
             progress(done, cells.size)
     keys = ("r0", "r1", "a", "n0", "r_init", "rms", "se_r0", "se_r1", "se_a", "ok")
     values = {k: np.array([f[k] for f in fits], dtype=np.float64) for k in keys}
     if not cells.size:
         values = {k: np.empty(0) for k in keys}
-    result = FitResult(cells, values, shape, voltage, r0_fixed=r0, data=data)
-    failed = int(cells.size - result.ok.sum())
+    result = FitResult(cells, values, shape, voltage, r0_fixed=r0, data=data, effects=effects)
+    if stuck.any():
+        result.notes.append(
+            f"{int(stuck.sum())} of {cells.size} devices are stuck (no pulse moved them beyond "
+            "the read noise); they are left out of the fit and counted in the emulator's stuck="
+        )
+    failed = int(cells.size - result.ok.sum() - stuck.sum())
     if failed:
         result.notes.append(
             f"{failed} of {cells.size} devices could not be fitted (fewer than {MIN_POINTS} "

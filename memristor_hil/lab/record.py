@@ -30,7 +30,17 @@ from typing import Any
 import numpy as np
 
 from ..pulses import SafetyLimits
-from .record_codec import ReadingCodec, RecordError, narrow, pack, pack_cells, unpack, unpack_cells
+from .record_codec import (
+    ReadingCodec,
+    RecordError,
+    as_integers,
+    narrow,
+    pack,
+    pack_cells,
+    pack_float,
+    unpack,
+    unpack_cells,
+)
 
 __all__ = ["Event", "Readings", "Record", "RecordError", "pack", "unpack"]
 
@@ -127,6 +137,8 @@ class Readings:
 
 
 def _pack_value(value: float | np.ndarray) -> bytes:
+    if type(value) is float:  # the usual case, a batch's one voltage or width
+        return pack_float(value)
     array = np.asarray(value, dtype=np.float64).reshape(-1)
     return pack(array, compress=array.size > 1)
 
@@ -355,7 +367,7 @@ class Record:
         ``ascending`` says the cells strictly ascend (computed when not given).
         """
         self._check_writable()
-        flat = np.asarray(cells, dtype=np.int64).reshape(-1)
+        flat = as_integers(cells)
         encoding, cell_blob = pack_cells(flat, ascending)
         return self._insert(
             "INSERT INTO events (kind, time, duration, ncells, cells_encoding, cells, pulses, "
@@ -366,7 +378,7 @@ class Record:
                 flat.size,
                 encoding,
                 cell_blob,
-                pack(narrow(np.asarray(pulses, dtype=np.int64).reshape(-1))),
+                pack(narrow(as_integers(pulses))),
                 _pack_value(voltage),
                 _pack_value(width),
             ),
@@ -406,7 +418,7 @@ class Record:
     ) -> int:
         """Commit one read; returns its event index."""
         self._check_writable()
-        flat = np.asarray(cells, dtype=np.int64).reshape(-1)
+        flat = as_integers(cells)
         encoding, cell_blob = pack_cells(flat)
         return self._insert(
             "INSERT INTO events (kind, time, duration, ncells, cells_encoding, cells, resistance, "

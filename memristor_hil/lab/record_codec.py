@@ -22,11 +22,30 @@ Sizes and costs are measured by ``benchmarks/bench_record.py``.
 
 from __future__ import annotations
 
+import struct
 import zlib
 
 import numpy as np
 
-__all__ = ["RecordError", "ReadingCodec", "pack", "pack_cells", "unpack", "unpack_cells"]
+from .record_kernels import (
+    cell_bitmap,
+    cell_diffs,
+    delta_commit,
+    delta_planes,
+    int_range,
+    strictly_ascending,
+)
+
+__all__ = [
+    "RecordError",
+    "ReadingCodec",
+    "as_integers",
+    "pack",
+    "pack_cells",
+    "pack_float",
+    "unpack",
+    "unpack_cells",
+]
 
 
 class RecordError(ValueError):
@@ -62,6 +81,15 @@ def pack(array: np.ndarray, compress: bool = False) -> bytes:
     return b"z" + zlib.compress(data, _LEVEL) if compress else data
 
 
+def pack_float(value: float) -> bytes:
+    """``pack`` of one float64 value, without NumPy (a batch's voltage or width)."""
+    return _FLOAT64 + _DOUBLE.pack(value)
+
+
+_FLOAT64 = _TYPES[np.dtype("<f8")]
+_DOUBLE = struct.Struct("<d")
+
+
 def unpack(blob: bytes) -> np.ndarray:
     """Inverse of :func:`pack` (a new, writable array)."""
     try:
@@ -79,25 +107,54 @@ def narrow(values: np.ndarray) -> np.ndarray:
     """Integers in the narrowest signed type that holds them."""
     if values.size == 0:
         return values.astype(np.int8)
-    lo, hi = int(values.min()), int(values.max())
-    for dtype in (np.int8, np.int16, np.int32):
-        info = np.iinfo(dtype)
-        if info.min <= lo and hi <= info.max:
-            return values.astype(dtype)
-    return values.astype(np.int64)
+    lo, hi = int_range(values)
+    return values.astype(_narrowest(lo, hi), copy=False)
+
+
+def _narrowest(lo: int, hi: int) -> type:
+    """The narrowest signed integer type that holds ``lo`` and ``hi``."""
+    for dtype, low, high in _RANGES:
+        if low <= lo and hi <= high:
+            return dtype
+    return np.int64
+
+
+_RANGES = [(t, int(np.iinfo(t).min), int(np.iinfo(t).max)) for t in (np.int8, np.int16, np.int32)]
+
+
+def as_integers(values: np.ndarray) -> np.ndarray:
+    """Cell indices or pulse counts as a 1-D integer array (no copy when they are one)."""
+    flat = np.asarray(values).reshape(-1)
+    return flat if flat.dtype.kind in "iu" else flat.astype(np.int64)
 
 
 def pack_cells(flat: np.ndarray, ascending: bool | None = None) -> tuple[str, bytes]:
     """Cells as a compressed bitmap (strictly ascending and dense) or as differences."""
-    flat = np.asarray(flat, dtype=np.int64)
+    flat = as_integers(flat)
+    n = flat.size
     if ascending is None:
-        ascending = bool(flat.size == 0 or np.all(flat[1:] > flat[:-1]))
+        ascending = bool(strictly_ascending(flat))
     # A bitmap needs last/8 bytes; differences need at least one byte per cell.
-    if ascending and flat.size and flat[-1] // 8 + 1 < flat.size:
-        mask = np.zeros(int(flat[-1]) + 1, dtype=bool)
-        mask[flat] = True
-        return "bitmap", pack(np.packbits(mask), compress=True)
-    return "diff", pack(narrow(np.diff(flat, prepend=0)), compress=flat.size > 64)
+    if ascending and n and int(flat[-1]) // 8 + 1 < n:
+        bitmap = np.zeros(int(flat[-1]) // 8 + 1, dtype=np.uint8)
+        cell_bitmap(flat, bitmap)
+        return "bitmap", _zlib(pack(bitmap))
+    diffs = np.empty(n, np.int64)
+    lo, hi = cell_diffs(flat, diffs)
+    data = pack(diffs.astype(_narrowest(lo, hi), copy=False))
+    # Compressed only when long: in a running simulation each zlib call starts cold (~30-45
+    # us, about a tenth of a recorded 100x100 mPES step, bench_record.py), and a typical
+    # learning step's few hundred differences shrink by only ~400 bytes.
+    return "diff", _zlib(data) if n > _COMPRESS_CELLS else data
+
+
+#: Differences of more cells than this are zlib-compressed.
+_COMPRESS_CELLS = 2048
+
+
+def _zlib(data: bytes) -> bytes:
+    """``pack(..., compress=True)`` of an already packed blob."""
+    return b"z" + zlib.compress(data, _LEVEL)
 
 
 def unpack_cells(encoding: str, blob: bytes) -> np.ndarray:
@@ -113,18 +170,26 @@ def unpack_cells(encoding: str, blob: bytes) -> np.ndarray:
 _COMPRESS_ZEROS = 0.25
 
 
-def _pack_planes(planes: np.ndarray) -> bytes:
-    """Byte planes (one row each): a mask byte of the compressed ones, the other planes as they
-    are, then the compressed ones together as one zlib stream (``Z_RLE``)."""
+def _pack_planes(planes: np.ndarray, nonzero: np.ndarray) -> bytes:
+    """Byte planes (one row each, ``nonzero`` bytes in each): a mask byte of the compressed
+    ones, the other planes as they are, then the compressed ones together as one zlib stream
+    (``Z_RLE``)."""
     n = planes.shape[1]
-    zeros = n - np.count_nonzero(planes, axis=1)
-    packed = zeros >= _COMPRESS_ZEROS * n if n else np.zeros(len(planes), bool)
-    mask = int(np.dot(packed, 1 << np.arange(len(planes))))
-    out = bytes([mask]) + planes[~packed].tobytes()
-    if packed.any():
-        packer = zlib.compressobj(_LEVEL, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
-        out += packer.compress(planes[packed].tobytes()) + packer.flush()
-    return out
+    raw: list[bytes] = []
+    packed: list[bytes] = []
+    mask = 0
+    for p in range(planes.shape[0]):
+        if n and n - int(nonzero[p]) >= _COMPRESS_ZEROS * n:
+            mask |= 1 << p
+            packed.append(planes[p].tobytes())
+        else:
+            raw.append(planes[p].tobytes())
+    if packed:
+        # Run-length matches reach back one byte: the smallest window and hash table compress
+        # as well and spare allocating (and faulting in) zlib's default 256 kB of state.
+        packer = zlib.compressobj(_LEVEL, zlib.DEFLATED, 9, 1, zlib.Z_RLE)
+        raw.append(packer.compress(b"".join(packed)) + packer.flush())
+    return bytes([mask]) + b"".join(raw)
 
 
 def _unpack_planes(blob: bytes, width: int, n: int) -> np.ndarray:
@@ -156,6 +221,9 @@ class _State:
         self.shift = bits - 1
         self.last = np.zeros(size, self.utype)
         self.step = np.zeros(size, self.utype)
+        # the same memory as signed integers, for the compiled encoder
+        self.last_signed = self.last.view(self.itype)
+        self.step_signed = self.step.view(self.itype)
 
 
 class ReadingCodec:
@@ -175,6 +243,10 @@ class ReadingCodec:
         self.size = int(size)
         self._states = {4: _State(self.size, 32), 8: _State(self.size, 64)}
         self._pending: tuple[_State, np.ndarray, np.ndarray, np.ndarray] | None = None
+        # the encoder's work space, grown to the largest event seen: steps awaiting commit,
+        # and the byte planes (one row per byte of the readings' width)
+        self._steps = np.empty(0, np.int64)
+        self._planes = np.empty((8, 0), np.uint8)
 
     def encode(self, cells: np.ndarray, values: np.ndarray) -> bytes:
         """The blob for ``values`` read from ``cells``; call :meth:`commit` once it is stored."""
@@ -189,22 +261,24 @@ class ReadingCodec:
             exact = np.array_equal(narrow32.astype(np.float64), values)
             stored = narrow32 if exact else values
         state = self._states[stored.dtype.itemsize]
-        bits = np.ascontiguousarray(stored).view(state.utype)
-        step = bits - state.last[cells]
-        second = (step - state.step[cells]).view(state.itype)
-        zigzag = ((second << 1) ^ (second >> state.shift)).view(state.utype)
-        # one contiguous row per byte plane: counting zeros down a strided view costs 20x more
-        planes = np.ascontiguousarray(zigzag.view(np.uint8).reshape(-1, state.utype.itemsize).T)
-        self._pending = (state, cells, bits, step)
+        cells = np.asarray(cells).reshape(-1)
+        bits = np.ascontiguousarray(stored).view(state.itype)
+        n = cells.size
+        if n > self._steps.size:
+            self._steps = np.empty(n, np.int64)
+            self._planes = np.empty((8, n), np.uint8)
+        pending = self._steps[:n]
+        planes = self._planes[: state.itype.itemsize, :n]
+        nonzero = delta_planes(cells, bits, state.last_signed, state.step_signed, pending, planes)
+        self._pending = (state, cells, bits, pending)
         head = _DELTA + _TYPES[np.dtype(out).newbyteorder("<")] + _TYPES[stored.dtype]
-        return head + _pack_planes(planes)
+        return head + _pack_planes(planes, nonzero)
 
     def commit(self) -> None:
         """Make the last encoded event the reference for the next ones."""
         if self._pending is not None:
-            state, cells, bits, step = self._pending
-            state.last[cells] = bits
-            state.step[cells] = step
+            state, cells, bits, pending = self._pending
+            delta_commit(cells, bits, pending, state.last_signed, state.step_signed)
             self._pending = None
 
     def discard(self) -> None:

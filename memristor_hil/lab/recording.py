@@ -125,6 +125,10 @@ class RecordingCrossbar(Crossbar):
         """The wrapped crossbar's device model (see :attr:`.Crossbar.model`)."""
         return self._inner.model
 
+    def reserve(self, entries: int) -> None:
+        """Forwarded to the wrapped crossbar (see :meth:`.Crossbar.reserve`)."""
+        self._inner.reserve(entries)
+
     # can_restore, snapshot() and restore() keep the base class's "not available": rewinding
     # the devices behind the record's back would leave a record that no longer describes
     # them, so mPES treats a recording crossbar like hardware. Call them on ``inner`` if the

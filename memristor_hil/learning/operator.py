@@ -283,6 +283,8 @@ class SimmPES(Operator):
             )
             for k, part in enumerate(self.parts)
         ]
+        # the largest batch a step sends: a backend makes room for it now, not mid-run
+        self.use.crossbar.reserve(sum(runner.rows.shape[0] for runner in runners))
         pipeline = self.collector.pipeline_for(signals) if self.collector is not None else None
         if pipeline is not None:  # the collector's make_step ran first, for these signals
             return _overlapped_step(self, runners, pipeline)
@@ -756,16 +758,18 @@ class _LearningRate(_Policy):
         self.refresh = part.refresh
         if self.refresh is not None:
             self.pending = np.zeros(shape, dtype=np.bool_)
-            self.pend_i = np.empty(n, dtype=np.uint64)
-            self.pend_j = np.empty(n, dtype=np.uint64)
+            # the queue of pairs to refresh (row and column in the weight matrix): 32 bits
+            # hold any pair and halve the largest of the operator's buffers
+            self.pend_i = np.empty(n, dtype=np.uint32)
+            self.pend_j = np.empty(n, dtype=np.uint32)
             self.n_pending = 0
             self.since_refresh = 0
             if n < 3:  # room for one pair's refresh
                 r.rows, r.cols = np.empty(3, np.int32), np.empty(3, np.int32)
                 n = 3
             self.kinds = np.empty(n, dtype=np.int8)
-            self.voltages = np.empty(n, dtype=np.float64)
-        self.counts = np.empty(n, dtype=np.int64)
+        # pulses per cell, at most max_count: 32 bits where that holds it, half of int64's memory
+        self.counts = np.empty(n, dtype=np.int32 if self.max_count < 2**31 else np.int64)
         self.polarity = np.empty(n, dtype=np.bool_)
         self.stream = kernels.new_stream(rng)  # the policy's draws, as many as it needs
 
@@ -829,8 +833,9 @@ class _LearningRate(_Policy):
     def cell_voltages(self, size: int, voltage: float) -> np.ndarray:
         if not self.refreshing:
             return np.full(size, voltage)
-        out = self.voltages[:size]
-        out[:] = voltage
+        # a new array: only refresh steps (one in REFRESH_PERIOD_STEPS) need one, so no
+        # per-device buffer is held for it
+        out = np.full(size, voltage)
         out[self.kinds[:size] == pairs.KIND_RESET] = self.refresh.voltage
         return out
 
