@@ -16,6 +16,11 @@
    one step's worth of right-hand sides (as many as the array's own solver took per step in
    part 1) and compared with the ideal emulator's step.
 
+4. What the wire does to one write and one read of the 100x200 array (Nb:STO-like devices of
+   the emulator's default model, sigma 0.15): the voltage across the far-corner cell (0, 199)
+   when row 0 is written whole at 1 V and when that cell is written alone (V/2), and the V/2
+   read-back against the devices' own resistances.
+
 For every array run: LU factorisations and right-hand sides solved per step. The solver is a
 sparse direct one (SuperLU), so it has no iterations; without wire there is no solve at all
 (closed forms, one compiled pass per batch). Array configurations:
@@ -93,6 +98,33 @@ def _solver(xbar: object, steps: float) -> str:
     )
 
 
+def wire_effect(wires: tuple[float, ...] = (0.5, 2.0, 5.0)) -> None:
+    """Print part 4 (see the module's docstring) as a Markdown table."""
+    from memristor_hil.emulator.array import NodalSystem
+
+    print("| wire (ohm) | V at (0, 199), row 0 written | the cell alone | read-back error |")
+    print("|---|---|---|---|")
+    for wire in wires:
+        xbar = open_crossbar(
+            f"emulator://?rows=100&cols=200&seed=0&sigma=0.15&wire={wire}&read=v2&write=v2"
+        )
+        g = 1 / xbar.true_resistances()
+        rows, cols = xbar.shape
+        volts = []
+        for selected in (np.arange(cols), np.array([cols - 1])):
+            row_ends = np.full((rows, 2), np.nan)
+            col_ends = np.full((cols, 2), np.nan)
+            row_ends[:, 0], col_ends[:, 1] = 0.5, 0.5
+            row_ends[0, 0], col_ends[selected, 1] = 1.0, 0.0
+            nodes = NodalSystem(rows, cols, xbar.array.wiring).solve(g, row_ends, col_ends)
+            volts.append(nodes.device_voltage[0, cols - 1])
+        error = (xbar.read_all() / xbar.true_resistances() - 1).ravel()
+        print(
+            f"| {wire} | {volts[0]:.4f} V | {volts[1]:.4f} V | median {np.median(error):.2%},"
+            f" worst {error[np.argmax(np.abs(error))]:.2%} |"
+        )
+
+
 def peers(rows: int, cols: int, rhs: int) -> dict[str, float]:
     """CPU seconds for one step of ``rhs`` right-hand sides on the wired ``rows x cols``
     nodal system (2 ohm wires, Nb:STO-like devices), the peers' ways (see the module's
@@ -154,6 +186,9 @@ def main() -> None:
         t, xbar = pulsing(f"{base}&{query}", args.cells, args.steps)
         print(f"  {name:28s} {t:9.4f} s  ratio {t / ideal:8.1f}x{_solver(xbar, args.steps + 1)}")
     print(f"  peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
+
+    print("\n4. the wire's effect on one write and one read of the 100x200 array (V/2)")
+    wire_effect()
 
 
 if __name__ == "__main__":
