@@ -204,6 +204,8 @@ class _Factor:
         self.a_ff = lap[self.free][:, self.free].tocsc()
         self.coupling = lap[self.free][:, self.held]
         self.lu = _factorise(self.a_ff) if self.free.size and factor else None
+        #: infinity norm of the free nodes' matrix (for the backward error of each solve)
+        self.norm = float(abs(self.a_ff).sum(axis=1).max()) if self.free.size else 0.0
 
     def solve(self, conductance: np.ndarray, row_ends: np.ndarray, col_ends: np.ndarray) -> Nodes:
         rows, cols = self.shape
@@ -233,9 +235,12 @@ class _Factor:
             rhs = rhs[self.free] - self.coupling @ x[self.held]
             # one right-hand side at a time: SuperLU's multi-column solve took 5-20 ms per
             # column on the 40,000-unknown 100x200 system against 4-5 ms one by one
+            rhs = np.asfortranarray(rhs)
+            free = np.empty_like(rhs)  # Fortran order: each column contiguous
             for i in range(k):
-                x[self.free, i] = self.lu.solve(rhs[:, i])
-            _check_residual(self.a_ff, x[self.free], rhs)
+                free[:, i] = self.lu.solve(rhs[:, i])
+            _check_residual(self.a_ff, self.norm, free, rhs)
+            x[self.free] = free
         u = x[self.u_id.ravel()].reshape(rows, cols, k)
         w = x[self.w_id.ravel()].reshape(rows, cols, k)
         # End currents: from the source into the line (word lines), out of the line into the
@@ -280,10 +285,12 @@ class SolveError(ArithmeticError):
     never returned)."""
 
 
-def _check_residual(matrix: sparse.csc_matrix, x: np.ndarray, rhs: np.ndarray) -> None:
+def _check_residual(
+    matrix: sparse.csc_matrix, norm_a: float, x: np.ndarray, rhs: np.ndarray
+) -> None:
     """Raise :class:`SolveError` unless every column's backward error is within the
-    tolerance (the LU is direct: this catches a factor that lost its accuracy)."""
-    norm_a = float(abs(matrix).sum(axis=1).max())
+    tolerance (the LU is direct: this catches a factor that lost its accuracy); ``norm_a``
+    is the matrix's infinity norm."""
     residual = np.abs(matrix @ x - rhs).max(axis=0)
     scale = norm_a * np.abs(x).max(axis=0) + np.abs(rhs).max(axis=0)
     error = residual / np.maximum(scale, np.finfo(float).tiny)
