@@ -429,3 +429,105 @@ def test_the_service_serves_an_array_and_restores_it_from_its_state(tmp_path):
         with open_crossbar(service.url) as remote:
             np.testing.assert_allclose(remote.read_all(), local.read_all(), rtol=1e-12)
             assert not np.allclose(local.read_all(), local.true_resistances())  # sneak paths
+
+
+class _OperationWrites(ArrayCrossbar):
+    """An array crossbar that applies a one-voltage batch operation by operation (the
+    per-cell count path's oracle)."""
+
+    def _apply_counted(self, batch, voltage, flat):
+        return None
+
+
+@pytest.mark.parametrize("scheme", ["v2", "v3"])
+@pytest.mark.parametrize("group", ["row", "cell"])
+@pytest.mark.parametrize("threshold", [0.03, 0.4])
+def test_counted_writes_match_the_operations_one_by_one(scheme, group, threshold):
+    # random batches with repeated cells and mixed counts on a 7x9 array with stuck devices;
+    # at V/3 above the threshold the unselected cells' (alpha - beta) V would act between the
+    # half-selects on a model with a RESET branch (that takes the operation path): no RESET then
+    reset = scheme == "v2" or threshold > 0.5 / 3
+    model = LOW_R.replace(reset=reset, reset_r3=1e6)
+    array = ArrayOptions(Wiring(), write=scheme, group=group, threshold=threshold)
+    kw = dict(seed=4, array=array, effects=DeviceEffects(stuck=0.1))
+    fast = ArrayCrossbar(7, 9, model, **kw)
+    slow = _OperationWrites(7, 9, model, **kw)
+    counted = []
+    apply_counted = fast._apply_counted
+    fast._apply_counted = lambda *a: counted.append(apply_counted(*a)) or counted[-1]
+    rng = np.random.default_rng(1)
+    durations = []
+    for voltage in (0.5, 0.5, -0.5 if reset else 0.5, 0.5):
+        size = 25
+        batch = PulseBatch(
+            rng.integers(0, 7, size),
+            rng.integers(0, 9, size),
+            pulses=rng.integers(0, 4, size),
+            voltage=voltage,
+        )
+        for xbar in (fast, slow):
+            xbar.apply(batch)
+        durations.append((fast.time, slow.time))
+    taken = [c is not None for c in counted]
+    assert all(taken)
+    assert not np.allclose(fast.pulse_counts, ArrayCrossbar(7, 9, model, **kw).pulse_counts)
+    np.testing.assert_allclose(fast.pulse_counts, slow.pulse_counts, rtol=1e-9)
+    assert [a for a, _ in durations] == pytest.approx([b for _, b in durations])
+
+
+def test_a_v3_batch_whose_third_voltage_acts_is_applied_operation_by_operation():
+    model = LOW_R.replace(reset=True, reset_r3=1e6)
+    array = ArrayOptions(Wiring(), write="v3", threshold=0.03)
+    fast = ArrayCrossbar(4, 5, model, seed=1, array=array)
+    slow = _OperationWrites(4, 5, model, seed=1, array=array)
+    batch = PulseBatch([0, 2, 3], [1, 1, 4], pulses=[1, 2, 1], voltage=0.5)
+    assert fast._apply_counted(batch, batch.voltage, np.array([1, 11, 19])) is None
+    for xbar in (fast, slow):
+        xbar.apply(batch)
+    np.testing.assert_array_equal(fast.pulse_counts, slow.pulse_counts)
+
+
+def test_a_sweep_run_on_an_emulator_url_draws_its_devices_from_the_run_seed():
+    # the URL names no seed or sigma: the run's reach the emulator it opens, so the seeds of an
+    # experiments/array.toml sweep draw their own devices, with the sweep's variability
+    from memristor_hil.experiments.tasks import RunSpec, run_task
+
+    def mse(seed, url):
+        spec = RunSpec(
+            task="x^2",
+            rule="mPES",
+            seed=seed,
+            stimulus="sine",
+            seconds=0.2,
+            pulses="one",
+            sigma=0.15,
+            crossbar=url,
+        )
+        return run_task(spec)["mse"]
+
+    url = "emulator://?read=v2&write=v2"
+    assert mse(1, url) == mse(1, f"{url}&seed=1&sigma=0.15")
+    assert mse(1, url) != mse(1, f"{url}&seed=0&sigma=0.15")
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.2])
+def test_float32_counted_sets_match_the_operations_one_by_one(sigma):
+    # float32 states take float32 powers in the fused SET pass (as the ideal emulator's
+    # float32 kernel): equal to the per-operation float64 arithmetic to float32 rounding
+    model = LOW_R.replace(dtype="float32", variability=sigma)
+    array = ArrayOptions(Wiring(), write="v2")
+    fast = ArrayCrossbar(6, 8, model, seed=3, array=array)
+    slow = _OperationWrites(6, 8, model, seed=3, array=array)
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        batch = PulseBatch(
+            rng.integers(0, 6, 20),
+            rng.integers(0, 8, 20),
+            pulses=rng.integers(0, 3, 20),
+            voltage=0.4,
+        )
+        for xbar in (fast, slow):
+            xbar.apply(batch)
+    assert fast.pulse_counts.dtype == np.float32
+    assert not np.allclose(fast.pulse_counts, ArrayCrossbar(6, 8, model, seed=3).pulse_counts)
+    np.testing.assert_allclose(fast.pulse_counts, slow.pulse_counts, rtol=2e-5)

@@ -227,3 +227,30 @@ def test_a_256x256_array_agrees_with_spsolve():
     u, w = _reference(g, wiring, row_ends, col_ends)
     np.testing.assert_allclose(nodes.u, u, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(nodes.w, w, rtol=1e-9, atol=1e-9)
+
+
+def test_a_solve_that_misses_its_tolerance_raises_naming_it():
+    # the LU is direct; a factor that has lost its accuracy (here: one solve perturbed by
+    # 1e-6) must raise, never hand back node voltages
+    from memristor_hil.emulator.array.circuit import RESIDUAL_TOLERANCE, SolveError
+
+    rng = np.random.default_rng(0)
+    system = NodalSystem(4, 5, Wiring(row_wire=1.0, col_wire=1.0))
+    g = rng.uniform(1e-4, 1e-2, (4, 5))
+    row_ends = np.full((4, 2), np.nan)
+    row_ends[:, 0] = 1.0
+    col_ends = np.zeros((5, 2))
+    good = system.solve(g, row_ends, col_ends, version=1)
+    factor = system._factor
+    exact = factor.lu
+
+    class Perturbed:
+        def solve(self, b):
+            return exact.solve(b) * (1 + 1e-6)
+
+    factor.lu = Perturbed()
+    with pytest.raises(SolveError, match=f"tolerance RESIDUAL_TOLERANCE = {RESIDUAL_TOLERANCE:g}"):
+        system.solve(g, row_ends, col_ends, version=1)
+    factor.lu = exact
+    again = system.solve(g, row_ends, col_ends, version=1)
+    np.testing.assert_array_equal(again.u, good.u)

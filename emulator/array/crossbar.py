@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 
 import numpy as np
@@ -15,7 +16,7 @@ from memristor_hil.pulses import PulseBatch, SafetyLimits
 from ..crossbar import EmulatedCrossbar
 from ..kernels import resistance as law_resistance
 from .circuit import NodalSystem
-from .kernels import apply_biased_operations
+from .kernels import apply_biased_operations, apply_counted_pulses, apply_counted_sets
 from .measure import admittance, biased_sense_current, floating_sense_current
 from .options import (
     DRIFT_T0,
@@ -25,7 +26,7 @@ from .options import (
     DeviceEffects,
     Wiring,
 )
-from .writes import Operation, biased_cells, operation_fields, operations
+from .writes import Operation, biased_cells, counted_pulses, operation_fields, operations
 
 __all__ = ["ArrayCrossbar"]
 
@@ -176,7 +177,7 @@ class ArrayCrossbar(EmulatedCrossbar):
             duration = batch.total_pulses * width
             self._apply_alone(batch, flat, voltage)
         else:
-            duration = self._apply_through_array(batch, voltage) * width
+            duration = self._apply_through_array(batch, voltage, flat) * width
         self._version += 1
         self.advance(duration + self.effects.tick)
         if not read_back:
@@ -196,8 +197,11 @@ class ArrayCrossbar(EmulatedCrossbar):
         super()._apply_batch(batch, False, None)
         self._n[self._stuck] = kept
 
-    def _apply_through_array(self, batch: PulseBatch, voltage: object) -> int:
+    def _apply_through_array(self, batch: PulseBatch, voltage: object, flat: np.ndarray) -> int:
         """Write through the circuit; returns the pulses the operations last, in total."""
+        counted = self._apply_counted(batch, voltage, flat)
+        if counted is not None:
+            return counted
         ops = operations(
             np.asarray(batch.rows, np.int64),
             np.asarray(batch.cols, np.int64),
@@ -228,6 +232,74 @@ class ArrayCrossbar(EmulatedCrossbar):
             self._pulse(cells, op.pulses, dv[cells])
         return total
 
+    def _apply_counted(self, batch: PulseBatch, voltage: object, flat: np.ndarray) -> int | None:
+        """Without wire, a batch at one voltage in one compiled pass over the cells (see
+        :func:`~.writes.counted_pulses`); None where that does not apply (wire, drift or
+        write noise, several voltages, or unselected cells that the scheme's third voltage
+        ``(alpha - beta) V`` would change: they would take pulses between the half-select
+        ones). Returns the pulses the operations last, in total."""
+        bias = WRITE_SCHEMES[self.array.write]
+        if bias is None or not self.array.wiring.ideal or not self._compiled_writes:
+            return None
+        pulses = np.broadcast_to(np.asarray(batch.pulses, np.int64), np.shape(batch.rows))
+        volts = np.broadcast_to(np.asarray(voltage, dtype=float), pulses.shape)[pulses > 0]
+        if not volts.size:
+            return 0
+        v = float(volts[0])
+        alpha, beta = bias
+        threshold = max(self.array.threshold, np.finfo(float).tiny)
+        other = (alpha - beta) * v
+        other_acts = abs(other) >= threshold and (other > 0 or self.model.reset)
+        if np.any(volts != v) or other_acts or not math.isclose(alpha, 1 - beta):
+            return None
+        flat = np.asarray(flat, np.int64).ravel()
+        keep = pulses.ravel() > 0
+        counts, before, after, duration = counted_pulses(
+            flat[keep],
+            pulses.ravel()[keep].astype(float),
+            self.shape,
+            self.array.group,
+            abs(alpha * v) >= threshold,
+        )
+        powers = self._set_powers(v, alpha * v)
+        if powers is not None:
+            ft = self._n.dtype
+            apply_counted_sets(
+                self._n,
+                counts.astype(ft),
+                before.astype(ft),
+                after.astype(ft),
+                powers,
+                np.asarray(self._n_min, ft).reshape(-1),
+                self._stuck_mask,
+            )
+            return duration
+        apply_counted_pulses(
+            self._n,
+            counts,
+            before,
+            after,
+            (v, alpha * v),
+            self._stuck_mask,
+            self._kernel_params(),
+            self._kernel_law(),
+        )
+        return duration
+
+    def _set_powers(self, v: float, v_half: float) -> tuple[np.ndarray, ...] | None:
+        """The powers :func:`~.kernels.apply_counted_sets` takes, in the state's dtype, when
+        both voltages SET every device (a(V) < 0); else None."""
+        if v <= 0 or v_half <= 0:
+            return None
+        a = np.asarray(self.params.a, dtype=float).reshape(-1)
+        a_h = a + self.model.a_slope * (v_half - self.model.v_ref)
+        a_v = a + self.model.a_slope * (v - self.model.v_ref)
+        if np.any(a_h >= 0) or np.any(a_v >= 0):
+            return None
+        e_h, e_v = a / a_h, a / a_v
+        ft = self._n.dtype
+        return tuple(x.astype(ft) for x in (e_h, e_v / e_h, e_h / e_v, 1.0 / e_h))
+
     @property
     def _compiled_writes(self) -> bool:
         """The compiled closed-form path applies: no drift to fold in per write, no write
@@ -244,18 +316,6 @@ class ArrayCrossbar(EmulatedCrossbar):
             dtype=float,
         ).reshape(-1, 5)
         op_cols = np.concatenate([op.cols for op in ops]) if ops else np.zeros(0, np.int64)
-        model, p = self.model, self.params
-        ft = np.finfo(self._n.dtype)
-        law = (
-            float(model.a_slope),
-            float(model.v_ref),
-            1.0 if model.reset else 0.0,
-            float(model.reset_r3),
-            float(model.reset_exponent),
-            float(ft.eps),
-            float(ft.tiny),
-        )
-        params = tuple(np.asarray(x, dtype=float) for x in (p.a, p.r0, p.r1, self._n_min))
         apply_biased_operations(
             self._n,
             self.shape,
@@ -263,8 +323,26 @@ class ArrayCrossbar(EmulatedCrossbar):
             op_cols.astype(np.int64),
             (float(bias[0]), float(bias[1]), float(threshold)),
             self._stuck_mask,
-            params,
-            law,
+            self._kernel_params(),
+            self._kernel_law(),
+        )
+
+    def _kernel_params(self) -> tuple[np.ndarray, ...]:
+        """The devices' (a, r0, r1, n_min) for the compiled kernels."""
+        p = self.params
+        return tuple(np.asarray(x, dtype=float) for x in (p.a, p.r0, p.r1, self._n_min))
+
+    def _kernel_law(self) -> tuple[float, ...]:
+        """The model's constants for the compiled kernels (see :mod:`.kernels`)."""
+        model, ft = self.model, np.finfo(self._n.dtype)
+        return (
+            float(model.a_slope),
+            float(model.v_ref),
+            1.0 if model.reset else 0.0,
+            float(model.reset_r3),
+            float(model.reset_exponent),
+            float(ft.eps),
+            float(ft.tiny),
         )
 
     def _pulse(self, flat: np.ndarray, pulses: int, voltage: np.ndarray) -> None:
@@ -312,9 +390,15 @@ class ArrayCrossbar(EmulatedCrossbar):
             if bias is None:
                 y = self._admittance()
                 current = floating_sense_current(y, self.shape[0], (rows, cols), v)
+            elif bias == (0.0, 0.0) and np.unique(rows).size < np.unique(cols).size:
+                # grounded: I = -v Y[rows + c, r] = -v Y[r, rows + c] (Y is symmetric), so one
+                # right-hand side per distinct word line serves as well, and there are fewer
+                used, where = np.unique(rows, return_inverse=True)
+                columns = self._admittance_columns(used)[:, where.ravel()]
+                current = -v * columns[self.shape[0] + cols, np.arange(cols.size)]
             else:  # only the bit lines read: one right-hand side per distinct column
                 used, where = np.unique(cols, return_inverse=True)
-                columns = self._bit_line_columns(used)[:, where.ravel()]
+                columns = self._admittance_columns(self.shape[0] + used)[:, where.ravel()]
                 current = biased_sense_current(columns, self.shape[0], (rows, cols), v, bias)
         return (v / self._converted(current)).astype(self._n.dtype)
 
@@ -328,21 +412,19 @@ class ArrayCrossbar(EmulatedCrossbar):
             self._columns = (self._version, g.sum(axis=0))
         return self._columns[1]
 
-    def _bit_line_columns(self, used: np.ndarray) -> np.ndarray:
-        """``Y[:, rows + used]``; columns solved once per device state, as they are needed."""
+    def _admittance_columns(self, ports: np.ndarray) -> np.ndarray:
+        """``Y[:, ports]``; columns solved once per device state, as they are needed."""
         cache = self._y_columns
         if cache is None or cache[0] != self._version:
             cache = self._y_columns = (self._version, {})
         known = cache[1]
-        missing = np.array([c for c in used.tolist() if c not in known], dtype=np.int64)
+        missing = np.array([p for p in ports.tolist() if p not in known], dtype=np.int64)
         if missing.size:
             conductance = 1.0 / self._device_resistance().reshape(self.shape)
-            solved = admittance(
-                self._system, conductance, self._version, ports=self.shape[0] + missing
-            )
-            for i, c in enumerate(missing.tolist()):
-                known[c] = solved[:, i]
-        return np.stack([known[c] for c in used.tolist()], axis=1)
+            solved = admittance(self._system, conductance, self._version, ports=missing)
+            for i, p in enumerate(missing.tolist()):
+                known[p] = solved[:, i]
+        return np.stack([known[p] for p in ports.tolist()], axis=1)
 
     def _admittance(self) -> np.ndarray:
         if self._y is None or self._y[0] != self._version:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["apply_biased_operations"]
+__all__ = ["apply_biased_operations", "apply_counted_pulses", "apply_counted_sets"]
 
 
 @njit(cache=True, nogil=True)
@@ -87,3 +87,60 @@ def apply_biased_operations(
                         _one(n, i * ncols + j, k, v_other, stuck, params, law)
         for t in range(first, last):
             mark[op_cols[t]] = False
+
+
+@njit(cache=True, nogil=True)
+def apply_counted_pulses(
+    n, counts, before, after, volts, stuck, params, law
+):  # pragma: no cover - compiled
+    """Every cell's pulses of a one-voltage batch at once: ``before[c]`` half-select pulses,
+    then its own ``counts[c]`` at ``volts[0]``, then ``after[c]`` half-select pulses at
+    ``volts[1]`` (a cell with no pulses of its own takes ``before + after`` in one go).
+
+    Pulses at one voltage compose: the power law's ``k`` pulses from ``n`` give
+    ``(n^e + k)^(1/e)`` and its RESET branch ``m + k``, so a run of operations that reach a
+    cell at one voltage is one call of ``_one`` with their summed count (equal to applying
+    them one by one up to rounding; the tests compare the two).
+    """
+    v, v_half = volts
+    for cell in range(counts.shape[0]):
+        k = counts[cell]
+        if k == 0:
+            h = before[cell] + after[cell]
+            if h > 0:
+                _one(n, cell, h, v_half, stuck, params, law)
+            continue
+        if before[cell] > 0:
+            _one(n, cell, before[cell], v_half, stuck, params, law)
+        _one(n, cell, k, v, stuck, params, law)
+        if after[cell] > 0:
+            _one(n, cell, after[cell], v_half, stuck, params, law)
+
+
+@njit(cache=True, nogil=True)
+def apply_counted_sets(n, counts, before, after, powers, n_min, stuck):  # pragma: no cover
+    """:func:`apply_counted_pulses` where both voltages SET every device (``a(V) < 0``), in
+    the precision of ``n``: the state stays in the power of the exponents between the runs,
+    four powers a cell instead of six, and no branch in the loop (the same rule as ``_one``
+    up to rounding, which the tests check). ``powers`` = (e_h, e_v / e_h, e_h / e_v,
+    1 / e_h) with ``e = a / a(V)`` at the half-select (h) and the selected voltage (v), one
+    shared or one per device; ``counts``, ``before``, ``after``, ``powers`` and ``n_min``
+    in ``n``'s dtype (float32 states take float32 powers, as the ideal emulator's kernel)."""
+    e_h, r_hv, r_vh, r_h = powers
+    per_device, per_min = e_h.shape[0] > 1, n_min.shape[0] > 1
+    has_stuck = stuck.shape[0] > 0
+    p, q = 0, 0
+    for cell in range(counts.shape[0]):
+        if per_device:
+            p = cell
+        if per_min:
+            q = cell
+        k, b, f = counts[cell], before[cell], after[cell]
+        if k == 0:  # no pulses of its own: one run of half-selects
+            b, f = b + f, f * 0
+        x0 = n[cell]
+        y = max(x0, n_min[q]) ** e_h[p] + b
+        y = y ** r_hv[p] + k
+        y = (y ** r_vh[p] + f) ** r_h[p]
+        keep = k + b == 0 or has_stuck and stuck[cell]
+        n[cell] = x0 if keep else y

@@ -31,7 +31,7 @@ import numpy as np
 
 from .circuit import NodalSystem
 
-__all__ = ["Operation", "biased_cells", "operation_fields", "operations"]
+__all__ = ["Operation", "biased_cells", "counted_pulses", "operation_fields", "operations"]
 
 _CHUNK = 32  # operations solved together (memory: _CHUNK * 2 * rows * cols floats)
 
@@ -150,3 +150,37 @@ def biased_cells(
         parts.append(cells)
         volts.append(np.full(cells.size, (alpha - beta) * v))
     return np.concatenate(parts), np.concatenate(volts)
+
+
+def counted_pulses(
+    flat: np.ndarray, pulses: np.ndarray, shape: tuple[int, int], group: str, half: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """A one-voltage batch without wire resistance as pulse counts per cell, in the order the
+    operations of :func:`operations` reach it (rows in order; within a row, by count level for
+    ``"row"`` grouping, by column for ``"cell"``).
+
+    Returns ``counts`` (each cell's own pulses), ``before`` and ``after`` (the half-select
+    pulses it takes before and after its own: from operations on earlier and later rows that
+    select its column, and from its own row's operations that do not select it), and the
+    pulses all operations last in total. With ``half`` False (the half-select voltage is
+    below the threshold) ``before`` and ``after`` are zero. The selected row's half-select
+    voltage ``(1 - beta) V`` and the selected columns' ``alpha V`` are the same in both
+    schemes, so both kinds of half-select pulse add into one count.
+    """
+    rows, cols = shape
+    counts = np.bincount(flat, weights=pulses, minlength=rows * cols).reshape(shape)
+    total_row = counts.max(axis=1) if group == "row" else counts.sum(axis=1)
+    duration = int(total_row.sum())
+    if not half:
+        zero = np.zeros(rows * cols)
+        return counts.ravel(), zero, zero, duration
+    column_before = np.cumsum(counts, axis=0) - counts  # earlier rows, same column
+    column_after = counts.sum(axis=0) - column_before - counts
+    if group == "row":  # selected for the first `count` levels of its row, then half-selected
+        row_before = np.where(counts > 0, 0.0, total_row[:, None])
+    else:  # one operation per cell, in column order
+        row_before = np.cumsum(counts, axis=1) - counts
+    row_after = total_row[:, None] - row_before - counts
+    before = column_before + row_before
+    after = column_after + row_after
+    return counts.ravel(), before.ravel(), after.ravel(), duration

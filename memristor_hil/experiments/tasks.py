@@ -274,13 +274,34 @@ def _rule(spec: RunSpec, crossbar: Any, layout: Any) -> Any:
             kwargs[name] = value
     if spec.exponent is not None:
         kwargs["a"] = spec.exponent
-    if spec.sigma is not None:
+    if isinstance(crossbar, str) and crossbar.lower().startswith("emulator://"):
+        crossbar = _emulator_url(crossbar, spec)
+    elif spec.sigma is not None:
         kwargs["variability"] = spec.sigma
     if crossbar is not None:
         kwargs["crossbar"] = crossbar
     if layout is not None:
         kwargs["layout"] = layout
     return mPES(**kwargs)
+
+
+def _emulator_url(url: str, spec: RunSpec) -> str:
+    """An ``emulator://`` URL with the run's seed and ``sigma`` where it names none: the
+    emulator it opens draws its devices from them (the rule's own ``variability`` describes
+    only its default emulator), so runs of one sweep differ by seed and repeat exactly."""
+    from urllib.parse import urlencode
+
+    from memristor_hil.url_options import query_options
+
+    parts, options = query_options(url)
+    extra = {"seed": spec.seed}
+    if spec.sigma is not None:
+        extra["sigma"] = spec.sigma
+    added = {k: v for k, v in extra.items() if k not in options}
+    if not added:
+        return url
+    base = url.partition("?")[0]
+    return f"{base}?" + "&".join(q for q in (parts.query, urlencode(added)) if q)
 
 
 @dataclass
