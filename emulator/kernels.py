@@ -52,10 +52,11 @@ __all__ = [
 
 # The arrays that travel together into the kernels, grouped so that a call names each group
 # once and two arrays of one type cannot be swapped silently: callers build the NamedTuples
-# below by name and pass them as plain tuples (``tuple(group)``), which the kernels unpack in
-# the field order, right under each definition. Why plain: numba dispatches a plain tuple on
-# its C fast path (0.15 us over the arrays passed one by one) but types a NamedTuple in Python
-# (0.6-1 us each), and a one-cell batch's whole apply is about 4 us.
+# below by name and pass them as plain tuples (``tuple(group)``, the fields in the
+# NamedTuple's order), and each kernel names them again first thing (``d = Devices(*d)``,
+# free in compiled code). Why plain: numba dispatches a plain tuple on its C fast path
+# (0.15 us over the arrays passed one by one) but types a NamedTuple in Python (0.6-1 us
+# each), and a one-cell batch's whole apply is about 4 us.
 
 
 class Devices(NamedTuple):
@@ -164,16 +165,17 @@ def apply_set_pulses(devices, flat, pulses, read, ascending):  # pragma: no cove
     the loop. (Turning states into resistances block by block inside the pulse loop, while
     they are in cache, measured slower than this second, vectorised pass.)
     """
-    out, convert = read
+    read = ReadBack(*read)
+    out = read.out
     size = flat.shape[0]
     keep = out.shape[0] > 0
     _pulse(devices, flat, pulses, out if keep and ascending else out[:0])
     if keep:
         if not ascending:
-            n = devices[0]
+            n = Devices(*devices).n
             for i in range(size):
                 out[i] = n[flat[i]]
-        _to_resistance(out, flat, devices, convert)
+        _to_resistance(out, flat, devices, read.convert)
 
 
 @njit(cache=True, nogil=True)
@@ -195,8 +197,9 @@ def locate_and_apply(rows, cols, shape, flat, devices, pulses, read):  # pragma:
 @njit(cache=True, nogil=True)
 def _pulse(devices, flat, pulses, out):  # pragma: no cover - compiled
     """The pulse loop of :func:`apply_set_pulses`, each new state also into a non-empty ``out``."""
-    n, n_min, _, _, _ = devices
-    counts, ratio, noise, draws = pulses
+    d = Devices(*devices)
+    p = SetPulses(*pulses)
+    n, n_min, counts, ratio, noise, draws = d.n, d.n_min, p.counts, p.ratio, p.noise, p.draws
     per_device_min = n_min.shape[0] > 1
     per_device_ratio = ratio.shape[0] > 1
     shared_pulses = counts.shape[0] == 1
@@ -224,11 +227,11 @@ def _pulse(devices, flat, pulses, out):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _to_resistance(x, cells, devices, convert):  # pragma: no cover - compiled
-    _, _, r0, r1, a = devices
+    d = Devices(*devices)
     if convert == FLOAT32_LAW:
-        power_law_f32(x, r0, r1, a, cells)
+        power_law_f32(x, d.r0, d.r1, d.a, cells)
     elif convert == SHARED_FLOAT64_LAW:
-        _power_law_shared(x, r0[0], r1[0], a[0])
+        _power_law_shared(x, d.r0[0], d.r1[0], d.a[0])
 
 
 @njit(cache=True, nogil=True)
@@ -397,18 +400,19 @@ def add_set_pulses_each_voltage(devices, flat, pulses):  # pragma: no cover - co
     ``a`` and ``n_min`` are per device or single shared entries; ``draws`` as in
     :func:`apply_set_pulses`.
     """
-    n, n_min, _, _, a = devices
-    counts, voltage, a_slope, v_ref, noise, draws = pulses
+    d = Devices(*devices)
+    p = VoltagePulses(*pulses)
+    n, n_min, a, draws = d.n, d.n_min, d.a, p.draws
     per_device = a.shape[0] > 1
     per_device_min = n_min.shape[0] > 1
     with_noise = draws.shape[0] > 0
     for i in range(flat.shape[0]):
         j = flat[i]
-        k = 1.0 * counts[i]
+        k = 1.0 * p.counts[i]
         if with_noise:
-            k = max(k + noise * np.sqrt(k) * draws[i], 0.0)
+            k = max(k + p.noise * np.sqrt(k) * draws[i], 0.0)
         a_j = a[j] if per_device else a[0]
-        e = a_j / (a_j + a_slope * (voltage[i] - v_ref))
+        e = a_j / (a_j + p.a_slope * (p.voltage[i] - p.v_ref))
         x = n[j]
         lo = n_min[j] if per_device_min else n_min[0]
         if x < lo:
