@@ -664,6 +664,7 @@ def test_learning_rate_matches_pes_weight_change_in_expectation():
     """On a fixed activity pattern, the mean weight change of ``mPES(learning_rate=...)``'s
     pulses equals Nengo PES's ``-learning_rate * dt / n_pre * e_i * a_j`` per cell."""
     from memristor_hil.learning import kernels, pairs
+    from memristor_hil.learning.groups import Cells, Inputs, Pairs, Selection
 
     n_post, n_pre, dt, learning_rate, gain = 4, 6, 0.001, 1e-4, 1e3
     model = PowerLaw(dtype="float32")
@@ -686,18 +687,21 @@ def test_learning_rate_matches_pes_weight_change_in_expectation():
         pairs.nominal_pulse_change(block, c, model.r0, model.r1, model.a)
         for block in (start[:, :n_pre], start[:, n_pre:])
     )
-    n_active, n_rows = kernels.select_pulses(
-        acts, 0.5, local_error, threshold, 0, origins, active, rows_sel, positive,
-        rows, cols, np.empty(n_pre, np.int32), False,
-    )  # fmt: skip
+    inputs = Inputs(acts=acts, local_error=local_error, threshold=threshold, mask_source=acts)
+    sel = Selection(order=0, mask_threshold=0.5, active=active, post_rows=rows_sel,
+                    positive=positive, scratch=np.empty(n_pre, np.int32),
+                    sizes=np.zeros(2, np.int64))  # fmt: skip
+    cells = Cells(rows=rows, cols=cols, counts=counts, polarity=polarity)
+    block = Pairs(origins=origins, r_pos=start[:, :n_pre], r_neg=start[:, n_pre:],
+                  weights=np.zeros((n_post, n_pre)), c=c)  # fmt: skip
+    cal = (per_pos, per_neg, np.ones_like(per_pos), np.ones_like(per_neg))
+    kernels.select_pulses(inputs, sel, block, cells, False)
     trials = 20000
     mean_counts = np.zeros((n_post, 2 * n_pre))
     for _ in range(trials):
         size, _total = kernels.learning_rate_cells(
-            acts, local_error, active, n_active, rows_sel, positive, n_rows, origins,
-            learning_rate * dt / n_pre, 100, per_pos, per_neg,
-            rows, cols, counts, polarity, stream,
-        )  # fmt: skip
+            inputs, sel, block, learning_rate * dt / n_pre, 100, cal, cells, stream
+        )
         np.add.at(mean_counts, (rows[:size], cols[:size]), counts[:size])
     mean_counts /= trials
     # the weight change of one pulse on each device, measured on the emulator
@@ -728,6 +732,7 @@ def test_learning_rate_counts_are_stochastic_roundings_of_their_expectation(scal
     """Each cell's count is floor(x) or floor(x) + 1 with mean x = alpha |e_i| a_j / per_pulse,
     whether the row is sampled by thinning (all x < 1) or cell by cell (some x >= 1)."""
     from memristor_hil.learning import kernels
+    from memristor_hil.learning.groups import Calibration, Cells, Inputs, Pairs, Selection
 
     n_post, n_pre = 3, 40
     rng = np.random.default_rng(1)
@@ -742,13 +747,18 @@ def test_learning_rate_counts_are_stochastic_roundings_of_their_expectation(scal
     origins = np.array([0, 0, 0, n_pre], dtype=np.int64)
     out = [np.empty(n_post * n_pre, t) for t in (np.int32, np.int32, np.int64, np.bool_)]
     stream = kernels.new_stream(np.random.default_rng(2))
+    inputs = Inputs(acts=acts, local_error=local_error, threshold=np.zeros(1), mask_source=acts)
+    sel = Selection(order=0, mask_threshold=0.5, active=active, post_rows=rows_sel,
+                    positive=positive, scratch=np.empty(n_pre, np.int32),
+                    sizes=np.array([active.size, n_post]))  # fmt: skip
+    block = Pairs(origins=origins, r_pos=per_pos, r_neg=per_neg, weights=per_pos, c=1.0)
+    cal = Calibration(per_pos=per_pos, per_neg=per_neg, ratio_pos=per_pos, ratio_neg=per_neg)
     trials = 20000
     sums = np.zeros((n_post, 2 * n_pre))
     for _ in range(trials):
         size, total = kernels.learning_rate_cells(
-            acts, local_error, active, active.size, rows_sel, positive, n_post, origins,
-            scale, 100, per_pos, per_neg, *out, stream,
-        )  # fmt: skip
+            inputs, sel, block, scale, 100, cal, Cells(*out), stream
+        )
         rows, cols, counts = (a[:size] for a in out[:3])
         assert total == counts.sum() and np.all(np.diff(rows * 2 * n_pre + cols) > 0)
         np.add.at(sums, (rows, cols), counts)
@@ -803,6 +813,7 @@ def test_read_back_calibration_learns_each_devices_change_per_pulse():
     factors of 2-3; after one calibrated store (the read-back of a few pulses) each device's
     predicted change of its next pulse matches what the device then does."""
     from memristor_hil.learning import pairs
+    from memristor_hil.learning.groups import Calibration, Cells, HostModel, Pairs
 
     n_post, n_pre, gain = 8, 10, 1e3
     model = PowerLaw(dtype="float64", variability=0.15)
@@ -822,8 +833,10 @@ def test_read_back_calibration_learns_each_devices_change_per_pulse():
     origins = np.array([0, 0, 0, n_pre], dtype=np.int64)
     back = xbar.apply(PulseBatch(rows, cols, counts, model.v_ref), read_back=True)
     pairs.store_calibrated(
-        rows, cols, polarity, counts, rows.size, origins, back, r_pos, r_neg, weights, c,
-        per_pos, per_neg, ratio_pos, ratio_neg, model.r0, model.r1, inv_a, 1.0,
+        Cells(rows=rows, cols=cols, counts=counts, polarity=polarity), rows.size, back,
+        Pairs(origins=origins, r_pos=r_pos, r_neg=r_neg, weights=weights, c=c),
+        Calibration(per_pos=per_pos, per_neg=per_neg, ratio_pos=ratio_pos, ratio_neg=ratio_neg),
+        HostModel(r0=model.r0, r1=model.r1, inv_a=inv_a), 1.0,
     )  # fmt: skip
     after = xbar.read_all()
     assert np.allclose(weights, c * (1 / after[:, :n_pre] - 1 / after[:, n_pre:]))
@@ -846,6 +859,7 @@ def test_one_pulse_calibration_reuses_the_kept_nominal_change():
     """For a one-pulse cell, store_calibrated takes the nominal change it kept at the last
     store instead of evaluating the model again: the ratios come out as from the model."""
     from memristor_hil.learning import pairs
+    from memristor_hil.learning.groups import Calibration, Cells, HostModel, Pairs
 
     n_post, n_pre, gain = 6, 7, 1e3
     model = PowerLaw(dtype="float64", variability=0.15)
@@ -868,9 +882,9 @@ def test_one_pulse_calibration_reuses_the_kept_nominal_change():
                 for p in per:
                     p[...] = np.inf
             pairs.store_calibrated(
-                rows, cols, cols < n_pre, counts, rows.size, np.array([0, 0, 0, n_pre]), back,
-                r_pos, r_neg, np.zeros((n_post, n_pre)), c, *per, *ratios,
-                model.r0, model.r1, 1.0 / model.a, 0.5,
+                Cells(rows=rows, cols=cols, counts=counts, polarity=cols < n_pre), rows.size,
+                back, Pairs(np.array([0, 0, 0, n_pre]), r_pos, r_neg, np.zeros((n_post, n_pre)), c),
+                Calibration(*per, *ratios), HostModel(model.r0, model.r1, 1.0 / model.a), 0.5,
             )  # fmt: skip
         results.append(np.hstack([*ratios, *per]))
     assert np.allclose(results[0], results[1], rtol=1e-9, atol=0)

@@ -18,11 +18,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .groups import Calibration, Cells, Inputs, Pairs, Selection
+
 __all__ = [
     "ORDER_NATURAL",
     "ORDER_NEG_FIRST",
     "ORDER_POS_FIRST",
     "block_row",
+    "choose_learning_rate",
     "keep_entry",
     "select_pulses",
     "store",
@@ -62,60 +65,48 @@ def _select_rows(local_error, threshold, order, rows_sel, positive):  # pragma: 
 
 
 @njit(cache=True, nogil=True)
-def select_pulses(  # pragma: no cover - compiled
-    acts,
-    mask_threshold,
-    local_error,
-    threshold,
-    order,
-    origins,
-    active,
-    rows_sel,
-    positive,
-    rows_out,
-    cols_out,
-    cols_scratch,
-    fill,
-):
+def select_pulses(inputs, sel, pairs, cells, fill):  # pragma: no cover - compiled
     """Choose a step's pulses and write their cells.
 
     Parameters
     ----------
-    acts : 1-D float array
-        What marks a pre neuron active: its filtered activity (the published mask) or its
-        spike output in this step.
-    mask_threshold : float
-        A pre neuron is active where ``acts[j] > mask_threshold`` (0.5 for filtered
-        activities, i.e. ``round(a_j) > 0``; 0 for spikes).
-    local_error, threshold : 1-D float arrays
-        Per-post-neuron error, and threshold (1 or ``n_post`` entries).
-    order : int
-        One of ``ORDER_*``.
-    origins : int array ``[pos_row, pos_col, neg_row, neg_col]``
-        Top-left cells of the positive and negative blocks.
-    active, rows_sel, positive : output arrays
-        Active pre columns; pulsed post rows and whether each pulses its positive devices.
-    rows_out, cols_out : output arrays
-        Crossbar cells, ``len(rows_sel) * len(active)`` of them, row by row.
-    cols_scratch : array of ``cols_out``'s type, ``n_pre`` long
-        Scratch space.
+    inputs : Inputs
+        The step's signals: a pre neuron is active where ``mask_source[j] >
+        sel.mask_threshold`` (0.5 for filtered activities, i.e. ``round(a_j) > 0``; 0 for
+        spikes); a post row is pulsed where ``|local_error[i]|`` exceeds its threshold.
+    sel : Selection
+        Written: ``active``, ``post_rows``, ``positive``, ``sizes``; ``order`` is one of
+        ``ORDER_*``.
+    pairs : Pairs
+        Read: ``origins``, the top-left cells of the positive and negative blocks.
+    cells : Cells
+        With ``fill``, ``rows``/``cols`` get the crossbar cells, ``n_rows * n_active`` of
+        them, row by row (the other fields are not touched).
     fill : bool
-        Write ``rows_out``/``cols_out`` (False: only choose rows and columns).
+        Write ``cells.rows``/``cells.cols`` (False: only choose rows and columns).
 
     Returns
     -------
-    (n_active, n_rows) : the number of active columns and of pulsed rows.
+    (n_active, n_rows) : the number of active columns and of pulsed rows (also in
+    ``sel.sizes``).
     """
+    inputs, sel, pairs, cells = Inputs(*inputs), Selection(*sel), Pairs(*pairs), Cells(*cells)
+    acts, active = inputs.mask_source, sel.active
     n_active = 0
     for j in range(acts.shape[0]):
-        if acts[j] > mask_threshold:
+        if acts[j] > sel.mask_threshold:
             active[n_active] = j
             n_active += 1
+    sel.sizes[0] = n_active
+    sel.sizes[1] = 0
     if n_active == 0:
         return 0, 0
-    n_rows = _select_rows(local_error, threshold, order, rows_sel, positive)
+    rows_sel, positive = sel.post_rows, sel.positive
+    n_rows = _select_rows(inputs.local_error, inputs.threshold, sel.order, rows_sel, positive)
+    sel.sizes[1] = n_rows
     if not fill:
         return n_active, n_rows
+    rows_out, cols_out, cols_scratch, origins = cells.rows, cells.cols, sel.scratch, pairs.origins
     for t in range(n_active):
         cols_scratch[t] = cols_out.dtype.type(active[t])
     for r in range(n_rows):
@@ -135,10 +126,12 @@ def select_pulses(  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _raise_running_max(
-    acts, active, n_active, local_error, rows_sel, n_rows, running_max
-):  # pragma: no cover - compiled
-    """Raise ``running_max[0]`` to this step's largest ``|e_i| a_j`` and return it."""
+def _raise_running_max(inputs, sel, running_max):  # pragma: no cover - compiled
+    """Raise ``running_max[0]`` to this step's largest ``|e_i| a_j`` (``sel``'s last
+    selection) and return it."""
+    acts, local_error = inputs.acts, inputs.local_error
+    active, rows_sel = sel.active, sel.post_rows
+    n_active, n_rows = sel.sizes[0], sel.sizes[1]
     a_max = 0.0
     for t in range(n_active):
         a_max = max(a_max, acts[active[t]])
@@ -150,18 +143,19 @@ def _raise_running_max(
 
 
 @njit(cache=True, nogil=True)
-def scaled_counts(  # pragma: no cover - compiled
-    acts, local_error, active, n_active, rows_sel, n_rows, levels, per_step, running_max, out
-):
+def scaled_counts(inputs, sel, levels, per_step, running_max, out):  # pragma: no cover
     """Pulse counts growing with ``|Delta_ij| = |e_i| a_j``: ``ceil(levels * |Delta| / max)``.
 
-    ``running_max[0]`` (the largest ``|Delta|`` seen so far) is updated first; every count is
-    at least 1 and is multiplied by ``per_step`` (pulse intervals due this step). Returns the
-    total number of pulses.
+    For ``sel``'s last selection (:func:`select_pulses`), cell by cell in its order, into
+    ``out``. ``running_max[0]`` (the largest ``|Delta|`` seen so far) is updated first; every
+    count is at least 1 and is multiplied by ``per_step`` (pulse intervals due this step).
+    Returns the total number of pulses.
     """
-    scale = levels / _raise_running_max(
-        acts, active, n_active, local_error, rows_sel, n_rows, running_max
-    )
+    inputs, sel = Inputs(*inputs), Selection(*sel)
+    acts, local_error = inputs.acts, inputs.local_error
+    active, rows_sel = sel.active, sel.post_rows
+    n_active, n_rows = sel.sizes[0], sel.sizes[1]
+    scale = levels / _raise_running_max(inputs, sel, running_max)
     k = 0
     total = 0
     for r in range(n_rows):
@@ -176,17 +170,20 @@ def scaled_counts(  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def store(  # pragma: no cover - compiled
-    rows_sel, positive, n_rows, active, n_active, resistances, r_pos, r_neg, weights, c
-):
-    """Write read-back resistances into ``r_pos``/``r_neg`` and recompute the touched weights.
+def store(sel, resistances, pairs):  # pragma: no cover - compiled
+    """Write read-back resistances into ``pairs.r_pos``/``r_neg`` and recompute the touched
+    weights.
 
-    ``resistances`` is in the order :func:`select_pulses` emitted the cells. Pass unsigned
-    ``rows_sel`` and ``active``: unsigned indices spare numba's negative-index wraparound,
+    ``resistances`` is in the order :func:`select_pulses` emitted ``sel``'s last selection.
+    ``sel``'s unsigned ``post_rows`` and ``active`` spare numba's negative-index wraparound,
     about 20% of this memory-bound loop. ``c * (1/R+ - 1/R-)`` is computed as
     ``c * (R- - R+) / (R+ R-)``: one division instead of two, which this scalar (gathering)
     loop cannot vectorise (measured: 1.7 ms -> 1.1 ms for 5e5 cells).
     """
+    sel, pairs = Selection(*sel), Pairs(*pairs)
+    rows_sel, positive, active = sel.post_rows, sel.positive, sel.active
+    n_active, n_rows = sel.sizes[0], sel.sizes[1]
+    r_pos, r_neg, weights, c = pairs.r_pos, pairs.r_neg, pairs.weights, pairs.c
     k = 0
     for r in range(n_rows):
         i = rows_sel[r]
@@ -217,36 +214,30 @@ def block_row(origins, i, is_pos):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def stochastic_cells(  # pragma: no cover - compiled
-    acts,
-    local_error,
-    active,
-    n_active,
-    rows_sel,
-    positive,
-    n_rows,
-    origins,
-    levels,
-    per_step,
-    running_max,
-    rows_out,
-    cols_out,
-    counts_out,
-    polarity_out,
-    uniforms,
+    inputs, sel, pairs, levels, per_step, running_max, cells, uniforms
 ):
     """Pulse counts whose expectation is ``levels * |Delta| / running max``, zeros dropped.
 
-    Each count is ``floor(levels * |Delta_ij| / max + u)`` with ``u`` uniform in [0, 1): the
+    For ``sel``'s last selection (:func:`select_pulses` without ``fill``). Each count is
+    ``floor(levels * |Delta_ij| / max + u)`` with ``u`` uniform in [0, 1): the
     ``n_rows * n_active`` entries of ``uniforms``, one per candidate cell in order (drawn in
     bulk by the caller from a ``numpy.random.Generator`` of the operator's own: the same
     values, in the same order, as one ``rng.random()`` per cell, at a fraction of the cost),
-    times ``per_step``; cells whose count is 0 are left out of the
-    batch. ``polarity_out`` records whether each kept cell is a positive device. Returns the
-    number of cells kept and the total number of pulses.
+    times ``per_step``; cells whose count is 0 are left out of the batch, the others written
+    to ``cells`` (``polarity``: whether each is a positive device). Returns the number of
+    cells kept and the total number of pulses.
     """
-    scale = levels / _raise_running_max(
-        acts, active, n_active, local_error, rows_sel, n_rows, running_max
+    inputs, sel, pairs, cells = Inputs(*inputs), Selection(*sel), Pairs(*pairs), Cells(*cells)
+    acts, local_error, origins = inputs.acts, inputs.local_error, pairs.origins
+    active, rows_sel, positive = sel.active, sel.post_rows, sel.positive
+    n_active, n_rows = sel.sizes[0], sel.sizes[1]
+    rows_out, cols_out, counts_out, polarity_out = (
+        cells.rows,
+        cells.cols,
+        cells.counts,
+        cells.polarity,
     )
+    scale = levels / _raise_running_max(inputs, sel, running_max)
     k = 0
     total = 0
     d = 0
@@ -279,25 +270,26 @@ def pair_index(origins, row, col, is_pos):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def store_cells(  # pragma: no cover - compiled
-    rows, cols, polarity, size, origins, resistances, r_pos, r_neg, weights, c
-):
-    """Like :func:`store`, for a batch listed cell by cell (``polarity``: positive device)."""
+def store_cells(cells, size, resistances, pairs):  # pragma: no cover - compiled
+    """Like :func:`store`, for the first ``size`` cells of a batch listed cell by cell."""
+    cells, pairs = Cells(*cells), Pairs(*pairs)
+    rows, cols, polarity = cells.rows, cells.cols, cells.polarity
     for k in range(size):
-        i, j = pair_index(origins, rows[k], cols[k], polarity[k])
+        i, j = pair_index(pairs.origins, rows[k], cols[k], polarity[k])
         if polarity[k]:
-            r_pos[i, j] = resistances[k]
+            pairs.r_pos[i, j] = resistances[k]
         else:
-            r_neg[i, j] = resistances[k]
-        pair_weight(r_pos, r_neg, weights, i, j, c)
+            pairs.r_neg[i, j] = resistances[k]
+        pair_weight(pairs, i, j)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def pair_weight(r_pos, r_neg, weights, i, j, c):  # pragma: no cover - compiled
-    """Set pair ``(i, j)``'s weight ``c * (1/R+ - 1/R-)`` from its two stored resistances."""
-    x = np.float64(r_pos[i, j])
-    y = np.float64(r_neg[i, j])
-    weights[i, j] = c * (y - x) / (x * y)
+def pair_weight(pairs, i, j):  # pragma: no cover - compiled
+    """Set pair ``(i, j)``'s weight ``c * (1/R+ - 1/R-)`` from its two stored resistances
+    (``pairs``: a :class:`~.groups.Pairs`)."""
+    x = np.float64(pairs.r_pos[i, j])
+    y = np.float64(pairs.r_neg[i, j])
+    pairs.weights[i, j] = pairs.c * (y - x) / (x * y)
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -330,29 +322,14 @@ def new_stream(generator: np.random.Generator) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def learning_rate_cells(  # pragma: no cover - compiled
-    acts,
-    local_error,
-    active,
-    n_active,
-    rows_sel,
-    positive,
-    n_rows,
-    origins,
-    alpha,
-    levels,
-    per_pos,
-    per_neg,
-    rows_out,
-    cols_out,
-    counts_out,
-    polarity_out,
-    stream,
+    inputs, sel, pairs, alpha, levels, cal, cells, stream
 ):
     """Pulse counts whose expected weight change is PES's ``alpha * |e_i| a_j``.
 
-    ``alpha`` is ``learning_rate * dt / n_pre`` (Nengo's PES). ``per_pos``/``per_neg`` hold
-    each device's weight change per SET pulse (kept up to date for the pulsed cells by the
-    store, so no power is evaluated here), so the expected count is
+    For ``sel``'s last selection (:func:`select_pulses` without ``fill``), into ``cells``.
+    ``alpha`` is ``learning_rate * dt / n_pre`` (Nengo's PES). ``cal.per_pos``/``per_neg``
+    hold each device's weight change per SET pulse (kept up to date for the pulsed cells by
+    the store, so no power is evaluated here), so the expected count is
     ``x = alpha |e_i| a_j / per_pulse``, rounded stochastically to ``floor(x)`` or
     ``floor(x) + 1`` with mean ``x``, and capped at ``levels``; cells with no pulse are left
     out of the batch. Returns the number of cells kept and the total number of pulses.
@@ -366,6 +343,12 @@ def learning_rate_cells(  # pragma: no cover - compiled
     a row with some ``x >= 1`` draws a uniform per cell. Uniforms come from ``stream``
     (:func:`uniform`), the operator's own.
     """
+    inputs, sel, pairs, cells = Inputs(*inputs), Selection(*sel), Pairs(*pairs), Cells(*cells)
+    cal = Calibration(*cal)
+    acts, local_error, origins = inputs.acts, inputs.local_error, pairs.origins
+    active, rows_sel, positive = sel.active, sel.post_rows, sel.positive
+    n_active, n_rows = sel.sizes[0], sel.sizes[1]
+    per_pos, per_neg = cal.per_pos, cal.per_neg
     acts_active = np.empty(n_active, np.float64)
     for t in range(n_active):
         acts_active[t] = acts[active[t]]
@@ -388,28 +371,38 @@ def learning_rate_cells(  # pragma: no cover - compiled
             for t in range(n_active):
                 count = np.int64(min(expected[t] + uniform(stream), levels))
                 if count > 0:
-                    k = keep_entry(rows_out, cols_out, counts_out, polarity_out, k, row,
-                              col0 + np.int64(active[t]), count, positive[r])  # fmt: skip
+                    k = keep_entry(cells, k, row, col0 + np.int64(active[t]), count, positive[r])
                     total += count
             continue
         log_miss = np.log1p(-x_max)  # visits at geometric gaps: P(visit) = x_max per cell
         t = np.int64(np.log(1.0 - uniform(stream)) / log_miss)
         while t < n_active:
             if uniform(stream) * x_max < expected[t]:
-                k = keep_entry(rows_out, cols_out, counts_out, polarity_out, k, row,
-                          col0 + np.int64(active[t]), 1, positive[r])  # fmt: skip
+                k = keep_entry(cells, k, row, col0 + np.int64(active[t]), 1, positive[r])
                 total += 1
             t += 1 + np.int64(np.log(1.0 - uniform(stream)) / log_miss)
     return k, total
 
 
 @njit(cache=True, nogil=True, inline="always")
-def keep_entry(
-    rows_out, cols_out, counts_out, polarity_out, k, row, col, count, is_pos
-):  # pragma: no cover - compiled
-    """Append one cell to a cell-by-cell batch; returns the next free position."""
-    rows_out[k] = row
-    cols_out[k] = col
-    counts_out[k] = count
-    polarity_out[k] = is_pos
+def keep_entry(cells, k, row, col, count, is_pos):  # pragma: no cover - compiled
+    """Write one cell at position ``k`` of a cell-by-cell batch (a :class:`~.groups.Cells`);
+    returns the next free position."""
+    cells.rows[k] = row
+    cells.cols[k] = col
+    cells.counts[k] = count
+    cells.polarity[k] = is_pos
     return k + 1
+
+
+@njit(cache=True, nogil=True)
+def choose_learning_rate(  # pragma: no cover - compiled
+    inputs, sel, pairs, alpha, levels, cal, cells, stream
+):
+    """:func:`select_pulses` (without ``fill``) then :func:`learning_rate_cells`, in one
+    compiled call: a step's choice for the ``learning_rate`` policy. Returns the number of
+    cells kept and the total number of pulses (``(0, 0)``: nothing to pulse)."""
+    n_active, n_rows = select_pulses(inputs, sel, pairs, cells, False)
+    if n_active * n_rows == 0:
+        return 0, 0
+    return learning_rate_cells(inputs, sel, pairs, alpha, levels, cal, cells, stream)

@@ -15,6 +15,7 @@ from ..crossbar import PendingApply
 from ..pulses import PulseBatch
 from . import kernels, pairs
 from .crossbars import CrossbarUse
+from .groups import Calibration, Cells, HostModel, Inputs, Pairs, RefreshQueue, Selection, plain
 
 __all__ = ["ConnectionPart", "ConnectionSignals", "Refresh", "SimmPES", "SimmPESCollect"]
 
@@ -277,7 +278,7 @@ class SimmPES(Operator):
         runners = [
             _PartRunner(
                 part,
-                *(signals[s] for s in self.connection_signals(k)),
+                ConnectionSignals(*(signals[s] for s in self.connection_signals(k))),
                 dt=dt,
                 rng=generator,
             )
@@ -520,40 +521,52 @@ def _immediate_step(op: SimmPES, runners: list[_PartRunner]) -> Callable[[], Non
 
 class _PartRunner:
     """One connection's signals and buffers, the selection every policy shares, and its pulse
-    policy (:class:`_Policy`), chosen once when the step is made."""
+    policy (:class:`_Policy`), chosen once when the step is made.
+
+    The arrays the kernels take travel in the named groups of :mod:`.groups`, built here by
+    keyword and kept as plain tuples (:func:`.groups.plain`: what numba types fastest).
+    """
 
     def __init__(
-        self,
-        part: ConnectionPart,
-        acts: np.ndarray,
-        local_error: np.ndarray,
-        threshold: np.ndarray,
-        mask_source: np.ndarray,
-        r_pos: np.ndarray,
-        r_neg: np.ndarray,
-        weights: np.ndarray,
-        pulses: np.ndarray,
-        state: np.ndarray,
-        dt: float,
-        rng: np.random.Generator,
+        self, part: ConnectionPart, signals: ConnectionSignals, dt: float, rng: np.random.Generator
     ) -> None:
-        n_post, n_pre = weights.shape
-        self.acts, self.local_error, self.threshold = acts, local_error, threshold
-        self.mask_source, self.mask_threshold = mask_source, float(part.mask_threshold)
-        self.r_pos, self.r_neg, self.weights = r_pos, r_neg, weights
-        self.pulses, self.state = pulses, state
-        self.origins = np.asarray(part.origins, dtype=np.int64)
-        self.order = part.order
+        n_post, n_pre = signals.weights.shape
+        self.r_pos, self.r_neg = signals.pos_resistances, signals.neg_resistances
+        self.pulses, self.state = signals.pulses, signals.state
         self.c = part.gain * part.conductance_scale
         self.interval_steps = None if part.pulse_interval is None else dt / part.pulse_interval
-        self.active = np.empty(n_pre, dtype=np.uint64)  # unsigned: no wraparound checks
-        self.rows_sel = np.empty(n_post, dtype=np.uint64)
-        self.positive = np.empty(n_post, dtype=np.bool_)
+        self.inputs = plain(
+            Inputs(
+                acts=signals.pre_filtered,
+                local_error=signals.local_error,
+                threshold=signals.threshold,
+                mask_source=signals.mask_source,
+            )
+        )
+        self.sel = plain(
+            Selection(
+                order=part.order,
+                mask_threshold=float(part.mask_threshold),
+                active=np.empty(n_pre, dtype=np.uint64),  # unsigned: no wraparound checks
+                post_rows=np.empty(n_post, dtype=np.uint64),
+                positive=np.empty(n_post, dtype=np.bool_),
+                scratch=np.empty(n_pre, dtype=np.int32),
+                sizes=np.zeros(2, dtype=np.int64),
+            )
+        )
+        self.pairs = plain(
+            Pairs(
+                origins=np.asarray(part.origins, dtype=np.int64),
+                r_pos=self.r_pos,
+                r_neg=self.r_neg,
+                weights=signals.weights,
+                c=self.c,
+            )
+        )
+        #: The batch's cells (a policy may grow them before it builds its ``Cells``).
         self.rows = np.empty(n_post * n_pre, dtype=np.int32)
         self.cols = np.empty(n_post * n_pre, dtype=np.int32)
-        self.cols_scratch = np.empty(n_pre, dtype=np.int32)
-        self.running_max = state[1:2]
-        self.n_active = self.n_rows = 0
+        self.running_max = self.state[1:2]
         self.size = 0  # cells of the last batch chosen (what store() takes)
         self.total = 0  # pulses of the last choose(): what the step writes to ``pulses``
         self.policy: _Policy = _POLICIES[part.policy](self, part, dt, rng)
@@ -574,40 +587,24 @@ class _PartRunner:
             self.state[0] = credit - per_step
             if per_step == 0:
                 return 0, 0
-        self.policy.refreshing = False
         return self.policy.choose(per_step)
 
-    def select(self, fill: bool) -> int:
+    def select(self, cells: tuple, fill: bool) -> int:
         """The pulsed rows and active columns (:func:`kernels.select_pulses`); with ``fill``
-        their cells too, row by row. Returns the number of candidate cells."""
-        n_active, n_rows = kernels.select_pulses(
-            self.mask_source,
-            self.mask_threshold,
-            self.local_error,
-            self.threshold,
-            self.order,
-            self.origins,
-            self.active,
-            self.rows_sel,
-            self.positive,
-            self.rows,
-            self.cols,
-            self.cols_scratch,
-            fill,
-        )
-        self.n_active, self.n_rows = n_active, n_rows
+        their cells too, row by row, into ``cells``. Returns the number of candidate cells."""
+        n_active, n_rows = kernels.select_pulses(self.inputs, self.sel, self.pairs, cells, fill)
         return n_active * n_rows
-
-    def cell_voltages(self, size: int, voltage: float) -> np.ndarray:
-        """Each chosen cell's pulse voltage: ``voltage``, or the RESET voltage in a refresh."""
-        return self.policy.cell_voltages(size, voltage)
 
     def batch(self, size: int, count: Any, voltage: float, width: float) -> PulseBatch:
         """This connection's cells as a batch of its own."""
         if self.refreshing:
-            voltages = self.cell_voltages(size, voltage)
+            voltages = self.policy.cell_voltages(size, voltage)
             return PulseBatch(self.rows[:size], self.cols[:size], count, voltages, width)
         return PulseBatch(self.rows[:size], self.cols[:size], count, voltage, width)
+
+    def cell_voltages(self, size: int, voltage: float) -> np.ndarray:
+        """Each chosen cell's pulse voltage: ``voltage``, or the RESET voltage in a refresh."""
+        return self.policy.cell_voltages(size, voltage)
 
     def store(self, resistances: np.ndarray) -> None:
         """Take the read-back resistances of the chosen cells, in the order chosen."""
@@ -621,22 +618,37 @@ class _Policy:
     Parameters
     ----------
     runner : _PartRunner
-        The connection's signals and shared buffers.
+        The connection's signals, groups and shared buffers.
     part : ConnectionPart
         The connection's settings.
     dt : float
         The simulator's timestep.
     rng : numpy.random.Generator
         The operator's own generator (the random policies draw from it).
+
+    Attributes
+    ----------
+    refreshing : bool
+        True while the last batch chosen is a refresh (only the learning-rate policy has one).
+    cells : tuple
+        The policy's :class:`~.groups.Cells` (plain): the runner's ``rows``/``cols`` and the
+        policy's counts and polarities.
     """
 
-    #: True while the last batch chosen is a refresh (only the learning-rate policy has one).
     refreshing = False
 
     def __init__(
         self, runner: _PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
     ) -> None:
         self.r = runner
+        self.counts = np.empty(0, dtype=np.int64)
+        self.polarity = np.empty(0, dtype=np.bool_)
+
+    def _cells(self) -> tuple:
+        """The plain :class:`~.groups.Cells` of the runner's cells and this policy's counts."""
+        return plain(
+            Cells(rows=self.r.rows, cols=self.r.cols, counts=self.counts, polarity=self.polarity)
+        )
 
     def choose(self, per_step: int) -> tuple[int, Any]:
         """This step's cells (in the runner's ``rows``/``cols``) for ``per_step`` pulse
@@ -653,11 +665,18 @@ class _Policy:
 
 
 class _OnePulse(_Policy):
-    """The published rule: one pulse per interval on every candidate cell."""
+    """The published rule: one pulse per interval on every candidate cell (the product of the
+    pulsed rows and active columns, :func:`kernels.select_pulses`)."""
+
+    def __init__(
+        self, runner: _PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
+    ) -> None:
+        super().__init__(runner, part, dt, rng)
+        self.cells = self._cells()
 
     def choose(self, per_step: int) -> tuple[int, Any]:
         r = self.r
-        size = r.select(fill=True)
+        size = r.select(self.cells, fill=True)
         if size == 0:
             return 0, 0
         r.size, r.total = size, size * per_step
@@ -665,8 +684,7 @@ class _OnePulse(_Policy):
 
     def store(self, resistances: np.ndarray) -> None:
         r = self.r
-        kernels.store(r.rows_sel, r.positive, r.n_rows, r.active, r.n_active, resistances,
-                      r.r_pos, r.r_neg, r.weights, r.c)  # fmt: skip
+        kernels.store(r.sel, resistances, r.pairs)
 
 
 class _Scaled(_OnePulse):
@@ -678,15 +696,16 @@ class _Scaled(_OnePulse):
         super().__init__(runner, part, dt, rng)
         self.levels = part.levels
         self.counts = np.empty(runner.rows.shape[0], dtype=np.int64)
+        self.cells = self._cells()
 
     def choose(self, per_step: int) -> tuple[int, Any]:
         r = self.r
-        size = r.select(fill=True)
+        size = r.select(self.cells, fill=True)
         if size == 0:
             return 0, 0
-        r.total = kernels.scaled_counts(r.acts, r.local_error, r.active, r.n_active, r.rows_sel,
-                                        r.n_rows, self.levels, per_step, r.running_max,
-                                        self.counts)  # fmt: skip
+        r.total = kernels.scaled_counts(
+            r.inputs, r.sel, self.levels, per_step, r.running_max, self.counts
+        )
         r.size = size
         return size, self.counts[:size]
 
@@ -704,28 +723,26 @@ class _Stochastic(_Policy):
         self.rng = rng
         self.counts = np.empty(n, dtype=np.int64)
         self.polarity = np.empty(n, dtype=np.bool_)
+        self.cells = self._cells()
         # one uniform per candidate cell, drawn in bulk each step (same stream as per-cell draws)
         self.uniforms = np.empty(n, dtype=np.float64)
 
     def choose(self, per_step: int) -> tuple[int, Any]:
         r = self.r
-        size = r.select(fill=False)
+        size = r.select(self.cells, fill=False)
         if size == 0:
             return 0, 0
         uniforms = self.uniforms[:size]
         self.rng.random(out=uniforms)
         size, r.total = kernels.stochastic_cells(
-            r.acts, r.local_error, r.active, r.n_active, r.rows_sel, r.positive, r.n_rows,
-            r.origins, self.levels, per_step, r.running_max, r.rows, r.cols, self.counts,
-            self.polarity, uniforms,
-        )  # fmt: skip
+            r.inputs, r.sel, r.pairs, self.levels, per_step, r.running_max, self.cells, uniforms
+        )
         r.size = size
         return size, self.counts[:size]
 
     def store(self, resistances: np.ndarray) -> None:
         r = self.r
-        kernels.store_cells(r.rows, r.cols, self.polarity, r.size, r.origins, resistances,
-                            r.r_pos, r.r_neg, r.weights, r.c)  # fmt: skip
+        kernels.store_cells(self.cells, r.size, resistances, r.pairs)
 
 
 class _LearningRate(_Policy):
@@ -738,42 +755,61 @@ class _LearningRate(_Policy):
     ) -> None:
         super().__init__(runner, part, dt, rng)
         r = runner
-        shape = r.weights.shape
+        shape = r.r_pos.shape
         n = shape[0] * shape[1]
         self.levels = part.levels
         self.alpha = float(part.learning_rate) * dt / shape[1]  # Nengo PES's scale
         r0, r1, a = part.nominal
-        self.nominal = (float(r0), float(r1), 1.0 / float(a))
+        refresh = part.refresh
+        self.model = plain(
+            HostModel(
+                r0=float(r0),
+                r1=float(r1),
+                inv_a=1.0 / float(a),
+                r3=np.nan if refresh is None else refresh.r3,
+                exponent=np.nan if refresh is None else refresh.exponent,
+            )
+        )
         # each device's weight change per pulse, from the resistances as the run starts,
         # and its measured / nominal change per pulse (pairs.store_calibrated): float32,
         # plenty for a pulse count's expectation, and half the memory the step sweeps
         # (at 100x100 the model's arrays then stay in cache with Nengo's own)
-        self.per_pos = pairs.nominal_pulse_change(r.r_pos, r.c, r0, r1, a).astype(np.float32)
-        self.per_neg = pairs.nominal_pulse_change(r.r_neg, r.c, r0, r1, a).astype(np.float32)
-        self.ratio_pos = np.ones(shape, dtype=np.float32)
-        self.ratio_neg = np.ones(shape, dtype=np.float32)
+        self.cal = plain(
+            Calibration(
+                per_pos=pairs.nominal_pulse_change(r.r_pos, r.c, r0, r1, a).astype(np.float32),
+                per_neg=pairs.nominal_pulse_change(r.r_neg, r.c, r0, r1, a).astype(np.float32),
+                ratio_pos=np.ones(shape, dtype=np.float32),
+                ratio_neg=np.ones(shape, dtype=np.float32),
+            )
+        )
         self.balancing = bool(part.balance)
         self.max_count = int(part.max_count)
         self.balance_steps = 0
-        self.refresh = part.refresh
-        if self.refresh is not None:
-            self.pending = np.zeros(shape, dtype=np.bool_)
-            # the queue of pairs to refresh (row and column in the weight matrix): 32 bits
-            # hold any pair and halve the largest of the operator's buffers
-            self.pend_i = np.empty(n, dtype=np.uint32)
-            self.pend_j = np.empty(n, dtype=np.uint32)
+        self.refresh = refresh
+        if refresh is not None:
             self.n_pending = 0
             self.since_refresh = 0
             if n < 3:  # room for one pair's refresh
                 r.rows, r.cols = np.empty(3, np.int32), np.empty(3, np.int32)
                 n = 3
-            self.kinds = np.empty(n, dtype=np.int8)
+            self.queue = plain(
+                RefreshQueue(
+                    pending=np.zeros(shape, dtype=np.bool_),
+                    # the queue of pairs to refresh (row and column in the weight matrix):
+                    # 32 bits hold any pair and halve the largest of the operator's buffers
+                    post=np.empty(shape[0] * shape[1], dtype=np.uint32),
+                    pre=np.empty(shape[0] * shape[1], dtype=np.uint32),
+                    kinds=np.empty(n, dtype=np.int8),
+                )
+            )
         # pulses per cell, at most max_count: 32 bits where that holds it, half of int64's memory
         self.counts = np.empty(n, dtype=np.int32 if self.max_count < 2**31 else np.int64)
         self.polarity = np.empty(n, dtype=np.bool_)
+        self.cells = self._cells()
         self.stream = kernels.new_stream(rng)  # the policy's draws, as many as it needs
 
     def choose(self, per_step: int) -> tuple[int, Any]:
+        self.refreshing = False
         if self.balancing:
             return self._choose_balance()
         if self.refresh is not None:
@@ -781,26 +817,19 @@ class _LearningRate(_Policy):
             if self.n_pending and self.since_refresh >= pairs.REFRESH_PERIOD_STEPS:
                 return self._choose_refresh()
         r = self.r
-        size = r.select(fill=False)
-        if size == 0:
-            return 0, 0
-        size, r.total = kernels.learning_rate_cells(
-            r.acts, r.local_error, r.active, r.n_active, r.rows_sel, r.positive, r.n_rows,
-            r.origins, self.alpha * per_step, self.levels, self.per_pos, self.per_neg,
-            r.rows, r.cols, self.counts, self.polarity, self.stream,
+        size, total = kernels.choose_learning_rate(
+            r.inputs, r.sel, r.pairs, self.alpha * per_step, self.levels, self.cal, self.cells,
+            self.stream,
         )  # fmt: skip
-        r.size = size
+        r.size, r.total = size, total
         return size, self.counts[:size]
 
     def _choose_balance(self) -> tuple[int, Any]:
         """This step balances the pairs (SET pulses towards weight 0), no learning; the last
         balance step is the first with nothing left to balance, or step BALANCE_STEPS."""
         r = self.r
-        size, r.total = pairs.balance_cells(
-            r.origins, r.r_pos, r.r_neg, self.ratio_pos, self.ratio_neg, *self.nominal,
-            pairs.balance_count_cap(self.balance_steps, self.max_count),
-            r.rows, r.cols, self.counts, self.polarity,
-        )  # fmt: skip
+        cap = pairs.balance_count_cap(self.balance_steps, self.max_count)
+        size, r.total = pairs.balance_cells(r.pairs, self.cal, self.model, cap, self.cells)
         self.balance_steps += 1
         if size == 0 or self.balance_steps >= pairs.BALANCE_STEPS:
             self.balancing = False
@@ -813,16 +842,14 @@ class _LearningRate(_Policy):
         At most a third of the buffers' cells worth of pairs (three entries each); the rest
         stay queued for the next refresh step.
         """
-        r, ref = self.r, self.refresh
+        r, queue = self.r, RefreshQueue(*self.queue)
         take = min(self.n_pending, r.rows.shape[0] // 3)
         size = pairs.refresh_cells(
-            self.pend_i, self.pend_j, take, r.origins, r.r_pos, r.r_neg, self.ratio_pos,
-            self.ratio_neg, *self.nominal, ref.r3, ref.exponent, self.max_count,
-            r.rows, r.cols, self.counts, self.polarity, self.kinds,
-        )  # fmt: skip
+            self.queue, take, r.pairs, self.cal, self.model, self.max_count, self.cells
+        )
         rest = self.n_pending - take
-        self.pend_i[:rest] = self.pend_i[take : self.n_pending]
-        self.pend_j[:rest] = self.pend_j[take : self.n_pending]
+        queue.post[:rest] = queue.post[take : self.n_pending]
+        queue.pre[:rest] = queue.pre[take : self.n_pending]
         self.n_pending = rest
         self.since_refresh = 0
         self.refreshing = True
@@ -836,28 +863,24 @@ class _LearningRate(_Policy):
         # a new array: only refresh steps (one in REFRESH_PERIOD_STEPS) need one, so no
         # per-device buffer is held for it
         out = np.full(size, voltage)
-        out[self.kinds[:size] == pairs.KIND_RESET] = self.refresh.voltage
+        out[RefreshQueue(*self.queue).kinds[:size] == pairs.KIND_RESET] = self.refresh.voltage
         return out
 
     def store(self, resistances: np.ndarray) -> None:
         r = self.r
         if self.refreshing:
             pairs.store_refresh(
-                r.rows, r.cols, self.polarity, r.size, r.origins, resistances, r.r_pos,
-                r.r_neg, r.weights, r.c, self.per_pos, self.per_neg, self.ratio_pos,
-                self.ratio_neg, self.pending, *self.nominal,
-            )  # fmt: skip
+                self.cells, r.size, resistances, r.pairs, self.cal, self.model, self.queue
+            )
             return
         pairs.store_calibrated(
-            r.rows, r.cols, self.polarity, self.counts, r.size, r.origins, resistances,
-            r.r_pos, r.r_neg, r.weights, r.c, self.per_pos, self.per_neg, self.ratio_pos,
-            self.ratio_neg, *self.nominal, pairs.CALIBRATION_RATE,
+            self.cells, r.size, resistances, r.pairs, self.cal, self.model,
+            pairs.CALIBRATION_RATE,
         )  # fmt: skip
         if self.refresh is not None:
             self.n_pending = pairs.mark_saturated(
-                r.rows, r.cols, self.polarity, r.size, r.origins, r.r_pos, r.r_neg,
-                self.refresh.r_limit, self.pending, self.pend_i, self.pend_j, self.n_pending,
-            )  # fmt: skip
+                self.cells, r.size, r.pairs, self.refresh.r_limit, self.queue, self.n_pending
+            )
 
 
 #: The policy of each ``ConnectionPart.policy``.

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .groups import Calibration, Cells, HostModel, Pairs, RefreshQueue
 from .kernels import block_row, keep_entry, pair_index, pair_weight
 
 __all__ = ["CALIBRATION_RATE", "nominal_pulse_change", "store_calibrated"]
@@ -66,31 +67,12 @@ def _next_pulse_change(big_r, ratio, c, r0, r1, inv_a):  # pragma: no cover - co
 
 
 @njit(cache=True, nogil=True)
-def store_calibrated(  # pragma: no cover - compiled
-    rows,
-    cols,
-    polarity,
-    counts,
-    size,
-    origins,
-    resistances,
-    r_pos,
-    r_neg,
-    weights,
-    c,
-    per_pos,
-    per_neg,
-    ratio_pos,
-    ratio_neg,
-    r0,
-    r1,
-    inv_a,
-    rate,
-):
+def store_calibrated(cells, size, resistances, pairs, cal, model, rate):  # pragma: no cover
     """Store a cell-by-cell batch's read-back and update each device's change per pulse.
 
-    For every cell ``k`` (``polarity[k]``: a positive device), with ``R`` its resistance
-    before the batch (still in ``r_pos``/``r_neg``) and ``R'`` the read-back:
+    For every cell ``k < size`` of ``cells`` (``polarity[k]``: a positive device), with
+    ``R`` its resistance before the batch (still in ``pairs.r_pos``/``r_neg``) and ``R'``
+    the read-back ``resistances[k]``:
 
     - the measured change ``1/R' - 1/R`` is divided by the nominal model's ``1/R_nom - 1/R``
       for ``counts[k]`` pulses from ``R``, and the device's ratio moves ``rate`` of the way to
@@ -99,7 +81,15 @@ def store_calibrated(  # pragma: no cover - compiled
     - the device's weight change per pulse becomes ``ratio * c * (1/R_nom(R', 1) - 1/R')``,
       the nominal change of its next pulse scaled by what the device has shown (``inf`` where
       the nominal model says no change is possible, so the policy sends no pulse there).
+
+    ``cal`` (a :class:`~.groups.Calibration`) holds the ratios and changes per pulse;
+    ``model`` (a :class:`~.groups.HostModel`) the nominal model.
     """
+    cells, pairs, cal, model = Cells(*cells), Pairs(*pairs), Calibration(*cal), HostModel(*model)
+    rows, cols, polarity, counts = cells.rows, cells.cols, cells.polarity, cells.counts
+    origins, r_pos, r_neg, c = pairs.origins, pairs.r_pos, pairs.r_neg, pairs.c
+    ratio_pos, ratio_neg, per_pos, per_neg = cal.ratio_pos, cal.ratio_neg, cal.per_pos, cal.per_neg
+    r0, r1, inv_a = model.r0, model.r1, model.inv_a
     for k in range(size):
         big_r_new = np.float64(resistances[k])
         i, j = pair_index(origins, rows[k], cols[k], polarity[k])
@@ -121,24 +111,21 @@ def store_calibrated(  # pragma: no cover - compiled
             ratio += rate * (max(measured, 0.0) / predicted - ratio)
             ratio = min(max(ratio, RATIO_MIN), RATIO_MAX)
         step = _next_pulse_change(big_r_new, ratio, c, r0, r1, inv_a)
-        _keep_device(i, j, polarity[k], resistances[k], ratio, step,
-                     r_pos, r_neg, ratio_pos, ratio_neg, per_pos, per_neg)  # fmt: skip
-        pair_weight(r_pos, r_neg, weights, i, j, c)
+        _keep_device(pairs, cal, i, j, polarity[k], resistances[k], ratio, step)
+        pair_weight(pairs, i, j)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _keep_device(  # pragma: no cover - compiled
-    i, j, is_pos, resistance, ratio, step, r_pos, r_neg, ratio_pos, ratio_neg, per_pos, per_neg
-):
+def _keep_device(pairs, cal, i, j, is_pos, resistance, ratio, step):  # pragma: no cover
     """Store one device's read resistance, its ratio and its change per next pulse."""
     if is_pos:
-        r_pos[i, j] = resistance
-        ratio_pos[i, j] = ratio
-        per_pos[i, j] = step
+        pairs.r_pos[i, j] = resistance
+        cal.ratio_pos[i, j] = ratio
+        cal.per_pos[i, j] = step
     else:
-        r_neg[i, j] = resistance
-        ratio_neg[i, j] = ratio
-        per_neg[i, j] = step
+        pairs.r_neg[i, j] = resistance
+        cal.ratio_neg[i, j] = ratio
+        cal.per_neg[i, j] = step
 
 
 # ---------------------------------------------------------------------------- pair refresh
@@ -151,14 +138,17 @@ KIND_RESET, KIND_SET = 1, 2
 
 
 @njit(cache=True, nogil=True)
-def mark_saturated(  # pragma: no cover - compiled
-    rows, cols, polarity, size, origins, r_pos, r_neg, r_limit, pending, pend_i, pend_j, count
-):
-    """Queue the pairs of the cells just pulsed whose two devices both read below ``r_limit``.
+def mark_saturated(cells, size, pairs, r_limit, queue, count):  # pragma: no cover - compiled
+    """Queue the pairs of the first ``size`` cells (just pulsed) whose two devices both read
+    below ``r_limit``.
 
-    ``pending`` (``n_post x n_pre`` booleans) keeps a pair from being queued twice;
-    ``pend_i``/``pend_j`` hold the queue, ``count`` entries long. Returns the new length.
+    ``queue`` (a :class:`~.groups.RefreshQueue`) is ``count`` entries long; its ``pending``
+    keeps a pair from being queued twice. Returns the new length.
     """
+    cells, pairs, queue = Cells(*cells), Pairs(*pairs), RefreshQueue(*queue)
+    rows, cols, polarity = cells.rows, cells.cols, cells.polarity
+    origins, r_pos, r_neg = pairs.origins, pairs.r_pos, pairs.r_neg
+    pending, pend_i, pend_j = queue.pending, queue.post, queue.pre
     for k in range(size):
         i, j = pair_index(origins, rows[k], cols[k], polarity[k])
         if pending[i, j]:
@@ -192,27 +182,7 @@ def _pulses_for(big_r, missing, ratio, r0, r1, inv_a, max_count):  # pragma: no 
 
 
 @njit(cache=True, nogil=True)
-def refresh_cells(  # pragma: no cover - compiled
-    pend_i,
-    pend_j,
-    count,
-    origins,
-    r_pos,
-    r_neg,
-    ratio_pos,
-    ratio_neg,
-    r0,
-    r1,
-    inv_a,
-    r3,
-    c_reset,
-    max_count,
-    rows_out,
-    cols_out,
-    counts_out,
-    polarity_out,
-    kinds_out,
-):
+def refresh_cells(queue, count, pairs, cal, model, max_count, cells):  # pragma: no cover
     """A refresh batch for the ``count`` queued pairs: RESET both devices, SET one back.
 
     Per pair, in this order: one RESET pulse on the positive and one on the negative device
@@ -221,8 +191,21 @@ def refresh_cells(  # pragma: no cover - compiled
     conductance must exceed the other's for the pair to keep its weight: the count the
     nominal model needs for the missing ``1/R+ - 1/R-``, divided by the device's measured
     ratio (:func:`store_calibrated`), rounded, capped at ``max_count`` and left out when 0.
-    Returns the number of entries; ``kinds_out`` marks each ``KIND_RESET`` or ``KIND_SET``.
+    Returns the number of entries, written to ``cells``; ``queue.kinds`` marks each
+    ``KIND_RESET`` or ``KIND_SET``. ``model`` (a :class:`~.groups.HostModel`) holds the
+    nominal SET branch and the RESET branch ``r3``, ``exponent``.
     """
+    queue, pairs, cal, model = (
+        RefreshQueue(*queue),
+        Pairs(*pairs),
+        Calibration(*cal),
+        HostModel(*model),
+    )
+    cells = Cells(*cells)
+    pend_i, pend_j, kinds_out = queue.post, queue.pre, queue.kinds
+    origins, r_pos, r_neg = pairs.origins, pairs.r_pos, pairs.r_neg
+    ratio_pos, ratio_neg = cal.ratio_pos, cal.ratio_neg
+    r0, r1, inv_a, r3, c_reset = model.r0, model.r1, model.inv_a, model.r3, model.exponent
     k = 0
     for q in range(count):
         i = pend_i[q]
@@ -235,8 +218,7 @@ def refresh_cells(  # pragma: no cover - compiled
         for positive in (True, False):
             row, col0 = block_row(origins, i, positive)
             kinds_out[k] = KIND_RESET
-            k = keep_entry(rows_out, cols_out, counts_out, polarity_out, k, row,
-                      col0 + np.int64(j), 1, positive)  # fmt: skip
+            k = keep_entry(cells, k, row, col0 + np.int64(j), 1, positive)
         positive = missing > 0.0
         big_r = _after_reset(rp if positive else rn, r3, c_reset)
         ratio = ratio_pos[i, j] if positive else ratio_neg[i, j]
@@ -244,46 +226,28 @@ def refresh_cells(  # pragma: no cover - compiled
         if pulses > 0:
             row, col0 = block_row(origins, i, positive)
             kinds_out[k] = KIND_SET
-            k = keep_entry(rows_out, cols_out, counts_out, polarity_out, k, row,
-                      col0 + np.int64(j), pulses, positive)  # fmt: skip
+            k = keep_entry(cells, k, row, col0 + np.int64(j), pulses, positive)
     return k
 
 
 @njit(cache=True, nogil=True)
-def store_refresh(  # pragma: no cover - compiled
-    rows,
-    cols,
-    polarity,
-    size,
-    origins,
-    resistances,
-    r_pos,
-    r_neg,
-    weights,
-    c,
-    per_pos,
-    per_neg,
-    ratio_pos,
-    ratio_neg,
-    pending,
-    r0,
-    r1,
-    inv_a,
-):
+def store_refresh(cells, size, resistances, pairs, cal, model, queue):  # pragma: no cover
     """Store a refresh batch's read-back (each entry reads its device after the whole batch).
 
     The devices' ratios are kept (they describe the device, not its state); the change per
-    pulse and the weights are recomputed, and the pairs leave the queue.
+    pulse and the weights are recomputed, and the pairs leave the queue (``queue.pending``).
     """
+    cells, pairs, cal, model = Cells(*cells), Pairs(*pairs), Calibration(*cal), HostModel(*model)
+    queue = RefreshQueue(*queue)
+    rows, cols, polarity = cells.rows, cells.cols, cells.polarity
     for k in range(size):
         big_r = np.float64(resistances[k])
-        i, j = pair_index(origins, rows[k], cols[k], polarity[k])
-        ratio = ratio_pos[i, j] if polarity[k] else ratio_neg[i, j]
-        step = _next_pulse_change(big_r, ratio, c, r0, r1, inv_a)
-        _keep_device(i, j, polarity[k], resistances[k], ratio, step,
-                     r_pos, r_neg, ratio_pos, ratio_neg, per_pos, per_neg)  # fmt: skip
-        pair_weight(r_pos, r_neg, weights, i, j, c)
-        pending[i, j] = False
+        i, j = pair_index(pairs.origins, rows[k], cols[k], polarity[k])
+        ratio = cal.ratio_pos[i, j] if polarity[k] else cal.ratio_neg[i, j]
+        step = _next_pulse_change(big_r, ratio, pairs.c, model.r0, model.r1, model.inv_a)
+        _keep_device(pairs, cal, i, j, polarity[k], resistances[k], ratio, step)
+        pair_weight(pairs, i, j)
+        queue.pending[i, j] = False
 
 
 # ---------------------------------------------------------------------------- pair balance
@@ -310,21 +274,7 @@ def balance_count_cap(step: int, max_count: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def balance_cells(  # pragma: no cover - compiled
-    origins,
-    r_pos,
-    r_neg,
-    ratio_pos,
-    ratio_neg,
-    r0,
-    r1,
-    inv_a,
-    max_count,
-    rows_out,
-    cols_out,
-    counts_out,
-    polarity_out,
-):
+def balance_cells(pairs, cal, model, max_count, cells):  # pragma: no cover - compiled
     """A batch that balances every pair: weight 0, as Nengo's PES starts from zero weights.
 
     Devices are drawn with 15% spread in their initial resistance, so a pair's two
@@ -333,8 +283,13 @@ def balance_cells(  # pragma: no cover - compiled
     SET pulses the nominal model needs to close :data:`BALANCE_GAIN` of the conductance
     difference, scaled by the device's measured ratio (:func:`store_calibrated`, which the
     read-back updates) and capped at ``max_count``; pairs within half a pulse are left out.
-    Returns the number of entries (0: all balanced) and the total pulse count.
+    Returns the number of entries (0: all balanced), written to ``cells``, and the total
+    pulse count.
     """
+    pairs, cal, model, cells = Pairs(*pairs), Calibration(*cal), HostModel(*model), Cells(*cells)
+    origins, r_pos, r_neg = pairs.origins, pairs.r_pos, pairs.r_neg
+    ratio_pos, ratio_neg = cal.ratio_pos, cal.ratio_neg
+    r0, r1, inv_a = model.r0, model.r1, model.inv_a
     n_post, n_pre = r_pos.shape
     k = 0
     total = 0
@@ -351,7 +306,6 @@ def balance_cells(  # pragma: no cover - compiled
             pulses = _pulses_for(big_r, missing, ratio, r0, r1, inv_a, max_count)
             if pulses > 0:
                 row, col0 = block_row(origins, i, positive)
-                k = keep_entry(rows_out, cols_out, counts_out, polarity_out, k, row,
-                          col0 + np.int64(j), pulses, positive)  # fmt: skip
+                k = keep_entry(cells, k, row, col0 + np.int64(j), pulses, positive)
                 total += pulses
     return k, total
