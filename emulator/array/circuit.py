@@ -35,7 +35,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 from scipy.sparse.linalg import splu
 
-from .lines import CHANGE_FLOOR, LINE_TOLERANCE, coupling, solve_lines
+from .lines import CHANGE_FLOOR, LINE_TOLERANCE, coupling, solve_lines, solve_lines_many
 from .options import Wiring
 
 __all__ = [
@@ -207,29 +207,60 @@ class NodalSystem:
         row_v, col_v = row_ends.reshape(rows, 2, k), col_ends.reshape(cols, 2, k)
         e_rows = np.where(row_far[:, None], row_v[:, 1], row_v[:, 0])
         e_cols = np.where(col_far[:, None], col_v[:, 1], col_v[:, 0])
-        u = np.empty((rows, cols, k))
-        wv = np.empty((rows, cols, k))
+        if np.all(row_far == row_far[0]) and np.all(col_far == col_far[0]):
+            # one orientation for all: mirror it to word lines at end 0, bit lines at end 1
+            flip_j, flip_i = bool(row_far[0]), not col_far[0]
+            cut_j = slice(None, None, -1) if flip_j else slice(None)
+            cut_i = slice(None, None, -1) if flip_i else slice(None)
+            u, wv, row_sum, col_sum, info = solve_lines_many(
+                g[cut_i, cut_j], (e_rows[cut_i].T, e_cols[cut_j].T), res, q
+            )
+            u = np.moveaxis(u[:, cut_i, cut_j], 0, -1)
+            wv = np.moveaxis(wv[:, cut_i, cut_j], 0, -1)
+            row_sum, col_sum = row_sum[:, cut_i].T, col_sum[:, cut_j].T
+        else:
+            u, wv, row_sum, col_sum, info = self._mixed_lines(
+                g, (e_rows, e_cols), (row_far, col_far), res, q
+            )
+        scales = np.maximum(np.abs(e_rows).max(axis=0), np.abs(e_cols).max(axis=0))
+        self.sweeps += int(info[:, 0].sum())
+        g_max = float(g.max(initial=0.0))
+        for i in np.argsort(-info[:, 1] / np.maximum(scales, np.finfo(float).tiny))[:1]:
+            # the worst right-hand side (largest last change per source volt) decides
+            _check_sweeps(g_max, res, q, (float(info[i, 1]), int(info[i, 0])), float(scales[i]))
         row_current = np.zeros((rows, 2, k))
         col_current = np.zeros((cols, 2, k))
-        rr, cc = np.arange(rows), np.arange(cols)
-        for i in range(k):
-            e_r, e_c = e_rows[:, i], e_cols[:, i]
-            d, drop_r, drop_c, sweeps, change = solve_lines(
-                g, (e_r, e_c), (row_far, col_far), res, q
-            )
-            self.sweeps += sweeps
-            scale = max(float(np.max(np.abs(e_r))), float(np.max(np.abs(e_c))))
-            _check_sweeps(g, res, q, change, sweeps, scale)
-            u[..., i] = e_r[:, None] - drop_r
-            wv[..., i] = e_c[None, :] + drop_c
-            current = g * d
-            row_current[rr, row_far.astype(int), i] = current.sum(axis=1)
-            col_current[cc, col_far.astype(int), i] = current.sum(axis=0)
+        row_current[np.arange(rows), row_far.astype(int)] = row_sum
+        col_current[np.arange(cols), col_far.astype(int)] = col_sum
         self.line_solves += k
         self.right_hand_sides += k
         if not extra:
             return Nodes(u[..., 0], wv[..., 0], row_current[..., 0], col_current[..., 0])
         return Nodes(u, wv, row_current, col_current)
+
+    @staticmethod
+    def _mixed_lines(
+        g: np.ndarray,
+        sources: tuple[np.ndarray, np.ndarray],
+        far: tuple[np.ndarray, np.ndarray],
+        res: np.ndarray,
+        q: float,
+    ) -> tuple[np.ndarray, ...]:
+        """Line sweeps for lines held at different ends, one right-hand side at a time."""
+        e_rows, e_cols = sources
+        k = e_rows.shape[1]
+        rows, cols = g.shape
+        u, wv = np.empty((rows, cols, k)), np.empty((rows, cols, k))
+        row_sum, col_sum, info = np.empty((rows, k)), np.empty((cols, k)), np.empty((k, 2))
+        for i in range(k):
+            e_r, e_c = e_rows[:, i], e_cols[:, i]
+            d, drop_r, drop_c, sweeps, change = solve_lines(g, (e_r, e_c), far, res, q)
+            u[..., i] = e_r[:, None] - drop_r
+            wv[..., i] = e_c[None, :] + drop_c
+            current = g * d
+            row_sum[:, i], col_sum[:, i] = current.sum(axis=1), current.sum(axis=0)
+            info[i] = sweeps, change
+        return u, wv, row_sum, col_sum, info
 
 
 class _Factor:
@@ -418,13 +449,14 @@ def lu_bytes(rows: int, cols: int) -> float:
 
 
 def _check_sweeps(
-    g: np.ndarray, res: np.ndarray, q: float, change: float, sweeps: int, scale: float
+    g_max: float, res: np.ndarray, q: float, last: tuple[float, int], scale: float
 ) -> None:
     """Raise :class:`SolveError` unless the line sweeps met their tolerance and the state they
     return has a backward error within :data:`RESIDUAL_TOLERANCE`. Its KCL residual at a
     cell's two nodes is ``G (d_k - d_(k-1))`` (:mod:`.lines`), at most ``max G`` times the
     last change; ``|A|`` is at least twice the largest conductance at a node, ``|x|`` at
-    least the largest source voltage ``scale``."""
+    least the largest source voltage ``scale``. ``last``: the last change and the sweeps."""
+    change, sweeps = last
     factor = max(q / (1 - q), CHANGE_FLOOR) if q < 1 else math.inf
     if not factor * change <= LINE_TOLERANCE * scale:
         raise SolveError(
@@ -432,7 +464,6 @@ def _check_sweeps(
             f"(of the largest source voltage) in {sweeps} sweeps (coupling bound q = {q:.3g}, "
             f"last change {change:.3g} V); no state was returned"
         )
-    g_max = float(g.max(initial=0.0))
     norm = 2.0 * max([g_max] + [1.0 / r for r in res if r > 0])
     error = g_max * change / max(norm * scale, np.finfo(float).tiny)
     if not error <= RESIDUAL_TOLERANCE:

@@ -32,7 +32,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["LINE_TOLERANCE", "MAX_SWEEPS", "coupling", "solve_lines"]
+__all__ = ["LINE_TOLERANCE", "MAX_SWEEPS", "coupling", "solve_lines", "solve_lines_many"]
 
 #: The line iteration stops once its bound on every device voltage's error,
 #: ``q / (1 - q) |d_k - d_(k-1)|``, is below this fraction of the largest source voltage.
@@ -201,3 +201,130 @@ def _sweeps(  # pragma: no cover - compiled
         if not change < np.inf:  # diverged past the float range (or NaN)
             return sweep, np.inf
     return max_sweeps, change
+
+
+def solve_lines_many(
+    conductance: np.ndarray,
+    sources: tuple[np.ndarray, np.ndarray],
+    resistances: np.ndarray,
+    q: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Several right-hand sides by line sweeps, word lines held at end 0 (before column 0)
+    and bit lines at end 1 (after the last row), as reads and writes hold them.
+
+    Parameters
+    ----------
+    conductance : numpy.ndarray
+        ``(rows, cols)`` device conductances (siemens).
+    sources : tuple of numpy.ndarray
+        Source voltages of the word lines ``(k, rows)`` and bit lines ``(k, cols)``.
+    resistances, q
+        As :func:`solve_lines`.
+
+    Returns
+    -------
+    u, w : numpy.ndarray
+        Node voltages, shape ``(k, rows, cols)``.
+    row_current, col_current : numpy.ndarray
+        Each word line's and bit line's total device current, ``(k, rows)`` and ``(k, cols)``.
+    info : numpy.ndarray
+        Per right-hand side, the sweeps made and the last sweep's largest change (volt).
+    """
+    e_row, e_col = (np.ascontiguousarray(s, dtype=np.float64) for s in sources)
+    g = np.ascontiguousarray(conductance, dtype=np.float64)
+    k = e_row.shape[0]
+    rows, cols = g.shape
+    factor = max(q / (1.0 - q), CHANGE_FLOOR) if q < 1 else math.inf
+    u = np.empty((k, rows, cols))
+    w = np.empty((k, rows, cols))
+    row_current = np.empty((k, rows))
+    col_current = np.empty((k, cols))
+    info = np.empty((k, 2))
+    _sweeps_many(
+        g,
+        e_row,
+        e_col,
+        np.asarray(resistances, dtype=np.float64),
+        factor,
+        LINE_TOLERANCE,
+        MAX_SWEEPS,
+        u,
+        w,
+        row_current,
+        col_current,
+        info,
+    )
+    return u, w, row_current, col_current, info
+
+
+@njit(cache=True, nogil=True)
+def _sweeps_many(  # pragma: no cover - compiled
+    g, e_row, e_col, res, factor, tolerance, max_sweeps, u, w, row_current, col_current, info
+):
+    """:func:`_sweeps` for word lines held at end 0 and bit lines at end 1, two passes a
+    sweep (down the rows: device currents, word-line drops, bit-line currents; back up:
+    bit-line drops and the new device voltages), every right-hand side in turn; the node
+    voltages, line currents and (sweeps, last change) go to the output arrays."""
+    rows, cols = g.shape
+    seg_r, first_r, seg_c, first_c = res[0], res[1], res[2], res[3]
+    d = np.empty((rows, cols))
+    drop_row = np.empty((rows, cols))
+    drop_col = np.empty((rows, cols))
+    tmp = np.empty(cols)
+    flow = np.empty(cols)
+    for kk in range(e_row.shape[0]):
+        er = e_row[kk]
+        ec = e_col[kk]
+        scale = 0.0
+        for i in range(rows):
+            scale = max(scale, abs(er[i]))
+        for j in range(cols):
+            scale = max(scale, abs(ec[j]))
+        target = tolerance * scale
+        for i in range(rows):
+            for j in range(cols):
+                d[i, j] = er[i] - ec[j]
+        change = np.inf
+        sweep = 0
+        while sweep < max_sweeps:
+            sweep += 1
+            flow[:] = 0.0
+            for i in range(rows):
+                rc = first_c if i == rows - 1 else seg_c
+                run = 0.0
+                for j in range(cols - 1, -1, -1):
+                    c = g[i, j] * d[i, j]
+                    run += c
+                    tmp[j] = run
+                    flow[j] += c
+                    drop_col[i, j] = flow[j] * rc
+                run = tmp[0] * first_r
+                drop_row[i, 0] = run
+                for j in range(1, cols):
+                    run += tmp[j] * seg_r
+                    drop_row[i, j] = run
+            flow[:] = 0.0  # now the running bit-line drop from the source up
+            change = 0.0
+            for i in range(rows - 1, -1, -1):
+                for j in range(cols):
+                    flow[j] += drop_col[i, j]
+                    drop_col[i, j] = flow[j]
+                    new = er[i] - ec[j] - drop_row[i, j] - flow[j]
+                    step = abs(new - d[i, j])
+                    if step > change:
+                        change = step
+                    d[i, j] = new
+            if factor * change <= target or not change < np.inf:
+                break
+        info[kk, 0] = sweep
+        info[kk, 1] = change
+        col_current[kk, :] = 0.0
+        for i in range(rows):
+            total = 0.0
+            for j in range(cols):
+                c = g[i, j] * d[i, j]
+                total += c
+                col_current[kk, j] += c
+                u[kk, i, j] = er[i] - drop_row[i, j]
+                w[kk, i, j] = ec[j] + drop_col[i, j]
+            row_current[kk, i] = total
