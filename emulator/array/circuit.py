@@ -35,7 +35,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 from scipy.sparse.linalg import splu
 
-from .lines import CHANGE_FLOOR, LINE_TOLERANCE, coupling, solve_lines, solve_lines_many
+from .lines import LINE_TOLERANCE, coupling, solve_lines, solve_lines_many
 from .options import Wiring
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "SolveError",
     "SolverLimitError",
     "Wiring",
+    "batch_size",
     "lu_bytes",
     "nodal_matrix",
 ]
@@ -57,6 +58,8 @@ __all__ = [
 LINE_COUPLING_LIMIT = 0.5
 #: Largest estimated LU factor (bytes) ``method="auto"`` or ``"lu"`` builds (see :func:`lu_bytes`).
 LU_MEMORY_LIMIT = 1 << 30
+#: Bytes of node voltages a batch of right-hand sides may hold at once (:func:`batch_size`).
+BATCH_BYTES = 64 << 20
 #: The solvers :class:`NodalSystem` knows.
 METHODS = ("auto", "lines", "lu")
 
@@ -207,27 +210,28 @@ class NodalSystem:
         row_v, col_v = row_ends.reshape(rows, 2, k), col_ends.reshape(cols, 2, k)
         e_rows = np.where(row_far[:, None], row_v[:, 1], row_v[:, 0])
         e_cols = np.where(col_far[:, None], col_v[:, 1], col_v[:, 0])
+        g_max = float(g.max(initial=0.0))
+        factor = _stop_factor(q, g_max, res)
         if np.all(row_far == row_far[0]) and np.all(col_far == col_far[0]):
             # one orientation for all: mirror it to word lines at end 0, bit lines at end 1
             flip_j, flip_i = bool(row_far[0]), not col_far[0]
             cut_j = slice(None, None, -1) if flip_j else slice(None)
             cut_i = slice(None, None, -1) if flip_i else slice(None)
             u, wv, row_sum, col_sum, info = solve_lines_many(
-                g[cut_i, cut_j], (e_rows[cut_i].T, e_cols[cut_j].T), res, q
+                g[cut_i, cut_j], (e_rows[cut_i].T, e_cols[cut_j].T), res, factor
             )
             u = np.moveaxis(u[:, cut_i, cut_j], 0, -1)
             wv = np.moveaxis(wv[:, cut_i, cut_j], 0, -1)
             row_sum, col_sum = row_sum[:, cut_i].T, col_sum[:, cut_j].T
         else:
             u, wv, row_sum, col_sum, info = self._mixed_lines(
-                g, (e_rows, e_cols), (row_far, col_far), res, q
+                g, (e_rows, e_cols), (row_far, col_far), res, factor
             )
         scales = np.maximum(np.abs(e_rows).max(axis=0), np.abs(e_cols).max(axis=0))
         self.sweeps += int(info[:, 0].sum())
-        g_max = float(g.max(initial=0.0))
         for i in np.argsort(-info[:, 1] / np.maximum(scales, np.finfo(float).tiny))[:1]:
             # the worst right-hand side (largest last change per source volt) decides
-            _check_sweeps(g_max, res, q, (float(info[i, 1]), int(info[i, 0])), float(scales[i]))
+            _check_sweeps((g_max, res, q), (float(info[i, 1]), int(info[i, 0])), float(scales[i]))
         row_current = np.zeros((rows, 2, k))
         col_current = np.zeros((cols, 2, k))
         row_current[np.arange(rows), row_far.astype(int)] = row_sum
@@ -244,7 +248,7 @@ class NodalSystem:
         sources: tuple[np.ndarray, np.ndarray],
         far: tuple[np.ndarray, np.ndarray],
         res: np.ndarray,
-        q: float,
+        factor: float,
     ) -> tuple[np.ndarray, ...]:
         """Line sweeps for lines held at different ends, one right-hand side at a time."""
         e_rows, e_cols = sources
@@ -254,7 +258,7 @@ class NodalSystem:
         row_sum, col_sum, info = np.empty((rows, k)), np.empty((cols, k)), np.empty((k, 2))
         for i in range(k):
             e_r, e_c = e_rows[:, i], e_cols[:, i]
-            d, drop_r, drop_c, sweeps, change = solve_lines(g, (e_r, e_c), far, res, q)
+            d, drop_r, drop_c, sweeps, change = solve_lines(g, (e_r, e_c), far, res, factor)
             u[..., i] = e_r[:, None] - drop_r
             wv[..., i] = e_c[None, :] + drop_c
             current = g * d
@@ -441,6 +445,13 @@ class SolverLimitError(ValueError):
     factorisation)."""
 
 
+def batch_size(shape: tuple[int, int], most: int) -> int:
+    """How many right-hand sides to solve together (at most ``most``): each holds about five
+    ``rows x cols`` float64 arrays on their way out (node voltages, their copies, the device
+    voltages), kept within :data:`BATCH_BYTES` (64 MB: one at a time at 1000x1000)."""
+    return max(1, min(most, BATCH_BYTES // (40 * shape[0] * shape[1])))
+
+
 def lu_bytes(rows: int, cols: int) -> float:
     """Estimated bytes of the SuperLU factor of a wired ``rows x cols`` array's system:
     ``26e6 (n / 40000) ** 1.39`` for ``n = 2 rows cols`` unknowns, fitted through two
@@ -448,23 +459,42 @@ def lu_bytes(rows: int, cols: int) -> float:
     return 26e6 * (2 * rows * cols / 40000) ** 1.39
 
 
+def _norm_bound(g_max: float, res: np.ndarray) -> float:
+    """A lower bound on the nodal matrix's infinity norm: a row of a node holds twice the
+    conductance of each element at it (diagonal and off-diagonal), the largest device or a
+    wire segment."""
+    return 2.0 * max([g_max] + [1.0 / r for r in res if r > 0])
+
+
+def _stop_factor(q: float, g_max: float, res: np.ndarray) -> float:
+    """What the line sweeps multiply their last change by to compare it with
+    ``LINE_TOLERANCE`` times the largest source voltage: ``q / (1 - q)`` (the contraction
+    bound on the error) or, where larger, what keeps the backward error below a tenth of
+    :data:`RESIDUAL_TOLERANCE` (see :func:`_check_sweeps`); ``inf`` for ``q >= 1``."""
+    if not q < 1:
+        return math.inf
+    norm = _norm_bound(g_max, res)
+    return max(q / (1 - q), LINE_TOLERANCE * g_max / (0.1 * RESIDUAL_TOLERANCE * norm))
+
+
 def _check_sweeps(
-    g_max: float, res: np.ndarray, q: float, last: tuple[float, int], scale: float
+    system: tuple[float, np.ndarray, float], last: tuple[float, int], scale: float
 ) -> None:
     """Raise :class:`SolveError` unless the line sweeps met their tolerance and the state they
     return has a backward error within :data:`RESIDUAL_TOLERANCE`. Its KCL residual at a
     cell's two nodes is ``G (d_k - d_(k-1))`` (:mod:`.lines`), at most ``max G`` times the
     last change; ``|A|`` is at least twice the largest conductance at a node, ``|x|`` at
-    least the largest source voltage ``scale``. ``last``: the last change and the sweeps."""
+    least the largest source voltage ``scale``. ``system``: the largest conductance, the
+    segments' resistances and ``q``; ``last``: the last change and the sweeps made."""
+    g_max, res, q = system
     change, sweeps = last
-    factor = max(q / (1 - q), CHANGE_FLOOR) if q < 1 else math.inf
-    if not factor * change <= LINE_TOLERANCE * scale:
+    if not _stop_factor(q, g_max, res) * change <= LINE_TOLERANCE * scale:
         raise SolveError(
             f"the line sweeps did not reach their tolerance LINE_TOLERANCE = {LINE_TOLERANCE:g} "
             f"(of the largest source voltage) in {sweeps} sweeps (coupling bound q = {q:.3g}, "
             f"last change {change:.3g} V); no state was returned"
         )
-    norm = 2.0 * max([g_max] + [1.0 / r for r in res if r > 0])
+    norm = _norm_bound(g_max, res)
     error = g_max * change / max(norm * scale, np.finfo(float).tiny)
     if not error <= RESIDUAL_TOLERANCE:
         raise SolveError(

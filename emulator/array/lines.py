@@ -27,8 +27,6 @@ normwise backward error ``|A x - b| / (|A| |x| + |b|)`` of :mod:`.circuit` is co
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 
@@ -39,11 +37,6 @@ __all__ = ["LINE_TOLERANCE", "MAX_SWEEPS", "coupling", "solve_lines", "solve_lin
 LINE_TOLERANCE = 1e-13
 #: Sweeps after which a solve that has not met :data:`LINE_TOLERANCE` gives up.
 MAX_SWEEPS = 200
-#: The sweeps also go on until the last change is below ``LINE_TOLERANCE / CHANGE_FLOOR`` of
-#: the largest source voltage, however small ``q``: the change bounds the returned state's
-#: KCL residual (the module's docstring), so its backward error stays far below
-#: :data:`.circuit.RESIDUAL_TOLERANCE`.
-CHANGE_FLOOR = 1e-2
 
 
 def coupling(
@@ -65,7 +58,7 @@ def solve_lines(
     sources: tuple[np.ndarray, np.ndarray],
     far: tuple[np.ndarray, np.ndarray],
     resistances: np.ndarray,
-    q: float,
+    factor: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float]:
     """Device voltages of one right-hand side by line sweeps.
 
@@ -80,8 +73,11 @@ def solve_lines(
     resistances : numpy.ndarray
         ``[row_wire, row_wire + row_end, col_wire, col_wire + col_end]``: a segment's
         resistance and the end segment's.
-    q : float
-        The coupling bound (:func:`coupling`, both kinds summed), below 1.
+    factor : float
+        The sweeps stop once ``factor`` times the last sweep's largest change of a device
+        voltage is at most ``LINE_TOLERANCE`` times the largest source voltage: at least
+        ``q / (1 - q)`` with ``q`` the coupling bound (:func:`coupling`, both kinds summed)
+        for the error bound; ``inf`` where ``q >= 1`` (no bound: the sweeps run out).
 
     Returns
     -------
@@ -92,15 +88,12 @@ def solve_lines(
         Sweeps made.
     change : float
         The last sweep's largest change of a device voltage (volt): the error bound is
-        ``q / (1 - q)`` times it. The sweeps stop once
-        ``max(q / (1 - q), CHANGE_FLOOR) change <= LINE_TOLERANCE * max|E|`` or after
-        :data:`MAX_SWEEPS`.
+        ``q / (1 - q)`` times it.
     """
     e_row, e_col = (np.ascontiguousarray(s, dtype=np.float64) for s in sources)
     g = np.ascontiguousarray(conductance, dtype=np.float64)
     scale = max(float(np.max(np.abs(s), initial=0.0)) for s in (e_row, e_col))
     target = LINE_TOLERANCE * scale
-    factor = max(q / (1.0 - q), CHANGE_FLOOR) if q < 1 else math.inf
     d = e_row[:, None] - e_col[None, :]
     drop_row = np.zeros_like(g)
     drop_col = np.zeros_like(g)
@@ -207,7 +200,7 @@ def solve_lines_many(
     conductance: np.ndarray,
     sources: tuple[np.ndarray, np.ndarray],
     resistances: np.ndarray,
-    q: float,
+    factor: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Several right-hand sides by line sweeps, word lines held at end 0 (before column 0)
     and bit lines at end 1 (after the last row), as reads and writes hold them.
@@ -218,7 +211,7 @@ def solve_lines_many(
         ``(rows, cols)`` device conductances (siemens).
     sources : tuple of numpy.ndarray
         Source voltages of the word lines ``(k, rows)`` and bit lines ``(k, cols)``.
-    resistances, q
+    resistances, factor
         As :func:`solve_lines`.
 
     Returns
@@ -234,7 +227,6 @@ def solve_lines_many(
     g = np.ascontiguousarray(conductance, dtype=np.float64)
     k = e_row.shape[0]
     rows, cols = g.shape
-    factor = max(q / (1.0 - q), CHANGE_FLOOR) if q < 1 else math.inf
     u = np.empty((k, rows, cols))
     w = np.empty((k, rows, cols))
     row_current = np.empty((k, rows))
