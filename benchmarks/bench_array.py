@@ -21,21 +21,25 @@
    when row 0 is written whole at 1 V and when that cell is written alone (V/2), and the V/2
    read-back against the devices' own resistances.
 
-For every array run: LU factorisations and right-hand sides solved per step. The solver is a
-sparse direct one (SuperLU), so it has no iterations; without wire there is no solve at all
-(closed forms, one compiled pass per batch). Array configurations:
+For every array run: right-hand sides solved per step, how many of them by line sweeps
+(``emulator/array/lines.py``) and the sweeps each took, and LU factorisations per step; without
+wire there is no solve at all (closed forms, one compiled pass per batch). Array
+configurations:
 
 - ``v2 no wire``: ``read=v2&write=v2`` without wire resistance (closed forms, no solve);
 - ``wire 2 ohm``: ``wire=2&read=grounded&write=v2`` (a solve per operation, one per word line
-  read back); at 1000x1000 only with ``--big`` (one factorisation measured ~36 s and 6 GB
-  there, above the 1 GB bound).
+  read back);
+- ``wire 5 ohm v2``: ``wire=5&read=v2&write=v2`` (``experiments/array.toml``'s strongest wire;
+  one solve per bit line read back); at 1000x1000 not run (as ``wire 2 ohm``).
 
+The wired 1000x1000 array takes ``--big-steps`` steps (default 1; about a minute each here).
+Peak memory is printed after the 1000x1000 runs (the process's, all parts so far).
 Times are this process's CPU time; the load average is printed with the figures.
 
 Usage::
 
     python benchmarks/bench_array.py                 # 0.02 s simulated, 1000 cells, 3 steps
-    python benchmarks/bench_array.py --seconds 0.1 --steps 10 --big
+    python benchmarks/bench_array.py --seconds 0.1 --steps 10 --big-steps 2
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ clock = time.process_time
 ARRAYS = {
     "v2 no wire": "read=v2&write=v2",
     "wire 2 ohm": "wire=2&read=grounded&write=v2",
+    "wire 5 ohm v2": "wire=5&read=v2&write=v2",
 }
 
 
@@ -90,11 +95,14 @@ def pulsing(url: str, cells: int, steps: int) -> tuple[float, object]:
 
 def _solver(xbar: object, steps: float) -> str:
     system = getattr(xbar, "_system", None)
-    if system is None:
+    if system is None or not system.right_hand_sides:
         return ""
+    swept = max(system.line_solves, 1)
     return (
-        f"  factorisations/step {system.factorisations / steps:.2f}, "
-        f"right-hand sides/step {system.right_hand_sides / steps:.1f}, iterations 0 (direct)"
+        f"\n{'':32s}right-hand sides/step {system.right_hand_sides / steps:.1f} "
+        f"({system.line_solves / steps:.1f} by line sweeps, {system.sweeps / swept:.2f} "
+        f"sweeps each; {system.sweeps / steps:.0f} sweeps/step), "
+        f"LU factorisations/step {system.factorisations / steps:.2f}"
     )
 
 
@@ -156,7 +164,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.02, help="simulated seconds (mPES)")
     parser.add_argument("--cells", type=int, default=1000, help="pulsed cells per step")
     parser.add_argument("--steps", type=int, default=3, help="steps at 1000x1000")
-    parser.add_argument("--big", action="store_true", help="also the wired 1000x1000 array")
+    parser.add_argument("--big-steps", type=int, default=1, help="steps, wired 1000x1000")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; CPU time")
 
@@ -169,22 +177,21 @@ def main() -> None:
     for name, query in ARRAYS.items():
         t, xbar = learning(f"{base}&{query}", args.seconds)
         print(f"  {name:28s} {t:9.3f} s/s  ratio {t / ideal:8.1f}x{_solver(xbar, steps)}")
-        rhs = max(rhs, xbar._system.right_hand_sides / steps)
+        if name == "wire 2 ohm":
+            rhs = xbar._system.right_hand_sides / steps
 
-    print(f"\n3. the peers' solvers, one step ({rhs:.0f} right-hand sides) of the wired 100x200")
+    print(f"\n3. the peers' solvers, one step ({rhs:.0f} right-hand sides) of wire 2 ohm, 100x200")
     for name, t in peers(100, 200, max(int(round(rhs)), 1)).items():
         print(f"  {name:28s} {t / 0.001:9.3f} s/s  ratio {t / 0.001 / ideal:8.1f}x")
 
-    print(f"\n2. 1000x1000, {args.cells} pulsed cells per step, CPU s per step (target: 10x)")
+    print(f"\n2. 1000x1000, {args.cells} pulsed cells per step, CPU time per step (target: 10x)")
     base = "emulator://?rows=1000&cols=1000&seed=0&dtype=float32"
     ideal, _ = pulsing(base, args.cells, args.steps)
-    print(f"  {'ideal':28s} {ideal:9.4f} s")
-    for name, query in ARRAYS.items():
-        if "wire" in query and not args.big:
-            print(f"  {name:28s} not run (--big: a factorisation takes ~36 s and 6 GB here)")
-            continue
-        t, xbar = pulsing(f"{base}&{query}", args.cells, args.steps)
-        print(f"  {name:28s} {t:9.4f} s  ratio {t / ideal:8.1f}x{_solver(xbar, args.steps + 1)}")
+    print(f"  {'ideal':28s} {ideal * 1e3:9.4f} ms")
+    for name, query in list(ARRAYS.items())[:2]:
+        steps = args.big_steps if "wire" in query else args.steps
+        t, xbar = pulsing(f"{base}&{query}", args.cells, steps)
+        print(f"  {name:28s} {t * 1e3:9.1f} ms  ratio {t / ideal:8.1f}x{_solver(xbar, steps + 1)}")
     print(f"  peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
 
     print("\n4. the wire's effect on one write and one read of the 100x200 array (V/2)")

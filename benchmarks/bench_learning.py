@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import nengo
@@ -106,18 +105,18 @@ def main(argv: list[str] | None = None) -> int:
         all_tasks = tasks(args.seconds, seed)
         for task in args.tasks:
             spec = dict(all_tasks[task])
-            function: Callable = spec.pop("function")
-            stimulus = spec.pop("stimulus")
-            learning = spec.pop("learning")
+            run_task = fl.Task(
+                name=task,
+                function=spec.pop("function"),
+                stimulus=spec.pop("stimulus"),
+                learning=spec.pop("learning"),
+                seconds=args.seconds,
+            )
             for name, rule in rules(args.sigma, seed, args.candidates):
                 r = fl.run(
                     name,
                     rule,
-                    task,
-                    function,
-                    stimulus,
-                    learning,
-                    args.seconds,
+                    run_task,
                     progress=False,
                     n_pre=args.neurons,
                     n_post=args.neurons,

@@ -97,7 +97,7 @@ def main() -> int:
     reference = tables["serial"].set_index("run_id").sort_index()
     for name in ("local", "scheduler"):
         other = tables[name].set_index("run_id").sort_index()
-        for key in ("mse", "spearman", "pearson", "pulses"):
+        for key in ("mse", "spearman", "pearson", "pulses_applied"):
             same = int((reference[key] == other[key]).sum())
             worst = float(((reference[key] - other[key]).abs() / reference[key].abs()).max())
             print(

@@ -20,12 +20,13 @@ import argparse
 import numpy as np
 import pandas as pd
 
+from memristor_hil.experiments.results import ResultTable
 from memristor_hil.experiments.summary import TASK, summarize
 
 #: The per-run columns kept in the CSV.
 RUN_COLUMNS = [
     "task", "stimulus", "n_pre", "n_post", "seconds", "label", "settings", "seed", "mse",
-    "constant_mse", "spearman", "final_block_error", "pulses", "sim_cpu_s", "sim_wall_s",
+    "constant_mse", "spearman", "final_block_error", "pulses_applied", "sim_cpu_s", "sim_wall_s",
     "wall_s", "block_errors",
 ]  # fmt: skip
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", help="a sweep's results.parquet")
     parser.add_argument("--csv", help="write one row per run here")
     args = parser.parse_args(argv)
-    frame = pd.read_parquet(args.results)
+    frame = ResultTable(args.results).frame()  # older tables read in today's columns
     if args.csv:
         runs = frame[frame["status"] == "ok"][RUN_COLUMNS].copy()
         runs["block_errors"] = [" ".join(f"{v:.2f}" for v in b) for b in runs["block_errors"]]

@@ -75,13 +75,10 @@ class EmulatedCrossbar(Crossbar):
         )
         self.seed = seed
         device_seed, noise_seed = np.random.SeedSequence(seed).spawn(2)
-        self.params, self._n = self._model.sample_devices(
-            self.size, np.random.default_rng(device_seed)
-        )
-        self._noise_rng = np.random.default_rng(noise_seed)
-        self._n_min = self.params.n_min
         self._ratio_cache: dict[float, np.ndarray] = {}
         self._last_ratio: tuple[float | None, np.ndarray] = (None, _EMPTY)
+        self._bind(*self._model.sample_devices(self.size, np.random.default_rng(device_seed)))
+        self._noise_rng = np.random.default_rng(noise_seed)
         # Scratch for the cell indices of a batch, reused from batch to batch: the indices
         # never leave the crossbar, so a learning rule's step allocates nothing in proportion
         # to its batch but the read-back it returns. Small batches use a small buffer; the
@@ -92,6 +89,16 @@ class EmulatedCrossbar(Crossbar):
         self._flat_unsigned = _unsigned(self._flat_scratch)
         self._no_read_back = np.empty(0, self._n.dtype)
         self._float32 = self._n.dtype == np.float32  # (the dtype never changes)
+
+    def _bind(self, params: DeviceParameters, n: np.ndarray) -> None:
+        """Make ``params`` and the state ``n`` the devices', with everything derived from them
+        (the SET floor, the kernels' group, the voltage ratios), in one place."""
+        self.params = params
+        self._n = n
+        self._n_min = params.n_min
+        self._devices = tuple(kernels.Devices.of(n, self._n_min, params))  # see kernels
+        self._ratio_cache.clear()
+        self._last_ratio = (None, _EMPTY)
 
     # ------------------------------------------------------------------ capabilities
     @property
@@ -211,23 +218,15 @@ class EmulatedCrossbar(Crossbar):
         # them, and turn their new states into the read-back in one vectorised pass. The
         # indices go to the unsigned view of the scratch: checked non-negative, they spare the
         # compiled loop numba's negative-index wraparound.
+        draws = self._noise_rng.standard_normal(size) if model.noise > 0 else _EMPTY
         bad = kernels.locate_and_apply(
             rows,
             cols,
-            self._shape[0],
-            self._shape[1],
+            self._shape,
             self._flat_unsigned,
-            n,
-            batch.compact_pulses,
-            self._n_min,
-            ratio,
-            model.noise,
-            self._noise_rng.standard_normal(size) if model.noise > 0 else _EMPTY,
-            result,
-            params.r0,
-            params.r1,
-            params.a,
-            convert,
+            self._devices,
+            tuple(kernels.SetPulses(batch.compact_pulses, ratio, model.noise, draws)),
+            tuple(kernels.ReadBack(result, convert)),
         )
         if bad >= 0:
             raise outside_error(rows, cols, bad, self._shape)
@@ -278,18 +277,15 @@ class EmulatedCrossbar(Crossbar):
             # round per repetition (2^20 repetitions would hold the service for minutes)
             model = self._model
             ft = self._n.dtype
-            kernels.add_set_pulses_each_voltage(
-                self._n,
-                _unsigned(flat),
-                np.ascontiguousarray(pulses, dtype=ft),
-                self._n_min,
-                self.params.a,
-                model.a_slope,
-                model.v_ref,
-                np.ascontiguousarray(voltage, dtype=ft),
-                model.noise,
-                _EMPTY if draws is None else draws,
+            pulses_each = kernels.VoltagePulses(
+                counts=np.ascontiguousarray(pulses, dtype=ft),
+                voltage=np.ascontiguousarray(voltage, dtype=ft),
+                a_slope=model.a_slope,
+                v_ref=model.v_ref,
+                noise=model.noise,
+                draws=_EMPTY if draws is None else draws,
             )
+            kernels.add_set_pulses_each_voltage(self._devices, _unsigned(flat), tuple(pulses_each))
             return
         for take in _rounds(rank):
             cells = flat[take]
@@ -338,10 +334,7 @@ class EmulatedCrossbar(Crossbar):
         self._check_open()
         self._n[...] = n
         if snapshot["params"] is not self.params:
-            self.params = snapshot["params"]  # type: ignore[assignment]
-            self._n_min = self.params.n_min
-            self._ratio_cache.clear()
-            self._last_ratio = (None, _EMPTY)
+            self._bind(snapshot["params"], self._n)  # type: ignore[arg-type]
         self._noise_rng.bit_generator.state = snapshot["noise_rng"]
 
     # ------------------------------------------------------------------ persistence
@@ -393,11 +386,7 @@ class EmulatedCrossbar(Crossbar):
             )
         if n.shape != self._n.shape or not np.all(np.isfinite(n)):
             raise ValueError(f"{path}: state array is damaged")
-        self._n = n
-        self.params = params
-        self._n_min = params.n_min
-        self._ratio_cache.clear()
-        self._last_ratio = (None, _EMPTY)
+        self._bind(params, n)
         self._noise_rng.bit_generator.state = meta["noise_rng"]
 
     @classmethod

@@ -27,6 +27,8 @@ check these kernels against it.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
@@ -34,12 +36,78 @@ from numba.extending import intrinsic
 from memristor_hil.powerlaw import DeviceParameters
 
 __all__ = [
+    "Devices",
+    "ReadBack",
+    "SetPulses",
+    "VoltagePulses",
+    "add_set_pulses_each_voltage",
     "apply_set_pulses",
     "flat_indices",
     "gather",
+    "locate_and_apply",
     "power_law_f32",
     "resistance",
 ]
+
+
+# The arrays that travel together into the kernels, grouped so that a call names each group
+# once and two arrays of one type cannot be swapped silently: callers build the NamedTuples
+# below by name and pass them as plain tuples (``tuple(group)``, the fields in the
+# NamedTuple's order), and each kernel names them again first thing (``d = Devices(*d)``,
+# free in compiled code). Why plain: numba dispatches a plain tuple on its C fast path
+# (0.15 us over the arrays passed one by one) but types a NamedTuple in Python (0.6-1 us
+# each), and a one-cell batch's whole apply is about 4 us.
+
+
+class Devices(NamedTuple):
+    """The emulated devices: their state, the floor a SET pulse starts from, their law."""
+
+    #: pulse-count state, one per device (updated in place)
+    n: np.ndarray
+    #: ``n`` is raised to this before a SET pulse: one shared entry or one per device
+    n_min: np.ndarray
+    #: ``r0``, ``r1``, ``a`` of ``R = r0 + r1 * n**a``: one shared entry each or one per device
+    r0: np.ndarray
+    r1: np.ndarray
+    a: np.ndarray
+
+    @classmethod
+    def of(cls, n: np.ndarray, n_min: np.ndarray, params: DeviceParameters) -> Devices:
+        """The group for state ``n`` with ``params``' law."""
+        return cls(n, n_min, params.r0, params.r1, params.a)
+
+
+class SetPulses(NamedTuple):
+    """One batch's SET pulses at one voltage: what each entry does to its cell."""
+
+    #: pulses per entry, or one entry shared by all
+    counts: np.ndarray
+    #: ``a / a(V)`` at the batch's voltage: one shared entry or one per device
+    ratio: np.ndarray
+    #: cycle-to-cycle noise: ``k <- max(k + noise * sqrt(k) * xi, 0)``
+    noise: float
+    #: the standard normals ``xi``, one per entry; empty without noise
+    draws: np.ndarray
+
+
+class VoltagePulses(NamedTuple):
+    """SET pulses with a voltage per entry (``a(V) = a + a_slope * (V - v_ref)``)."""
+
+    counts: np.ndarray
+    voltage: np.ndarray
+    a_slope: float
+    v_ref: float
+    noise: float
+    draws: np.ndarray
+
+
+class ReadBack(NamedTuple):
+    """Where a batch's read-back goes (``out``, empty for none) and in what form."""
+
+    out: np.ndarray
+    #: :data:`STATES`, :data:`FLOAT32_LAW` or :data:`SHARED_FLOAT64_LAW`
+    convert: int
+
 
 _EMPTY = np.empty(0)
 _NO_CELLS = np.empty(0, dtype=np.intp)
@@ -78,67 +146,69 @@ STATES, FLOAT32_LAW, SHARED_FLOAT64_LAW = 0, 1, 2
 
 
 @njit(cache=True, nogil=True)
-def apply_set_pulses(
-    n, flat, pulses, n_min, ratio, noise, draws, out, r0, r1, a, convert, ascending
-):  # pragma: no cover - compiled
-    """Apply SET pulses in place, reading the cells back into ``out`` when it is non-empty.
+def apply_set_pulses(devices, flat, pulses, read, ascending):  # pragma: no cover - compiled
+    """Apply SET pulses in place, reading the cells back into ``read.out`` when it is non-empty.
 
     Each entry: ``n <- (max(n, n_min)**ratio + k)**(1/ratio)`` with ``ratio = a / a(V)`` (1 at
     the reference voltage, where the update is ``n + k``), in batch order, so a cell named
-    twice receives both counts. ``pulses`` has one entry per batch entry or a single shared
-    one; ``draws`` (standard normals, one per entry) adds cycle-to-cycle noise
-    ``noise * sqrt(k) * xi`` when non-empty; ``n_min``, ``ratio``, ``r0``, ``r1``, ``a`` hold one
-    shared entry or one per device (``flat`` holds the checked, non-negative cell indices).
+    twice receives both counts. ``pulses`` (:class:`SetPulses`) has one count per batch entry
+    or a single shared one; its ``draws`` (standard normals, one per entry) add
+    cycle-to-cycle noise ``noise * sqrt(k) * xi`` when non-empty; ``devices``
+    (:class:`Devices`) and ``pulses.ratio`` hold one shared entry or one per device (``flat``
+    holds the checked, non-negative cell indices).
 
-    With a read-back, ``out[i]`` ends as entry ``i``'s cell after the whole batch: its state
-    (``convert == STATES``) or its resistance ``r0 + r1 * n**a`` (``FLOAT32_LAW``:
+    With a read-back, ``read.out[i]`` ends as entry ``i``'s cell after the whole batch: its
+    state (``read.convert == STATES``) or its resistance ``r0 + r1 * n**a`` (``FLOAT32_LAW``:
     :func:`power_law_f32`; ``SHARED_FLOAT64_LAW``: the scalar float64 law with shared
     parameters). When the cells strictly ``ascend`` no cell repeats, so each entry's new
     state is final as the pulse loop writes it; otherwise the cells are gathered again after
     the loop. (Turning states into resistances block by block inside the pulse loop, while
     they are in cache, measured slower than this second, vectorised pass.)
     """
+    read = ReadBack(*read)
+    out = read.out
     size = flat.shape[0]
     keep = out.shape[0] > 0
-    _pulse(n, flat, pulses, n_min, ratio, noise, draws, out if keep and ascending else out[:0])
+    _pulse(devices, flat, pulses, out if keep and ascending else out[:0])
     if keep:
         if not ascending:
+            n = Devices(*devices).n
             for i in range(size):
                 out[i] = n[flat[i]]
-        _to_resistance(out, flat, r0, r1, a, convert)
+        _to_resistance(out, flat, devices, read.convert)
 
 
 @njit(cache=True, nogil=True)
-def locate_and_apply(
-    rows, cols, nrows, ncols, flat, n, pulses, n_min, ratio, noise, draws, out, r0, r1, a, convert
-):  # pragma: no cover - compiled
+def locate_and_apply(rows, cols, shape, flat, devices, pulses, read):  # pragma: no cover
     """:func:`flat_indices` into ``flat[:len(rows)]``, then :func:`apply_set_pulses`: one call.
 
-    Returns the first entry outside the crossbar (nothing is applied then), or -1.
+    ``shape`` is the crossbar's ``(rows, cols)``. Returns the first entry outside the crossbar
+    (nothing is applied then), or -1.
     """
     size = rows.shape[0]
     cells = flat[:size]
-    bad, ascending = flat_indices(rows, cols, nrows, ncols, cells)
+    bad, ascending = flat_indices(rows, cols, shape[0], shape[1], cells)
     if bad >= 0:
         return bad
-    apply_set_pulses(
-        n, cells, pulses, n_min, ratio, noise, draws, out, r0, r1, a, convert, ascending
-    )
+    apply_set_pulses(devices, cells, pulses, read, ascending)
     return -1
 
 
 @njit(cache=True, nogil=True)
-def _pulse(n, flat, pulses, n_min, ratio, noise, draws, out):  # pragma: no cover - compiled
+def _pulse(devices, flat, pulses, out):  # pragma: no cover - compiled
     """The pulse loop of :func:`apply_set_pulses`, each new state also into a non-empty ``out``."""
+    d = Devices(*devices)
+    p = SetPulses(*pulses)
+    n, n_min, counts, ratio, noise, draws = d.n, d.n_min, p.counts, p.ratio, p.noise, p.draws
     per_device_min = n_min.shape[0] > 1
     per_device_ratio = ratio.shape[0] > 1
-    shared_pulses = pulses.shape[0] == 1
+    shared_pulses = counts.shape[0] == 1
     unit_ratio = (not per_device_ratio) and ratio[0] == 1.0
     with_noise = draws.shape[0] > 0
     keep = out.shape[0] > 0
     for i in range(flat.shape[0]):
         j = flat[i]
-        k = 1.0 * (pulses[0] if shared_pulses else pulses[i])
+        k = 1.0 * (counts[0] if shared_pulses else counts[i])
         if with_noise:
             k = max(k + noise * np.sqrt(k) * draws[i], 0.0)
         x = n[j]
@@ -156,11 +226,12 @@ def _pulse(n, flat, pulses, n_min, ratio, noise, draws, out):  # pragma: no cove
 
 
 @njit(cache=True, nogil=True)
-def _to_resistance(x, cells, r0, r1, a, convert):  # pragma: no cover - compiled
+def _to_resistance(x, cells, devices, convert):  # pragma: no cover - compiled
+    d = Devices(*devices)
     if convert == FLOAT32_LAW:
-        power_law_f32(x, r0, r1, a, cells)
+        power_law_f32(x, d.r0, d.r1, d.a, cells)
     elif convert == SHARED_FLOAT64_LAW:
-        _power_law_shared(x, r0[0], r1[0], a[0])
+        _power_law_shared(x, d.r0[0], d.r1[0], d.a[0])
 
 
 @njit(cache=True, nogil=True)
@@ -320,25 +391,28 @@ def resistance(
 
 
 @njit(cache=True, nogil=True)
-def add_set_pulses_each_voltage(
-    n, flat, pulses, n_min, a, a_slope, v_ref, voltage, noise, draws
-):  # pragma: no cover - compiled
-    """SET pulses with a voltage per entry, applied in order (repeated cells accumulate).
+def add_set_pulses_each_voltage(devices, flat, pulses):  # pragma: no cover - compiled
+    """SET pulses with a voltage per entry (:class:`VoltagePulses`), applied in order
+    (repeated cells accumulate).
 
     Entry ``i``: ``r = a / a(V_i)`` with ``a(V) = a + a_slope * (V - v_ref)``, then
-    ``n <- (max(n, n_min)**r + k)**(1/r)``, as :meth:`PowerLaw.after_pulses`. ``a`` and
-    ``n_min`` are per device or single shared entries; ``draws`` as in :func:`add_set_pulses`.
+    ``n <- (max(n, n_min)**r + k)**(1/r)``, as :meth:`PowerLaw.after_pulses`. The devices'
+    ``a`` and ``n_min`` are per device or single shared entries; ``draws`` as in
+    :func:`apply_set_pulses`.
     """
+    d = Devices(*devices)
+    p = VoltagePulses(*pulses)
+    n, n_min, a, draws = d.n, d.n_min, d.a, p.draws
     per_device = a.shape[0] > 1
     per_device_min = n_min.shape[0] > 1
     with_noise = draws.shape[0] > 0
     for i in range(flat.shape[0]):
         j = flat[i]
-        k = 1.0 * pulses[i]
+        k = 1.0 * p.counts[i]
         if with_noise:
-            k = max(k + noise * np.sqrt(k) * draws[i], 0.0)
+            k = max(k + p.noise * np.sqrt(k) * draws[i], 0.0)
         a_j = a[j] if per_device else a[0]
-        e = a_j / (a_j + a_slope * (voltage[i] - v_ref))
+        e = a_j / (a_j + p.a_slope * (p.voltage[i] - p.v_ref))
         x = n[j]
         lo = n_min[j] if per_device_min else n_min[0]
         if x < lo:

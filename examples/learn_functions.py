@@ -41,13 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name, function in FUNCTIONS.items():
         rules = fl.standard_rules(args.sigma, args.seed, pes_rate=args.pes_rate)
+        task = fl.Task(
+            name=name,
+            function=function,
+            stimulus=lambda t: np.sin(2 * np.pi * t / 4),
+            learning=lambda t: t < learn_until,
+            seconds=args.seconds,
+        )
         results += fl.compare(
             rules,
-            name,
-            function,
-            lambda t: np.sin(2 * np.pi * t / 4),
-            lambda t: t < learn_until,
-            args.seconds,
+            task,
             n_pre=args.neurons,
             n_post=args.neurons,
             seed=args.seed,

@@ -42,13 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     def stimulus(t: float) -> list[float]:
         return [np.sin(2 * np.pi * t / 4), np.sin(2 * np.pi * t / 4 * 0.618 + 1.0)]
 
+    task = fl.Task(
+        name="x1*x2",
+        function=lambda x: x[0] * x[1],
+        stimulus=stimulus,
+        learning=lambda t: int(t // block) % 2 == 0,  # learn, test, learn, test, ...
+        seconds=args.seconds,
+    )
     results = fl.compare(
         fl.standard_rules(args.sigma, args.seed, pes_rate=args.pes_rate),
-        "x1*x2",
-        lambda x: x[0] * x[1],
-        stimulus,
-        lambda t: int(t // block) % 2 == 0,  # learn, test, learn, test, ...
-        args.seconds,
+        task,
         dimensions=2,
         n_pre=args.neurons,
         n_post=args.neurons,

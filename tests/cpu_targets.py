@@ -86,13 +86,16 @@ def outputs() -> dict[str, np.ndarray]:
         flat = x["flat"]
         for key, ratio in (("pulse_shared_v", x["ratio"][:1]), ("pulse_per_device", x["ratio"])):
             n = x["n"].copy()
-            kernels.apply_set_pulses(
-                n, flat, x["pulses"], n_min, ratio, 0.0, empty, n[:0], r0, r1, one, 0, False
-            )
+            devices = tuple(kernels.Devices(n, n_min, r0, r1, one))
+            pulses = tuple(kernels.SetPulses(x["pulses"], ratio, 0.0, empty))
+            read = tuple(kernels.ReadBack(n[:0], kernels.STATES))
+            kernels.apply_set_pulses(devices, flat, pulses, read, False)
             out[f"{key}_{name}"] = n
         n = x["n"].copy()
         kernels.add_set_pulses_each_voltage(
-            n, flat, x["pulses"], n_min, x["a"], -0.53, 0.1, x["voltage"], 0.0, empty
+            tuple(kernels.Devices(n, n_min, r0, r1, x["a"])),
+            flat,
+            tuple(kernels.VoltagePulses(x["pulses"], x["voltage"], -0.53, 0.1, 0.0, empty)),
         )
         out[f"pulse_each_v_{name}"] = n
         if dtype is np.float32:

@@ -19,10 +19,11 @@ from scipy.sparse.linalg import spsolve
 _QUCS = json.loads((Path(__file__).parent / "badcrossbar_qucs.json").read_text())
 
 
-def _fixture_solve(case: dict) -> tuple[object, np.ndarray]:
+def _fixture_solve(case: dict, method: str = "lu") -> tuple[object, np.ndarray]:
     r = np.array([[np.inf if x is None else x for x in row] for row in case["resistance"]])
     rows, cols = r.shape
-    system = NodalSystem(rows, cols, Wiring(row_wire=case["row_wire"], col_wire=case["col_wire"]))
+    wiring = Wiring(row_wire=case["row_wire"], col_wire=case["col_wire"])
+    system = NodalSystem(rows, cols, wiring, method=method)
     row_ends = np.full((rows, 2), np.nan)
     row_ends[:, 0] = case["applied"]
     col_ends = np.full((cols, 2), np.nan)
@@ -30,20 +31,33 @@ def _fixture_solve(case: dict) -> tuple[object, np.ndarray]:
     return system.solve(1.0 / r, row_ends, col_ends), r
 
 
-@pytest.mark.parametrize("name", sorted(_QUCS))
-def test_output_currents_match_qucs(name):
+def _q(case: dict) -> float:
+    r = np.array([[np.inf if x is None else x for x in row] for row in case["resistance"]])
+    wiring = Wiring(row_wire=case["row_wire"], col_wire=case["col_wire"])
+    return NodalSystem(*r.shape, wiring).coupling(1.0 / r)
+
+
+# the line sweeps where their contraction bound q is below 1 (the others: the LU alone)
+_SWEEPABLE = [n for n in sorted(_QUCS) if _q(_QUCS[n]) < 1]
+_CASES = [(n, "lu") for n in sorted(_QUCS)] + [(n, "lines") for n in _SWEEPABLE]
+
+
+@pytest.mark.parametrize("name, method", _CASES)
+def test_output_currents_match_qucs(name, method):
     case = _QUCS[name]
-    nodes, _ = _fixture_solve(case)
+    nodes, _ = _fixture_solve(case, method)
     # Qucs prints 16 significant digits; what is left is rounding in the two solvers
     np.testing.assert_allclose(
         nodes.col_current[:, 1], case["output_current"], rtol=1e-12, atol=1e-15
     )
 
 
-@pytest.mark.parametrize("name", [n for n in sorted(_QUCS) if "word_line_voltage" in _QUCS[n]])
-def test_node_voltages_and_device_currents_match_qucs(name):
+@pytest.mark.parametrize(
+    "name, method", [(n, m) for n, m in _CASES if "word_line_voltage" in _QUCS[n]]
+)
+def test_node_voltages_and_device_currents_match_qucs(name, method):
     case = _QUCS[name]
-    nodes, r = _fixture_solve(case)
+    nodes, r = _fixture_solve(case, method)
     np.testing.assert_allclose(nodes.u, case["word_line_voltage"], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(nodes.w, case["bit_line_voltage"], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(
@@ -112,7 +126,7 @@ def test_random_arrays_agree_with_spsolve(shape, seed, floating):
         row_ends[:, 0] = np.where(np.isnan(row_ends).all(axis=1), 0.3, row_ends[:, 0])
         col_ends[:, 1] = np.where(np.isnan(col_ends).all(axis=1), -0.2, col_ends[:, 1])
     row_ends[0, 0], col_ends[0, 1] = 0.7, 0.0  # at least one held end of each kind
-    nodes = NodalSystem(rows, cols, wiring).solve(g, row_ends, col_ends)
+    nodes = NodalSystem(rows, cols, wiring, method="lu").solve(g, row_ends, col_ends)
     u, w = _reference(g, wiring, row_ends, col_ends)
     current = g * (u - w)
     scale = np.abs(current).max()
@@ -141,7 +155,7 @@ def test_end_currents_balance():
 
 def test_factors_are_reused_for_the_same_version_and_ends():
     g = np.full((4, 4), 1e-3)
-    system = NodalSystem(4, 4, Wiring(row_wire=1, col_wire=1))
+    system = NodalSystem(4, 4, Wiring(row_wire=1, col_wire=1), method="lu")
     ends_r = np.zeros((4, 2))
     ends_c = np.zeros((4, 2))
     ends_r[:, 1] = np.nan
@@ -223,7 +237,7 @@ def test_a_256x256_array_agrees_with_spsolve():
     row_ends = rng.uniform(-1, 1, (256, 2))
     col_ends = rng.uniform(-1, 1, (256, 2))
     wiring = Wiring(row_wire=1, col_wire=1, row_end=7, col_end=3)
-    nodes = NodalSystem(256, 256, wiring).solve(g, row_ends, col_ends)
+    nodes = NodalSystem(256, 256, wiring, method="lu").solve(g, row_ends, col_ends)
     u, w = _reference(g, wiring, row_ends, col_ends)
     np.testing.assert_allclose(nodes.u, u, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(nodes.w, w, rtol=1e-9, atol=1e-9)
@@ -235,7 +249,7 @@ def test_a_solve_that_misses_its_tolerance_raises_naming_it():
     from memristor_hil.emulator.array.circuit import RESIDUAL_TOLERANCE, SolveError
 
     rng = np.random.default_rng(0)
-    system = NodalSystem(4, 5, Wiring(row_wire=1.0, col_wire=1.0))
+    system = NodalSystem(4, 5, Wiring(row_wire=1.0, col_wire=1.0), method="lu")
     g = rng.uniform(1e-4, 1e-2, (4, 5))
     row_ends = np.full((4, 2), np.nan)
     row_ends[:, 0] = 1.0
@@ -254,3 +268,144 @@ def test_a_solve_that_misses_its_tolerance_raises_naming_it():
     factor.lu = exact
     again = system.solve(g, row_ends, col_ends, version=1)
     np.testing.assert_array_equal(again.u, good.u)
+
+
+# ---------------------------------------------------------------- the line sweeps (lines.py)
+
+
+def _one_end_each(rng, rows, cols, orientation):
+    """Line ends with every line held at exactly one end: "fixed" (word lines at end 0, bit
+    lines at end 1, as reads and writes hold them), "mirrored" (the other two ends) or
+    "mixed" (each line's end at random)."""
+    row_far = {"fixed": np.zeros(rows, bool), "mirrored": np.ones(rows, bool)}.get(
+        orientation, rng.random(rows) < 0.5
+    )
+    col_far = {"fixed": np.ones(cols, bool), "mirrored": np.zeros(cols, bool)}.get(
+        orientation, rng.random(cols) < 0.5
+    )
+    row_ends = np.full((rows, 2), np.nan)
+    col_ends = np.full((cols, 2), np.nan)
+    row_ends[np.arange(rows), row_far.astype(int)] = rng.uniform(-1, 1, rows)
+    col_ends[np.arange(cols), col_far.astype(int)] = rng.uniform(-1, 1, cols)
+    return row_ends, col_ends
+
+
+@pytest.mark.parametrize("orientation", ["fixed", "mirrored", "mixed"])
+@pytest.mark.parametrize(
+    "shape, r_low, r_high, wire",
+    [
+        ((1, 1), 1e3, 1e4, 1.0),
+        ((3, 7), 1e6, 1e8, 2.0),  # weak coupling (q ~ 1e-5): Nb:STO-like devices
+        ((24, 31), 1e5, 1e8, 5.0),
+        ((64, 64), 1e3, 1e5, 0.5),
+        ((12, 9), 200, 1e4, 2.0),  # strong coupling (q ~ 0.3): 15-20 sweeps
+        ((256, 256), 1e7, 1e9, 1.0),
+    ],
+)
+def test_line_sweeps_agree_with_spsolve(shape, r_low, r_high, wire, orientation):
+    rng = np.random.default_rng(shape[0])
+    rows, cols = shape
+    # 10% open devices, a word-line wire different from the bit-line one, end resistances
+    g = 1.0 / rng.uniform(r_low, r_high, shape) * rng.choice([0.0, 1.0], shape, p=[0.1, 0.9])
+    wiring = Wiring(row_wire=wire, col_wire=0.7 * wire, row_end=7.0, col_end=3.0)
+    row_ends, col_ends = _one_end_each(rng, rows, cols, orientation)
+    system = NodalSystem(rows, cols, wiring, method="lines")
+    assert system.coupling(g) < 0.5
+    nodes = system.solve(g, row_ends, col_ends)
+    assert system.line_solves == 1 and system.factorisations == 0
+    u, w = _reference(g, wiring, row_ends, col_ends)
+    current = g * (u - w)
+    scale = np.abs(current).max()
+    np.testing.assert_allclose(g * nodes.device_voltage, current, rtol=1e-9, atol=1e-9 * scale)
+    np.testing.assert_allclose(nodes.u, u, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(nodes.w, w, rtol=1e-9, atol=1e-12)
+    # each held end delivers its line's device currents (summed, not differenced: the sums
+    # keep their precision where an LU's end voltage differences lose it)
+    row_held = ~np.isnan(row_ends)
+    np.testing.assert_allclose(nodes.row_current[row_held], current.sum(axis=1), rtol=1e-9)
+    np.testing.assert_allclose(
+        nodes.col_current[~np.isnan(col_ends)], current.sum(axis=0), rtol=1e-9, atol=1e-9 * scale
+    )
+    assert np.all(nodes.row_current[~row_held] == 0)
+
+
+def test_zero_wire_lines_are_one_node_in_the_sweeps():
+    # bit lines without wire resistance (one node each, behind their end resistance); word
+    # lines with it: the sweeps handle both, against the independent solve
+    rng = np.random.default_rng(3)
+    g = 1.0 / rng.uniform(1e4, 1e6, (6, 5))
+    wiring = Wiring(row_wire=2.0, col_wire=0.0, row_end=1.0, col_end=4.0)
+    row_ends, col_ends = _one_end_each(rng, 6, 5, "fixed")
+    nodes = NodalSystem(6, 5, wiring, method="lines").solve(g, row_ends, col_ends)
+    lu = NodalSystem(6, 5, wiring, method="lu").solve(g, row_ends, col_ends)
+    np.testing.assert_allclose(nodes.u, lu.u, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(nodes.w, lu.w, rtol=1e-12, atol=1e-14)
+    assert np.ptp(nodes.w, axis=0).max() == 0  # each bit line one voltage
+
+
+def test_several_right_hand_sides_by_sweeps_match_one_at_a_time():
+    rng = np.random.default_rng(5)
+    g = 1.0 / rng.uniform(1e5, 1e7, (7, 9))
+    system = NodalSystem(7, 9, Wiring(row_wire=2, col_wire=1, col_end=5), method="lines")
+    row_ends = np.full((7, 2, 4), np.nan)
+    row_ends[:, 0, :] = rng.uniform(0, 1, (7, 4))
+    col_ends = np.full((9, 2, 4), np.nan)
+    col_ends[:, 1, :] = rng.uniform(0, 0.5, (9, 4))
+    many = system.solve(g, row_ends, col_ends)
+    for k in range(4):
+        one = system.solve(g, row_ends[..., k], col_ends[..., k])
+        np.testing.assert_array_equal(many.u[..., k], one.u)
+        np.testing.assert_array_equal(many.col_current[..., k], one.col_current)
+
+
+def test_auto_sweeps_weakly_coupled_arrays_and_factors_the_rest():
+    rng = np.random.default_rng(6)
+    row_ends, col_ends = _one_end_each(rng, 8, 10, "fixed")
+    wiring = Wiring(row_wire=2.0, col_wire=2.0)
+    weak = NodalSystem(8, 10, wiring)
+    weak.solve(1.0 / rng.uniform(1e6, 1e8, (8, 10)), row_ends, col_ends)
+    assert (weak.line_solves, weak.factorisations) == (1, 0)
+    assert 1 <= weak.sweeps <= 5  # q ~ 1e-5: a few sweeps from the no-wire voltages
+    strong = NodalSystem(8, 10, wiring)
+    g_strong = np.full((8, 10), 0.1)  # 10 ohm devices on 2 ohm segments
+    assert strong.coupling(g_strong) >= 0.5
+    strong.solve(g_strong, row_ends, col_ends)
+    assert (strong.line_solves, strong.factorisations) == (0, 1)
+    both_ends = row_ends.copy()
+    both_ends[0, 1] = 0.2  # a word line held at both ends: not a line sweep
+    mixed = NodalSystem(8, 10, wiring)
+    mixed.solve(1.0 / rng.uniform(1e6, 1e8, (8, 10)), both_ends, col_ends)
+    assert (mixed.line_solves, mixed.factorisations) == (0, 1)
+
+
+def test_sweeps_that_cannot_meet_their_tolerance_raise_naming_it():
+    from memristor_hil.emulator.array.circuit import SolveError
+    from memristor_hil.emulator.array.lines import LINE_TOLERANCE
+
+    rng = np.random.default_rng(7)
+    row_ends, col_ends = _one_end_each(rng, 6, 6, "fixed")
+    system = NodalSystem(6, 6, Wiring(row_wire=5.0, col_wire=5.0), method="lines")
+    g = np.full((6, 6), 1.0)  # 1 ohm devices on 5 ohm segments: q ~ 360, the sweeps diverge
+    with pytest.raises(SolveError, match=f"LINE_TOLERANCE = {LINE_TOLERANCE:g}"):
+        system.solve(g, row_ends, col_ends)
+    with pytest.raises(ValueError, match="exactly one end"):
+        system.solve(g, np.zeros((6, 2)), col_ends)
+
+
+def test_an_lu_past_the_memory_bound_is_refused_before_it_is_built():
+    from memristor_hil.emulator.array.circuit import LU_MEMORY_LIMIT, SolverLimitError, lu_bytes
+
+    assert lu_bytes(1000, 1000) > 4 * LU_MEMORY_LIMIT > lu_bytes(256, 256)
+    rows = cols = 1000
+    row_ends = np.full((rows, 2), np.nan)
+    row_ends[:, 0] = 0.5
+    col_ends = np.full((cols, 2), np.nan)
+    col_ends[:, 1] = 0.0
+    system = NodalSystem(rows, cols, Wiring(row_wire=2.0, col_wire=2.0))
+    strong = np.full((rows, cols), 1e-4)  # 10 kohm devices: q ~ 400
+    with pytest.raises(SolverLimitError, match=r"coupling bound q = .* LU_MEMORY_LIMIT"):
+        system.solve(strong, row_ends, col_ends)
+    row_ends[:, 1] = 0.5  # every word line held at both ends: the LU, refused again
+    with pytest.raises(SolverLimitError, match="held at both ends or at none"):
+        system.solve(np.full((rows, cols), 1e-8), row_ends, col_ends)
+    assert system.factorisations == 0

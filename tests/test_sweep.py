@@ -89,8 +89,9 @@ def test_an_emulator_run_repeats_bit_for_bit():
     )
     first, second = run_one(spec), run_one(spec)
     assert first["status"] == "ok", first["traceback"]
-    assert first["pulses"] > 0
-    for key in ("mse", "spearman", "pearson", "block_errors", "pulses"):
+    assert first["pulses_applied"] > 0
+    assert first["pulses"] == "stochastic"  # the run's policy, not overwritten by the count
+    for key in ("mse", "spearman", "pearson", "block_errors", "pulses_applied"):
         assert first[key] == second[key], key
     other = run_one(RunSpec(**{**spec.__dict__, "seed": 4}))
     assert other["mse"] != first["mse"]
@@ -196,6 +197,42 @@ def test_a_table_of_paper_2_runs_reads_back_to_resume(tmp_path):
     assert again.rows["b"]["block_errors"] == []
 
 
+def test_an_older_table_reads_back_with_the_pulse_count_moved_out_of_the_policy(tmp_path):
+    """Tables written before ``pulses_applied`` kept the count in ``pulses``, the policy's
+    column; read back (to resume or to summarize) the count moves and the column means one
+    thing again, so old and new rows of one resumed table agree."""
+    from memristor_hil.experiments.results import ResultTable
+
+    path = tmp_path / "results.parquet"
+    old = {"run_id": "old", "status": "ok", "label": "mPES one", "pulses": 5400.0,
+           "block_errors": [1.0]}  # fmt: skip
+    pd.DataFrame([old]).to_parquet(path, index=False)
+    table = ResultTable(path)
+    assert table.rows["old"]["pulses_applied"] == 5400.0
+    assert table.rows["old"]["pulses"] is None
+    table.add({"run_id": "new", "status": "ok", "label": "mPES one", "pulses": "one",
+               "pulses_applied": 10.0, "block_errors": [1.0]})  # fmt: skip
+    again = ResultTable(path).rows
+    assert (again["new"]["pulses"], again["new"]["pulses_applied"]) == ("one", 10.0)
+    assert again["old"]["pulses_applied"] == 5400.0
+
+
+def test_a_run_records_the_commit_of_the_source_it_ran():
+    from memristor_hil.experiments.tasks import versions
+
+    commit = versions()["commit"]
+    package = Path(memristor_hil.__file__).parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(package), *args], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    if git("ls-files", "--", "__init__.py"):  # a clone: HEAD, "+dirty" when changed
+        assert commit.removesuffix("+dirty") == git("rev-parse", "HEAD")
+    else:  # an installed wheel, even one in a venv inside some clone
+        assert commit == "unknown"
+
+
 def test_a_sweep_runs_on_a_separately_started_scheduler_and_worker(tmp_path):
     with dask_cluster(workers=1) as address:
         toml = _toml(
@@ -264,7 +301,7 @@ def test_the_summary_gives_mean_ci_and_the_ratio_to_the_best_pes_rate(tmp_path):
             rows.append(
                 {**base, "label": label, "rule": rule, "learning_rate": rate, "seed": seed,
                  "settings": "-", "status": "ok", "mse": mse, "spearman": 0.9, "pearson": 0.9,
-                 "block_errors": [2.0, 1.0], "final_block_error": 1.0, "pulses": 0.0,
+                 "block_errors": [2.0, 1.0], "final_block_error": 1.0, "pulses_applied": 0.0,
                  "wall_s": 1.0, "run_id": f"{label}{seed}", "error": None}
             )  # fmt: skip
     frame = pd.DataFrame(rows)

@@ -92,7 +92,7 @@ def _summary_frame(constant_mse: float) -> pd.DataFrame:
                  "label": label, "rule": rule, "learning_rate": None, "seed": seed,
                  "settings": "-", "status": "ok", "mse": mse, "constant_mse": constant_mse,
                  "spearman": 0.5, "pearson": 0.5, "block_errors": [1.0], "final_block_error": 1.0,
-                 "pulses": 0.0, "wall_s": 1.0, "run_id": f"{label}{seed}", "error": None}
+                 "pulses_applied": 0.0, "wall_s": 1.0, "run_id": f"{label}{seed}", "error": None}
             )  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .circuit import NodalSystem
+from .circuit import NodalSystem, batch_size
 
 __all__ = ["admittance", "biased_sense_current", "floating_sense_current"]
 
-_CHUNK = 64  # right-hand sides per solve (memory: _CHUNK * 2 * rows * cols floats)
+_CHUNK = 64  # right-hand sides per solve, at most (circuit.batch_size bounds the memory)
 
 
 def admittance(
@@ -56,8 +56,9 @@ def _columns(
     rows, cols = system.shape
     total = rows + cols
     y = np.empty((total, ports.size))
-    for start in range(0, ports.size, _CHUNK):
-        stop = min(start + _CHUNK, ports.size)
+    chunk = batch_size(system.shape, _CHUNK)
+    for start in range(0, ports.size, chunk):
+        stop = min(start + chunk, ports.size)
         k = stop - start
         unit = np.zeros((total, k))
         unit[ports[start:stop], np.arange(k)] = 1.0

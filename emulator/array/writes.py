@@ -29,11 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .circuit import NodalSystem
+from .circuit import NodalSystem, batch_size
 
 __all__ = ["Operation", "biased_cells", "counted_pulses", "operation_fields", "operations"]
 
-_CHUNK = 32  # operations solved together (memory: _CHUNK * 2 * rows * cols floats)
+_CHUNK = 32  # operations solved together, at most (circuit.batch_size bounds the memory)
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def operation_fields(
 ) -> Iterator[tuple[Operation, np.ndarray]]:
     """Each operation with its device voltages, shape ``(rows, cols)``."""
     rows, cols = system.shape
-    step = _CHUNK if bias is not None else 1
+    step = batch_size(system.shape, _CHUNK) if bias is not None else 1
     for start in range(0, len(ops), step):
         chunk = ops[start : start + step]
         k = len(chunk)

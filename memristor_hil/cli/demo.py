@@ -78,13 +78,13 @@ def run(args: argparse.Namespace) -> int:
         f"learning f(x) = x^2 with {n}x{n} learned weights: "
         f"{learn_until:g} s learning, {args.seconds - learn_until:g} s testing"
     )
-    task = {
-        "task": "x^2",
-        "function": lambda x: x**2,
-        "stimulus": lambda t: np.sin(2 * np.pi * t / 4),
-        "learning": lambda t: t < learn_until,
-        "seconds": args.seconds,
-    }
+    task = fl.Task(
+        name="x^2",
+        function=lambda x: x**2,
+        stimulus=lambda t: np.sin(2 * np.pi * t / 4),
+        learning=lambda t: t < learn_until,
+        seconds=args.seconds,
+    )
     results = []
     for k, (name, settings) in enumerate(VARIANTS):
         row, col = args.layout[0] + k * n, args.layout[1]
@@ -103,15 +103,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(fl: Any, name: str, rule: Any, task: dict, args: argparse.Namespace) -> Any:
+def _run(fl: Any, name: str, rule: Any, task: Any, args: argparse.Namespace) -> Any:
     return fl.run(
         name,
         rule,
-        task["task"],
-        task["function"],
-        task["stimulus"],
-        task["learning"],
-        task["seconds"],
+        task,
         n_pre=args.neurons,
         n_post=args.neurons,
         seed=args.seed,

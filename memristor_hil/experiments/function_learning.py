@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import nengo
 import numpy as np
@@ -22,6 +22,7 @@ import numpy as np
 __all__ = [
     "PES_LEARNING_RATE",
     "Result",
+    "Task",
     "Verdict",
     "build_network",
     "compare",
@@ -38,6 +39,30 @@ __all__ = [
 PES_LEARNING_RATE = 1e-5
 
 Schedule = Callable[[float], bool]
+
+
+class Task(NamedTuple):
+    """One function-learning task: what to learn, from which input, when, and for how long.
+
+    Attributes
+    ----------
+    name : str
+        What results and progress bars call it (``"x^2"``).
+    function : callable
+        The function of the input that ``post`` learns to represent.
+    stimulus : callable or nengo.Process
+        The input: a function of time or a process (e.g. white noise).
+    learning : callable
+        The schedule: ``learning(t)`` is True while the rule learns; the other periods test.
+    seconds : float
+        Simulated seconds per run.
+    """
+
+    name: str
+    function: Callable[[np.ndarray], np.ndarray]
+    stimulus: Callable[[float], Any] | nengo.Process
+    learning: Schedule
+    seconds: float
 
 
 @dataclass
@@ -153,20 +178,20 @@ def simulator(net: nengo.Network, seed: int | None = None) -> nengo.Simulator:
 def run(
     rule_name: str,
     rule_type: nengo.learning_rules.LearningRuleType,
-    task: str,
-    function: Callable[[np.ndarray], np.ndarray],
-    stimulus: Callable[[float], Any],
-    learning: Schedule,
-    seconds: float,
+    task: Task,
     *,
     progress: bool = True,
     chunk: float = 1.0,
     **network: Any,
 ) -> Result:
-    """Build and run one rule on one task, showing progress, and score the test periods."""
-    net, probes = build_network(rule_type, function, stimulus, learning, **network)
+    """Build and run one rule on one task, showing progress, and score the test periods.
+
+    ``network`` goes to :func:`build_network` (neurons, dimensions, seed, ...).
+    """
+    net, probes = build_network(rule_type, task.function, task.stimulus, task.learning, **network)
+    seconds = task.seconds
     with simulator(net) as sim:
-        bar = _progress(f"{task} {rule_name}", seconds) if progress else None
+        bar = _progress(f"{task.name} {rule_name}", seconds) if progress else None
         start = time.perf_counter()
         done = 0.0
         while done < seconds - 1e-9:
@@ -185,10 +210,10 @@ def run(
         weights_t = sim.trange(sample_every=probes["weights"].sample_every)
         weights = sim.data[probes["weights"]]
     weights = weights.reshape(len(weights), -1)[:, net.picked_weights]
-    testing = np.array([not learning(ti) for ti in t])
+    testing = np.array([not task.learning(ti) for ti in t])
     mse, rho = score(output[testing], target[testing])
     return Result(
-        rule_name, task, mse, rho, wall, t, output, target, testing, weights_t, weights, x
+        rule_name, task.name, mse, rho, wall, t, output, target, testing, weights_t, weights, x
     )
 
 
@@ -238,18 +263,11 @@ def standard_rules(
 
 def compare(
     rules: Sequence[tuple[str, nengo.learning_rules.LearningRuleType]],
-    task: str,
-    function: Callable[[np.ndarray], np.ndarray],
-    stimulus: Callable[[float], Any],
-    learning: Schedule,
-    seconds: float,
+    task: Task,
     **kwargs: Any,
 ) -> list[Result]:
-    """Run every rule on the same task and network."""
-    return [
-        run(name, rule, task, function, stimulus, learning, seconds, **kwargs)
-        for name, rule in rules
-    ]
+    """Run every rule on the same task and network (``kwargs`` as for :func:`run`)."""
+    return [run(name, rule, task, **kwargs) for name, rule in rules]
 
 
 @dataclass(frozen=True)

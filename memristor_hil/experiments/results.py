@@ -10,7 +10,13 @@ Columns: ``run_id``; every :class:`~memristor_hil.experiments.tasks.RunSpec` fie
 and ``settings`` (the rule and device settings in words); the metrics of
 :func:`~memristor_hil.experiments.tasks.run_task`; ``status`` (``"ok"`` or ``"failed"``),
 ``error`` and ``traceback`` of a failed run; ``cells`` (the crossbar cells a hardware run
-used); ``worker``, ``started``, ``finished`` (UTC seconds) and ``wall_s``; ``version_*``.
+used); ``worker``, ``started``, ``finished`` (UTC seconds) and ``wall_s``; ``version_*``
+(``version_commit``: the git commit of the source that ran).
+
+Tables written before ``pulses_applied`` existed kept the number of pulses in ``pulses``,
+over the run's policy; :func:`upgrade_row` moves it when such a table is read, so a resumed
+or re-summarized old table has one meaning per column (the old rows' policy is then only in
+their ``label``).
 """
 
 from __future__ import annotations
@@ -19,7 +25,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ResultTable"]
+__all__ = ["ResultTable", "upgrade_row"]
+
+
+def upgrade_row(row: dict[str, Any]) -> dict[str, Any]:
+    """One row of an older table in today's columns (in place; returned for chaining).
+
+    Before ``pulses_applied``, ``pulses`` held the number of pulses a run applied (a number)
+    instead of the run's pulse policy (a name or nothing): the number moves to
+    ``pulses_applied`` and ``pulses`` becomes None.
+    """
+    if "pulses_applied" not in row and isinstance(row.get("pulses"), int | float):
+        row["pulses_applied"] = float(row["pulses"])
+        row["pulses"] = None
+    return row
 
 
 class ResultTable:
@@ -43,7 +62,7 @@ class ResultTable:
                 # several blocks, as paper 2's runs do), None for a failed run
                 blocks = row.get("block_errors")
                 row["block_errors"] = [] if blocks is None else [float(x) for x in blocks]
-                self.rows[row["run_id"]] = row
+                self.rows[row["run_id"]] = upgrade_row(row)
 
     def finished(self) -> set[str]:
         """Ids of the runs that finished without error (``--resume`` skips these)."""

@@ -63,7 +63,7 @@ def summarize(frame: Any) -> Any:
             spearman=float(group["spearman"].mean()),
             pearson=float(group["pearson"].mean()),
             final_block_error=float(group["final_block_error"].mean()),
-            pulses=float(group["pulses"].mean()),
+            pulses_applied=float(group["pulses_applied"].mean()),
             constant_mse=float(group["constant_mse"].mean())
             if "constant_mse" in group
             else float("nan"),

@@ -13,14 +13,17 @@ it, so an emulator run repeats bit for bit.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import platform
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from hashlib import sha1
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -249,14 +252,47 @@ _MPES_FIELDS = {
 
 
 def versions() -> dict[str, str]:
-    """Versions of Python and the packages a run's numbers depend on."""
+    """Versions of Python and the packages a run's numbers depend on.
+
+    ``"commit"`` is the git commit of the memristor-hil source the run imported, with
+    ``"+dirty"`` when that checkout had uncommitted changes, or ``"unknown"`` for an
+    installed wheel (whose ``"memristor-hil"`` version then says what it was).
+    """
     out = {"python": platform.python_version()}
     for name in ("memristor-hil", "nengo", "numpy", "numba", "scipy"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "missing"
+    out["commit"] = source_commit()
     return out
+
+
+@functools.cache
+def source_commit() -> str:
+    """The git commit of the checkout this package is imported from (``"unknown"`` if none).
+
+    Only a checkout that tracks this very file counts: a wheel installed into a virtual
+    environment that happens to sit inside some git clone is ``"unknown"``.
+    """
+    here = Path(__file__).resolve()
+    where = str(here.parent)
+    try:
+        subprocess.run(
+            ["git", "-C", where, "ls-files", "--error-unmatch", "--", here.name],
+            capture_output=True, timeout=10, check=True,
+        )  # fmt: skip
+        head = subprocess.run(
+            ["git", "-C", where, "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}+dirty" if dirty else head
 
 
 def _rule(spec: RunSpec, crossbar: Any, layout: Any) -> Any:
@@ -385,7 +421,7 @@ def run_task(spec: RunSpec, *, crossbar: Any = None, layout: Any = None) -> dict
         "pearson": _pearson(out, tgt),
         "block_errors": blocks,
         "final_block_error": blocks[-1],
-        "pulses": pulses,
+        "pulses_applied": pulses,
         "sim_wall_s": wall,
         "sim_cpu_s": cpu,
     }
