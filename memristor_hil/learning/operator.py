@@ -867,14 +867,16 @@ class _LearningRate(_Policy):
                 self.cells, r.size, resistances, r.pairs, self.cal, self.model, self.queue
             )
             return
-        pairs.store_calibrated(
+        if self.refresh is None:
+            pairs.store_calibrated(
+                self.cells, r.size, resistances, r.pairs, self.cal, self.model,
+                pairs.CALIBRATION_RATE,
+            )  # fmt: skip
+            return
+        self.n_pending = pairs.store_and_queue(
             self.cells, r.size, resistances, r.pairs, self.cal, self.model,
-            pairs.CALIBRATION_RATE,
+            self.refresh.r_limit, self.queue, self.n_pending,
         )  # fmt: skip
-        if self.refresh is not None:
-            self.n_pending = pairs.mark_saturated(
-                self.cells, r.size, r.pairs, self.refresh.r_limit, self.queue, self.n_pending
-            )
 
 
 #: The policy of each ``ConnectionPart.policy``.
