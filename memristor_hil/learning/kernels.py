@@ -357,7 +357,7 @@ def learning_rate_cells(  # pragma: no cover - compiled
         e = abs(local_error[i]) * alpha
         per_pulse = per_pos[i] if positive[r] else per_neg[i]
         x_max = 0.0
-        for t in range(n_active):  # contiguous but for one gather: vectorised
+        for t in range(n_active):  # one division a candidate: ~1.3 ns (profile_mpes --kernels)
             x = e * acts_active[t] / np.float64(per_pulse[active[t]])
             expected[t] = x
             x_max = max(x_max, x)
