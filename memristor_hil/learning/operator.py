@@ -180,55 +180,24 @@ class SimmPES(Operator):
         self.reads = []
         self.updates = []
 
-    def add_connection(
-        self,
-        part: ConnectionPart,
-        pre_filtered: Signal,
-        local_error: Signal,
-        threshold: Signal,
-        mask_source: Signal,
-        pos_resistances: Signal,
-        neg_resistances: Signal,
-        weights: Signal,
-        pulses: Signal,
-        state: Signal,
-    ) -> None:
+    def add_connection(self, part: ConnectionPart, signals: ConnectionSignals) -> None:
         """Add a connection on this operator's crossbar.
 
         Parameters
         ----------
         part : ConnectionPart
             Placement and pulse policy.
-        pre_filtered : Signal
-            Filtered presynaptic activities, ``(n_pre,)``.
-        local_error : Signal
-            Error per post neuron, ``(n_post,)``.
-        threshold : Signal
-            Error threshold: ``(1,)`` or ``(n_post,)``.
-        mask_source : Signal
-            What marks a pre neuron active, ``(n_pre,)``: ``pre_filtered`` itself (the
-            published mask) or the pre neurons' spike output.
-        pos_resistances, neg_resistances : Signal
-            Resistances of the positive and negative devices, ``(n_post, n_pre)``, in ohm.
-        weights : Signal
-            The connection's weights, ``(n_post, n_pre)``.
-        pulses : Signal
-            Pulses applied to this connection in the step, ``(1,)``.
-        state : Signal
-            ``[pulse credit, running max |Delta|]``: the rule's own state, so a reset
-            restores it.
+        signals : ConnectionSignals
+            Its signals, by name (nine signals, several of one shape: built by keyword, so
+            none can take another's place): ``pre_filtered`` (filtered presynaptic
+            activities, ``(n_pre,)``), ``local_error`` (per post neuron, ``(n_post,)``),
+            ``threshold`` (``(1,)`` or ``(n_post,)``), ``mask_source`` (what marks a pre
+            neuron active, ``(n_pre,)``: ``pre_filtered`` itself, the published mask, or the
+            pre neurons' spike output), ``pos_resistances`` and ``neg_resistances`` (ohm,
+            ``(n_post, n_pre)``), ``weights`` (``(n_post, n_pre)``), ``pulses`` (pulses
+            applied in the step, ``(1,)``) and ``state`` (``[pulse credit, running max
+            |Delta|]``: the rule's own state, so a reset restores it).
         """
-        signals = ConnectionSignals(
-            pre_filtered,
-            local_error,
-            threshold,
-            mask_source,
-            pos_resistances,
-            neg_resistances,
-            weights,
-            pulses,
-            state,
-        )
         at = len(self.parts) * _UPDATES  # before the weight changes (add_weight_change)
         self.parts.append(part)
         self.reads.extend(signals.reads)
