@@ -31,6 +31,11 @@ Usage::
     python benchmarks/profile_mpes.py                # 100x100 and 1000x1000, default and "one"
     python benchmarks/profile_mpes.py --sizes 1000 --policies default stochastic learning_rate
     python benchmarks/profile_mpes.py --kernels      # and the default policy's kernels, split
+    python benchmarks/profile_mpes.py --operator     # the mPES operator's own step per policy
+
+``--operator`` times the mPES operator alone (its collect and its step, 100 calls at a time,
+the best of 60, wall time) after ``--warm`` steps, per policy: the figure to compare between
+two versions of the operator, run alternately on one machine.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +253,37 @@ def kernel_split(n: int, warm: int) -> None:
     )
 
 
+def _hundred(collect: Callable[[], None], step: Callable[[], None]) -> None:
+    """One hundred steps of the mPES operator alone."""
+    for _ in range(100):
+        collect()
+        step()
+
+
+def operator_step(n: int, policies: list[str], warm: int, model: PowerLaw) -> None:
+    """Print the mPES operator's own step (collect + step) per policy, best of 60 x 100."""
+    parts = []
+    for policy in policies:
+        with nengo.Simulator(
+            build(n, mPES(model=model, **POLICIES[policy])), progress_bar=False
+        ) as sim:
+            sim.run_steps(warm)
+            names = ("SimmPESCollect", "SimmPES")
+            collect, step = (
+                next(
+                    f for op, f in zip(sim.step_order, sim._steps, strict=True)
+                    if type(op).__name__ == name
+                )
+                for name in names
+            )  # fmt: skip
+
+            parts.append(f"{policy} {_best_us(partial(_hundred, collect, step), 60) / 100:.1f}")
+    print(
+        f"  {n}x{n} mPES operator's own step (collect + step; wall, best of 60 x 100 calls), "
+        "us: " + ", ".join(parts)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
@@ -260,7 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--kernels", action="store_true", help="split the default policy's kernels too"
     )
-    parser.add_argument("--warm", type=int, default=300, help="--kernels: steps before")
+    parser.add_argument(
+        "--operator", action="store_true", help="only the mPES operator's own step, per policy"
+    )
+    parser.add_argument("--warm", type=int, default=300, help="--kernels, --operator: steps before")
     args = parser.parse_args(argv)
     model = PowerLaw(dtype=args.dtype)
     print(
@@ -270,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs"
     )
     for n in args.sizes:
+        if args.operator:
+            operator_step(n, args.policies, args.warm, model)
+            continue
         steps = args.steps or (2000 if n <= 200 else 200)
         rules: dict[str, nengo.learning_rules.LearningRuleType] = {"PES": nengo.PES()}
         for policy in args.policies:
