@@ -205,7 +205,8 @@ def kernel_split(n: int, warm: int) -> None:
         cal, model = Calibration(*policy.cal), HostModel(*policy.model)
 
         def choose(scale: float) -> tuple[int, int]:
-            return kernels.choose_learning_rate(
+            kernels.select_pulses(runner.inputs, runner.sel, policy.cells, False)
+            return kernels.learning_rate_cells(
                 runner.inputs, runner.sel, policy.alpha * scale, policy.levels, policy.cal,
                 policy.cells, policy.stream,
             )  # fmt: skip

@@ -25,7 +25,6 @@ __all__ = [
     "ORDER_NEG_FIRST",
     "ORDER_POS_FIRST",
     "block_row",
-    "choose_learning_rate",
     "keep_entry",
     "select_pulses",
     "store",
@@ -390,16 +389,3 @@ def keep_entry(cells, k, row, col, count, is_pos):  # pragma: no cover - compile
     cells.counts[k] = count
     cells.polarity[k] = is_pos
     return k + 1
-
-
-@njit(cache=True, nogil=True)
-def choose_learning_rate(  # pragma: no cover - compiled
-    inputs, sel, alpha, levels, cal, cells, stream
-):
-    """:func:`select_pulses` (without ``fill``) then :func:`learning_rate_cells`, in one
-    compiled call: a step's choice for the ``learning_rate`` policy. Returns the number of
-    cells kept and the total number of pulses (``(0, 0)``: nothing to pulse)."""
-    n_active, n_rows = select_pulses(inputs, sel, cells, False)
-    if n_active * n_rows == 0:
-        return 0, 0
-    return learning_rate_cells(inputs, sel, alpha, levels, cal, cells, stream)

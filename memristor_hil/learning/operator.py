@@ -781,10 +781,13 @@ class _LearningRate(_Policy):
             if self.n_pending and self.since_refresh >= pairs.REFRESH_PERIOD_STEPS:
                 return self._choose_refresh()
         r = self.r
-        size, total = kernels.choose_learning_rate(
+        n_active, n_rows = kernels.select_pulses(r.inputs, r.sel, self.cells, False)
+        if n_active * n_rows == 0:
+            return 0, 0
+        size, r.total = kernels.learning_rate_cells(
             r.inputs, r.sel, self.alpha * per_step, self.levels, self.cal, self.cells, self.stream
         )
-        r.size, r.total = size, total
+        r.size = size
         return size, self.counts[:size]
 
     def _choose_balance(self) -> tuple[int, Any]:
@@ -836,16 +839,14 @@ class _LearningRate(_Policy):
                 self.cells, r.size, resistances, r.pairs, self.cal, self.model, self.queue
             )
             return
-        if self.refresh is None:
-            pairs.store_calibrated(
-                self.cells, r.size, resistances, r.pairs, self.cal, self.model,
-                pairs.CALIBRATION_RATE,
-            )  # fmt: skip
-            return
-        self.n_pending = pairs.store_and_queue(
+        pairs.store_calibrated(
             self.cells, r.size, resistances, r.pairs, self.cal, self.model,
-            self.refresh.r_limit, self.queue, self.n_pending,
+            pairs.CALIBRATION_RATE,
         )  # fmt: skip
+        if self.refresh is not None:
+            self.n_pending = pairs.mark_saturated(
+                self.cells, r.size, r.pairs, self.refresh.r_limit, self.queue, self.n_pending
+            )
 
 
 #: The policy of each ``ConnectionPart.policy``.

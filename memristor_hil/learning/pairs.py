@@ -161,17 +161,6 @@ def mark_saturated(cells, size, pairs, r_limit, queue, count):  # pragma: no cov
     return count
 
 
-@njit(cache=True, nogil=True)
-def store_and_queue(  # pragma: no cover - compiled
-    cells, size, resistances, pairs, cal, model, r_limit, queue, count
-):
-    """:func:`store_calibrated` (at :data:`CALIBRATION_RATE`) then :func:`mark_saturated`,
-    in one compiled call: the store of a learning step with the pair refresh on. Returns the
-    queue's new length."""
-    store_calibrated(cells, size, resistances, pairs, cal, model, CALIBRATION_RATE)
-    return mark_saturated(cells, size, pairs, r_limit, queue, count)
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _after_reset(big_r, r3, c_reset):  # pragma: no cover - compiled
     """The RESET branch ``R = r3 - r3 * m**c``: the resistance after one RESET pulse."""
