@@ -12,6 +12,7 @@ Needs the ``[dl]`` environment (docs/nengodl.md)::
 
     .venv-dl/bin/python benchmarks/bench_dl.py                 # 100 (0.2 s), 1000 (0.05 s)
     .venv-dl/bin/python benchmarks/bench_dl.py --sizes 100 --seconds 1
+    .venv-dl/bin/python benchmarks/bench_dl.py --pulses one --minibatch 1
 """
 
 from __future__ import annotations
@@ -36,9 +37,8 @@ DT = 0.001
 nengo.rc["decoder_cache"]["enabled"] = "False"
 
 
-def build(n: int, seed: int = 0, rule: nengo.learning_rules.LearningRuleType | None = None):
-    """The benchmark network (bench_mpes.py's) with mPES (or ``rule``) on the learned
-    connection."""
+def build(n: int, rule: nengo.learning_rules.LearningRuleType, seed: int = 0):
+    """The benchmark network (bench_mpes.py's) with ``rule`` on the learned connection."""
     with nengo.Network(seed=seed) as net:
         nengo_dl.configure_settings(stateful=True)
         stim = nengo.Node(lambda t: np.sin(2 * np.pi * t / 4))
@@ -50,19 +50,19 @@ def build(n: int, seed: int = 0, rule: nengo.learning_rules.LearningRuleType | N
             pre.neurons,
             post.neurons,
             transform=np.zeros((n, n)),
-            learning_rule_type=rule or mPES(),
+            learning_rule_type=rule,
         )
         nengo.Connection(post, error)
         nengo.Connection(stim, error, function=lambda x: x**2, transform=-1)
         nengo.Connection(error, conn.learning_rule)
-        if rule is None:
+        if isinstance(rule, mPES):
             net.p_pulses = nengo.Probe(conn.learning_rule, "pulses")
     return net
 
 
-def numpy_time(n: int, seconds: float) -> tuple[float, float]:
+def numpy_time(n: int, seconds: float, rule: mPES) -> tuple[float, float]:
     """(wall s per simulated s, pulses per simulated s) in nengo.Simulator."""
-    net = build(n)
+    net = build(n, rule)
     with nengo.Simulator(net, dt=DT, progress_bar=False) as sim:
         sim.run_steps(10)  # first call: numba kernels load
         start = time.perf_counter()
@@ -73,10 +73,10 @@ def numpy_time(n: int, seconds: float) -> tuple[float, float]:
 
 
 def dl_time(
-    n: int, seconds: float, minibatch: int, device: str, rule: object = None
+    n: int, seconds: float, minibatch: int, device: str, rule: nengo.learning_rules.LearningRuleType
 ) -> tuple[float, float]:
     """(wall s per simulated s for the whole minibatch, pulses per simulated s per item)."""
-    net = build(n, rule=rule)
+    net = build(n, rule)
     steps = round(seconds / DT)
     with nengo_dl.Simulator(
         net, dt=DT, minibatch_size=minibatch, device=device, progress_bar=False
@@ -86,7 +86,11 @@ def dl_time(
         start = time.perf_counter()
         sim.run_steps(steps)
         wall = time.perf_counter() - start
-        pulses = 0.0 if rule else float(np.asarray(sim.data[net.p_pulses]).sum()) / minibatch
+        pulses = (
+            0.0
+            if not isinstance(rule, mPES)
+            else float(np.asarray(sim.data[net.p_pulses]).sum()) / minibatch
+        )
     return wall / seconds, pulses / seconds
 
 
@@ -101,7 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         help="simulated s per timed run from 1000x1000 up (dense TF work grows as N^2 * items)",
     )
     parser.add_argument("--minibatch", type=int, nargs="+", default=[1, 32])
+    parser.add_argument(
+        "--pulses",
+        default="scaled",
+        help="mPES pulse policy (default scaled: the native builder runs 'one', 'scaled' and "
+        "'stochastic'; the default 'learning_rate' runs through the host call, minibatch 1 only)",
+    )
     args = parser.parse_args(argv)
+    rule = mPES(pulses=args.pulses)
 
     gpus = tf.config.list_physical_devices("GPU")
     device = "/gpu:0" if gpus else "/cpu:0"
@@ -110,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         f"TensorFlow {tf.__version__} on {device} = {where}; nengo {nengo.__version__}, "
         f"nengo-dl {nengo_dl.__version__}; {args.seconds} s simulated per run "
         f"({args.large_seconds} s from 1000x1000), dt = 1 ms; "
-        "mPES on the in-process emulator (float32 devices)"
+        f"mPES(pulses={args.pulses!r}) on the in-process emulator (float32 devices)"
     )
     print(
         f"{'size':>11} {'simulator':>22} {'wall s / sim s':>15} {'per item':>10} "
@@ -118,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for n in args.sizes:
         seconds = args.seconds if n < 1000 else args.large_seconds
-        base, pulses = numpy_time(n, seconds)
+        base, pulses = numpy_time(n, seconds, rule)
         print(
             f"{n:>5}x{n:<5} {'nengo (NumPy)':>22} {base:>15.3f} {base:>10.3f} {1:>8.2f}x "
             f"{pulses:>14.3g}",
@@ -131,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         for mb in args.minibatch:
-            wall, pulses = dl_time(n, seconds, mb, device)
+            wall, pulses = dl_time(n, seconds, mb, device, rule)
             label = f"nengo_dl mb={mb}"
             print(
                 f"{n:>5}x{n:<5} {label:>22} {wall:>15.3f} {wall / mb:>10.3f} "

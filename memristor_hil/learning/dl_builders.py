@@ -177,27 +177,39 @@ class _Devices:
             self.ratio = tf.constant(ratio)
             self.inv_ratio = tf.constant(1.0 / ratio)
 
-    def pulse(self, resistance: tf.Tensor, k: tf.Tensor, seed: int) -> tf.Tensor:
-        """Resistances (float64) after ``k`` SET pulses, as the emulator computes them.
+    def pulse(self, resistance: tf.Tensor, k: tf.Tensor, cells: tf.Tensor, seed: int) -> tf.Tensor:
+        """Resistances (float64) of the pulsed ``cells`` after ``k`` SET pulses each, as the
+        emulator computes them.
 
-        The pulse count is recovered from the resistance (clipped into ``(r0, r1]`` first, which
-        is the emulator's ``n >= n_min``), raised by ``k`` (converted to the pulse voltage's
-        exponent when it is not ``v_ref``) and turned back into a resistance.
+        ``cells`` are the pulsed cells' indices ``(item, row, column)``, shape ``(P, 3)``
+        (``tf.where`` of the pulsed mask); ``resistance`` and ``k`` are those cells' values,
+        shape ``(P,)``. Only these cells are computed: the power law is elementwise, so each
+        gets the value a dense evaluation over the whole block would give it. The pulse count
+        is recovered from the resistance (clipped into ``(r0, r1]`` first, which is the
+        emulator's ``n >= n_min``), raised by ``k`` (converted to the pulse voltage's exponent
+        when it is not ``v_ref``) and turned back into a resistance.
         """
+        where = cells[:, 1:]  # (row, column) in the block: each device's own parameters
+
+        def at(param: tf.Tensor) -> tf.Tensor:
+            return param if param.shape.rank == 0 else tf.gather_nd(param, where)
+
+        r0, r1, a = at(self.r0), at(self.r1), at(self.a)
         r = tf.cast(resistance, tf.float64)
         k = tf.cast(k, tf.float64)
-        excess = tf.clip_by_value((r - self.r0) / self.r1, self.tiny, self.max_excess)
+        excess = tf.clip_by_value((r - r0) / r1, self.tiny, at(self.max_excess))
         # x**p as exp(p * log(x)): TensorFlow's CPU pow is scalar (~50x slower), exp and log
         # are vectorised; in float64 the difference is ~1e-14, far below the float32 devices
-        n = tf.exp(self.inv_a * tf.math.log(excess))
+        n = tf.exp(at(self.inv_a) * tf.math.log(excess))
         if self.noise > 0:
             xi = tf.random.normal(tf.shape(k), dtype=tf.float64, seed=seed)
             k = tf.maximum(k + self.noise * tf.sqrt(k) * xi, 0.0)
         if self.ratio is None:
             n = n + k
         else:
-            n = tf.exp(self.inv_ratio * tf.math.log(tf.exp(self.ratio * tf.math.log(n)) + k))
-        return self.r0 + self.r1 * tf.exp(self.a * tf.math.log(n))
+            ratio = at(self.ratio)
+            n = tf.exp(at(self.inv_ratio) * tf.math.log(tf.exp(ratio * tf.math.log(n)) + k))
+        return r0 + r1 * tf.exp(a * tf.math.log(n))
 
 
 class _NativePart:
@@ -269,14 +281,27 @@ class _NativePart:
         weights = _gather(signals, s.weights)
 
         def pulse() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-            pos_cells = cells & pos_rows[:, :, None]
-            neg_cells = cells & neg_rows[:, :, None]
-            new_pos = self.pos.pulse(r_pos, counts, self.seeds[1])
-            new_neg = self.neg.pulse(r_neg, counts, self.seeds[2])
-            x = tf.where(pos_cells, new_pos, tf.cast(r_pos, tf.float64))
-            y = tf.where(neg_cells, new_neg, tf.cast(r_neg, tf.float64))
-            w = tf.cast(self.c * (y - x) / (x * y), dtype)
-            return tf.cast(x, dtype), tf.cast(y, dtype), tf.where(cells, w, weights)
+            # only the pulsed cells: gathered, pulsed, scattered back (a cell's rows are
+            # either positive or negative, so its other device keeps its resistance)
+            pos_at = tf.where(cells & pos_rows[:, :, None])  # (P, 3): item, row, column
+            neg_at = tf.where(cells & neg_rows[:, :, None])
+            new_pos = self.pos.pulse(
+                tf.gather_nd(r_pos, pos_at), tf.gather_nd(counts, pos_at), pos_at, self.seeds[1]
+            )
+            new_neg = self.neg.pulse(
+                tf.gather_nd(r_neg, neg_at), tf.gather_nd(counts, neg_at), neg_at, self.seeds[2]
+            )
+            other_neg = tf.cast(tf.gather_nd(r_neg, pos_at), tf.float64)
+            other_pos = tf.cast(tf.gather_nd(r_pos, neg_at), tf.float64)
+            w_pos = self.c * (other_neg - new_pos) / (new_pos * other_neg)
+            w_neg = self.c * (new_neg - other_pos) / (other_pos * new_neg)
+            at = tf.concat([pos_at, neg_at], axis=0)
+            w = tf.cast(tf.concat([w_pos, w_neg], axis=0), dtype)
+            return (
+                tf.tensor_scatter_nd_update(r_pos, pos_at, tf.cast(new_pos, dtype)),
+                tf.tensor_scatter_nd_update(r_neg, neg_at, tf.cast(new_neg, dtype)),
+                tf.tensor_scatter_nd_update(weights, at, w),
+            )
 
         r_pos, r_neg, new_weights = tf.cond(
             tf.reduce_any(fire), pulse, lambda: (r_pos, r_neg, weights)
