@@ -23,7 +23,10 @@ Two implementations, chosen per operator (one operator per crossbar):
   copy of the devices**, all starting from the crossbar's state at build time (the same drawn
   parameters, the same initial resistances), because NengoDL's minibatch items are
   independent simulations. The devices live in the graph: the ``EmulatedCrossbar`` object is
-  never pulsed and keeps its build-time state.
+  never pulsed and keeps its build-time state. A step gathers the pulsed cells (``tf.where``
+  indices per minibatch item), applies the power law to those only and scatters the new
+  resistances and weights back (``tf.tensor_scatter_nd_update``): the law is elementwise, so
+  each cell gets the value a dense evaluation of both blocks would give it.
 - **host call** (every other crossbar: serial, VISA, a recording): once per timestep the
   operator's own NumPy step runs through ``tf.numpy_function``, so the step's pulses leave the
   graph as one batch, exactly as ``nengo.Simulator`` sends them. Minibatch 1 only (a crossbar
