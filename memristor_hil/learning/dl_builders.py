@@ -166,6 +166,7 @@ class _Devices:
         self.inv_a = tf.constant(1.0 / a)
         self.tiny = tf.constant(float(np.finfo(ft).tiny), dtype=tf.float64)
         self.max_excess = tf.constant((r1 - r0) / r1)
+        self.size = shape[0] * shape[1]
         self.noise = float(model.noise)
         if ft(voltage) == ft(model.v_ref):
             self.ratio = None  # a / a(V) == 1: a pulse adds exactly k to the pulse count
@@ -184,18 +185,20 @@ class _Devices:
         """Resistances (float64) of the pulsed ``cells`` after ``k`` SET pulses each, as the
         emulator computes them.
 
-        ``cells`` are the pulsed cells' indices ``(item, row, column)``, shape ``(P, 3)``
-        (``tf.where`` of the pulsed mask); ``resistance`` and ``k`` are those cells' values,
-        shape ``(P,)``. Only these cells are computed: the power law is elementwise, so each
-        gets the value a dense evaluation over the whole block would give it. The pulse count
-        is recovered from the resistance (clipped into ``(r0, r1]`` first, which is the
-        emulator's ``n >= n_min``), raised by ``k`` (converted to the pulse voltage's exponent
-        when it is not ``v_ref``) and turned back into a resistance.
+        ``cells`` are the pulsed cells' flat indices into the minibatch's ``(items, rows,
+        columns)`` block, shape ``(P,)`` (``tf.where`` of the flattened pulsed mask; flat
+        indices and ``tf.gather`` cost about 20% less than ``gather_nd``'s triples);
+        ``resistance`` and ``k`` are those cells' values, shape ``(P,)``. Only these cells are
+        computed: the power law is elementwise, so each gets the value a dense evaluation over
+        the whole block would give it. The pulse count is recovered from the resistance
+        (clipped into ``(r0, r1]`` first, which is the emulator's ``n >= n_min``), raised by
+        ``k`` (converted to the pulse voltage's exponent when it is not ``v_ref``) and turned
+        back into a resistance.
         """
-        where = cells[:, 1:]  # (row, column) in the block: each device's own parameters
+        where = cells % self.size  # the cell in one item's block: its device's own parameters
 
         def at(param: tf.Tensor) -> tf.Tensor:
-            return param if param.shape.rank == 0 else tf.gather_nd(param, where)
+            return param if param.shape.rank == 0 else tf.gather(tf.reshape(param, [-1]), where)
 
         r0, r1, a = at(self.r0), at(self.r1), at(self.a)
         r = tf.cast(resistance, tf.float64)
@@ -286,24 +289,30 @@ class _NativePart:
         def pulse() -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
             # only the pulsed cells: gathered, pulsed, scattered back (a cell's rows are
             # either positive or negative, so its other device keeps its resistance)
-            pos_at = tf.where(cells & pos_rows[:, :, None])  # (P, 3): item, row, column
-            neg_at = tf.where(cells & neg_rows[:, :, None])
+            shape = tf.shape(weights)
+            flat_pos, flat_neg = tf.reshape(r_pos, [-1]), tf.reshape(r_neg, [-1])
+            k = tf.reshape(counts, [-1])
+            pos_at = tf.where(tf.reshape(cells & pos_rows[:, :, None], [-1]))[:, 0]
+            neg_at = tf.where(tf.reshape(cells & neg_rows[:, :, None], [-1]))[:, 0]
             new_pos = self.pos.pulse(
-                tf.gather_nd(r_pos, pos_at), tf.gather_nd(counts, pos_at), pos_at, self.seeds[1]
+                tf.gather(flat_pos, pos_at), tf.gather(k, pos_at), pos_at, self.seeds[1]
             )
             new_neg = self.neg.pulse(
-                tf.gather_nd(r_neg, neg_at), tf.gather_nd(counts, neg_at), neg_at, self.seeds[2]
+                tf.gather(flat_neg, neg_at), tf.gather(k, neg_at), neg_at, self.seeds[2]
             )
-            other_neg = tf.cast(tf.gather_nd(r_neg, pos_at), tf.float64)
-            other_pos = tf.cast(tf.gather_nd(r_pos, neg_at), tf.float64)
+            other_neg = tf.cast(tf.gather(flat_neg, pos_at), tf.float64)
+            other_pos = tf.cast(tf.gather(flat_pos, neg_at), tf.float64)
             w_pos = self.c * (other_neg - new_pos) / (new_pos * other_neg)
             w_neg = self.c * (new_neg - other_pos) / (other_pos * new_neg)
-            at = tf.concat([pos_at, neg_at], axis=0)
             w = tf.cast(tf.concat([w_pos, w_neg], axis=0), dtype)
+
+            def put(flat: tf.Tensor, at: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
+                return tf.reshape(tf.tensor_scatter_nd_update(flat, at[:, None], values), shape)
+
             return (
-                tf.tensor_scatter_nd_update(r_pos, pos_at, tf.cast(new_pos, dtype)),
-                tf.tensor_scatter_nd_update(r_neg, neg_at, tf.cast(new_neg, dtype)),
-                tf.tensor_scatter_nd_update(weights, at, w),
+                put(flat_pos, pos_at, tf.cast(new_pos, dtype)),
+                put(flat_neg, neg_at, tf.cast(new_neg, dtype)),
+                put(tf.reshape(weights, [-1]), tf.concat([pos_at, neg_at], axis=0), w),
             )
 
         r_pos, r_neg, new_weights = tf.cond(
