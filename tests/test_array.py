@@ -393,28 +393,6 @@ def test_compiled_closed_form_writes_match_the_numpy_path(scheme, group):
     np.testing.assert_allclose(fast.pulse_counts, reference.pulse_counts, rtol=1e-12)
 
 
-@pytest.mark.parametrize("scheme", ["v2", "v3", "floating"])
-@pytest.mark.parametrize("wiring", [WIRE, Wiring(row_wire=5.0, col_wire=5.0)])
-def test_compiled_wired_writes_match_the_numpy_path(scheme, wiring):
-    # each operation's solved voltages applied by one compiled pass, against ArrayCrossbar's
-    # NumPy path (ArrayCrossbar._pulse per operation); LOW_R devices on WIRE (factored) and
-    # the default ~1e8 ohm devices on 5 ohm lines (swept)
-    model = (LOW_R if wiring is WIRE else PowerLaw(variability=0.15)).replace(
-        reset=True, reset_r3=1e6 if wiring is WIRE else 1e9
-    )
-    array = ArrayOptions(wiring, write=scheme, threshold=0.1)
-    effects = DeviceEffects(stuck=0.2)
-    fast = ArrayCrossbar(5, 6, model, seed=2, array=array, effects=effects)
-    reference = _NumPyWrites(5, 6, model, seed=2, array=array, effects=effects)
-    for xbar in (fast, reference):
-        xbar.apply(
-            PulseBatch([0, 0, 2, 3, 3], [1, 4, 4, 0, 5], pulses=[2, 3, 1, 4, 1], voltage=0.5)
-        )
-        xbar.apply(PulseBatch([4], [2], pulses=3, voltage=-0.5))
-    assert np.any(fast.pulse_counts != ArrayCrossbar(5, 6, model, seed=2).pulse_counts)
-    np.testing.assert_allclose(fast.pulse_counts, reference.pulse_counts, rtol=1e-12)
-
-
 @pytest.mark.parametrize("scheme", ["v2", "floating"])
 def test_empty_batches_and_regions_read_like_the_whole_array(scheme):
     xbar = _xbar(read=scheme, write=scheme)

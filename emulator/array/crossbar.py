@@ -16,12 +16,7 @@ from memristor_hil.pulses import PulseBatch, SafetyLimits
 from ..crossbar import EmulatedCrossbar
 from ..kernels import resistance as law_resistance
 from .circuit import NodalSystem
-from .kernels import (
-    apply_biased_operations,
-    apply_counted_pulses,
-    apply_counted_sets,
-    apply_field_operation,
-)
+from .kernels import apply_biased_operations, apply_counted_pulses, apply_counted_sets
 from .measure import admittance, biased_sense_current, floating_sense_current
 from .options import (
     DRIFT_T0,
@@ -227,16 +222,8 @@ class ArrayCrossbar(EmulatedCrossbar):
             return sum(op.pulses for op in ops)
         conductance = 1.0 / self._device_resistance().reshape(self.shape)
         total = 0
-        compiled = (self._kernel_params(), self._kernel_law()) if self._compiled_writes else None
         for op, dv in operation_fields(self._system, conductance, self._version, ops, bias):
             total += op.pulses
-            if compiled is not None:  # no drift to fold in, no noise to draw: compiled
-                cells = np.asarray(op.cols, np.int64)
-                apply_field_operation(
-                    self._n, dv, op.row, cells, float(op.pulses), float(threshold),
-                    self._stuck_mask, *compiled,
-                )  # fmt: skip
-                continue
             dv = dv.ravel()
             selected = op.row * cols + op.cols
             disturbed = np.abs(dv) >= threshold

@@ -11,12 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = [
-    "apply_biased_operations",
-    "apply_counted_pulses",
-    "apply_counted_sets",
-    "apply_field_operation",
-]
+__all__ = ["apply_biased_operations", "apply_counted_pulses", "apply_counted_sets"]
 
 
 @njit(cache=True, nogil=True)
@@ -92,25 +87,6 @@ def apply_biased_operations(
                         _one(n, i * ncols + j, k, v_other, stuck, params, law)
         for t in range(first, last):
             mark[op_cols[t]] = False
-
-
-@njit(cache=True, nogil=True)
-def apply_field_operation(
-    n, field, row, op_cols, k, threshold, stuck, params, law
-):  # pragma: no cover - compiled
-    """One operation at its solved device voltages ``field`` (``(rows, cols)``, any layout):
-    ``k`` pulses on the selected cells ``(row, op_cols)`` and on every other cell whose
-    ``|voltage|`` reaches ``threshold``, each at its own voltage (the rule of
-    ``ArrayCrossbar._pulse``, through ``_one``)."""
-    nrows, ncols = field.shape
-    mark = np.zeros(ncols, np.bool_)
-    for t in range(op_cols.shape[0]):
-        mark[op_cols[t]] = True
-    for i in range(nrows):
-        for j in range(ncols):
-            v = field[i, j]
-            if (i == row and mark[j]) or abs(v) >= threshold:
-                _one(n, i * ncols + j, k, v, stuck, params, law)
 
 
 @njit(cache=True, nogil=True)
