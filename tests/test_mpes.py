@@ -664,7 +664,7 @@ def test_learning_rate_matches_pes_weight_change_in_expectation():
     """On a fixed activity pattern, the mean weight change of ``mPES(learning_rate=...)``'s
     pulses equals Nengo PES's ``-learning_rate * dt / n_pre * e_i * a_j`` per cell."""
     from memristor_hil.learning import kernels, pairs
-    from memristor_hil.learning.groups import Cells, Inputs, Pairs, Selection
+    from memristor_hil.learning.groups import Cells, Inputs, Selection
 
     n_post, n_pre, dt, learning_rate, gain = 4, 6, 0.001, 1e-4, 1e3
     model = PowerLaw(dtype="float32")
@@ -688,19 +688,17 @@ def test_learning_rate_matches_pes_weight_change_in_expectation():
         for block in (start[:, :n_pre], start[:, n_pre:])
     )
     inputs = Inputs(acts=acts, local_error=local_error, threshold=threshold, mask_source=acts)
-    sel = Selection(order=0, mask_threshold=0.5, active=active, post_rows=rows_sel,
-                    positive=positive, scratch=np.empty(n_pre, np.int32),
+    sel = Selection(order=0, mask_threshold=0.5, origins=origins, active=active,
+                    post_rows=rows_sel, positive=positive, scratch=np.empty(n_pre, np.int32),
                     sizes=np.zeros(2, np.int64))  # fmt: skip
     cells = Cells(rows=rows, cols=cols, counts=counts, polarity=polarity)
-    block = Pairs(origins=origins, r_pos=start[:, :n_pre], r_neg=start[:, n_pre:],
-                  weights=np.zeros((n_post, n_pre)), c=c)  # fmt: skip
     cal = (per_pos, per_neg, np.ones_like(per_pos), np.ones_like(per_neg))
-    kernels.select_pulses(inputs, sel, block, cells, False)
+    kernels.select_pulses(inputs, sel, cells, False)
     trials = 20000
     mean_counts = np.zeros((n_post, 2 * n_pre))
     for _ in range(trials):
         size, _total = kernels.learning_rate_cells(
-            inputs, sel, block, learning_rate * dt / n_pre, 100, cal, cells, stream
+            inputs, sel, learning_rate * dt / n_pre, 100, cal, cells, stream
         )
         np.add.at(mean_counts, (rows[:size], cols[:size]), counts[:size])
     mean_counts /= trials
@@ -732,7 +730,7 @@ def test_learning_rate_counts_are_stochastic_roundings_of_their_expectation(scal
     """Each cell's count is floor(x) or floor(x) + 1 with mean x = alpha |e_i| a_j / per_pulse,
     whether the row is sampled by thinning (all x < 1) or cell by cell (some x >= 1)."""
     from memristor_hil.learning import kernels
-    from memristor_hil.learning.groups import Calibration, Cells, Inputs, Pairs, Selection
+    from memristor_hil.learning.groups import Calibration, Cells, Inputs, Selection
 
     n_post, n_pre = 3, 40
     rng = np.random.default_rng(1)
@@ -748,17 +746,14 @@ def test_learning_rate_counts_are_stochastic_roundings_of_their_expectation(scal
     out = [np.empty(n_post * n_pre, t) for t in (np.int32, np.int32, np.int64, np.bool_)]
     stream = kernels.new_stream(np.random.default_rng(2))
     inputs = Inputs(acts=acts, local_error=local_error, threshold=np.zeros(1), mask_source=acts)
-    sel = Selection(order=0, mask_threshold=0.5, active=active, post_rows=rows_sel,
-                    positive=positive, scratch=np.empty(n_pre, np.int32),
+    sel = Selection(order=0, mask_threshold=0.5, origins=origins, active=active,
+                    post_rows=rows_sel, positive=positive, scratch=np.empty(n_pre, np.int32),
                     sizes=np.array([active.size, n_post]))  # fmt: skip
-    block = Pairs(origins=origins, r_pos=per_pos, r_neg=per_neg, weights=per_pos, c=1.0)
     cal = Calibration(per_pos=per_pos, per_neg=per_neg, ratio_pos=per_pos, ratio_neg=per_neg)
     trials = 20000
     sums = np.zeros((n_post, 2 * n_pre))
     for _ in range(trials):
-        size, total = kernels.learning_rate_cells(
-            inputs, sel, block, scale, 100, cal, Cells(*out), stream
-        )
+        size, total = kernels.learning_rate_cells(inputs, sel, scale, 100, cal, Cells(*out), stream)
         rows, cols, counts = (a[:size] for a in out[:3])
         assert total == counts.sum() and np.all(np.diff(rows * 2 * n_pre + cols) > 0)
         np.add.at(sums, (rows, cols), counts)

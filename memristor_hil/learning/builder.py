@@ -28,7 +28,7 @@ from . import kernels
 from .crossbars import CrossbarUse, crossbar_uses
 from .layout import Block
 from .nengo_internals import remove_weight_increment, set_initial_value
-from .operator import ConnectionPart, Refresh, SimmPES, SimmPESCollect
+from .operator import ConnectionPart, ConnectionSignals, Refresh, SimmPES, SimmPESCollect
 from .rule import DEFAULT_CROSSBAR, DEFAULT_MODEL, mPES
 
 __all__ = ["BuiltmPES", "build_mpes"]
@@ -358,10 +358,21 @@ def build_mpes(model: Any, mpes: mPES, rule: Any) -> None:
         balance=bool(mpes.balance),
         max_count=int(xbar.limits.max_pulses),
     )
-    devices = _lag_for_nengo_dl(model, pos_sig, neg_sig) if for_dl else (pos_sig, neg_sig)
-    op.add_connection(
-        part, acts, local_error, threshold_sig, mask_source, *devices, weights, pulses, state
+    pos_devices, neg_devices = (
+        _lag_for_nengo_dl(model, pos_sig, neg_sig) if for_dl else (pos_sig, neg_sig)
     )
+    signals = ConnectionSignals(
+        pre_filtered=acts,
+        local_error=local_error,
+        threshold=threshold_sig,
+        mask_source=mask_source,
+        pos_resistances=pos_devices,
+        neg_resistances=neg_devices,
+        weights=weights,
+        pulses=pulses,
+        state=state,
+    )
+    op.add_connection(part, signals)
     if for_dl:
         op.add_weight_change(model.sig[rule]["delta"])
 

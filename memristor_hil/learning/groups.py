@@ -53,6 +53,10 @@ class Selection(NamedTuple):
         Row order of the batch (``kernels.ORDER_*``).
     mask_threshold : float
         A pre neuron is active where its mask source exceeds this.
+    origins : numpy.ndarray
+        int64 ``[pos_row, pos_col, neg_row, neg_col]``: the blocks' top-left cells (the array
+        of :attr:`Pairs.origins`: the choosing kernels take no ``Pairs``, since numba's
+        dispatch costs about 0.1 us per array passed).
     active : numpy.ndarray
         uint64, ``(n_pre,)``: the active pre columns (unsigned: no wraparound checks).
     post_rows : numpy.ndarray
@@ -67,6 +71,7 @@ class Selection(NamedTuple):
 
     order: int
     mask_threshold: float
+    origins: np.ndarray
     active: np.ndarray
     post_rows: np.ndarray
     positive: np.ndarray

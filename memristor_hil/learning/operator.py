@@ -180,55 +180,24 @@ class SimmPES(Operator):
         self.reads = []
         self.updates = []
 
-    def add_connection(
-        self,
-        part: ConnectionPart,
-        pre_filtered: Signal,
-        local_error: Signal,
-        threshold: Signal,
-        mask_source: Signal,
-        pos_resistances: Signal,
-        neg_resistances: Signal,
-        weights: Signal,
-        pulses: Signal,
-        state: Signal,
-    ) -> None:
+    def add_connection(self, part: ConnectionPart, signals: ConnectionSignals) -> None:
         """Add a connection on this operator's crossbar.
 
         Parameters
         ----------
         part : ConnectionPart
             Placement and pulse policy.
-        pre_filtered : Signal
-            Filtered presynaptic activities, ``(n_pre,)``.
-        local_error : Signal
-            Error per post neuron, ``(n_post,)``.
-        threshold : Signal
-            Error threshold: ``(1,)`` or ``(n_post,)``.
-        mask_source : Signal
-            What marks a pre neuron active, ``(n_pre,)``: ``pre_filtered`` itself (the
-            published mask) or the pre neurons' spike output.
-        pos_resistances, neg_resistances : Signal
-            Resistances of the positive and negative devices, ``(n_post, n_pre)``, in ohm.
-        weights : Signal
-            The connection's weights, ``(n_post, n_pre)``.
-        pulses : Signal
-            Pulses applied to this connection in the step, ``(1,)``.
-        state : Signal
-            ``[pulse credit, running max |Delta|]``: the rule's own state, so a reset
-            restores it.
+        signals : ConnectionSignals
+            Its signals, by name (nine signals, several of one shape: built by keyword, so
+            none can take another's place): ``pre_filtered`` (filtered presynaptic
+            activities, ``(n_pre,)``), ``local_error`` (per post neuron, ``(n_post,)``),
+            ``threshold`` (``(1,)`` or ``(n_post,)``), ``mask_source`` (what marks a pre
+            neuron active, ``(n_pre,)``: ``pre_filtered`` itself, the published mask, or the
+            pre neurons' spike output), ``pos_resistances`` and ``neg_resistances`` (ohm,
+            ``(n_post, n_pre)``), ``weights`` (``(n_post, n_pre)``), ``pulses`` (pulses
+            applied in the step, ``(1,)``) and ``state`` (``[pulse credit, running max
+            |Delta|]``: the rule's own state, so a reset restores it).
         """
-        signals = ConnectionSignals(
-            pre_filtered,
-            local_error,
-            threshold,
-            mask_source,
-            pos_resistances,
-            neg_resistances,
-            weights,
-            pulses,
-            state,
-        )
         at = len(self.parts) * _UPDATES  # before the weight changes (add_weight_change)
         self.parts.append(part)
         self.reads.extend(signals.reads)
@@ -543,10 +512,12 @@ class _PartRunner:
                 mask_source=signals.mask_source,
             )
         )
+        origins = np.asarray(part.origins, dtype=np.int64)
         self.sel = plain(
             Selection(
                 order=part.order,
                 mask_threshold=float(part.mask_threshold),
+                origins=origins,
                 active=np.empty(n_pre, dtype=np.uint64),  # unsigned: no wraparound checks
                 post_rows=np.empty(n_post, dtype=np.uint64),
                 positive=np.empty(n_post, dtype=np.bool_),
@@ -556,7 +527,7 @@ class _PartRunner:
         )
         self.pairs = plain(
             Pairs(
-                origins=np.asarray(part.origins, dtype=np.int64),
+                origins=origins,
                 r_pos=self.r_pos,
                 r_neg=self.r_neg,
                 weights=signals.weights,
@@ -582,18 +553,13 @@ class _PartRunner:
         if self.interval_steps is None:
             per_step = 1
         else:
-            credit = self.state[0] + self.interval_steps
+            # Python floats: the same IEEE doubles as NumPy's scalars, a fraction of their cost
+            credit = float(self.state[0]) + self.interval_steps
             per_step = int(credit + 1e-9)  # tolerate dt/interval rounding, e.g. 0.1/0.1
             self.state[0] = credit - per_step
             if per_step == 0:
                 return 0, 0
         return self.policy.choose(per_step)
-
-    def select(self, cells: tuple, fill: bool) -> int:
-        """The pulsed rows and active columns (:func:`kernels.select_pulses`); with ``fill``
-        their cells too, row by row, into ``cells``. Returns the number of candidate cells."""
-        n_active, n_rows = kernels.select_pulses(self.inputs, self.sel, self.pairs, cells, fill)
-        return n_active * n_rows
 
     def batch(self, size: int, count: Any, voltage: float, width: float) -> PulseBatch:
         """This connection's cells as a batch of its own."""
@@ -631,8 +597,8 @@ class _Policy:
     refreshing : bool
         True while the last batch chosen is a refresh (only the learning-rate policy has one).
     cells : tuple
-        The policy's :class:`~.groups.Cells` (plain): the runner's ``rows``/``cols`` and the
-        policy's counts and polarities.
+        The policy's :class:`~.groups.Cells` (plain): the runner's ``rows``/``cols`` and,
+        where the policy lists its batch cell by cell, its counts and polarities.
     """
 
     refreshing = False
@@ -641,14 +607,6 @@ class _Policy:
         self, runner: _PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
     ) -> None:
         self.r = runner
-        self.counts = np.empty(0, dtype=np.int64)
-        self.polarity = np.empty(0, dtype=np.bool_)
-
-    def _cells(self) -> tuple:
-        """The plain :class:`~.groups.Cells` of the runner's cells and this policy's counts."""
-        return plain(
-            Cells(rows=self.r.rows, cols=self.r.cols, counts=self.counts, polarity=self.polarity)
-        )
 
     def choose(self, per_step: int) -> tuple[int, Any]:
         """This step's cells (in the runner's ``rows``/``cols``) for ``per_step`` pulse
@@ -672,11 +630,14 @@ class _OnePulse(_Policy):
         self, runner: _PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
     ) -> None:
         super().__init__(runner, part, dt, rng)
-        self.cells = self._cells()
+        # rows and columns only (the product set's count is one per interval, its polarity
+        # the row's): no arrays numba's dispatch would check for nothing on every call
+        self.cells = plain(Cells(rows=runner.rows, cols=runner.cols, counts=None, polarity=None))
 
     def choose(self, per_step: int) -> tuple[int, Any]:
         r = self.r
-        size = r.select(self.cells, fill=True)
+        n_active, n_rows = kernels.select_pulses(r.inputs, r.sel, self.cells, True)
+        size = n_active * n_rows
         if size == 0:
             return 0, 0
         r.size, r.total = size, size * per_step
@@ -695,12 +656,12 @@ class _Scaled(_OnePulse):
     ) -> None:
         super().__init__(runner, part, dt, rng)
         self.levels = part.levels
-        self.counts = np.empty(runner.rows.shape[0], dtype=np.int64)
-        self.cells = self._cells()
+        self.counts = np.empty(runner.rows.shape[0], dtype=np.int64)  # scaled_counts' ``out``
 
     def choose(self, per_step: int) -> tuple[int, Any]:
         r = self.r
-        size = r.select(self.cells, fill=True)
+        n_active, n_rows = kernels.select_pulses(r.inputs, r.sel, self.cells, True)
+        size = n_active * n_rows
         if size == 0:
             return 0, 0
         r.total = kernels.scaled_counts(
@@ -723,19 +684,21 @@ class _Stochastic(_Policy):
         self.rng = rng
         self.counts = np.empty(n, dtype=np.int64)
         self.polarity = np.empty(n, dtype=np.bool_)
-        self.cells = self._cells()
+        self.cells = plain(Cells(rows=runner.rows, cols=runner.cols, counts=self.counts,
+                                 polarity=self.polarity))  # fmt: skip
         # one uniform per candidate cell, drawn in bulk each step (same stream as per-cell draws)
         self.uniforms = np.empty(n, dtype=np.float64)
 
     def choose(self, per_step: int) -> tuple[int, Any]:
         r = self.r
-        size = r.select(self.cells, fill=False)
+        n_active, n_rows = kernels.select_pulses(r.inputs, r.sel, self.cells, False)
+        size = n_active * n_rows
         if size == 0:
             return 0, 0
         uniforms = self.uniforms[:size]
         self.rng.random(out=uniforms)
         size, r.total = kernels.stochastic_cells(
-            r.inputs, r.sel, r.pairs, self.levels, per_step, r.running_max, self.cells, uniforms
+            r.inputs, r.sel, self.levels, per_step, r.running_max, self.cells, uniforms
         )
         r.size = size
         return size, self.counts[:size]
@@ -805,7 +768,8 @@ class _LearningRate(_Policy):
         # pulses per cell, at most max_count: 32 bits where that holds it, half of int64's memory
         self.counts = np.empty(n, dtype=np.int32 if self.max_count < 2**31 else np.int64)
         self.polarity = np.empty(n, dtype=np.bool_)
-        self.cells = self._cells()
+        self.cells = plain(Cells(rows=r.rows, cols=r.cols, counts=self.counts,
+                                 polarity=self.polarity))  # fmt: skip
         self.stream = kernels.new_stream(rng)  # the policy's draws, as many as it needs
 
     def choose(self, per_step: int) -> tuple[int, Any]:
@@ -817,11 +781,13 @@ class _LearningRate(_Policy):
             if self.n_pending and self.since_refresh >= pairs.REFRESH_PERIOD_STEPS:
                 return self._choose_refresh()
         r = self.r
-        size, total = kernels.choose_learning_rate(
-            r.inputs, r.sel, r.pairs, self.alpha * per_step, self.levels, self.cal, self.cells,
-            self.stream,
-        )  # fmt: skip
-        r.size, r.total = size, total
+        n_active, n_rows = kernels.select_pulses(r.inputs, r.sel, self.cells, False)
+        if n_active * n_rows == 0:
+            return 0, 0
+        size, r.total = kernels.learning_rate_cells(
+            r.inputs, r.sel, self.alpha * per_step, self.levels, self.cal, self.cells, self.stream
+        )
+        r.size = size
         return size, self.counts[:size]
 
     def _choose_balance(self) -> tuple[int, Any]:
