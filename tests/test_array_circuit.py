@@ -409,3 +409,14 @@ def test_an_lu_past_the_memory_bound_is_refused_before_it_is_built():
     with pytest.raises(SolverLimitError, match="held at both ends or at none"):
         system.solve(np.full((rows, cols), 1e-8), row_ends, col_ends)
     assert system.factorisations == 0
+
+
+def test_a_floating_scheme_too_large_for_the_lu_is_refused_at_open():
+    from memristor_hil.emulator.array.circuit import SolverLimitError
+
+    from memristor_hil import open_crossbar
+
+    with pytest.raises(SolverLimitError, match="write=floating with wire resistance"):
+        open_crossbar("emulator://?rows=1000&cols=1000&wire=2&read=grounded&write=floating")
+    open_crossbar("emulator://?rows=1000&cols=1000&wire=2&read=grounded&write=v2")  # swept
+    open_crossbar("emulator://?rows=64&cols=64&wire=2&read=floating")  # small: the LU
