@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         all_tasks = tasks(args.seconds, seed)
         for task in args.tasks:
             spec = dict(all_tasks[task])
-            run_task = fl.Task(
+            run_task = fl.LearningTask(
                 name=task,
                 function=spec.pop("function"),
                 stimulus=spec.pop("stimulus"),

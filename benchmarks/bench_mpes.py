@@ -132,7 +132,7 @@ def _model_bytes(sim: nengo.Simulator) -> dict[str, int]:
             if isinstance(contents, np.ndarray):  # the step's read-back buffer
                 operator[contents.__array_interface__["data"][0]] = contents.nbytes
             for runner in contents if isinstance(contents, list) else [contents]:
-                if type(runner).__name__ == "_PartRunner":
+                if type(runner).__name__ == "PartRunner":
                     _arrays(runner, operator)
                     _arrays(runner.policy, operator)  # the pulse policy's own buffers
     for held in (emulator, operator):  # an operator's views of signals count as signals

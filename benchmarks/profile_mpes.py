@@ -73,9 +73,9 @@ POLICIES: dict[str, dict[str, Any]] = {
 
 #: (owner, method, phase name) of the mPES operator's phases
 PHASES = (
-    (mpes_operator._PartRunner, "choose", "choose"),
+    (mpes_operator.PartRunner, "choose", "choose"),
     (Crossbar, "apply", "apply"),
-    (mpes_operator._PartRunner, "store", "store"),
+    (mpes_operator.PartRunner, "store", "store"),
 )
 
 
@@ -198,7 +198,7 @@ def kernel_split(n: int, warm: int) -> None:
         )  # fmt: skip
         runner = next(
             c.cell_contents for c in step.__closure__ or ()
-            if type(c.cell_contents).__name__ == "_PartRunner"
+            if type(c.cell_contents).__name__ == "PartRunner"
         )  # fmt: skip
         policy, reps = runner.policy, 200 if n <= 200 else 20
         sel, inputs = Selection(*runner.sel), Inputs(*runner.inputs)

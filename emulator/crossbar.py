@@ -93,12 +93,22 @@ class EmulatedCrossbar(Crossbar):
     def _bind(self, params: DeviceParameters, n: np.ndarray) -> None:
         """Make ``params`` and the state ``n`` the devices', with everything derived from them
         (the SET floor, the kernels' group, the voltage ratios), in one place."""
-        self.params = params
+        self._params = params
         self._n = n
         self._n_min = params.n_min
         self._devices = tuple(kernels.Devices.of(n, self._n_min, params))  # see kernels
         self._ratio_cache.clear()
         self._last_ratio = (None, _EMPTY)
+
+    @property
+    def params(self) -> DeviceParameters:
+        """The cells' drawn parameters. Assigning others re-derives what depends on them (the
+        SET floor, the voltage ratios, the compiled kernels' copy)."""
+        return self._params
+
+    @params.setter
+    def params(self, value: DeviceParameters) -> None:
+        self._bind(value, self._n)
 
     # ------------------------------------------------------------------ capabilities
     @property

@@ -60,13 +60,20 @@ __all__ = [
 
 
 class Devices(NamedTuple):
-    """The emulated devices: their state, the floor a SET pulse starts from, their law."""
+    """The emulated devices: their state, the floor a SET pulse starts from, their law.
 
-    #: pulse-count state, one per device (updated in place)
+    Attributes
+    ----------
+    n : numpy.ndarray
+        Pulse-count state, one per device (updated in place).
+    n_min : numpy.ndarray
+        ``n`` is raised to this before a SET pulse: one shared entry or one per device.
+    r0, r1, a : numpy.ndarray
+        The law ``R = r0 + r1 * n**a``: one shared entry each or one per device.
+    """
+
     n: np.ndarray
-    #: ``n`` is raised to this before a SET pulse: one shared entry or one per device
     n_min: np.ndarray
-    #: ``r0``, ``r1``, ``a`` of ``R = r0 + r1 * n**a``: one shared entry each or one per device
     r0: np.ndarray
     r1: np.ndarray
     a: np.ndarray
@@ -78,20 +85,40 @@ class Devices(NamedTuple):
 
 
 class SetPulses(NamedTuple):
-    """One batch's SET pulses at one voltage: what each entry does to its cell."""
+    """One batch's SET pulses at one voltage: what each entry does to its cell.
 
-    #: pulses per entry, or one entry shared by all
+    Attributes
+    ----------
+    counts : numpy.ndarray
+        Pulses per entry, or one entry shared by all.
+    ratio : numpy.ndarray
+        ``a / a(V)`` at the batch's voltage: one shared entry or one per device.
+    noise : float
+        Cycle-to-cycle noise: ``k <- max(k + noise * sqrt(k) * xi, 0)``.
+    draws : numpy.ndarray
+        The standard normals ``xi``, one per entry; empty without noise.
+    """
+
     counts: np.ndarray
-    #: ``a / a(V)`` at the batch's voltage: one shared entry or one per device
     ratio: np.ndarray
-    #: cycle-to-cycle noise: ``k <- max(k + noise * sqrt(k) * xi, 0)``
     noise: float
-    #: the standard normals ``xi``, one per entry; empty without noise
     draws: np.ndarray
 
 
 class VoltagePulses(NamedTuple):
-    """SET pulses with a voltage per entry (``a(V) = a + a_slope * (V - v_ref)``)."""
+    """SET pulses with a voltage per entry, ``a(V) = a + a_slope * (V - v_ref)``.
+
+    Attributes
+    ----------
+    counts, voltage : numpy.ndarray
+        Pulses and volts per entry.
+    a_slope, v_ref : float
+        The model's exponent slope and reference voltage.
+    noise : float
+        Cycle-to-cycle noise, as in :class:`SetPulses`.
+    draws : numpy.ndarray
+        Standard normals, one per entry; empty without noise.
+    """
 
     counts: np.ndarray
     voltage: np.ndarray
@@ -102,10 +129,17 @@ class VoltagePulses(NamedTuple):
 
 
 class ReadBack(NamedTuple):
-    """Where a batch's read-back goes (``out``, empty for none) and in what form."""
+    """Where a batch's read-back goes and in what form.
+
+    Attributes
+    ----------
+    out : numpy.ndarray
+        One value per batch entry; empty for no read-back.
+    convert : int
+        :data:`STATES`, :data:`FLOAT32_LAW` or :data:`SHARED_FLOAT64_LAW`.
+    """
 
     out: np.ndarray
-    #: :data:`STATES`, :data:`FLOAT32_LAW` or :data:`SHARED_FLOAT64_LAW`
     convert: int
 
 

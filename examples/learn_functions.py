@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name, function in FUNCTIONS.items():
         rules = fl.standard_rules(args.sigma, args.seed, pes_rate=args.pes_rate)
-        task = fl.Task(
+        task = fl.LearningTask(
             name=name,
             function=function,
             stimulus=lambda t: np.sin(2 * np.pi * t / 4),

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     def stimulus(t: float) -> list[float]:
         return [np.sin(2 * np.pi * t / 4), np.sin(2 * np.pi * t / 4 * 0.618 + 1.0)]
 
-    task = fl.Task(
+    task = fl.LearningTask(
         name="x1*x2",
         function=lambda x: x[0] * x[1],
         stimulus=stimulus,

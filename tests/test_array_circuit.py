@@ -378,18 +378,41 @@ def test_auto_sweeps_weakly_coupled_arrays_and_factors_the_rest():
     assert (mixed.line_solves, mixed.factorisations) == (0, 1)
 
 
-def test_sweeps_that_cannot_meet_their_tolerance_raise_naming_it():
+def test_sweeps_that_cannot_meet_their_tolerance_raise_naming_it(monkeypatch):
+    from memristor_hil.emulator.array import lines
     from memristor_hil.emulator.array.circuit import SolveError
     from memristor_hil.emulator.array.lines import LINE_TOLERANCE
 
     rng = np.random.default_rng(7)
-    row_ends, col_ends = _one_end_each(rng, 6, 6, "fixed")
-    system = NodalSystem(6, 6, Wiring(row_wire=5.0, col_wire=5.0), method="lines")
-    g = np.full((6, 6), 1.0)  # 1 ohm devices on 5 ohm segments: q ~ 360, the sweeps diverge
-    with pytest.raises(SolveError, match=f"LINE_TOLERANCE = {LINE_TOLERANCE:g}"):
-        system.solve(g, row_ends, col_ends)
+    row_ends, col_ends = _one_end_each(rng, 60, 60, "fixed")
+    system = NodalSystem(60, 60, Wiring(row_wire=1.0, col_wire=1.0), method="lines")
+    # q just below 1: a contraction, but not one that two sweeps can certify
+    g = np.full((60, 60), 1.0 / 7200.0 * 0.99)
+    assert 0.95 < system.coupling(g) < 1
+    with monkeypatch.context() as patch:
+        patch.setattr(lines, "MAX_SWEEPS", 2)
+        with pytest.raises(SolveError, match=f"LINE_TOLERANCE = {LINE_TOLERANCE:g}.* 2 sweeps"):
+            system.solve(g, row_ends, col_ends)
+    # q >= 1: no bound at all, refused before sweeping (it once swept 200 times, then blamed
+    # the tolerance, even where the sweeps had converged)
+    for r_device in (5e3, 1.0):  # q = 1.44 (the sweeps converge) and ~7e3 (they diverge)
+        with pytest.raises(SolveError, match=r"coupling bound q = .* not below 1.*auto"):
+            system.solve(np.full((60, 60), 1.0 / r_device), row_ends, col_ends)
+    assert system.sweeps == 2  # only the first solve swept
     with pytest.raises(ValueError, match="exactly one end"):
-        system.solve(g, np.zeros((6, 2)), col_ends)
+        system.solve(g, np.zeros((60, 2)), col_ends)
+
+
+@pytest.mark.parametrize("method", ["auto", "lines", "lu"])
+def test_an_array_of_open_devices_on_ideal_wires_carries_no_current(method):
+    """No conductance anywhere (every device open, no wire resistance): the sweeps' stopping
+    rule once divided by the zero norm of the system."""
+    rng = np.random.default_rng(3)
+    row_ends, col_ends = _one_end_each(rng, 3, 4, "fixed")
+    nodes = NodalSystem(3, 4, Wiring(0.0, 0.0), method=method).solve(
+        np.zeros((3, 4)), row_ends, col_ends
+    )
+    assert not np.any(nodes.row_current) and not np.any(nodes.col_current)
 
 
 def test_an_lu_past_the_memory_bound_is_refused_before_it_is_built():
@@ -409,3 +432,14 @@ def test_an_lu_past_the_memory_bound_is_refused_before_it_is_built():
     with pytest.raises(SolverLimitError, match="held at both ends or at none"):
         system.solve(np.full((rows, cols), 1e-8), row_ends, col_ends)
     assert system.factorisations == 0
+
+
+def test_a_floating_scheme_too_large_for_the_lu_is_refused_at_open():
+    from memristor_hil.emulator.array.circuit import SolverLimitError
+
+    from memristor_hil import open_crossbar
+
+    with pytest.raises(SolverLimitError, match="write=floating with wire resistance"):
+        open_crossbar("emulator://?rows=1000&cols=1000&wire=2&read=grounded&write=floating")
+    open_crossbar("emulator://?rows=1000&cols=1000&wire=2&read=grounded&write=v2")  # swept
+    open_crossbar("emulator://?rows=64&cols=64&wire=2&read=floating")  # small: the LU

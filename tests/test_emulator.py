@@ -313,6 +313,29 @@ def test_read_back_is_bit_for_bit_a_read_after_the_batch(dtype, sigma, order, si
         np.testing.assert_array_equal(got, xbar.read(rows, cols))
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_assigned_device_parameters_are_the_ones_pulses_and_read_backs_use(dtype):
+    """``params`` is a public attribute: the compiled kernels keep a grouped copy of the device
+    arrays, which must follow an assignment (it once kept the old law's, so a read-back
+    disagreed with a read of the same cells)."""
+    law = PowerLaw(dtype=dtype, variability=0.15)
+    xbar, other = EmulatedCrossbar(4, 5, law, seed=1), EmulatedCrossbar(4, 5, law, seed=2)
+    xbar.params = other.params
+    twin = EmulatedCrossbar(4, 5, law, seed=1)  # the same states, under the other's law
+    twin.params = other.params
+    rows, cols = np.array([0, 1, 3]), np.array([4, 2, 0])
+    for voltage in (0.1, 0.2, np.array([0.1, 0.15, 0.2])):
+        got = xbar.apply(PulseBatch(rows, cols, pulses=2, voltage=voltage), read_back=True)
+        if got is None:  # per-cell voltages: no compiled read-back path
+            got = xbar.read(rows, cols)
+        np.testing.assert_array_equal(got, xbar.read(rows, cols))
+        twin.apply(PulseBatch(rows, cols, pulses=2, voltage=voltage))
+    np.testing.assert_array_equal(xbar.read_all(), twin.read_all())
+    n = xbar.snapshot()["n"]
+    expected = law.resistance(np.asarray(n, dtype=float).reshape(-1), other.params)
+    np.testing.assert_allclose(xbar.read_all().reshape(-1), expected, rtol=1e-6)
+
+
 def test_read_back_goes_into_the_callers_buffer_and_a_returned_array_stays_the_callers():
     xbar = EmulatedCrossbar(30, 30, PowerLaw(dtype="float32"), seed=1)
     twin = EmulatedCrossbar(30, 30, PowerLaw(dtype="float32"), seed=1)

@@ -201,11 +201,16 @@ def test_policy_pulses_and_weights_are_those_recorded_before_the_refactor(name):
     got = _summary(*_run(name))
     want = PINNED[name]
     assert got["pulses_total"] > 0
-    # a few single pulses apart at most (see the module docstring), out of 1e5-4e6
-    assert abs(got["pulses_total"] - want["pulses_total"]) <= 5
-    assert np.allclose(got["pulses_at"], want["pulses_at"], rtol=0, atol=2)
+    # Only the default's stochastic rounding lands a pulse apart on another CPU (module
+    # docstring): its band is that; every other policy is held to its exact pulses and to
+    # float rounding in its weights. Tolerances scale with each pinned list's magnitude.
+    loose = name == "default"
+    assert abs(got["pulses_total"] - want["pulses_total"]) <= (5 if loose else 0)
+    assert np.allclose(got["pulses_at"], want["pulses_at"], rtol=0, atol=2 if loose else 0)
+    rtol = 1e-2 if loose else 1e-5
     for key in ("weights_projected", "weights_abs_sum", "pos_minus_neg_projected"):
-        assert np.allclose(got[key], want[key], rtol=1e-2, atol=1e-6), key
+        scale = float(np.max(np.abs(want[key])))
+        assert np.allclose(got[key], want[key], rtol=rtol, atol=rtol * scale), key
 
 
 if __name__ == "__main__":

@@ -204,33 +204,74 @@ def test_an_older_table_reads_back_with_the_pulse_count_moved_out_of_the_policy(
     from memristor_hil.experiments.results import ResultTable
 
     path = tmp_path / "results.parquet"
-    old = {"run_id": "old", "status": "ok", "label": "mPES one", "pulses": 5400.0,
-           "block_errors": [1.0]}  # fmt: skip
-    pd.DataFrame([old]).to_parquet(path, index=False)
+    old = [
+        {"run_id": label, "status": "ok", "rule": label.split()[0], "label": label,
+         "pulses": 5400.0, "block_errors": [1.0]}
+        for label in ("mPES one", "mPES rate", "mPES stochastic/2", "PES 1e-05")
+    ]  # fmt: skip
+    pd.DataFrame(old).to_parquet(path, index=False)
     table = ResultTable(path)
-    assert table.rows["old"]["pulses_applied"] == 5400.0
-    assert table.rows["old"]["pulses"] is None
+    assert {r["label"]: r["pulses"] for r in table.rows.values()} == {
+        "mPES one": "one",
+        "mPES rate": None,
+        "mPES stochastic/2": "stochastic",
+        "PES 1e-05": None,
+    }  # the policy read back from the label (None: the default, or PES), as new rows have it
+    assert all(r["pulses_applied"] == 5400.0 for r in table.rows.values())
     table.add({"run_id": "new", "status": "ok", "label": "mPES one", "pulses": "one",
                "pulses_applied": 10.0, "block_errors": [1.0]})  # fmt: skip
     again = ResultTable(path).rows
     assert (again["new"]["pulses"], again["new"]["pulses_applied"]) == ("one", 10.0)
-    assert again["old"]["pulses_applied"] == 5400.0
+    assert (again["mPES one"]["pulses"], again["mPES one"]["pulses_applied"]) == ("one", 5400.0)
+    # and every label a published plan makes reads back to its run's policy
+    from memristor_hil.experiments.plan import load_plan
+    from memristor_hil.experiments.results import upgrade_row
+
+    tomls = sorted((Path(__file__).parent.parent / "experiments").glob("*.toml"))
+    assert tomls
+    for toml in tomls:
+        for spec in load_plan(toml).runs():
+            row = upgrade_row({"label": spec.label, "pulses": 1.0})
+            assert row["pulses"] == (None if spec.pulses == "learning_rate" else spec.pulses)
 
 
-def test_a_run_records_the_commit_of_the_source_it_ran():
-    from memristor_hil.experiments.tasks import versions
+def test_a_run_records_the_commit_of_its_source_and_whether_that_source_was_changed(tmp_path):
+    from memristor_hil.experiments.tasks import source_commit, versions
 
-    commit = versions()["commit"]
-    package = Path(memristor_hil.__file__).parent
+    commit = source_commit.__wrapped__  # uncached: the checkout changes below
 
     def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(package), *args], capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else ""
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
 
-    if git("ls-files", "--", "__init__.py"):  # a clone: HEAD, "+dirty" when changed
-        assert commit.removesuffix("+dirty") == git("rev-parse", "HEAD")
-    else:  # an installed wheel, even one in a venv inside some clone
-        assert commit == "unknown"
+    repo = tmp_path / "clone"
+    package = repo / "memristor_hil"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (repo / "docs").mkdir()
+    (repo / "docs" / "a.md").write_text("a")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    head = git("rev-parse", "HEAD")
+    assert commit(package) == head
+    (repo / "docs" / "a.md").write_text("b")  # not the source: still that commit's code
+    assert commit(package) == head
+    (package / "new.py").write_text("")  # an untracked module the run may import
+    assert commit(package) == head + "+dirty"
+    (package / "new.py").unlink()
+    (package / "__init__.py").write_text("x = 1")
+    assert commit(package) == head + "+dirty"
+    loose = tmp_path / "site-packages" / "memristor_hil"  # an installed copy, in no clone
+    loose.mkdir(parents=True)
+    (loose / "__init__.py").write_text("")
+    assert commit(loose) == "unknown"
+    inside = repo / ".venv" / "memristor_hil"  # an installed copy inside a clone: untracked
+    inside.mkdir(parents=True)
+    (inside / "__init__.py").write_text("")
+    assert commit(inside) == "unknown"
+    assert versions()["commit"] == source_commit()  # what every row records
 
 
 def test_a_sweep_runs_on_a_separately_started_scheduler_and_worker(tmp_path):

@@ -115,7 +115,15 @@ class NodalSystem:
         self.sweeps = 0
 
     def coupling(self, conductance: np.ndarray, version: object = None) -> float:
-        """The lines' coupling bound ``q`` for these conductances (:mod:`.lines`)."""
+        """The lines' coupling bound ``q`` for these conductances (:mod:`.lines`).
+
+        Parameters
+        ----------
+        conductance : numpy.ndarray
+            ``(rows, cols)`` device conductances (siemens).
+        version : object, optional
+            A token that changes whenever the conductances do: the bound is kept for it.
+        """
         if version is not None and self._coupling is not None and self._coupling[0] == version:
             return self._coupling[1]
         rows, cols = self.shape
@@ -165,6 +173,12 @@ class NodalSystem:
             raise ValueError("the line sweeps need every line held at exactly one end")
         if self.method != "lu" and single:
             q = self.coupling(conductance, version)
+            if self.method == "lines" and not q < 1:
+                raise SolveError(
+                    f"the line sweeps cannot bound their error here: the lines' coupling bound "
+                    f"q = {q:.3g} is not below 1 (the contraction they need); nothing was "
+                    'solved. Use method="auto", which factors such arrays (sparse LU)'
+                )
             if self.method == "lines" or q < LINE_COUPLING_LIMIT:
                 return self._solve_lines(conductance, row_ends, col_ends, row_held, col_held, q)
             reason = f"the lines' coupling bound q = {q:.3g} >= {LINE_COUPLING_LIMIT}"
@@ -470,10 +484,14 @@ def _stop_factor(q: float, g_max: float, res: np.ndarray) -> float:
     """What the line sweeps multiply their last change by to compare it with
     ``LINE_TOLERANCE`` times the largest source voltage: ``q / (1 - q)`` (the contraction
     bound on the error) or, where larger, what keeps the backward error below a tenth of
-    :data:`RESIDUAL_TOLERANCE` (see :func:`_check_sweeps`); ``inf`` for ``q >= 1``."""
+    :data:`RESIDUAL_TOLERANCE` (see :func:`_check_sweeps`); ``inf`` for ``q >= 1`` (no
+    bound: :meth:`NodalSystem.solve` refuses to sweep then). With no conductance anywhere
+    (every device open, no wire resistance) the first state is exact: 0."""
     if not q < 1:
         return math.inf
     norm = _norm_bound(g_max, res)
+    if norm == 0:
+        return 0.0
     return max(q / (1 - q), LINE_TOLERANCE * g_max / (0.1 * RESIDUAL_TOLERANCE * norm))
 
 

@@ -15,7 +15,7 @@ from memristor_hil.pulses import PulseBatch, SafetyLimits
 
 from ..crossbar import EmulatedCrossbar
 from ..kernels import resistance as law_resistance
-from .circuit import NodalSystem
+from .circuit import LU_MEMORY_LIMIT, NodalSystem, SolverLimitError, lu_bytes
 from .kernels import apply_biased_operations, apply_counted_pulses, apply_counted_sets
 from .measure import admittance, biased_sense_current, floating_sense_current
 from .options import (
@@ -65,6 +65,16 @@ class ArrayCrossbar(EmulatedCrossbar):
         self._array = array or ArrayOptions()
         self._effects = fx = effects or DeviceEffects()
         self._system = NodalSystem(rows, cols, self.array.wiring)
+        floating = [
+            f"{k}=floating" for k in ("read", "write") if getattr(self.array, k) == "floating"
+        ]
+        if floating and not self.array.wiring.ideal and lu_bytes(rows, cols) > LU_MEMORY_LIMIT:
+            raise SolverLimitError(
+                f"{' and '.join(floating)} with wire resistance on a {rows}x{cols} array needs "
+                f"the sparse LU (floating lines are not held at one end), whose factor would "
+                f"take about {lu_bytes(rows, cols) / 2**30:.1f} GB, above LU_MEMORY_LIMIT = "
+                f"{LU_MEMORY_LIMIT / 2**30:g} GB: use a biased scheme (grounded, v2, v3)"
+            )
         # the parent draws its devices and noise from children 0 and 1 of the seed
         stuck_seed, drift_seed, read_seed = np.random.SeedSequence(seed).spawn(3)[2].spawn(3)
         self._read_rng = np.random.default_rng(read_seed)

@@ -27,6 +27,8 @@ normwise backward error ``|A x - b| / (|A| |x| + |b|)`` of :mod:`.circuit` is co
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
@@ -37,6 +39,37 @@ __all__ = ["LINE_TOLERANCE", "MAX_SWEEPS", "coupling", "solve_lines", "solve_lin
 LINE_TOLERANCE = 1e-13
 #: Sweeps after which a solve that has not met :data:`LINE_TOLERANCE` gives up.
 MAX_SWEEPS = 200
+
+
+class Stop(NamedTuple):
+    """When the sweeps stop: once ``factor`` times the last sweep's largest change of a device
+    voltage is at most ``target`` (volt), or after ``max_sweeps`` (the kernels take it as a
+    plain tuple in this order, as the emulator's other kernels take their groups)."""
+
+    factor: float
+    target: float
+    max_sweeps: int
+
+
+class Drops(NamedTuple):
+    """One right-hand side's state, updated in place: device voltages and each node's drop
+    from its line's source, ``(rows, cols)`` each."""
+
+    d: np.ndarray
+    drop_row: np.ndarray
+    drop_col: np.ndarray
+
+
+class ManyOut(NamedTuple):
+    """What :func:`_sweeps_many` writes for ``k`` right-hand sides: node voltages ``u``, ``w``
+    ``(k, rows, cols)``, the line currents ``(k, rows)``, ``(k, cols)`` and ``info`` ``(k, 2)``
+    (sweeps made, last change)."""
+
+    u: np.ndarray
+    w: np.ndarray
+    row_current: np.ndarray
+    col_current: np.ndarray
+    info: np.ndarray
 
 
 def coupling(
@@ -99,27 +132,27 @@ def solve_lines(
     drop_col = np.zeros_like(g)
     sweeps, change = _sweeps(
         g,
-        e_row,
-        e_col,
-        far[0].astype(np.bool_),
-        far[1].astype(np.bool_),
+        (e_row, e_col),
+        (far[0].astype(np.bool_), far[1].astype(np.bool_)),
         np.asarray(resistances, dtype=np.float64),
-        factor,
-        target,
-        MAX_SWEEPS,
-        d,
-        drop_row,
-        drop_col,
+        tuple(Stop(factor=factor, target=target, max_sweeps=MAX_SWEEPS)),
+        tuple(Drops(d, drop_row, drop_col)),
     )
     return d, drop_row, drop_col, sweeps, change
 
 
 @njit(cache=True, nogil=True)
-def _sweeps(  # pragma: no cover - compiled
-    g, e_row, e_col, row_far, col_far, res, factor, target, max_sweeps, d, drop_row, drop_col
-):
-    """Sweep until ``factor * max|d_k - d_(k-1)| <= target`` or ``max_sweeps``; returns the
-    sweeps made and the last change."""
+def _sweeps(g, sources, far, res, stop, state):  # pragma: no cover - compiled
+    """Sweep until ``factor * max|d_k - d_(k-1)| <= target`` or ``max_sweeps`` (``stop``:
+    :class:`Stop`), updating ``state`` (:class:`Drops`); returns the sweeps made and the last
+    change. ``sources``: the word and bit lines' source voltages; ``far``: per line, whether
+    it is held at its end 1."""
+    e_row, e_col = sources
+    row_far, col_far = far
+    stop = Stop(*stop)
+    factor, target, max_sweeps = stop.factor, stop.target, stop.max_sweeps
+    state = Drops(*state)
+    d, drop_row, drop_col = state.d, state.drop_row, state.drop_col
     rows, cols = g.shape
     seg_r, first_r, seg_c, first_c = res[0], res[1], res[2], res[3]
     current = np.empty((rows, cols))
@@ -234,29 +267,26 @@ def solve_lines_many(
     info = np.empty((k, 2))
     _sweeps_many(
         g,
-        e_row,
-        e_col,
+        (e_row, e_col),
         np.asarray(resistances, dtype=np.float64),
-        factor,
-        LINE_TOLERANCE,
-        MAX_SWEEPS,
-        u,
-        w,
-        row_current,
-        col_current,
-        info,
+        tuple(Stop(factor=factor, target=LINE_TOLERANCE, max_sweeps=MAX_SWEEPS)),
+        tuple(ManyOut(u, w, row_current, col_current, info)),
     )
     return u, w, row_current, col_current, info
 
 
 @njit(cache=True, nogil=True)
-def _sweeps_many(  # pragma: no cover - compiled
-    g, e_row, e_col, res, factor, tolerance, max_sweeps, u, w, row_current, col_current, info
-):
+def _sweeps_many(g, sources, res, stop, out):  # pragma: no cover - compiled
     """:func:`_sweeps` for word lines held at end 0 and bit lines at end 1, two passes a
     sweep (down the rows: device currents, word-line drops, bit-line currents; back up:
     bit-line drops and the new device voltages), every right-hand side in turn; the node
-    voltages, line currents and (sweeps, last change) go to the output arrays."""
+    voltages, line currents and (sweeps, last change) go to ``out`` (:class:`ManyOut`).
+    ``stop.target`` is here a fraction of each right-hand side's largest source voltage."""
+    e_row, e_col = sources
+    stop = Stop(*stop)
+    factor, tolerance, max_sweeps = stop.factor, stop.target, stop.max_sweeps
+    out = ManyOut(*out)
+    u, w, row_current, col_current, info = out.u, out.w, out.row_current, out.col_current, out.info
     rows, cols = g.shape
     seg_r, first_r, seg_c, first_c = res[0], res[1], res[2], res[3]
     d = np.empty((rows, cols))

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         f"learning f(x) = x^2 with {n}x{n} learned weights: "
         f"{learn_until:g} s learning, {args.seconds - learn_until:g} s testing"
     )
-    task = fl.Task(
+    task = fl.LearningTask(
         name="x^2",
         function=lambda x: x**2,
         stimulus=lambda t: np.sin(2 * np.pi * t / 4),

@@ -22,7 +22,7 @@ import numpy as np
 __all__ = [
     "PES_LEARNING_RATE",
     "Result",
-    "Task",
+    "LearningTask",
     "Verdict",
     "build_network",
     "compare",
@@ -41,7 +41,7 @@ PES_LEARNING_RATE = 1e-5
 Schedule = Callable[[float], bool]
 
 
-class Task(NamedTuple):
+class LearningTask(NamedTuple):
     """One function-learning task: what to learn, from which input, when, and for how long.
 
     Attributes
@@ -178,7 +178,7 @@ def simulator(net: nengo.Network, seed: int | None = None) -> nengo.Simulator:
 def run(
     rule_name: str,
     rule_type: nengo.learning_rules.LearningRuleType,
-    task: Task,
+    task: LearningTask,
     *,
     progress: bool = True,
     chunk: float = 1.0,
@@ -263,7 +263,7 @@ def standard_rules(
 
 def compare(
     rules: Sequence[tuple[str, nengo.learning_rules.LearningRuleType]],
-    task: Task,
+    task: LearningTask,
     **kwargs: Any,
 ) -> list[Result]:
     """Run every rule on the same task and network (``kwargs`` as for :func:`run`)."""

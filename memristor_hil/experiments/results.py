@@ -14,9 +14,9 @@ used); ``worker``, ``started``, ``finished`` (UTC seconds) and ``wall_s``; ``ver
 (``version_commit``: the git commit of the source that ran).
 
 Tables written before ``pulses_applied`` existed kept the number of pulses in ``pulses``,
-over the run's policy; :func:`upgrade_row` moves it when such a table is read, so a resumed
-or re-summarized old table has one meaning per column (the old rows' policy is then only in
-their ``label``).
+over the run's policy; :func:`upgrade_row` moves it, and reads the policy back from the
+run's label, when such a table is read, so a resumed or re-summarized old table has one
+meaning per column.
 """
 
 from __future__ import annotations
@@ -32,13 +32,23 @@ def upgrade_row(row: dict[str, Any]) -> dict[str, Any]:
     """One row of an older table in today's columns (in place; returned for chaining).
 
     Before ``pulses_applied``, ``pulses`` held the number of pulses a run applied (a number)
-    instead of the run's pulse policy (a name or nothing): the number moves to
-    ``pulses_applied`` and ``pulses`` becomes None.
+    instead of the run's pulse policy: the number moves to ``pulses_applied`` and the policy
+    is read back from the run's ``label`` (``"mPES one"`` is ``"one"``, ``"mPES stochastic/2"``
+    ``"stochastic"``; the default's ``"mPES rate"`` and PES's are None, as in a new row).
     """
     if "pulses_applied" not in row and isinstance(row.get("pulses"), int | float):
         row["pulses_applied"] = float(row["pulses"])
-        row["pulses"] = None
+        row["pulses"] = _policy_of(str(row.get("label", "")))
     return row
+
+
+def _policy_of(label: str) -> str | None:
+    """The pulse policy a run's label names (the inverse of ``RunSpec.label``)."""
+    words = label.split()
+    if len(words) < 2 or words[0] != "mPES":
+        return None
+    policy = words[1].split("/")[0]
+    return None if policy == "rate" else policy
 
 
 class ResultTable:

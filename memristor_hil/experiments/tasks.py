@@ -268,28 +268,40 @@ def versions() -> dict[str, str]:
     return out
 
 
+#: The folders of the package's source, relative to a clone's root (pyproject's package-dir):
+#: what decides whether a run's source is the commit's.
+SOURCE_FOLDERS = ("memristor_hil", "drivers", "emulator")
+
+
 @functools.cache
-def source_commit() -> str:
+def source_commit(package: Path | None = None) -> str:
     """The git commit of the checkout this package is imported from (``"unknown"`` if none).
 
-    Only a checkout that tracks this very file counts: a wheel installed into a virtual
-    environment that happens to sit inside some git clone is ``"unknown"``.
+    ``"+dirty"`` is appended when a file of the package's source (:data:`SOURCE_FOLDERS`) is
+    modified or untracked, so a new module not yet added is noticed and an edit to the docs
+    is not. Only a checkout that tracks this very package counts: a wheel installed into a
+    virtual environment that happens to sit inside some git clone is ``"unknown"``.
+
+    Parameters
+    ----------
+    package : pathlib.Path, optional
+        The package folder to ask about (default: this package's).
     """
-    here = Path(__file__).resolve()
-    where = str(here.parent)
+    here = Path(__file__).resolve().parent.parent if package is None else package.resolve()
+    where = str(here)
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", where, *args], capture_output=True, text=True, timeout=10, check=True
+        )
+        return done.stdout.strip()
+
     try:
-        subprocess.run(
-            ["git", "-C", where, "ls-files", "--error-unmatch", "--", here.name],
-            capture_output=True, timeout=10, check=True,
-        )  # fmt: skip
-        head = subprocess.run(
-            ["git", "-C", where, "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
+        git("ls-files", "--error-unmatch", "--", "__init__.py")
+        root = Path(git("rev-parse", "--show-toplevel"))
+        head = git("rev-parse", "HEAD")
+        folders = [f for f in SOURCE_FOLDERS if (root / f).is_dir()]
+        dirty = git("-C", str(root), "status", "--porcelain", "--", *folders)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head}+dirty" if dirty else head
@@ -372,7 +384,7 @@ def run_task(spec: RunSpec, *, crossbar: Any = None, layout: Any = None) -> dict
         MSE the best constant output would score there (the target's variance per dimension,
         averaged): what a run that learned nothing beats; ``block_errors``, the
         total absolute error (summed over steps and output dimensions) of each testing block;
-        ``final_block_error``; ``pulses`` applied; ``sim_wall_s`` and ``sim_cpu_s``
+        ``final_block_error``; ``pulses_applied``; ``sim_wall_s`` and ``sim_cpu_s``
         (wall and CPU seconds to build and run; CPU time hardly depends on what else the
         machine runs); the resolved task parameters.
     """

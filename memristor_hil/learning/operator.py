@@ -17,7 +17,14 @@ from . import kernels, pairs
 from .crossbars import CrossbarUse
 from .groups import Calibration, Cells, HostModel, Inputs, Pairs, RefreshQueue, Selection, plain
 
-__all__ = ["ConnectionPart", "ConnectionSignals", "Refresh", "SimmPES", "SimmPESCollect"]
+__all__ = [
+    "ConnectionPart",
+    "ConnectionSignals",
+    "PartRunner",
+    "Refresh",
+    "SimmPES",
+    "SimmPESCollect",
+]
 
 
 class ConnectionSignals(NamedTuple):
@@ -245,7 +252,7 @@ class SimmPES(Operator):
         # reproduce each other. A reset re-creates the generator: runs reproduce.
         generator = np.random.default_rng([part.seed for part in self.parts])
         runners = [
-            _PartRunner(
+            PartRunner(
                 part,
                 ConnectionSignals(*(signals[s] for s in self.connection_signals(k))),
                 dt=dt,
@@ -341,7 +348,7 @@ class _Pipeline:
         self.pending: PendingApply | None = None
         #: Or its read-back already (devices simulated in this process).
         self.ready: np.ndarray | None = None
-        self.runners: list[_PartRunner] = []
+        self.runners: list[PartRunner] = []
         self.sizes: list[int] = []
 
     def collect(self) -> None:
@@ -365,7 +372,7 @@ class _Pipeline:
 
 
 def _chosen_batch(
-    chosen: list[tuple[_PartRunner, int, Any]], voltage: float, width: float
+    chosen: list[tuple[PartRunner, int, Any]], voltage: float, width: float
 ) -> PulseBatch:
     """One batch of the cells the runners chose, runner after runner."""
     if len(chosen) == 1:
@@ -381,7 +388,7 @@ def _chosen_batch(
 
 
 def _overlapped_step(
-    op: SimmPES, runners: list[_PartRunner], pipeline: _Pipeline
+    op: SimmPES, runners: list[PartRunner], pipeline: _Pipeline
 ) -> Callable[[], None]:
     """A step that chooses and submits the batch; :class:`SimmPESCollect` stores it.
 
@@ -437,7 +444,7 @@ def _overlapped_step(
     return step_simmpes_overlapped
 
 
-def _readback_buffer(crossbar: Any, runners: list[_PartRunner]) -> np.ndarray:
+def _readback_buffer(crossbar: Any, runners: list[PartRunner]) -> np.ndarray:
     """One read-back buffer for every step (``apply(out=)``), in the devices' float type, so
     an emulator writes into it directly; the store copies what it needs before it is reused."""
     model = crossbar.model
@@ -447,7 +454,7 @@ def _readback_buffer(crossbar: Any, runners: list[_PartRunner]) -> np.ndarray:
     )
 
 
-def _immediate_step(op: SimmPES, runners: list[_PartRunner]) -> Callable[[], None]:
+def _immediate_step(op: SimmPES, runners: list[PartRunner]) -> Callable[[], None]:
     """A step that applies the batch and stores its read-back at once."""
     apply = op.use.crossbar.apply
     use = op.use
@@ -488,12 +495,15 @@ def _immediate_step(op: SimmPES, runners: list[_PartRunner]) -> Callable[[], Non
     return step_simmpes_shared
 
 
-class _PartRunner:
+class PartRunner:
     """One connection's signals and buffers, the selection every policy shares, and its pulse
     policy (:class:`_Policy`), chosen once when the step is made.
 
     The arrays the kernels take travel in the named groups of :mod:`.groups`, built here by
     keyword and kept as plain tuples (:func:`.groups.plain`: what numba types fastest).
+
+    Public so that profilers (``benchmarks/profile_mpes.py``) can time its ``choose`` and
+    ``store`` phases; it is built by the operator, never by users.
     """
 
     def __init__(
@@ -583,7 +593,7 @@ class _Policy:
 
     Parameters
     ----------
-    runner : _PartRunner
+    runner : PartRunner
         The connection's signals, groups and shared buffers.
     part : ConnectionPart
         The connection's settings.
@@ -604,7 +614,7 @@ class _Policy:
     refreshing = False
 
     def __init__(
-        self, runner: _PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
+        self, runner: PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
     ) -> None:
         self.r = runner
 
@@ -627,7 +637,7 @@ class _OnePulse(_Policy):
     pulsed rows and active columns, :func:`kernels.select_pulses`)."""
 
     def __init__(
-        self, runner: _PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
+        self, runner: PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
     ) -> None:
         super().__init__(runner, part, dt, rng)
         # rows and columns only (the product set's count is one per interval, its polarity
@@ -652,7 +662,7 @@ class _Scaled(_OnePulse):
     """Every candidate cell, with a count growing with ``|e_i| a_j`` (``kernels.scaled_counts``)."""
 
     def __init__(
-        self, runner: _PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
+        self, runner: PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
     ) -> None:
         super().__init__(runner, part, dt, rng)
         self.levels = part.levels
@@ -676,7 +686,7 @@ class _Stochastic(_Policy):
     dropped; one uniform per candidate cell from the operator's generator."""
 
     def __init__(
-        self, runner: _PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
+        self, runner: PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
     ) -> None:
         super().__init__(runner, part, dt, rng)
         n = runner.rows.shape[0]
@@ -714,7 +724,7 @@ class _LearningRate(_Policy):
     :mod:`~memristor_hil.learning.pairs`."""
 
     def __init__(
-        self, runner: _PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
+        self, runner: PartRunner, part: ConnectionPart, dt: float, rng: np.random.Generator
     ) -> None:
         super().__init__(runner, part, dt, rng)
         r = runner
