@@ -33,7 +33,10 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
+from memristor_hil import numba_cache
 from memristor_hil.powerlaw import DeviceParameters
+
+numba_cache.install()  # before any kernel here is compiled and cached: see that module
 
 __all__ = [
     "Devices",

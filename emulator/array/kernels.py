@@ -11,6 +11,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from memristor_hil import numba_cache
+
+numba_cache.install()  # before any kernel here is compiled and cached: see that module
+
 __all__ = ["apply_biased_operations", "apply_counted_pulses", "apply_counted_sets"]
 
 

@@ -32,6 +32,10 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from memristor_hil import numba_cache
+
+numba_cache.install()  # before any kernel here is compiled and cached: see that module
+
 __all__ = ["LINE_TOLERANCE", "MAX_SWEEPS", "coupling", "solve_lines", "solve_lines_many"]
 
 #: The line iteration stops once its bound on every device voltage's error,

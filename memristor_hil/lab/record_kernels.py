@@ -15,6 +15,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from memristor_hil import numba_cache
+
+numba_cache.install()  # before any kernel here is compiled and cached: see that module
+
 __all__ = [
     "cell_bitmap",
     "cell_diffs",

@@ -18,7 +18,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from memristor_hil import numba_cache
+
 from .groups import Calibration, Cells, Inputs, Pairs, Selection
+
+numba_cache.install()  # before any kernel here is compiled and cached: see that module
 
 __all__ = [
     "ORDER_NATURAL",

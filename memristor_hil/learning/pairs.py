@@ -20,8 +20,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from memristor_hil import numba_cache
+
 from .groups import Calibration, Cells, HostModel, Pairs, RefreshQueue
 from .kernels import block_row, keep_entry, pair_index, pair_weight
+
+numba_cache.install()  # before any kernel here is compiled and cached: see that module
 
 __all__ = ["CALIBRATION_RATE", "nominal_pulse_change", "store_calibrated"]
 
