@@ -44,8 +44,8 @@ def install() -> bool:
     except ImportError:
         return False
     cls = getattr(caching, "IndexDataCacheFile", None)
-    needed = ("save", "_load_index", "_save_index", "_save_data", "_data_name", "_index_path")
-    if cls is None or not all(hasattr(cls, n) for n in needed[:-1]):
+    needed = ("save", "_load_index", "_save_index", "_save_data", "_data_name")
+    if cls is None or not all(hasattr(cls, n) for n in needed):
         return False
     if getattr(cls.save, "__memristor_hil_locked__", False):
         return True
